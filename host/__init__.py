@@ -1,0 +1,52 @@
+"""The trusted side: ``Host``, its catalog, the outcomes of a call, and the CLI.
+
+    from host import Host
+    with Host() as host:
+        host.add_provider("providers.examples.text")
+        host.call("text.word_count", {"text": "a b"})   # -> 2
+"""
+
+import logging
+
+from host.catalog import ActionDescriptor, Catalog
+from host.errors import (
+    ActionFailed,
+    Cancelled,
+    CpuExceeded,
+    InputInvalid,
+    MemoryExceeded,
+    Outcome,
+    OutputInvalid,
+    OutputTooLarge,
+    ProtocolViolation,
+    ProviderUnavailable,
+    SandboxError,
+    Timeout,
+    Usage,
+    WorkerCrashed,
+)
+from host.host import Host, ProviderInfo
+
+# A library stays quiet unless the application configures logging.
+logging.getLogger("host").addHandler(logging.NullHandler())
+
+__all__ = [
+    "ActionDescriptor",
+    "ActionFailed",
+    "Cancelled",
+    "Catalog",
+    "CpuExceeded",
+    "Host",
+    "InputInvalid",
+    "MemoryExceeded",
+    "Outcome",
+    "OutputInvalid",
+    "OutputTooLarge",
+    "ProtocolViolation",
+    "ProviderInfo",
+    "ProviderUnavailable",
+    "SandboxError",
+    "Timeout",
+    "Usage",
+    "WorkerCrashed",
+]

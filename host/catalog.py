@@ -1,0 +1,169 @@
+"""The action catalog, with Mistral's lookup semantics and one consistent signature.
+
+The host never imports provider code: the catalog is learnt from a worker's HELLO, which is
+untrusted input, so every entry is checked (names, schemas) before it is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from host.validation import SchemaInvalid, SchemaValidator
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MAX_DESCRIPTION = 4096
+
+
+class CatalogInvalid(ValueError):
+    """What a worker announced is not a valid catalog."""
+
+
+@dataclass(frozen=True)
+class ActionDescriptor:
+    """What the catalog knows of one action. Plain data; validators are kept beside it."""
+
+    name: str
+    namespace: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    provider: str
+    safe_rerun: bool = False
+    input_validator: SchemaValidator = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    output_validator: SchemaValidator = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "full_name": self.full_name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "provider": self.provider,
+            "safe_rerun": self.safe_rerun,
+        }
+
+
+_SORTABLE = ("name", "namespace", "full_name", "description", "provider", "safe_rerun")
+
+
+def descriptors_from_hello(provider: str, actions: Sequence[Mapping[str, Any]]) -> list[ActionDescriptor]:
+    """Check and convert the ``actions`` list of a HELLO. Raises :class:`CatalogInvalid`."""
+    result = []
+    seen = set()
+    for raw in actions:
+        name, namespace = raw.get("name"), raw.get("namespace")
+        if not (isinstance(name, str) and _IDENTIFIER.match(name)):
+            raise CatalogInvalid(f"action name {str(name)[:60]!r} is not an identifier")
+        if not (isinstance(namespace, str) and _IDENTIFIER.match(namespace)):
+            raise CatalogInvalid(f"namespace {str(namespace)[:60]!r} is not an identifier")
+        full = f"{namespace}.{name}"
+        if full in seen:
+            raise CatalogInvalid(f"action {full} is announced twice")
+        seen.add(full)
+        description = raw.get("description") or ""
+        if not isinstance(description, str):
+            raise CatalogInvalid(f"{full}: description must be a string")
+        safe_rerun = raw.get("safe_rerun", False)
+        if not isinstance(safe_rerun, bool):
+            raise CatalogInvalid(f"{full}: safe_rerun must be a boolean")
+        input_schema, output_schema = raw.get("input_schema"), raw.get("output_schema")
+        try:
+            input_validator = SchemaValidator(input_schema, what=f"{full} input schema")
+            output_validator = SchemaValidator(output_schema, what=f"{full} output schema")
+        except SchemaInvalid as exc:
+            raise CatalogInvalid(str(exc)) from None
+        result.append(
+            ActionDescriptor(
+                name=name,
+                namespace=namespace,
+                description=description[:_MAX_DESCRIPTION],
+                input_schema=input_schema,  # type: ignore[arg-type]
+                output_schema=output_schema,  # type: ignore[arg-type]
+                provider=provider,
+                safe_rerun=safe_rerun,
+                input_validator=input_validator,
+                output_validator=output_validator,
+            )
+        )
+    return result
+
+
+class Catalog:
+    """Every action of every provider the host has loaded. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._actions: dict[str, ActionDescriptor] = {}
+
+    def register(self, descriptors: Iterable[ActionDescriptor]) -> None:
+        """Add a provider's actions; a full name that another provider owns is an error."""
+        items = list(descriptors)
+        with self._lock:
+            for d in items:
+                other = self._actions.get(d.full_name)
+                if other is not None and other.provider != d.provider:
+                    raise CatalogInvalid(
+                        f"action {d.full_name} of provider {d.provider!r} clashes with "
+                        f"provider {other.provider!r}"
+                    )
+            for d in items:
+                self._actions[d.full_name] = d
+
+    def remove_provider(self, provider: str) -> None:
+        with self._lock:
+            for key in [k for k, d in self._actions.items() if d.provider == provider]:
+                del self._actions[key]
+
+    def find(self, name: str, namespace: str | None = None) -> ActionDescriptor | None:
+        """Look up ``name`` (``"ns.name"``, or ``"name"`` with ``namespace``); None if absent."""
+        with self._lock:
+            if namespace is not None:
+                return self._actions.get(f"{namespace}.{name}")
+            return self._actions.get(name)
+
+    def find_all(
+        self,
+        namespace: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        sort: str | Sequence[str] | None = None,
+    ) -> list[ActionDescriptor]:
+        """Actions in ``namespace`` (all when None) whose attributes equal ``filters``.
+
+        ``sort`` names descriptor attributes (``"-name"`` sorts descending), default
+        ``full_name``; ``limit`` keeps the first N after sorting. An unknown filter or sort key is
+        a ``ValueError``, so a typo never silently returns everything.
+        """
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
+        keys = [sort] if isinstance(sort, str) else list(sort or ["full_name"])
+        for key in keys:
+            if key.lstrip("-") not in _SORTABLE:
+                raise ValueError(f"cannot sort by {key!r}; known: {', '.join(_SORTABLE)}")
+        for key in filters or {}:
+            if key not in _SORTABLE + ("input_schema", "output_schema"):
+                raise ValueError(f"cannot filter by {key!r}; known: {', '.join(_SORTABLE)}")
+        with self._lock:
+            items = list(self._actions.values())
+        if namespace is not None:
+            items = [d for d in items if d.namespace == namespace]
+        for key, wanted in (filters or {}).items():
+            items = [d for d in items if getattr(d, key) == wanted]
+        for key in reversed(keys):  # stable sorts, last key first
+            attr = key.lstrip("-")
+            items.sort(key=lambda d, a=attr: getattr(d, a), reverse=key.startswith("-"))
+        return items if limit is None else items[:limit]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._actions)

@@ -1,0 +1,218 @@
+"""The ``sandbox`` command: call an action, list the catalog, run the demo, check the machine.
+
+Exit codes: 0 the call succeeded, 1 the call's outcome was an error, 2 a usage or configuration
+error (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+EXIT_OK = 0
+EXIT_OUTCOME = 1
+EXIT_USAGE = 2
+
+#: Loaded when neither --provider nor --config is given, so the CLI works right after install.
+BUILTIN_PROVIDERS = ("providers.examples.text", "providers.examples.hostile")
+
+
+class UsageError(Exception):
+    """A problem with what the user typed or configured: exit code 2, one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="a provider to load: package.module, package.module:attr or path/to/file.py "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="a sandbox.toml (or .json) naming providers and policies"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sandbox",
+        description="Run untrusted action providers in confined, resource-limited workers. "
+        "With neither --provider nor --config, the built-in example providers "
+        "(text, hostile) are loaded.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    call = commands.add_parser(
+        "call",
+        help="call one action and print its result",
+        description="Call ACTION with INPUT (a JSON object) and print the result. Exit code 0 "
+        "when the call succeeded, 1 when its outcome was an error (Timeout, ActionFailed, ...), "
+        "2 for a usage or configuration error.",
+    )
+    call.add_argument("action", metavar="ACTION", help="the action's full name, e.g. text.word_count")
+    call.add_argument(
+        "input",
+        metavar="INPUT",
+        nargs="?",
+        default="{}",
+        help="JSON text, @file.json, or - for standard input (default: {})",
+    )
+    _add_sources(call)
+    call.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    call.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+    listing = commands.add_parser("list", help="list the actions of the loaded providers")
+    _add_sources(listing)
+    listing.add_argument("--json", action="store_true", help="print the catalog as JSON")
+
+    commands.add_parser(
+        "demo",
+        help="run the example and hostile actions under a strict policy and show the outcomes",
+        description="Runs every example action and every deliberately hostile action (spin, "
+        "sleep, memory bomb, fork bomb, escapes, crashes, floods) under a strict policy and "
+        "prints what each attempted, its outcome and what it cost.",
+    )
+    return parser
+
+
+def _read_input(text: str) -> Any:
+    if text == "-":
+        source, data = "standard input", sys.stdin.read()
+    elif text.startswith("@"):
+        source = text[1:]
+        try:
+            with open(source, encoding="utf-8") as f:
+                data = f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read input file {source}: {exc.strerror}") from None
+    else:
+        source, data = "INPUT", text
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{source} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _open_host(args: argparse.Namespace) -> Any:
+    """A Host with the providers the arguments name. Raises UsageError for bad references."""
+    from host import Host, ProviderUnavailable
+    from policies import PolicyError
+
+    host = Host()
+    try:
+        if args.config:
+            host.load_config(args.config)
+        refs = list(args.provider)
+        if not args.config and not refs:
+            refs = list(BUILTIN_PROVIDERS)
+        for ref in refs:
+            if ref.endswith(".py") and not os.path.exists(ref.partition(":")[0]):
+                raise UsageError(f"--provider {ref}: no such file")
+            host.add_provider(ref)
+    except PolicyError as exc:
+        host.close()
+        raise UsageError(str(exc)) from None
+    except (ProviderUnavailable, ValueError) as exc:
+        host.close()
+        raise UsageError(str(exc)) from None
+    except BaseException:
+        host.close()
+        raise
+    return host
+
+
+def _command_call(args: argparse.Namespace) -> int:
+    from host import Outcome
+
+    payload = _read_input(args.input)
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    host = _open_host(args)
+    try:
+        descriptor = host.catalog.find(args.action)
+        if descriptor is None:
+            known = ", ".join(d.full_name for d in host.catalog.find_all())
+            raise UsageError(f"unknown action {args.action!r}; known actions: {known or 'none'}")
+        outcome: Outcome = host.run(args.action, payload, timeout=args.timeout)
+        layers = next(
+            (p.layers for p in host.providers() if p.name == descriptor.provider), []
+        )
+    finally:
+        host.close()
+    if args.json:
+        data = outcome.to_dict()
+        data["layers"] = layers
+        print(json.dumps(data))
+    elif outcome.ok:
+        value = outcome.value
+        print(value if isinstance(value, str) else json.dumps(value, indent=2))
+        if outcome.logs:
+            sys.stderr.write(outcome.logs)
+    else:
+        assert outcome.error is not None
+        if outcome.logs:
+            sys.stderr.write(outcome.logs)
+        print(f"{outcome.error.type}: {outcome.error.message}", file=sys.stderr)
+        tb = outcome.error.details.get("traceback")
+        if tb:
+            sys.stderr.write(str(tb))
+    return EXIT_OK if outcome.ok else EXIT_OUTCOME
+
+
+def _command_list(args: argparse.Namespace) -> int:
+    host = _open_host(args)
+    try:
+        actions = host.catalog.find_all()
+    finally:
+        host.close()
+    if args.json:
+        print(json.dumps([d.to_dict() for d in actions], indent=2))
+        return EXIT_OK
+    width = max((len(d.full_name) for d in actions), default=10)
+    for d in actions:
+        rerun = " (safe to re-run)" if d.safe_rerun else ""
+        print(f"{d.full_name:<{width}}  {d.description}{rerun}")
+    return EXIT_OK
+
+
+def _command_demo(args: argparse.Namespace) -> int:
+    from host.demo import run_demo
+
+    return run_demo()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"call": _command_call, "list": _command_list, "demo": _command_demo}
+    try:
+        code = handlers[args.command](args)
+    except UsageError as exc:
+        print(f"sandbox: error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sandbox: interrupted", file=sys.stderr)
+        code = 130
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""``Host``: the trusted object an engine talks to. It owns providers, workers and the catalog.
+
+The host never imports a provider's module. It starts a worker, learns the catalog from the
+worker's HELLO, validates every input before dispatch and every output after receipt, and
+enforces the provider's policy. All I/O runs on one reactor thread (see ``host.reactor``); the
+methods here are thread-safe and may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import threading
+import time
+import weakref
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from host.catalog import ActionDescriptor, Catalog
+from host.errors import InputInvalid, Outcome, ProviderUnavailable, SandboxError
+from host.reactor import STARTUP_TIMEOUT_S, PendingCall, ProviderState, Reactor
+from policies import Policy, load_config
+
+#: How long ``add_provider`` waits for the first worker's HELLO, on top of its own start-up limit.
+_ADD_PROVIDER_SLACK_S = 5.0
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """What the host knows of one loaded provider."""
+
+    name: str
+    ref: str
+    version: str
+    namespace: str
+    policy: Policy
+    #: The confinement layers its first worker reported: name, applied, detail.
+    layers: list[dict[str, Any]]
+    workers: int
+
+
+class Host:
+    """Runs untrusted providers in confined workers and calls their actions.
+
+    Use it as a context manager (or call :meth:`close`): closing stops every worker and removes
+    the ipc directory and work directories. A host that is garbage-collected or still open at
+    interpreter exit is closed then.
+    """
+
+    def __init__(self) -> None:
+        self.catalog = Catalog()
+        self._reactor = Reactor(self.catalog, search_path=[os.getcwd()])
+        self._thread = threading.Thread(target=self._reactor.run, name="sandbox-host", daemon=True)
+        self._thread.start()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._finalizer = weakref.finalize(self, Host._close_reactor, self._reactor, self._thread)
+        atexit.register(self._finalizer)
+
+    # ------------------------------------------------------------------ providers
+
+    def add_provider(
+        self, ref: str, *, policy: Policy | None = None, name: str | None = None
+    ) -> str:
+        """Start a worker for provider ``ref`` and add its actions to the catalog.
+
+        ``ref`` is ``package.module``, ``package.module:attribute`` or ``path/to/file.py``.
+        Returns the provider's name (``name`` if given, else the name the provider declares).
+        Raises :class:`ProviderUnavailable` if it cannot start (import error, missing layer).
+        """
+        self._check_open()
+        policy = policy if policy is not None else Policy()
+        if not isinstance(ref, str) or not ref.strip():
+            raise ValueError("a provider reference must be a non-empty string")
+        key = name if name is not None else f"_pending{next(self._ids)}"
+        ready: Future[str] = Future()
+        state = ProviderState(
+            name=key, ref=ref, policy=policy, ready=ready, explicit_name=name is not None
+        )
+        self._reactor.submit(lambda: self._reactor.add_provider(state))
+        return ready.result(timeout=STARTUP_TIMEOUT_S + _ADD_PROVIDER_SLACK_S)
+
+    def remove_provider(self, name: str) -> None:
+        """Stop a provider's workers and remove its actions from the catalog."""
+        self._check_open()
+        self._reactor.submit(lambda: self._reactor.remove_provider(name))
+
+    def load_config(self, path: str | os.PathLike[str]) -> list[str]:
+        """Add every provider a ``sandbox.toml`` (or JSON) file names; returns their names."""
+        config = load_config(path)
+        return [
+            self.add_provider(entry.source, policy=entry.policy, name=entry.name)
+            for entry in config.providers
+        ]
+
+    def providers(self) -> list[ProviderInfo]:
+        """Every loaded provider, with the confinement layers its worker reported."""
+        result = []
+        for state in list(self._reactor.providers.values()):
+            if state.signature is None or state.removed:
+                continue
+            result.append(
+                ProviderInfo(
+                    name=state.name,
+                    ref=state.ref,
+                    version=str(state.info.get("version", "")),
+                    namespace=str(state.info.get("namespace", state.name)),
+                    policy=state.policy,
+                    layers=list(state.layers),
+                    workers=len(state.workers),
+                )
+            )
+        return result
+
+    # ------------------------------------------------------------------ calls
+
+    def run(self, action: str, input: Any = None, *, timeout: float | None = None) -> Outcome:
+        """Call ``action`` and return its :class:`Outcome` (never raises a call error)."""
+        try:
+            call = self._prepare(action, {} if input is None else input, timeout)
+        except SandboxError as error:
+            return Outcome.failure(error)
+        return call.future.result()
+
+    def call(self, action: str, input: Any = None, *, timeout: float | None = None) -> Any:
+        """Call ``action`` and return its value, or raise the outcome's :class:`SandboxError`.
+
+        ``timeout`` (seconds) bounds the whole call including any wait for a worker; the
+        provider's ``wall_time`` bounds the action itself. Both kill the worker's tree.
+        """
+        return self.run(action, input, timeout=timeout).unwrap()
+
+    def _prepare(self, action: str, input: Any, timeout: float | None) -> PendingCall:
+        self._check_open()
+        descriptor = self._find(action)
+        if not isinstance(input, dict):
+            raise InputInvalid(
+                f"the input must be a JSON object, got {type(input).__name__}", path="$"
+            )
+        problem = descriptor.input_validator.problem(input)
+        if problem is not None:
+            raise InputInvalid(f"invalid input at {problem}", path=problem.path)
+        if timeout is not None and not (timeout > 0):
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        now = time.monotonic()
+        call = PendingCall(
+            call_id=f"c{next(self._ids)}",
+            provider=descriptor.provider,
+            descriptor=descriptor,
+            input=input,
+            future=Future(),
+            submitted=now,
+            caller_deadline=None if timeout is None else now + timeout,
+        )
+        self._reactor.submit(lambda: self._reactor.enqueue(call))
+        return call
+
+    def _find(self, action: str) -> ActionDescriptor:
+        descriptor = self.catalog.find(action)
+        if descriptor is not None:
+            return descriptor
+        namespace = action.partition(".")[0]
+        if namespace and any(p.name == namespace for p in list(self._reactor.providers.values())):
+            raise ProviderUnavailable(f"provider {namespace!r} has no action {action!r}")
+        known = ", ".join(d.full_name for d in self.catalog.find_all(limit=20))
+        raise ProviderUnavailable(
+            f"no loaded provider offers {action!r}" + (f" (known: {known})" if known else "")
+        )
+
+    # ------------------------------------------------------------------ lifetime
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the host is closed")
+
+    def close(self) -> None:
+        """Cancel pending calls, stop every worker and its tree, remove temporary files."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+
+    @staticmethod
+    def _close_reactor(reactor: Reactor, thread: threading.Thread) -> None:
+        done: Future[None] = Future()
+        try:
+            reactor.submit(lambda: reactor.close(done))
+        except RuntimeError:
+            return
+        done.result(timeout=30)
+        thread.join(timeout=30)
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

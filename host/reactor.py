@@ -1,0 +1,744 @@
+"""The host's event loop: one thread that owns the socket, the workers and every deadline.
+
+ZeroMQ sockets are not thread-safe and ``PR_SET_PDEATHSIG`` fires when the *thread* that spawned
+a process ends, so one long-lived thread does all I/O and all spawning. Other threads talk to it
+through a command queue and a wake-up pipe. Every call reaches exactly one outcome here: results,
+failures, deadlines, worker deaths, protocol violations and shutdown all end in ``_finish``, which
+ignores a second attempt to finish the same call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import hmac
+import itertools
+import json
+import logging
+import os
+import queue
+import secrets
+import signal
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import zmq
+
+from host.catalog import ActionDescriptor, Catalog, CatalogInvalid, descriptors_from_hello
+from host.errors import (
+    ERROR_TYPES,
+    Cancelled,
+    CpuExceeded,
+    MemoryExceeded,
+    Outcome,
+    OutputInvalid,
+    OutputTooLarge,
+    ProtocolViolation,
+    ProviderUnavailable,
+    SandboxError,
+    Timeout,
+    Usage,
+    WorkerCrashed,
+)
+from host.process import ExitStatus, LogCapture, WorkerProcess
+from host.transport import Transport
+from policies import Policy
+from sandbox import protocol
+from sandbox.layers.rlimits import lifetime_cpu_seconds
+
+log = logging.getLogger("host")
+
+#: How long a worker may take from spawn to HELLO before it is killed.
+STARTUP_TIMEOUT_S = 20.0
+#: How long the supervisor gets to kill its tree and exit before the host SIGKILLs everything.
+KILL_GRACE_S = 2.0
+#: How long an idle worker gets to exit after SHUTDOWN before it is killed.
+SHUTDOWN_GRACE_S = 1.0
+#: Longest wait for a killed worker's report before its call's outcome is given without it.
+OUTCOME_WAIT_S = 0.05
+#: Bytes read from a log pipe per wake-up; the loop comes back for more.
+LOG_CHUNK = 64 * 1024
+
+
+class State(Enum):
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    STOPPING = "stopping"
+
+
+@dataclass(eq=False)
+class PendingCall:
+    """One call from submission to outcome."""
+
+    call_id: str
+    provider: str
+    descriptor: ActionDescriptor
+    input: dict[str, Any]
+    future: Future[Outcome]
+    submitted: float
+    caller_deadline: float | None
+    dispatched: float | None = None
+    worker: WorkerHandle | None = None
+    done: bool = False
+    #: When a deadline ended the call: its wall time is measured to here, not to the report.
+    deadline_hit: float | None = None
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """The host's view of one worker."""
+
+    worker_id: str
+    token: str
+    provider: ProviderState
+    process: WorkerProcess
+    endpoint: str
+    logs: LogCapture
+    state: State = State.STARTING
+    call: PendingCall | None = None
+    pid: int | None = None
+    #: Why the host is killing this worker, if it is: the outcome already given to its call.
+    kill_reason: str | None = None
+    disconnected: bool = False
+    unavailable: str | None = None
+    cpu_total_s: float = 0.0
+    #: The outcome decided for the running call when the host killed the worker; it is given
+    #: once the supervisor reports (so it carries CPU and memory use) or after the grace time.
+    pending_error: SandboxError | None = None
+
+
+@dataclass(eq=False)
+class ProviderState:
+    """One provider: its policy, its workers and the calls waiting for one."""
+
+    name: str
+    ref: str
+    policy: Policy
+    workers: list[WorkerHandle] = field(default_factory=list)
+    queue: deque[PendingCall] = field(default_factory=deque)
+    #: Resolved with the provider's name at its first HELLO (``add_provider`` waits on it).
+    ready: Future[str] | None = None
+    announced_name: str | None = None
+    signature: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    explicit_name: bool = False
+    removed: bool = False
+
+
+@dataclass(order=True)
+class _Timer:
+    when: float
+    seq: int
+    action: Callable[[], None] = field(compare=False)
+
+
+class Reactor:
+    """The event loop. Public methods are thread-safe; ``_``-methods run on the loop thread."""
+
+    def __init__(self, catalog: Catalog, search_path: list[str]) -> None:
+        self.catalog = catalog
+        self.search_path = search_path
+        self.providers: dict[str, ProviderState] = {}
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+        self._workers: dict[bytes, WorkerHandle] = {}
+        self._by_endpoint: dict[str, WorkerHandle] = {}
+        self._fds: dict[int, tuple[WorkerHandle, str]] = {}
+        self._closing: Future[None] | None = None
+        self._stopped = False
+        self._workdir_root = tempfile.mkdtemp(prefix="sandbox-work-")
+        self.transport = Transport()
+        self._poller = zmq.Poller()
+        self._poller.register(self.transport.router, zmq.POLLIN)
+        self._poller.register(self.transport.monitor, zmq.POLLIN)
+        self._poller.register(self._wake_read, zmq.POLLIN)
+
+    # ------------------------------------------------------------------ thread-safe entry points
+
+    def submit(self, command: Callable[[], None]) -> None:
+        """Run ``command`` on the loop thread."""
+        if self._stopped:
+            raise RuntimeError("the host is closed")
+        self._commands.put(command)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_write, b"x")
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """The thread's body. Exits once closing has finished."""
+        try:
+            while not self._stopped:
+                self._step()
+        except BaseException:  # a bug here must not leave callers hanging
+            log.exception("host reactor crashed; failing every call")
+            self._fail_everything("the host's event loop crashed")
+            raise
+        finally:
+            self._release()
+
+    def _step(self) -> None:
+        timeout_ms = None
+        if self._timers:
+            timeout_ms = max(0, (self._timers[0].when - time.monotonic()) * 1000)
+        events = dict(self._poller.poll(timeout_ms))
+        if self._wake_read in events:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_read, 4096)
+            while True:
+                try:
+                    command = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                command()
+        if self.transport.router in events:
+            for routing_id, frames in self.transport.receive():
+                self._on_message(routing_id, frames)
+        if self.transport.monitor in events:
+            for endpoint in self.transport.disconnected_endpoints():
+                self._on_disconnect(endpoint)
+        for fd in events:
+            if isinstance(fd, int) and fd in self._fds:
+                worker, kind = self._fds[fd]
+                if kind == "status":
+                    self._on_status_readable(worker)
+                else:
+                    self._drain_log(worker, fd)
+        now = time.monotonic()
+        while self._timers and self._timers[0].when <= now:
+            heapq.heappop(self._timers).action()
+        if self._closing is not None and not self._workers:
+            self._stopped = True
+
+    def _at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, _Timer(when, next(self._seq), action))
+
+    # ------------------------------------------------------------------ providers and workers
+
+    def add_provider(self, state: ProviderState) -> None:
+        """Register a provider and start its first worker; ``state.ready`` tells the outcome."""
+        if state.name in self.providers:
+            assert state.ready is not None
+            state.ready.set_exception(
+                ValueError(f"a provider named {state.name!r} is already loaded")
+            )
+            return
+        self.providers[state.name] = state
+        self._spawn(state)
+
+    def remove_provider(self, name: str) -> None:
+        """Forget a provider: its actions leave the catalog and its workers are stopped."""
+        provider = self.providers.pop(name, None)
+        if provider is None:
+            return
+        provider.removed = True
+        self.catalog.remove_provider(name)
+        while provider.queue:
+            self._finish(provider.queue.popleft(), ProviderUnavailable("the provider was removed"))
+        for worker in list(provider.workers):
+            if worker.call is not None:
+                self._finish(worker.call, Cancelled("the provider was removed"))
+            self._kill(worker, "provider removed")
+
+    def _spawn(self, provider: ProviderState) -> WorkerHandle | None:
+        worker_id = f"w{secrets.token_hex(6)}"
+        token = secrets.token_urlsafe(24)
+        endpoint = self.transport.bind_worker(worker_id, provider.policy.output)
+        try:
+            process = WorkerProcess(
+                worker_id=worker_id,
+                token=token,
+                endpoint=endpoint,
+                provider_ref=provider.ref,
+                policy=provider.policy,
+                workdir_root=self._workdir_root,
+                search_path=self.search_path,
+            )
+        except OSError as exc:
+            self.transport.unbind(endpoint)
+            self._provider_failed(provider, f"cannot start a worker: {exc}")
+            return None
+        worker = WorkerHandle(
+            worker_id, token, provider, process, endpoint, LogCapture(provider.policy.log)
+        )
+        provider.workers.append(worker)
+        self._workers[worker_id.encode()] = worker
+        self._by_endpoint[endpoint] = worker
+        for fd in process.log_fds:
+            self._fds[fd] = (worker, "log")
+            self._poller.register(fd, zmq.POLLIN)
+        self._fds[process.status_fd] = (worker, "status")
+        self._poller.register(process.status_fd, zmq.POLLIN)
+        self._at(time.monotonic() + STARTUP_TIMEOUT_S, lambda: self._startup_expired(worker))
+        log.debug("spawned worker %s for provider %s (pid %d)", worker_id, provider.name, process.pid)
+        return worker
+
+    def _startup_expired(self, worker: WorkerHandle) -> None:
+        if worker.state is State.STARTING and worker.kill_reason is None:
+            worker.unavailable = f"the worker did not start within {STARTUP_TIMEOUT_S:g}s"
+            self._kill(worker, "startup timeout")
+
+    def _kill(
+        self, worker: WorkerHandle, reason: str, error: SandboxError | None = None
+    ) -> None:
+        """Have the supervisor kill the worker's whole tree; escalate if it does not.
+
+        ``error`` becomes the outcome of the worker's running call once the supervisor has
+        reported (within milliseconds), so the outcome carries the call's CPU and memory use.
+        """
+        if error is not None and worker.call is not None and not worker.call.done:
+            worker.pending_error = error
+            call = worker.call
+            self._at(time.monotonic() + OUTCOME_WAIT_S, lambda: self._finish(call, error))
+        if worker.kill_reason is not None or worker.process.exited:
+            return
+        worker.kill_reason = reason
+        worker.state = State.STOPPING
+        worker.process.terminate()
+        self._at(time.monotonic() + KILL_GRACE_S, lambda: self._escalate(worker))
+
+    def _escalate(self, worker: WorkerHandle) -> None:
+        if not worker.process.exited:
+            log.warning("supervisor of worker %s did not exit; killing it", worker.worker_id)
+            worker.process.kill_everything()
+
+    # ------------------------------------------------------------------ calls
+
+    def enqueue(self, call: PendingCall) -> None:
+        provider = self.providers.get(call.provider)
+        if provider is None or provider.removed:
+            self._finish(call, ProviderUnavailable(f"provider {call.provider!r} is not loaded"))
+            return
+        provider.queue.append(call)
+        if call.caller_deadline is not None:
+            self._at(call.caller_deadline, lambda: self._caller_deadline(call))
+        self._pump(provider)
+
+    def cancel(self, call: PendingCall) -> None:
+        if call.done:
+            return
+        provider = self.providers.get(call.provider)
+        if provider is not None and call in provider.queue:
+            provider.queue.remove(call)
+        if call.worker is not None and call.worker.call is call:
+            self._kill(call.worker, "cancelled", Cancelled("the call was cancelled"))
+        else:
+            self._finish(call, Cancelled("the call was cancelled"))
+
+    def _pump(self, provider: ProviderState) -> None:
+        """Hand queued calls to idle workers; start workers while calls wait and room remains."""
+        while provider.queue:
+            idle = next((w for w in provider.workers if w.state is State.READY), None)
+            if idle is None:
+                break
+            self._dispatch(idle, provider.queue.popleft())
+        starting = sum(1 for w in provider.workers if w.state is State.STARTING)
+        while (
+            len(provider.queue) > starting
+            and len(provider.workers) < provider.policy.workers.max
+            and self._closing is None
+        ):
+            if self._spawn(provider) is None:
+                break
+            starting += 1
+
+    def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
+        message = protocol.Call(call.call_id, call.descriptor.name, call.input)
+        worker.logs.take()
+        call.dispatched = time.monotonic()
+        call.worker = worker
+        worker.call = call
+        worker.state = State.BUSY
+        if not self.transport.send(worker.worker_id, protocol.encode(message)):
+            self._finish(call, WorkerCrashed("the worker could not be reached"))
+            self._kill(worker, "unreachable")
+            return
+        wall = worker.provider.policy.wall_time
+        self._at(call.dispatched + wall, lambda: self._wall_deadline(call, worker))
+
+    def _wall_deadline(self, call: PendingCall, worker: WorkerHandle) -> None:
+        if call.done or worker.call is not call:
+            return
+        wall = worker.provider.policy.wall_time
+        error = Timeout(f"the action ran longer than its wall-time limit of {wall:g}s")
+        call.deadline_hit = time.monotonic()
+        self._kill(worker, "timeout", error)
+
+    def _caller_deadline(self, call: PendingCall) -> None:
+        if call.done:
+            return
+        provider = self.providers.get(call.provider)
+        if provider is not None and call in provider.queue:
+            provider.queue.remove(call)
+        elapsed = time.monotonic() - call.submitted
+        error = Timeout(f"the call's timeout passed after {elapsed:.3f}s")
+        if call.worker is not None and call.worker.call is call:
+            call.deadline_hit = time.monotonic()
+            self._kill(call.worker, "timeout", error)
+        else:
+            self._finish(call, error)
+
+    def _finish(self, call: PendingCall, result: SandboxError | Any, ok: bool = False) -> None:
+        """Give ``call`` its one outcome. A second attempt is ignored (and logged)."""
+        if call.done:
+            return
+        call.done = True
+        worker = call.worker
+        end = call.deadline_hit if call.deadline_hit is not None else time.monotonic()
+        wall = end - (call.dispatched if call.dispatched is not None else call.submitted)
+        logs = ""
+        if worker is not None:
+            for fd in worker.process.log_fds:
+                self._drain_log(worker, fd, limit=16)
+            logs = worker.logs.take()
+            if worker.call is call:
+                worker.call = None
+        if ok:
+            usage_in = result[1]
+            usage = Usage(wall, usage_in.cpu_s, usage_in.max_rss_bytes)
+            outcome = Outcome(ok=True, value=result[0], usage=usage, logs=logs)
+        else:
+            error: SandboxError = result
+            if error.usage == Usage():
+                error.usage = Usage(wall_s=wall)
+            else:
+                error.usage = Usage(wall, error.usage.cpu_s, error.usage.max_rss_bytes)
+            if logs:
+                error.details.setdefault("logs", logs)
+            outcome = Outcome.failure(error, logs)
+        log_fn = log.debug if outcome.ok else log.warning
+        log_fn(
+            "call %s %s: %s",
+            call.descriptor.full_name,
+            call.call_id,
+            "ok" if outcome.ok else outcome.error.type if outcome.error else "?",
+            extra={
+                "provider": call.provider,
+                "action": call.descriptor.full_name,
+                "outcome": "ok" if outcome.ok else outcome.error.type if outcome.error else "",
+                "usage": outcome.usage.to_dict(),
+            },
+        )
+        call.future.set_result(outcome)
+
+    # ------------------------------------------------------------------ messages from workers
+
+    def _on_message(self, routing_id: bytes, frames: list[bytes]) -> None:
+        worker = self._workers.get(routing_id)
+        if worker is None:
+            log.warning("dropped a message from unknown peer %r", routing_id[:40])
+            return
+        if worker.kill_reason is not None:
+            return  # it is being killed; whatever it says no longer matters
+        policy = worker.provider.policy
+        try:
+            message = protocol.decode_worker_message(
+                frames, max_size=policy.output + 64 * 1024
+            )
+        except protocol.ProtocolError as exc:
+            self._violation(worker, str(exc))
+            return
+        if worker.state is State.STARTING:
+            self._on_startup_message(worker, message)
+        elif isinstance(message, protocol.Result | protocol.Failure):
+            self._on_call_message(worker, message, len(frames[1]))
+        elif isinstance(message, protocol.Retire):
+            worker.state = State.STOPPING
+            worker.kill_reason = "retired"
+            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker))
+        elif isinstance(message, protocol.Pong):
+            pass
+        else:
+            self._violation(worker, f"unexpected {type(message).__name__} after start-up")
+
+    def _retire_overdue(self, worker: WorkerHandle) -> None:
+        if not worker.process.exited:
+            worker.process.terminate()
+            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._escalate(worker))
+
+    def _on_startup_message(self, worker: WorkerHandle, message: protocol.WorkerMessage) -> None:
+        if not isinstance(message, protocol.Hello | protocol.Unavailable):
+            self._violation(worker, f"{type(message).__name__} before HELLO")
+            return
+        if not hmac.compare_digest(message.token.encode(), worker.token.encode()):
+            self._violation(worker, "wrong spawn token")
+            return
+        if isinstance(message, protocol.Unavailable):
+            worker.unavailable = message.message
+            worker.state = State.STOPPING
+            worker.kill_reason = "unavailable"  # it exits by itself; the exit handler reports
+            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker))
+            return
+        provider = worker.provider
+        if provider.signature is None and not provider.explicit_name:
+            declared = message.provider.get("name")
+            if not isinstance(declared, str) or not declared.isidentifier():
+                self._violation(worker, "the provider's name is not an identifier")
+                return
+            if declared in self.providers and self.providers[declared] is not provider:
+                worker.unavailable = f"a provider named {declared!r} is already loaded"
+                self._kill(worker, "duplicate provider")
+                return
+            del self.providers[provider.name]
+            provider.name = declared
+            self.providers[declared] = provider
+        try:
+            descriptors = descriptors_from_hello(provider.name, message.actions)
+        except CatalogInvalid as exc:
+            self._violation(worker, f"invalid catalog: {exc}")
+            return
+        signature = json.dumps(message.actions, sort_keys=True)
+        if provider.signature is None:
+            try:
+                self.catalog.register(descriptors)
+            except CatalogInvalid as exc:
+                worker.unavailable = str(exc)
+                self._kill(worker, "catalog clash")
+                return
+            provider.signature = signature
+            provider.info = message.provider
+            provider.layers = message.layers
+        elif signature != provider.signature:
+            self._violation(worker, "its catalog differs from the provider's first worker")
+            return
+        worker.pid = message.pid
+        worker.state = State.READY
+        if provider.ready is not None and not provider.ready.done():
+            provider.ready.set_result(provider.name)
+        self._pump(provider)
+
+    def _on_call_message(
+        self, worker: WorkerHandle, message: protocol.Result | protocol.Failure, body_size: int
+    ) -> None:
+        call = worker.call
+        if worker.state is not State.BUSY or call is None or message.call_id != call.call_id:
+            self._violation(worker, "a result for a call it was not running")
+            return
+        worker.cpu_total_s = message.usage.cpu_total_s
+        usage = Usage(0.0, message.usage.cpu_s, message.usage.max_rss_bytes)
+        policy = worker.provider.policy
+        if isinstance(message, protocol.Failure):
+            cls = ERROR_TYPES[message.error_type]
+            error = cls(
+                message.message,
+                usage=usage,
+                exception_type=message.exception_type,
+                traceback=message.traceback,
+            )
+            self._finish(call, error)
+        elif body_size > policy.output + 1024:  # never trust the worker's own size check
+            self._finish(
+                call,
+                OutputTooLarge(
+                    f"the result is about {body_size} bytes; the limit is {policy.output}",
+                    usage=usage,
+                ),
+            )
+        else:
+            problem = call.descriptor.output_validator.problem(message.value)
+            if problem is not None:
+                self._finish(
+                    call,
+                    OutputInvalid(
+                        f"the result does not match the output schema at {problem}",
+                        usage=usage,
+                        path=problem.path,
+                    ),
+                )
+            else:
+                self._finish(call, (message.value, usage), ok=True)
+        worker.state = State.READY
+        self._pump(worker.provider)
+
+    def _violation(self, worker: WorkerHandle, reason: str) -> None:
+        log.warning("worker %s violated the protocol: %s", worker.worker_id, reason)
+        if worker.state is State.STARTING:
+            worker.unavailable = f"the worker violated the protocol during start-up: {reason}"
+        error = ProtocolViolation(f"the worker was killed: {reason}")
+        self._kill(worker, "protocol violation", error)
+
+    def _on_disconnect(self, endpoint: str) -> None:
+        worker = self._by_endpoint.get(endpoint)
+        if worker is None or worker.kill_reason is not None or worker.process.exited:
+            return
+        # Either it crashed (its exit status will say so) or libzmq dropped it for an oversized
+        # or malformed frame. Kill it; the supervisor's report tells which it was.
+        worker.disconnected = True
+        self._kill(worker, "disconnected")
+
+    # ------------------------------------------------------------------ process output and exit
+
+    def _drain_log(self, worker: WorkerHandle, fd: int, limit: int = 8) -> None:
+        for _ in range(limit):
+            try:
+                data = os.read(fd, LOG_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._forget_fd(fd)
+                return
+            worker.logs.add(data)
+
+    def _forget_fd(self, fd: int) -> None:
+        if self._fds.pop(fd, None) is not None:
+            self._poller.unregister(fd)
+
+    def _on_status_readable(self, worker: WorkerHandle) -> None:
+        if not worker.process.read_status():
+            return
+        self._forget_fd(worker.process.status_fd)
+        status = worker.process.reap(timeout=KILL_GRACE_S)
+        for fd in worker.process.log_fds:
+            self._drain_log(worker, fd, limit=64)
+        self._on_exit(worker, status)
+
+    def _on_exit(self, worker: WorkerHandle, status: ExitStatus) -> None:
+        provider = worker.provider
+        call = worker.call
+        if call is not None and not call.done:
+            death = self._death_outcome(worker, status)
+            error = worker.pending_error or death
+            error.usage = death.usage
+            self._finish(call, error)
+        if worker.state is State.STARTING or worker.unavailable is not None:
+            if worker.unavailable is None:
+                tail = worker.logs.tail()
+                worker.unavailable = (
+                    f"the worker exited during start-up ({status.describe()})"
+                    + (f": {tail.strip()}" if tail.strip() else "")
+                )
+            if worker.pid is None:  # never said HELLO: this start failed
+                self._provider_failed(provider, worker.unavailable)
+        for fd in (*worker.process.log_fds, worker.process.status_fd):
+            self._forget_fd(fd)
+        worker.process.close()
+        self.transport.unbind(worker.endpoint)
+        self._workers.pop(worker.worker_id.encode(), None)
+        self._by_endpoint.pop(worker.endpoint, None)
+        if worker in provider.workers:
+            provider.workers.remove(worker)
+        log.debug("worker %s ended: %s", worker.worker_id, status.describe())
+        if self._closing is None:
+            self._pump(provider)
+
+    def _death_outcome(self, worker: WorkerHandle, status: ExitStatus) -> SandboxError:
+        usage = Usage(
+            0.0, max(0.0, status.cpu_s - worker.cpu_total_s), status.max_rss_bytes
+        )
+        policy = worker.provider.policy
+        killed_by_host = status.terminated and status.signal == signal.SIGKILL
+        if worker.disconnected and (killed_by_host or status.unreported):
+            return ProtocolViolation(
+                "the worker's connection was dropped (a frame over the size limit or malformed);"
+                " it was killed",
+                usage=usage,
+            )
+        cpu_signals = {signal.SIGXCPU, signal.SIGPROF}
+        cpu_killed = status.signal == signal.SIGKILL and status.cpu_s >= (
+            lifetime_cpu_seconds(policy) - 0.5
+        )
+        if status.signal in cpu_signals or cpu_killed:
+            return CpuExceeded(
+                f"the action used more than its CPU-time limit of {policy.cpu_time:g}s",
+                usage=usage,
+            )
+        if status.signal == signal.SIGKILL and status.max_rss_bytes >= policy.memory:
+            return MemoryExceeded(
+                "the worker was killed for exceeding its memory limit", usage=usage
+            )
+        return WorkerCrashed(
+            f"the worker died during the call ({status.describe()})",
+            usage=usage,
+            exit_code=status.exit_code,
+            signal=status.signal,
+        )
+
+    def _provider_failed(self, provider: ProviderState, reason: str) -> None:
+        """A start failed: fail the waiting calls (and ``add_provider``) with the reason."""
+        error_text = f"provider {provider.name!r} is unavailable: {reason}"
+        if provider.name.startswith("_pending"):
+            error_text = f"provider {provider.ref!r} is unavailable: {reason}"
+        if provider.ready is not None and not provider.ready.done():
+            provider.ready.set_exception(ProviderUnavailable(error_text))
+        if provider.signature is None:  # it never started: ``add_provider`` fails, forget it
+            self.providers.pop(provider.name, None)
+            provider.removed = True
+        starting = any(w.state is State.STARTING for w in provider.workers)
+        if not starting and not any(w.state is State.READY for w in provider.workers):
+            while provider.queue:
+                self._finish(provider.queue.popleft(), ProviderUnavailable(error_text))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self, done: Future[None]) -> None:
+        """Cancel what is queued or running, stop every worker, then stop the loop."""
+        self._closing = done
+        for provider in self.providers.values():
+            while provider.queue:
+                self._finish(provider.queue.popleft(), Cancelled("the host is closing"))
+            if provider.ready is not None and not provider.ready.done():
+                provider.ready.set_exception(ProviderUnavailable("the host is closing"))
+            for worker in list(provider.workers):
+                if worker.call is not None:
+                    self._finish(worker.call, Cancelled("the host is closing"))
+                if worker.state is State.READY:
+                    worker.state = State.STOPPING
+                    worker.kill_reason = "shutdown"
+                    self.transport.send(worker.worker_id, protocol.encode(protocol.Shutdown()))
+                    self._at(
+                        time.monotonic() + SHUTDOWN_GRACE_S,
+                        lambda w=worker: self._retire_overdue(w),  # type: ignore[misc]
+                    )
+                else:
+                    self._kill(worker, "shutdown")
+        if not self._workers:
+            self._stopped = True
+
+    def _fail_everything(self, reason: str) -> None:
+        for worker in list(self._workers.values()):
+            if worker.call is not None:
+                with contextlib.suppress(Exception):
+                    self._finish(worker.call, ProviderUnavailable(reason))
+            with contextlib.suppress(Exception):
+                worker.process.kill_everything()
+        for provider in self.providers.values():
+            for call in provider.queue:
+                with contextlib.suppress(Exception):
+                    self._finish(call, ProviderUnavailable(reason))
+            if provider.ready is not None and not provider.ready.done():
+                provider.ready.set_exception(ProviderUnavailable(reason))
+
+    def _release(self) -> None:
+        self._stopped = True
+        for worker in list(self._workers.values()):  # only after a crash: reap what is left
+            with contextlib.suppress(Exception):
+                worker.process.kill_everything()
+                worker.process.reap(timeout=KILL_GRACE_S)
+                worker.process.close()
+        self.transport.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+        import shutil
+
+        shutil.rmtree(self._workdir_root, ignore_errors=True)
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+        while True:  # commands that raced with shutdown
+            try:
+                self._commands.get_nowait()
+            except queue.Empty:
+                break

@@ -1,0 +1,65 @@
+"""JSON Schema validation of action inputs and outputs, in the host.
+
+Validators are built once per action when the catalog is learnt, with formats checked. Errors are
+reported by JSON path (``$.items[2].name``) with jsonschema's own message, choosing the most
+relevant error when there are several (``best_match``), so a user sees one clear reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+
+_FORMATS = FormatChecker()
+
+
+class SchemaInvalid(ValueError):
+    """A schema a provider declared is not valid JSON Schema (draft 2020-12)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an instance does not match: where (a JSON path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def json_path(parts: Iterable[Any]) -> str:
+    """``["items", 2, "name"]`` -> ``$.items[2].name``."""
+    text = "$"
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            text += f".{part}"
+        else:
+            text += f"[{part!r}]"
+    return text
+
+
+class SchemaValidator:
+    """One compiled schema; :meth:`problem` returns ``None`` when the instance is valid."""
+
+    def __init__(self, schema: Any, *, what: str) -> None:
+        if not isinstance(schema, (dict, bool)):
+            raise SchemaInvalid(f"{what}: a schema must be a JSON object")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise SchemaInvalid(f"{what}: {exc.message}") from None
+        self.schema = schema
+        self._validator = Draft202012Validator(schema, format_checker=_FORMATS)
+
+    def problem(self, instance: Any) -> Problem | None:
+        error: ValidationError | None = best_match(self._validator.iter_errors(instance))
+        if error is None:
+            return None
+        return Problem(json_path(error.absolute_path), error.message)

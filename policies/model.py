@@ -1,0 +1,361 @@
+"""The confinement policy applied to one provider's workers.
+
+A :class:`Policy` is an immutable, fully validated value: every limit is in
+base units (seconds, bytes, counts) no matter how it was written, so the code
+applying the limits never parses anything and two policies written
+differently but meaning the same thing compare equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .units import (
+    KiB,
+    MiB,
+    PolicyError,
+    format_duration,
+    format_size,
+    join_path,
+    parse_duration,
+    parse_size,
+    show_value,
+)
+
+__all__ = ["DEFAULT_REQUIRE", "LAYERS", "Policy", "Workers"]
+
+LAYERS: Final[tuple[str, ...]] = (
+    "pdeathsig",
+    "rlimits",
+    "user_namespace",
+    "pid_namespace",
+    "mount_namespace",
+    "network_namespace",
+    "ipc_uts_namespace",
+    "no_new_privileges",
+    "uid_drop",
+    "landlock",
+    "seccomp",
+    "cgroups",
+)
+"""Known confinement layers, in the order the worker applies them."""
+
+DEFAULT_REQUIRE: Final[tuple[str, ...]] = ("pdeathsig", "rlimits")
+"""Layers a policy must require unless it sets ``allow_missing``.
+
+Kept as one constant because it is meant to grow as more layers become
+dependable; policies that drop one of these must opt out explicitly.
+"""
+
+ENV_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_ENV_NAME_RE: Final = re.compile(ENV_NAME_PATTERN)
+LAYER_EXPECTED: Final = "a known layer name (one of: " + ", ".join(LAYERS) + ")"
+
+
+# --- small validators (each raises PolicyError with the given path) ---------------------------
+
+
+def _count(value: object, where: str, minimum: int) -> int:
+    """An integer count; integral floats are accepted because JSON cannot tell 4 from 4.0."""
+    if isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError(where, f"an integer >= {minimum}", show_value(value))
+    if value < minimum:
+        raise PolicyError(where, f"an integer >= {minimum}", show_value(value))
+    return value
+
+
+def _flag(value: object, where: str) -> bool:
+    # Only real booleans: 0/1 or "yes" in a security setting is more likely a mistake than intent.
+    if not isinstance(value, bool):
+        raise PolicyError(where, "a boolean (true or false)", show_value(value))
+    return value
+
+
+def _strings(value: object, where: str, what: str) -> list[str]:
+    # A lone string is rejected rather than split into characters or wrapped, to surface typos.
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise PolicyError(where, f"a list of {what}", show_value(value))
+    items = list(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise PolicyError(f"{where}[{index}]", f"a string ({what})", show_value(item))
+    return items
+
+
+def _paths(value: object, where: str) -> tuple[str, ...]:
+    items = _strings(value, where, "absolute paths")
+    for index, item in enumerate(items):
+        # Relative paths would be resolved against the worker's cwd, which is not the author's.
+        if not item.startswith("/") or "\0" in item:
+            raise PolicyError(f"{where}[{index}]", "an absolute path", show_value(item))
+    return tuple(items)
+
+
+def _env_names(value: object, where: str) -> tuple[str, ...]:
+    items = _strings(value, where, "environment variable names")
+    for index, item in enumerate(items):
+        if not _ENV_NAME_RE.fullmatch(item):
+            raise PolicyError(
+                f"{where}[{index}]",
+                "an environment variable name such as HOME or LANG",
+                show_value(item),
+            )
+    return tuple(items)
+
+
+def _layers(value: object, where: str) -> tuple[str, ...]:
+    items = _strings(value, where, "layer names")
+    for index, item in enumerate(items):
+        if item not in LAYERS:
+            raise PolicyError(f"{where}[{index}]", LAYER_EXPECTED, show_value(item))
+    # Canonical order (application order, no duplicates) so equal requirements compare equal.
+    wanted = set(items)
+    return tuple(layer for layer in LAYERS if layer in wanted)
+
+
+def _minimum_size(minimum: int) -> Callable[[object, str], int]:
+    def parse(value: object, where: str) -> int:
+        size = parse_size(value, where=where)
+        if size < minimum:
+            raise PolicyError(where, f"a size of at least {format_size(minimum)}",
+                              show_value(value))
+        return size
+
+    return parse
+
+
+def _positive_duration(value: object, where: str) -> float:
+    seconds = parse_duration(value, where=where)
+    if seconds <= 0:
+        raise PolicyError(where, "a duration greater than zero, such as 2s", show_value(value))
+    return seconds
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workers:
+    """How many worker processes a provider may have: ``min`` kept warm, at most ``max``."""
+
+    min: int = 0
+    max: int = 1
+
+    def __post_init__(self) -> None:
+        lowest = _count(self.min, "min", 0)
+        highest = _count(self.max, "max", 1)
+        if lowest > highest:
+            raise PolicyError("min", f"a number no greater than workers.max ({highest})",
+                              show_value(lowest))
+        object.__setattr__(self, "min", lowest)
+        object.__setattr__(self, "max", highest)
+
+    @classmethod
+    def from_value(cls, value: object, where: str = "workers") -> Workers:
+        """Accept a :class:`Workers` or a ``{"min": .., "max": ..}`` mapping (strict keys)."""
+        if isinstance(value, Workers):
+            return value
+        if not isinstance(value, Mapping):
+            raise PolicyError(where, "a table with min and max worker counts", show_value(value))
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in value:
+            if key not in known:
+                raise PolicyError(join_path(where, str(key)),
+                                  "one of the known keys: " + ", ".join(known),
+                                  f"unknown key {show_value(key)}")
+        try:
+            return cls(**value)
+        except PolicyError as error:
+            raise error.relocated(where) from None
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "max": self.max}
+
+
+def _workers(value: object, where: str) -> Workers:
+    if isinstance(value, Workers):
+        return value
+    return Workers.from_value(value, where)
+
+
+_NORMALISERS: Final[dict[str, Callable[[object, str], object]]] = {
+    "wall_time": _positive_duration,
+    "cpu_time": _positive_duration,
+    "memory": _minimum_size(16 * MiB),
+    "processes": lambda v, w: _count(v, w, 1),
+    "open_files": lambda v, w: _count(v, w, 16),
+    "file_size": _minimum_size(0),
+    "output": _minimum_size(1),
+    "log": _minimum_size(0),
+    "network": _flag,
+    "read": _paths,
+    "write": _paths,
+    "env": _env_names,
+    "workers": _workers,
+    "require": _layers,
+    "allow_missing": _flag,
+}
+
+_MEANINGS: Final[dict[str, str]] = {
+    "wall_time": "longest an action may run (wall clock) before its worker is killed",
+    "cpu_time": "CPU time a worker may use before it is killed",
+    "memory": "memory a worker may use",
+    "processes": "most processes and threads a worker may have",
+    "open_files": "most file descriptors a worker may have open",
+    "file_size": "largest file a worker may write",
+    "output": "largest result an action may return",
+    "log": "most stdout+stderr captured per action (the rest is dropped)",
+    "network": "whether the worker may use the network",
+    "read": "extra paths the worker may read",
+    "write": "extra paths the worker may write",
+    "env": "environment variables passed through from the host",
+    "workers": "how many workers are kept warm (min) and allowed at once (max)",
+    "require": "confinement layers that must be applied or the worker refuses to run",
+    "allow_missing": "explicitly allow requiring fewer layers than the defaults",
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Resource limits and confinement requirements for a provider's workers.
+
+    The constructor accepts user-friendly values (``memory="256MiB"``,
+    ``workers={"min": 1, "max": 4}``, lists for tuples) and normalises them,
+    raising :class:`PolicyError` with the field name as ``path`` on bad input.
+    """
+
+    wall_time: float = 30.0
+    cpu_time: float = 10.0
+    memory: int = 256 * MiB
+    processes: int = 32
+    open_files: int = 64
+    file_size: int = 16 * MiB
+    output: int = 1 * MiB
+    log: int = 64 * KiB
+    network: bool = False
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    workers: Workers = field(default_factory=Workers)
+    require: tuple[str, ...] = DEFAULT_REQUIRE
+    allow_missing: bool = False
+
+    def __post_init__(self) -> None:
+        for name, normalise in _NORMALISERS.items():
+            object.__setattr__(self, name, normalise(getattr(self, name), name))
+        missing = [layer for layer in DEFAULT_REQUIRE if layer not in self.require]
+        if missing and not self.allow_missing:
+            # Weakening confinement must be a visible, deliberate decision in the config.
+            raise PolicyError(
+                "require",
+                "a list including the default-required layers "
+                + ", ".join(DEFAULT_REQUIRE)
+                + " (or set allow_missing = true to run without "
+                + ", ".join(missing)
+                + ")",
+                show_value(list(self.require)),
+            )
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The policy keys accepted in a config table, in display order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(
+        cls,
+        data: Mapping[str, object],
+        *,
+        path: str = "policy",
+        file: str | None = None,
+    ) -> Policy:
+        """Build a policy from a config table; unknown keys are errors, not silently ignored."""
+        return cls._build({}, data, path=path, file=file)
+
+    def merged(
+        self,
+        overrides: Mapping[str, object],
+        *,
+        path: str = "policy",
+        file: str | None = None,
+    ) -> Policy:
+        """A copy with the keys in ``overrides`` replaced (whole values, not deep-merged)."""
+        current = {name: getattr(self, name) for name in self.field_names()}
+        return self._build(current, overrides, path=path, file=file)
+
+    @classmethod
+    def _build(
+        cls,
+        base: dict[str, object],
+        overrides: Mapping[str, object],
+        *,
+        path: str,
+        file: str | None,
+    ) -> Policy:
+        if not isinstance(overrides, Mapping):
+            raise PolicyError(path, "a table of policy settings", show_value(overrides), file)
+        known = cls.field_names()
+        for key in overrides:
+            if key not in known:
+                raise PolicyError(
+                    join_path(path, str(key)),
+                    "one of the known keys: " + ", ".join(known),
+                    f"unknown key {show_value(key)}",
+                    file,
+                )
+        values: dict[str, Any] = {**base, **overrides}
+        try:
+            return cls(**values)
+        except PolicyError as error:
+            raise error.relocated(path, file) from None
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-serialisable form (seconds, bytes); ``from_mapping`` inverts it."""
+        return {
+            "wall_time": self.wall_time,
+            "cpu_time": self.cpu_time,
+            "memory": self.memory,
+            "processes": self.processes,
+            "open_files": self.open_files,
+            "file_size": self.file_size,
+            "output": self.output,
+            "log": self.log,
+            "network": self.network,
+            "read": list(self.read),
+            "write": list(self.write),
+            "env": list(self.env),
+            "workers": self.workers.to_dict(),
+            "require": list(self.require),
+            "allow_missing": self.allow_missing,
+        }
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """Rows of (key, human-readable value, meaning) for ``sandbox``-style status output."""
+
+        def listed(items: tuple[str, ...]) -> str:
+            return ", ".join(items) if items else "(none)"
+
+        shown: dict[str, str] = {
+            "wall_time": format_duration(self.wall_time),
+            "cpu_time": format_duration(self.cpu_time),
+            "memory": format_size(self.memory),
+            "processes": str(self.processes),
+            "open_files": str(self.open_files),
+            "file_size": format_size(self.file_size),
+            "output": format_size(self.output),
+            "log": format_size(self.log),
+            "network": "allowed" if self.network else "denied",
+            "read": listed(self.read),
+            "write": listed(self.write),
+            "env": listed(self.env),
+            "workers": f"min {self.workers.min}, max {self.workers.max}",
+            "require": listed(self.require),
+            "allow_missing": "yes" if self.allow_missing else "no",
+        }
+        return [(key, shown[key], _MEANINGS[key]) for key in self.field_names()]

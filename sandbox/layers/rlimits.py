@@ -1,0 +1,87 @@
+"""Resource limits with soft = hard, so provider code can lower but never raise them.
+
+These are per-process backstops: the host's wall deadline, the per-call CPU timer and (in a later
+layer) cgroups cover the whole process tree. ``RLIMIT_CPU`` is a *lifetime* budget for the worker
+(a hard limit cannot be raised again), sized so a worker serves several calls before it retires
+itself; the per-call CPU limit is an ``ITIMER_PROF`` armed by the worker loop around every call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+
+from policies import Policy
+from sandbox.layers import LayerError, Probe
+
+NAME = "rlimits"
+
+#: A worker may spend this many per-call CPU budgets over its life before it must retire.
+CPU_BUDGET_CALLS = 4
+#: CPU seconds granted on top for interpreter start-up and provider import.
+STARTUP_CPU_S = 2
+
+
+def lifetime_cpu_seconds(policy: Policy) -> int:
+    """The RLIMIT_CPU value for a worker under ``policy`` (whole seconds, as the kernel counts)."""
+    return math.ceil(policy.cpu_time * CPU_BUDGET_CALLS) + STARTUP_CPU_S
+
+
+def _count_processes_of(uid: int) -> int:
+    """How many processes ``uid`` already has: RLIMIT_NPROC counts them all, not just ours."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += 1
+            except OSError:
+                continue
+    return count
+
+
+def limits_for(policy: Policy) -> dict[int, int]:
+    """The rlimits (resource -> value, soft = hard) that ``policy`` asks for."""
+    uid = os.geteuid()
+    # NPROC is per uid. Under a shared uid, grant the policy's processes on top of what the uid
+    # already runs, or the worker could not even start; a dedicated uid makes it exact.
+    nproc = policy.processes if uid == 0 else policy.processes + _count_processes_of(uid)
+    return {
+        resource.RLIMIT_CPU: lifetime_cpu_seconds(policy),
+        resource.RLIMIT_DATA: policy.memory,
+        resource.RLIMIT_NOFILE: policy.open_files,
+        resource.RLIMIT_NPROC: nproc,
+        resource.RLIMIT_FSIZE: policy.file_size,
+        resource.RLIMIT_CORE: 0,
+    }
+
+
+_NAMES = {
+    resource.RLIMIT_CPU: "CPU",
+    resource.RLIMIT_DATA: "DATA",
+    resource.RLIMIT_NOFILE: "NOFILE",
+    resource.RLIMIT_NPROC: "NPROC",
+    resource.RLIMIT_FSIZE: "FSIZE",
+    resource.RLIMIT_CORE: "CORE",
+}
+
+
+def probe() -> Probe:
+    return Probe(True, "setrlimit(2) is available")
+
+
+def apply(policy: Policy) -> str:
+    applied = []
+    for which, value in limits_for(policy).items():
+        _soft, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY and hard < value:
+            value = hard  # already stricter: keep the stricter one
+        try:
+            resource.setrlimit(which, (value, value))
+        except (OSError, ValueError) as exc:
+            raise LayerError(f"setrlimit {_NAMES[which]}={value}: {exc}") from None
+        applied.append(f"{_NAMES[which]}={value}")
+    if os.geteuid() == 0:
+        applied.append("(NPROC is not enforced by the kernel for root)")
+    return " ".join(applied)

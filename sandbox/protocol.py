@@ -1,0 +1,382 @@
+"""The wire format between host and worker, sans-IO.
+
+Bytes in, typed messages out, and back; no sockets and no clocks, so every rule here can be tested
+with Hypothesis in isolation (the h11 way). Both sides import this module; it must stay small and
+import nothing but the standard library.
+
+A message is a list of ZeroMQ frames: ``[kind, body]`` where ``kind`` is a short ASCII word and
+``body`` is UTF-8 JSON. Host-to-worker messages may carry one extra binary frame (a payload the host
+chose to send, e.g. a pickled callable). Worker-to-host messages are JSON only: the host treats the
+worker as hostile, so it never decodes anything but bounded JSON from it, and anything else - an
+unknown kind, a third frame, bytes that are not JSON, NaN, an over-deep or oversized body, a field
+of the wrong type - raises :class:`ProtocolError`, the only exception decoding may raise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+#: Largest nesting of arrays/objects accepted in a body; deeper JSON is a protocol violation.
+DEFAULT_MAX_DEPTH = 100
+#: Largest message accepted when the caller does not say otherwise.
+DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+
+#: Error types a worker may report for a failed call. Everything else is decided by the host.
+WORKER_ERROR_TYPES = (
+    "ActionFailed",
+    "MemoryExceeded",
+    "OutputTooLarge",
+    "OutputInvalid",
+    "CpuExceeded",
+)
+
+
+class ProtocolError(Exception):
+    """Bytes that do not form a valid message. The host kills a worker that sends them."""
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resource use of one call as measured inside the worker."""
+
+    cpu_s: float = 0.0
+    max_rss_bytes: int = 0
+    #: The worker's cumulative CPU time after the call; lets the host account for a call that
+    #: killed its worker (the supervisor reports the total at death).
+    cpu_total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Call:
+    """Host to worker: run ``action`` (its short name) with an already validated input."""
+
+    call_id: str
+    action: str
+    input: dict[str, Any]
+    payload: bytes | None = None
+    KIND = b"CALL"
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Host to worker: finish nothing further and exit cleanly."""
+
+    KIND = b"SHUTDOWN"
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Host to worker: answer with :class:`Pong` carrying the same ``seq``."""
+
+    seq: int
+    KIND = b"PING"
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Worker to host, first message: proves the token and announces the catalog and layers."""
+
+    token: str
+    pid: int
+    provider: dict[str, Any]
+    actions: list[dict[str, Any]]
+    layers: list[dict[str, Any]]
+    KIND = b"HELLO"
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Worker to host, instead of HELLO: the provider could not be loaded or a layer failed."""
+
+    token: str
+    message: str
+    traceback: str = ""
+    KIND = b"UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class Result:
+    """Worker to host: the call returned ``value`` (not yet validated: the host does that)."""
+
+    call_id: str
+    value: Any
+    usage: Usage = field(default_factory=Usage)
+    KIND = b"RESULT"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Worker to host: the call ended in an error the worker observed itself."""
+
+    call_id: str
+    error_type: str
+    message: str
+    traceback: str = ""
+    exception_type: str = ""
+    usage: Usage = field(default_factory=Usage)
+    KIND = b"FAILURE"
+
+
+@dataclass(frozen=True)
+class Retire:
+    """Worker to host: this worker will serve no more calls and is exiting (e.g. CPU budget)."""
+
+    reason: str
+    KIND = b"RETIRE"
+
+
+@dataclass(frozen=True)
+class Pong:
+    """Worker to host: the answer to :class:`Ping`."""
+
+    seq: int
+    KIND = b"PONG"
+
+
+HostMessage = Union[Call, Shutdown, Ping]
+WorkerMessage = Union[Hello, Unavailable, Result, Failure, Retire, Pong]
+Message = Union[HostMessage, WorkerMessage]
+
+_HOST_KINDS: dict[bytes, type[Any]] = {m.KIND: m for m in (Call, Shutdown, Ping)}
+_WORKER_KINDS: dict[bytes, type[Any]] = {
+    m.KIND: m for m in (Hello, Unavailable, Result, Failure, Retire, Pong)
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def dumps(value: Any) -> bytes:
+    """Compact, strict JSON (no NaN or Infinity, which are not JSON)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def encode(message: Message) -> list[bytes]:
+    """Turn a message into frames. Raises ``ValueError`` if a value is not JSON-serialisable."""
+    body = {k: v for k, v in asdict(message).items() if k != "payload"}
+    frames = [message.KIND, dumps(body)]
+    payload = getattr(message, "payload", None)
+    if payload is not None:
+        frames.append(payload)
+    return frames
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _reject_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not valid JSON")
+
+
+def loads(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Parse strict JSON with a nesting bound; any failure is a :class:`ProtocolError`."""
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ProtocolError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"body is not JSON: {type(exc).__name__}") from None
+    _check_depth(value, max_depth)
+    return value
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    """Iteratively bound the nesting so later recursive code (validators) cannot blow the stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Sequence[Any] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise ProtocolError(f"body nests deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _require(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    if name not in body:
+        raise ProtocolError(f"missing field {name!r}")
+    value = body[name]
+    if kind is Any:
+        return value
+    # bool is an int in Python; a JSON true must not pass for a number.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ProtocolError(f"field {name!r} has the wrong type")
+    if not isinstance(value, kind):
+        raise ProtocolError(f"field {name!r} has the wrong type")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError(f"field {name!r} is not finite")
+    return value
+
+
+def _usage(body: Mapping[str, Any]) -> Usage:
+    raw = _require(body, "usage", dict)
+    values: dict[str, Any] = {}
+    for name, kind in (("cpu_s", (int, float)), ("max_rss_bytes", int), ("cpu_total_s", (int, float))):
+        value = _require(raw, name, kind)
+        if value < 0:
+            raise ProtocolError(f"usage field {name!r} is negative")
+        values[name] = value
+    if set(raw) - set(values):
+        raise ProtocolError("unknown usage fields")
+    return Usage(float(values["cpu_s"]), int(values["max_rss_bytes"]), float(values["cpu_total_s"]))
+
+
+def _list_of_dicts(body: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    items = _require(body, name, list)
+    if not all(isinstance(item, dict) for item in items):
+        raise ProtocolError(f"field {name!r} must be a list of objects")
+    return items  # type: ignore[no-any-return]
+
+
+def _build(cls: type[Any], body: Mapping[str, Any]) -> Message:
+    """Check the body's fields against the message type and construct it."""
+    if cls is Hello:
+        fields: dict[str, Any] = {
+            "token": _require(body, "token", str),
+            "pid": _require(body, "pid", int),
+            "provider": _require(body, "provider", dict),
+            "actions": _list_of_dicts(body, "actions"),
+            "layers": _list_of_dicts(body, "layers"),
+        }
+    elif cls is Unavailable:
+        fields = {
+            "token": _require(body, "token", str),
+            "message": _require(body, "message", str),
+            "traceback": _require(body, "traceback", str),
+        }
+    elif cls is Result:
+        fields = {
+            "call_id": _require(body, "call_id", str),
+            "value": _require(body, "value", Any),  # type: ignore[arg-type]
+            "usage": _usage(body),
+        }
+    elif cls is Failure:
+        error_type = _require(body, "error_type", str)
+        if error_type not in WORKER_ERROR_TYPES:
+            raise ProtocolError(f"a worker cannot report error type {error_type[:40]!r}")
+        fields = {
+            "call_id": _require(body, "call_id", str),
+            "error_type": error_type,
+            "message": _require(body, "message", str),
+            "traceback": _require(body, "traceback", str),
+            "exception_type": _require(body, "exception_type", str),
+            "usage": _usage(body),
+        }
+    elif cls is Retire:
+        fields = {"reason": _require(body, "reason", str)}
+    elif cls in (Pong, Ping):
+        fields = {"seq": _require(body, "seq", int)}
+    elif cls is Call:
+        fields = {
+            "call_id": _require(body, "call_id", str),
+            "action": _require(body, "action", str),
+            "input": _require(body, "input", dict),
+        }
+    else:  # Shutdown
+        fields = {}
+    extra = set(body) - set(fields)
+    if extra:
+        raise ProtocolError(f"unknown fields {sorted(extra)[:5]!r}")
+    return cls(**fields)  # type: ignore[no-any-return]
+
+
+def _decode(
+    frames: Sequence[bytes],
+    kinds: Mapping[bytes, type[Any]],
+    *,
+    allow_payload: bool,
+    max_size: int,
+    max_depth: int,
+) -> Message:
+    if not 2 <= len(frames) <= (3 if allow_payload else 2):
+        raise ProtocolError(f"expected 2{' or 3' if allow_payload else ''} frames, got {len(frames)}")
+    if sum(len(f) for f in frames) > max_size:
+        raise ProtocolError(f"message larger than {max_size} bytes")
+    kind = bytes(frames[0])
+    cls = kinds.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind[:20]!r}")
+    body = loads(bytes(frames[1]), max_depth=max_depth)
+    if not isinstance(body, dict):
+        raise ProtocolError("body must be a JSON object")
+    message = _build(cls, body)
+    if len(frames) == 3:
+        if cls is not Call:
+            raise ProtocolError("only CALL carries a binary payload")
+        message = Call(message.call_id, message.action, message.input, bytes(frames[2]))  # type: ignore[union-attr]
+    return message
+
+
+def decode_worker_message(
+    frames: Sequence[bytes],
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> WorkerMessage:
+    """Decode what a worker sent. Only JSON, only known kinds; raises :class:`ProtocolError`."""
+    return _decode(  # type: ignore[return-value]
+        frames, _WORKER_KINDS, allow_payload=False, max_size=max_size, max_depth=max_depth
+    )
+
+
+def decode_host_message(
+    frames: Sequence[bytes],
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> HostMessage:
+    """Decode what the host sent (the worker trusts the host, but still checks the shape)."""
+    return _decode(  # type: ignore[return-value]
+        frames, _HOST_KINDS, allow_payload=True, max_size=max_size, max_depth=max_depth
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The spawn spec: what the host tells a new worker over its stdin pipe (never argv or environ,
+# which other processes can read).
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """Everything a worker needs to start, sent once over stdin as JSON."""
+
+    worker_id: str
+    token: str
+    endpoint: str
+    provider_ref: str
+    policy: dict[str, Any]
+    host_pid: int
+    workdir: str
+    #: Directories prepended to ``sys.path`` so ``package.module`` references resolve the way
+    #: they would for ``python -m`` in the host's working directory (``-I`` drops the cwd).
+    search_path: list[str] = field(default_factory=list)
+    #: The write end of the pipe on which the supervisor reports how the worker ended.
+    status_fd: int = -1
+
+    def to_bytes(self) -> bytes:
+        return dumps(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SpawnSpec:
+        body = loads(data)
+        if not isinstance(body, dict):
+            raise ProtocolError("spawn spec must be a JSON object")
+        try:
+            return cls(**body)
+        except TypeError as exc:
+            raise ProtocolError(f"bad spawn spec: {exc}") from None

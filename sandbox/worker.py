@@ -1,0 +1,275 @@
+"""The worker loop: confine, load the provider, say HELLO, serve calls, report usage.
+
+Order matters and is the security argument of the whole project: every confinement layer is
+applied *before* the provider's module is imported (its top-level code is as untrusted as its
+actions), and the ZeroMQ context - which starts I/O threads - is created only after the layers,
+so those threads inherit every restriction.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from policies import Policy
+from sandbox import protocol
+from sandbox.layers import LayerReport, RequiredLayerMissing, apply_layers
+from sandbox.layers.rlimits import lifetime_cpu_seconds
+
+if TYPE_CHECKING:
+    import zmq
+
+    from providers import Action
+
+#: Longest traceback text sent to the host; a deep recursion must not produce megabytes.
+MAX_TRACEBACK_CHARS = 16_000
+#: How long the last message may take to leave before the worker exits anyway.
+LINGER_MS = 2_000
+#: Exit code of a worker that refused to run provider code.
+EXIT_UNAVAILABLE = 3
+
+
+class PeakMemory:
+    """Per-call peak RSS: reset the kernel's high-water mark before a call, read it after.
+
+    Writing "5" to ``/proc/self/clear_refs`` resets VmHWM (Linux >= 4.0). The files are opened
+    before confinement so later layers need not allow /proc. Falls back to the lifetime peak.
+    """
+
+    def __init__(self) -> None:
+        self._clear: int | None = None
+        self._status: int | None = None
+        try:
+            self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+            self._status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass
+
+    def reset(self) -> None:
+        if self._clear is not None:
+            try:
+                os.write(self._clear, b"5")
+            except OSError:
+                self._clear = None
+
+    def peak_bytes(self) -> int:
+        if self._status is not None:
+            try:
+                os.lseek(self._status, 0, os.SEEK_SET)
+                text = os.read(self._status, 8192).decode()
+                for line in text.splitlines():
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+            except (OSError, ValueError):
+                pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _traceback_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
+    return text
+
+
+@dataclass
+class Worker:
+    """One worker's state after start-up: its policy, its actions and its socket."""
+
+    spec: protocol.SpawnSpec
+    policy: Policy
+    actions: dict[str, Action]
+    socket: zmq.Socket[bytes]
+    memory: PeakMemory
+    cpu_lifetime_s: int
+
+    def send(self, message: protocol.WorkerMessage) -> None:
+        self.socket.send_multipart(protocol.encode(message), copy=False)
+
+    def serve(self) -> int:
+        """Answer calls until told to shut down, or until the CPU budget says retire."""
+        while True:
+            try:
+                frames = self.socket.recv_multipart()
+                message = protocol.decode_host_message(frames)
+            except protocol.ProtocolError as exc:
+                print(f"sandbox worker: bad message from host: {exc}", file=sys.stderr)
+                return 4
+            if isinstance(message, protocol.Shutdown):
+                return 0
+            if isinstance(message, protocol.Ping):
+                self.send(protocol.Pong(message.seq))
+                continue
+            self.send(self.run_call(message))
+            remaining = self.cpu_lifetime_s - _cpu_seconds()
+            if remaining < self.policy.cpu_time + 1:
+                self.send(protocol.Retire("CPU-time budget of this worker is used up"))
+                return 0
+
+    def run_call(self, call: protocol.Call) -> protocol.WorkerMessage:
+        """Run one action and turn what happened into a RESULT or FAILURE message."""
+        action = self.actions.get(call.action)
+        cpu_before = _cpu_seconds()
+        self.memory.reset()
+        if action is None:  # The host checks the catalog first; this is a defence only.
+            return self._failure(call, "ActionFailed", f"unknown action {call.action!r}", cpu_before)
+        # Per-call CPU limit: SIGPROF's default action kills the process, even inside C code.
+        signal.setitimer(signal.ITIMER_PROF, self.policy.cpu_time)
+        try:
+            value = action.function(**call.input)
+        except MemoryError as exc:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            del exc  # release the frames holding the memory before we report
+            return self._failure(
+                call, "MemoryExceeded", "the action ran out of memory (memory limit)", cpu_before
+            )
+        except BaseException as exc:  # noqa: BLE001 - provider code may raise anything
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            return self._failure(
+                call,
+                "ActionFailed",
+                f"{type(exc).__name__}: {exc}",
+                cpu_before,
+                tb=_traceback_text(exc),
+                exception_type=type(exc).__name__,
+            )
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            _flush_std_streams()
+        try:
+            encoded = protocol.dumps(value)
+        except (TypeError, ValueError) as exc:
+            return self._failure(
+                call, "OutputInvalid", f"the result is not JSON: {exc}", cpu_before
+            )
+        except MemoryError:
+            return self._failure(
+                call, "MemoryExceeded", "out of memory while encoding the result", cpu_before
+            )
+        if len(encoded) > self.policy.output:
+            return self._failure(
+                call,
+                "OutputTooLarge",
+                f"the result is {len(encoded)} bytes; the limit is {self.policy.output}",
+                cpu_before,
+            )
+        del encoded
+        return protocol.Result(call.call_id, value, self._usage(cpu_before))
+
+    def _usage(self, cpu_before: float) -> protocol.Usage:
+        total = _cpu_seconds()
+        return protocol.Usage(max(0.0, total - cpu_before), self.memory.peak_bytes(), total)
+
+    def _failure(
+        self,
+        call: protocol.Call,
+        error_type: str,
+        message: str,
+        cpu_before: float,
+        *,
+        tb: str = "",
+        exception_type: str = "",
+    ) -> protocol.Failure:
+        return protocol.Failure(
+            call.call_id, error_type, message, tb, exception_type, self._usage(cpu_before)
+        )
+
+
+def _flush_std_streams() -> None:
+    """Push what the action printed into the log pipes before the result leaves."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _connect(spec: protocol.SpawnSpec, policy: Policy) -> zmq.Socket[bytes]:
+    import zmq
+
+    context = zmq.Context(io_threads=1)
+    socket: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.IDENTITY, spec.worker_id.encode())
+    socket.setsockopt(zmq.LINGER, LINGER_MS)
+    socket.setsockopt(zmq.SNDHWM, 16)
+    socket.setsockopt(zmq.RCVHWM, 16)
+    socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a connection that does not exist
+    socket.connect(spec.endpoint)
+    return socket
+
+
+def _describe(actions: dict[str, Action]) -> list[dict[str, object]]:
+    return [action.describe() for action in actions.values()]
+
+
+def run(spec: protocol.SpawnSpec) -> int:
+    """Start-up and service of one worker; returns the process exit code."""
+    try:
+        policy = Policy.from_mapping(spec.policy)
+    except ValueError as exc:
+        print(f"sandbox worker: bad policy in spawn spec: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    memory = PeakMemory()
+    reports: list[LayerReport] = []
+    unavailable: protocol.Unavailable | None = None
+    try:
+        reports = apply_layers(policy)
+    except RequiredLayerMissing as exc:
+        unavailable = protocol.Unavailable(spec.token, str(exc))
+    actions: dict[str, Action] = {}
+    provider_info: dict[str, object] = {}
+    if unavailable is None:
+        sys.path[:0] = spec.search_path
+        try:
+            from providers import ProviderLoadError, load_provider
+        except Exception as exc:  # noqa: BLE001 - a broken installation must still be reported
+            unavailable = protocol.Unavailable(spec.token, f"cannot import the SDK: {exc}")
+        else:
+            try:
+                provider = load_provider(spec.provider_ref)
+            except ProviderLoadError as exc:
+                unavailable = protocol.Unavailable(
+                    spec.token, str(exc), getattr(exc, "traceback_text", "")[-MAX_TRACEBACK_CHARS:]
+                )
+            else:
+                actions = dict(provider.actions)
+                described = provider.describe()
+                provider_info = {k: v for k, v in described.items() if k != "actions"}
+        _flush_std_streams()
+    socket = _connect(spec, policy)
+    if unavailable is not None:
+        socket.send_multipart(protocol.encode(unavailable))
+        socket.close()  # LINGER lets the message leave before the process exits
+        socket.context.term()
+        return EXIT_UNAVAILABLE
+    worker = Worker(spec, policy, actions, socket, memory, lifetime_cpu_seconds(policy))
+    try:
+        worker.send(
+            protocol.Hello(
+                token=spec.token,
+                pid=os.getpid(),
+                provider=provider_info,
+                actions=_describe(actions),
+                layers=[r.to_dict() for r in reports],
+            )
+        )
+    except ValueError as exc:  # a schema that is not JSON (the SDK checks, but be sure)
+        unavailable = protocol.Unavailable(spec.token, f"catalog is not JSON: {exc}")
+        socket.send_multipart(protocol.encode(unavailable))
+        return EXIT_UNAVAILABLE
+    code = worker.serve()
+    socket.close()
+    socket.context.term()
+    return code
+
