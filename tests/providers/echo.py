@@ -1,0 +1,50 @@
+"""A small well-behaved provider for host tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from providers import Provider
+
+provider = Provider("echo", version="2.0", description="test provider")
+
+
+@provider.action(safe_rerun=True)
+def echo(value: str) -> str:
+    """Return the value."""
+    return value
+
+
+@provider.action
+def add(a: int, b: int = 1) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@provider.action
+def slow(seconds: float) -> float:
+    """Sleep, then return."""
+    time.sleep(seconds)
+    return seconds
+
+
+@provider.action
+def shout(text: str) -> str:
+    """Print to stdout and stderr, then return."""
+    print(f"out:{text}")
+    print(f"err:{text}", file=sys.stderr)
+    return text.upper()
+
+
+@provider.action
+def environment() -> dict[str, str]:
+    """The worker's environment, to check what passes."""
+    return dict(os.environ)
+
+
+@provider.action
+def cwd() -> str:
+    """The worker's working directory."""
+    return os.getcwd()

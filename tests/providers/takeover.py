@@ -1,0 +1,69 @@
+"""A provider whose actions take over the worker's own ZeroMQ socket and speak garbage.
+
+This is the threat the host's protocol checks exist for: a hostile input that gains code
+execution in the worker can send anything on the worker's connection.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import pickle
+import time
+
+import zmq
+
+from providers import Provider
+
+provider = Provider("takeover", version="1.0")
+
+
+def _socket() -> zmq.Socket[bytes]:
+    for obj in gc.get_objects():
+        if isinstance(obj, zmq.Socket) and not obj.closed and obj.socket_type == zmq.DEALER:
+            return obj
+    raise RuntimeError("no worker socket found")
+
+
+def _send_and_wait(frames: list[bytes]) -> bool:
+    _socket().send_multipart(frames)
+    time.sleep(5)  # the host should kill us long before this ends
+    return True
+
+
+@provider.action
+def garbage() -> bool:
+    """Send bytes that are not a message."""
+    return _send_and_wait([b"\xff\xfe\x00", b"not json at all"])
+
+
+@provider.action
+def unknown_kind() -> bool:
+    """Send a well-formed body under a kind the protocol does not have."""
+    return _send_and_wait([b"EXEC", b'{"code": "import os"}'])
+
+
+@provider.action
+def pickled_result() -> bool:
+    """Send a RESULT whose body is a pickle, hoping the host unpickles it."""
+    return _send_and_wait([b"RESULT", pickle.dumps({"call_id": "x", "value": 1})])
+
+
+@provider.action
+def oversized(megabytes: int = 8) -> bool:
+    """Send one frame far over the host's message size limit."""
+    return _send_and_wait([b"RESULT", b"x" * (megabytes * 1024 * 1024)])
+
+
+@provider.action
+def foreign_result() -> bool:
+    """Answer a call this worker is not running."""
+    body = {"call_id": "c999999", "value": 1,
+            "usage": {"cpu_s": 0, "max_rss_bytes": 0, "cpu_total_s": 0}}
+    return _send_and_wait([b"RESULT", json.dumps(body).encode()])
+
+
+@provider.action
+def fine(x: int) -> int:
+    """A well-behaved action, to check the host still serves."""
+    return x + 1

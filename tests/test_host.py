@@ -1,0 +1,223 @@
+"""The host: catalog semantics, naming, isolation of environment and workdir, concurrency,
+hostile workers speaking garbage, and clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import zmq
+
+from host import Host, ProtocolViolation, ProviderUnavailable
+from policies import Policy
+from tests.conftest import provider_file
+
+ECHO = provider_file("echo.py")
+
+
+def test_add_provider_returns_declared_or_given_name(host: Host) -> None:
+    assert host.add_provider(ECHO) == "echo"
+    assert host.add_provider("providers.examples.text", name="words") == "words"
+    with pytest.raises(ValueError, match="already loaded"):
+        host.add_provider(ECHO, name="words")
+    infos = {p.name: p for p in host.providers()}
+    assert infos["echo"].version == "2.0"
+    assert infos["words"].namespace == "text"
+    word_count = host.catalog.find("text.word_count")
+    assert word_count is not None and word_count.provider == "words"
+
+
+def test_two_providers_announcing_the_same_action_clash(host: Host) -> None:
+    host.add_provider(ECHO)
+    with pytest.raises(ProviderUnavailable, match="clashes"):
+        host.add_provider(ECHO, name="again")
+    assert [p.name for p in host.providers()] == ["echo"]
+    assert host.call("echo.add", {"a": 1}) == 2
+
+
+def test_catalog_find_and_find_all_honour_every_argument(host: Host) -> None:
+    host.add_provider(ECHO)
+    host.add_provider("providers.examples.text")
+    d = host.catalog.find("echo.add")
+    assert d is not None
+    assert (d.name, d.namespace, d.full_name, d.provider) == ("add", "echo", "echo.add", "echo")
+    assert d.description == "Add two integers."
+    assert d.input_schema["required"] == ["a"]
+    assert d.output_schema["type"] == "integer"
+    assert host.catalog.find("add", namespace="echo") == d
+    assert host.catalog.find("add", namespace="text") is None
+    assert host.catalog.find("nope.nothing") is None
+
+    echo_names = [x.name for x in host.catalog.find_all(namespace="echo")]
+    assert echo_names == sorted(echo_names) and "echo" in echo_names
+    assert {x.namespace for x in host.catalog.find_all()} == {"echo", "text"}
+    safe = host.catalog.find_all(filters={"safe_rerun": True})
+    assert safe and all(x.safe_rerun for x in safe)
+    assert "echo.echo" in [x.full_name for x in safe]
+    assert len(host.catalog.find_all(limit=2)) == 2
+    assert host.catalog.find_all(limit=0) == []
+    desc = [x.full_name for x in host.catalog.find_all(sort="-full_name")]
+    assert desc == sorted(desc, reverse=True)
+    by_ns_then_name = host.catalog.find_all(sort=["namespace", "-name"])
+    keys = [(x.namespace, x.name) for x in by_ns_then_name]
+    assert keys == sorted(keys, key=lambda k: (k[0], [-ord(c) for c in k[1]]))
+    with pytest.raises(ValueError, match="cannot sort"):
+        host.catalog.find_all(sort="colour")
+    with pytest.raises(ValueError, match="cannot filter"):
+        host.catalog.find_all(filters={"colour": "red"})
+
+
+def test_unknown_action_is_provider_unavailable(host: Host) -> None:
+    host.add_provider(ECHO)
+    with pytest.raises(ProviderUnavailable, match="no loaded provider offers"):
+        host.call("nothing.here", {})
+    with pytest.raises(ProviderUnavailable, match="has no action"):
+        host.call("echo.missing", {})
+
+
+def test_worker_environment_has_only_the_names_the_policy_passes(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_TEST_SECRET", "hunter2")
+    monkeypatch.setenv("SANDBOX_TEST_PASSED", "visible")
+    host.add_provider(ECHO, policy=Policy(env=["SANDBOX_TEST_PASSED"]))
+    env = host.call("echo.environment", {})
+    assert env["SANDBOX_TEST_PASSED"] == "visible"
+    assert "SANDBOX_TEST_SECRET" not in env and "PATH" not in env
+    # LC_CTYPE is the only addition: CPython's C-locale coercion (PEP 538) sets it in the child.
+    assert set(env) <= {"SANDBOX_TEST_PASSED", "LC_CTYPE"}
+
+
+def test_worker_runs_in_a_private_workdir_that_is_removed(host: Host) -> None:
+    host.add_provider(ECHO)
+    cwd = host.call("echo.cwd", {})
+    assert os.path.isdir(cwd) and cwd != os.getcwd()
+    assert os.stat(cwd).st_mode & 0o077 == 0
+    host.close()
+    assert not os.path.exists(cwd)
+
+
+def test_logs_are_captured_per_call(host: Host) -> None:
+    host.add_provider(ECHO)
+    outcome = host.run("echo.shout", {"text": "hi"})
+    assert outcome.value == "HI"
+    assert "out:hi" in outcome.logs and "err:hi" in outcome.logs
+    assert host.run("echo.add", {"a": 1}).logs == ""
+
+
+def test_layers_are_reported_per_provider(host: Host) -> None:
+    host.add_provider(ECHO)
+    (info,) = host.providers()
+    names = {layer["name"]: layer for layer in info.layers}
+    assert names["rlimits"]["applied"] is True
+    assert "DATA=" in names["rlimits"]["detail"]
+    assert names["pdeathsig"]["applied"] is True
+
+
+def test_concurrent_calls_from_threads_each_get_their_own_result(host: Host) -> None:
+    host.add_provider(ECHO, policy=Policy(workers={"min": 0, "max": 2}))
+    results: dict[int, object] = {}
+
+    def worker(i: int) -> None:
+        results[i] = host.call("echo.add", {"a": i, "b": 1000})
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i: i + 1000 for i in range(40)}
+
+
+@pytest.mark.parametrize(
+    "action", ["garbage", "unknown_kind", "pickled_result", "oversized", "foreign_result"]
+)
+def test_worker_speaking_garbage_is_killed_while_good_calls_succeed(
+    host: Host, action: str
+) -> None:
+    host.add_provider(provider_file("takeover.py"), policy=Policy(wall_time=20, output="1MiB"))
+    host.add_provider(ECHO, policy=Policy(workers={"min": 0, "max": 2}))
+    stop = threading.Event()
+    good: list[object] = []
+    errors: list[BaseException] = []
+
+    def good_calls() -> None:
+        while not stop.is_set():
+            try:
+                good.append(host.call("echo.add", {"a": 1}))
+            except BaseException as exc:  # noqa: BLE001 - recorded and asserted below
+                errors.append(exc)
+
+    thread = threading.Thread(target=good_calls)
+    thread.start()
+    try:
+        with pytest.raises(ProtocolViolation) as info:
+            host.call(f"takeover.{action}", {})
+        assert info.value.usage.wall_s < 10  # killed, not timed out
+    finally:
+        stop.set()
+        thread.join(30)
+    assert errors == []
+    assert good and all(v == 2 for v in good)
+    assert host.call("takeover.fine", {"x": 1}) == 2  # a fresh worker serves the provider
+
+
+def test_messages_from_an_outsider_on_the_ipc_socket_are_ignored(host: Host) -> None:
+    host.add_provider(ECHO)
+    directory = host._reactor.transport.directory
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    endpoint = f"ipc://{directory}/" + os.listdir(directory)[0]
+    context = zmq.Context()
+    forger = context.socket(zmq.DEALER)
+    forger.setsockopt(zmq.LINGER, 0)
+    forger.setsockopt(zmq.IDENTITY, b"intruder")
+    forger.connect(endpoint)
+    try:
+        forger.send_multipart([b"HELLO", b'{"token": "guess"}'])
+        forger.send_multipart([b"RESULT", b"\x80\x04junk"])
+        assert host.call("echo.add", {"a": 41}) == 42
+    finally:
+        forger.close()
+        context.term()
+
+
+def test_close_removes_ipc_and_work_directories(host: Host) -> None:
+    host.add_provider(ECHO)
+    ipc = host._reactor.transport.directory
+    work = host._reactor._workdir_root
+    host.close()
+    assert not os.path.exists(ipc)
+    assert not os.path.exists(work)
+    with pytest.raises(RuntimeError, match="closed"):
+        host.call("echo.add", {"a": 1})
+
+
+def test_calls_waiting_when_the_host_closes_are_cancelled(host: Host) -> None:
+    host.add_provider(ECHO)
+    outcomes = []
+    t = threading.Thread(target=lambda: outcomes.append(host.run("echo.slow", {"seconds": 10})))
+    t.start()
+    import time
+
+    time.sleep(0.3)
+    host.close()
+    t.join(10)
+    assert outcomes and outcomes[0].error is not None
+    assert outcomes[0].error.type == "Cancelled"
+
+
+def test_interpreter_exit_with_a_live_host_does_not_hang(tmp_path: os.PathLike[str]) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from host import Host\n"
+        "h = Host()\n"
+        f"h.add_provider({ECHO!r})\n"
+        "print(h.call('echo.add', {'a': 1}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
