@@ -1,9 +1,9 @@
 """The trusted side: ``Host``, its catalog, the outcomes of a call, and the CLI.
 
-    from host import Host
-    with Host() as host:
-        host.add_provider("providers.examples.text")
-        host.call("text.word_count", {"text": "a b"})   # -> 2
+from host import Host
+with Host() as host:
+    host.add_provider("providers.examples.text")
+    host.call("text.word_count", {"text": "a b"})   # -> 2
 """
 
 import logging

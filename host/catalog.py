@@ -6,6 +6,7 @@ untrusted input, so every entry is checked (names, schemas) before it is accepte
 
 from __future__ import annotations
 
+import operator
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +57,9 @@ class ActionDescriptor:
 _SORTABLE = ("name", "namespace", "full_name", "description", "provider", "safe_rerun")
 
 
-def descriptors_from_hello(provider: str, actions: Sequence[Mapping[str, Any]]) -> list[ActionDescriptor]:
+def descriptors_from_hello(
+    provider: str, actions: Sequence[Mapping[str, Any]]
+) -> list[ActionDescriptor]:
     """Check and convert the ``actions`` list of a HELLO. Raises :class:`CatalogInvalid`."""
     result = []
     seen = set()
@@ -151,7 +154,7 @@ class Catalog:
             if key.lstrip("-") not in _SORTABLE:
                 raise ValueError(f"cannot sort by {key!r}; known: {', '.join(_SORTABLE)}")
         for key in filters or {}:
-            if key not in _SORTABLE + ("input_schema", "output_schema"):
+            if key not in (*_SORTABLE, "input_schema", "output_schema"):
                 raise ValueError(f"cannot filter by {key!r}; known: {', '.join(_SORTABLE)}")
         with self._lock:
             items = list(self._actions.values())
@@ -161,7 +164,7 @@ class Catalog:
             items = [d for d in items if getattr(d, key) == wanted]
         for key in reversed(keys):  # stable sorts, last key first
             attr = key.lstrip("-")
-            items.sort(key=lambda d, a=attr: getattr(d, a), reverse=key.startswith("-"))
+            items.sort(key=operator.attrgetter(attr), reverse=key.startswith("-"))
         return items if limit is None else items[:limit]
 
     def __len__(self) -> int:

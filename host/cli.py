@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "when the call succeeded, 1 when its outcome was an error (Timeout, ActionFailed, ...), "
         "2 for a usage or configuration error.",
     )
-    call.add_argument("action", metavar="ACTION", help="the action's full name, e.g. text.word_count")
+    call.add_argument(
+        "action", metavar="ACTION", help="the action's full name, e.g. text.word_count"
+    )
     call.add_argument(
         "input",
         metavar="INPUT",
@@ -150,7 +152,7 @@ def _command_call(args: argparse.Namespace) -> int:
             known = ", ".join(d.full_name for d in host.catalog.find_all())
             raise UsageError(f"unknown action {args.action!r}; known actions: {known or 'none'}")
         outcome: Outcome = host.run(args.action, payload, timeout=args.timeout)
-        layers = next(
+        layers: list[dict[str, Any]] = next(
             (p.layers for p in host.providers() if p.name == descriptor.provider), []
         )
     finally:

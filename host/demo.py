@@ -59,10 +59,15 @@ def _scenarios(listener_port: int, canary: str) -> list[Scenario]:
         Scenario("hostile.spin", {"seconds": 60}, "busy loop for 60 s", stopped_by_limit),
         Scenario("hostile.spin_native", {"seconds": 60}, "loop inside C code", stopped_by_limit),
         Scenario("hostile.sleep", {"seconds": 60}, "sleep for 60 s", _is("Timeout")),
-        Scenario("hostile.allocate", {"limit_mib": 4096}, "allocate 4 GiB step by step",
-                 _is("MemoryExceeded")),
-        Scenario("hostile.allocate_once", {"mib": 4096}, "allocate 4 GiB at once",
-                 _is("MemoryExceeded")),
+        Scenario(
+            "hostile.allocate",
+            {"limit_mib": 4096},
+            "allocate 4 GiB step by step",
+            _is("MemoryExceeded"),
+        ),
+        Scenario(
+            "hostile.allocate_once", {"mib": 4096}, "allocate 4 GiB at once", _is("MemoryExceeded")
+        ),
         Scenario(
             "hostile.allocate_in_children",
             {"children": 8, "mib_each": 512},
@@ -87,17 +92,22 @@ def _scenarios(listener_port: int, canary: str) -> list[Scenario]:
             "write 100 MB to stdout",
             lambda o: len(o.logs.encode()) <= DEMO_POLICY.log + 200,
         ),
-        Scenario("hostile.huge_result", {"megabytes": 16}, "return 16 MB",
-                 _is("OutputTooLarge")),
+        Scenario("hostile.huge_result", {"megabytes": 16}, "return 16 MB", _is("OutputTooLarge")),
         Scenario("hostile.exit", {"code": 3}, "os._exit(3)", _is("WorkerCrashed")),
         Scenario("hostile.segfault", {}, "dereference NULL (SIGSEGV)", _is("WorkerCrashed")),
-        Scenario("hostile.raise_error", {"message": "boom"}, "raise ValueError",
-                 _is("ActionFailed")),
+        Scenario(
+            "hostile.raise_error", {"message": "boom"}, "raise ValueError", _is("ActionFailed")
+        ),
         Scenario("hostile.wrong_output", {}, "return a str for an int", _is("OutputInvalid")),
-        Scenario("hostile.read_file", {"path": "/etc/shadow"}, "read /etc/shadow",
-                 _is("ActionFailed")),
-        Scenario("hostile.read_file", {"path": canary}, "read a file outside its allowance",
-                 _is("ActionFailed")),
+        Scenario(
+            "hostile.read_file", {"path": "/etc/shadow"}, "read /etc/shadow", _is("ActionFailed")
+        ),
+        Scenario(
+            "hostile.read_file",
+            {"path": canary},
+            "read a file outside its allowance",
+            _is("ActionFailed"),
+        ),
         Scenario(
             "hostile.write_file",
             {"path": canary + ".written", "text": "pwned"},
@@ -149,14 +159,17 @@ def run_demo(out: Any = None) -> int:
     listener.close()
     print(f"Policy: {_policy_line()}", file=out)
     applied = [f"{r['name']}" for r in layers.get("hostile", []) if r.get("applied")]
-    missing = [f"{r['name']} ({r['detail']})" for r in layers.get("hostile", [])
-               if not r.get("applied")]
+    missing = [
+        f"{r['name']} ({r['detail']})" for r in layers.get("hostile", []) if not r.get("applied")
+    ]
     print(f"Layers applied: {', '.join(applied) or 'none'}", file=out)
     if missing:
         print(f"Layers missing: {'; '.join(missing)}", file=out)
     print(file=out)
-    header = f"{'action':<30} {'attempted':<40} {'outcome':<17} {'contained':<9} " \
-             f"{'wall':>7} {'cpu':>7} {'peak mem':>9}"
+    header = (
+        f"{'action':<30} {'attempted':<40} {'outcome':<17} {'contained':<9} "
+        f"{'wall':>7} {'cpu':>7} {'peak mem':>9}"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
     for scenario, result, contained, outcome in rows:
@@ -177,6 +190,8 @@ def run_demo(out: Any = None) -> int:
 
 
 def _policy_line() -> str:
-    return ", ".join(f"{key}={value}" for key, value, _ in DEMO_POLICY.describe()
-                     if key in ("wall_time", "cpu_time", "memory", "processes", "output", "log",
-                                "network"))
+    return ", ".join(
+        f"{key}={value}"
+        for key, value, _ in DEMO_POLICY.describe()
+        if key in ("wall_time", "cpu_time", "memory", "processes", "output", "log", "network")
+    )

@@ -35,9 +35,7 @@ class SandboxError(Exception):
     ``signal`` for :class:`WorkerCrashed`, ``logs`` with the worker's captured output.
     """
 
-    def __init__(
-        self, message: str, *, usage: Usage | None = None, **details: Any
-    ) -> None:
+    def __init__(self, message: str, *, usage: Usage | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.usage = usage if usage is not None else Usage()

@@ -90,7 +90,7 @@ class ExitStatus:
         if not isinstance(raw, dict):
             return cls(unreported=True)
 
-        def num(key: str, kind: type) -> Any:
+        def num(key: str, kind: type | tuple[type, ...]) -> Any:
             value = raw.get(key)
             return value if isinstance(value, kind) and not isinstance(value, bool) else None
 

@@ -15,6 +15,7 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import os
 import queue
 import secrets
@@ -190,9 +191,9 @@ class Reactor:
             self._release()
 
     def _step(self) -> None:
-        timeout_ms = None
+        timeout_ms: int | None = None
         if self._timers:
-            timeout_ms = max(0, (self._timers[0].when - time.monotonic()) * 1000)
+            timeout_ms = max(0, math.ceil((self._timers[0].when - time.monotonic()) * 1000))
         events = dict(self._poller.poll(timeout_ms))
         if self._wake_read in events:
             with contextlib.suppress(BlockingIOError):
@@ -282,7 +283,9 @@ class Reactor:
         self._fds[process.status_fd] = (worker, "status")
         self._poller.register(process.status_fd, zmq.POLLIN)
         self._at(time.monotonic() + STARTUP_TIMEOUT_S, lambda: self._startup_expired(worker))
-        log.debug("spawned worker %s for provider %s (pid %d)", worker_id, provider.name, process.pid)
+        log.debug(
+            "spawned worker %s for provider %s (pid %d)", worker_id, provider.name, process.pid
+        )
         return worker
 
     def _startup_expired(self, worker: WorkerHandle) -> None:
@@ -290,9 +293,7 @@ class Reactor:
             worker.unavailable = f"the worker did not start within {STARTUP_TIMEOUT_S:g}s"
             self._kill(worker, "startup timeout")
 
-    def _kill(
-        self, worker: WorkerHandle, reason: str, error: SandboxError | None = None
-    ) -> None:
+    def _kill(self, worker: WorkerHandle, reason: str, error: SandboxError | None = None) -> None:
         """Have the supervisor kill the worker's whole tree; escalate if it does not.
 
         ``error`` becomes the outcome of the worker's running call once the supervisor has
@@ -390,8 +391,15 @@ class Reactor:
         else:
             self._finish(call, error)
 
-    def _finish(self, call: PendingCall, result: SandboxError | Any, ok: bool = False) -> None:
-        """Give ``call`` its one outcome. A second attempt is ignored (and logged)."""
+    def _finish(
+        self,
+        call: PendingCall,
+        error: SandboxError | None,
+        value: Any = None,
+        measured: Usage | None = None,
+    ) -> None:
+        """Give ``call`` its one outcome: ``error``, or ``value`` with the worker's ``measured``
+        CPU and memory. A second attempt to finish the same call is ignored."""
         if call.done:
             return
         call.done = True
@@ -405,16 +413,12 @@ class Reactor:
             logs = worker.logs.take()
             if worker.call is call:
                 worker.call = None
-        if ok:
-            usage_in = result[1]
-            usage = Usage(wall, usage_in.cpu_s, usage_in.max_rss_bytes)
-            outcome = Outcome(ok=True, value=result[0], usage=usage, logs=logs)
+        if error is None:
+            cost = measured or Usage()
+            usage = Usage(wall, cost.cpu_s, cost.max_rss_bytes)
+            outcome = Outcome(ok=True, value=value, usage=usage, logs=logs)
         else:
-            error: SandboxError = result
-            if error.usage == Usage():
-                error.usage = Usage(wall_s=wall)
-            else:
-                error.usage = Usage(wall, error.usage.cpu_s, error.usage.max_rss_bytes)
+            error.usage = Usage(wall, error.usage.cpu_s, error.usage.max_rss_bytes)
             if logs:
                 error.details.setdefault("logs", logs)
             outcome = Outcome.failure(error, logs)
@@ -444,9 +448,7 @@ class Reactor:
             return  # it is being killed; whatever it says no longer matters
         policy = worker.provider.policy
         try:
-            message = protocol.decode_worker_message(
-                frames, max_size=policy.output + 64 * 1024
-            )
+            message = protocol.decode_worker_message(frames, max_size=policy.output + 64 * 1024)
         except protocol.ProtocolError as exc:
             self._violation(worker, str(exc))
             return
@@ -558,7 +560,7 @@ class Reactor:
                     ),
                 )
             else:
-                self._finish(call, (message.value, usage), ok=True)
+                self._finish(call, None, message.value, usage)
         worker.state = State.READY
         self._pump(worker.provider)
 
@@ -617,9 +619,8 @@ class Reactor:
         if worker.state is State.STARTING or worker.unavailable is not None:
             if worker.unavailable is None:
                 tail = worker.logs.tail()
-                worker.unavailable = (
-                    f"the worker exited during start-up ({status.describe()})"
-                    + (f": {tail.strip()}" if tail.strip() else "")
+                worker.unavailable = f"the worker exited during start-up ({status.describe()})" + (
+                    f": {tail.strip()}" if tail.strip() else ""
                 )
             if worker.pid is None:  # never said HELLO: this start failed
                 self._provider_failed(provider, worker.unavailable)
@@ -636,9 +637,7 @@ class Reactor:
             self._pump(provider)
 
     def _death_outcome(self, worker: WorkerHandle, status: ExitStatus) -> SandboxError:
-        usage = Usage(
-            0.0, max(0.0, status.cpu_s - worker.cpu_total_s), status.max_rss_bytes
-        )
+        usage = Usage(0.0, max(0.0, status.cpu_s - worker.cpu_total_s), status.max_rss_bytes)
         policy = worker.provider.policy
         killed_by_host = status.terminated and status.signal == signal.SIGKILL
         if worker.disconnected and (killed_by_host or status.unreported):

@@ -74,7 +74,7 @@ class Transport:
 
     def disconnected_endpoints(self) -> list[str]:
         """Endpoints whose connection libzmq dropped since the last look."""
-        endpoints = []
+        endpoints: list[str] = []
         while True:
             try:
                 frames = self.monitor.recv_multipart(flags=zmq.NOBLOCK)

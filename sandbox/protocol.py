@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 #: Largest nesting of arrays/objects accepted in a body; deeper JSON is a protocol violation.
 DEFAULT_MAX_DEPTH = 100
@@ -141,9 +141,9 @@ class Pong:
     KIND = b"PONG"
 
 
-HostMessage = Union[Call, Shutdown, Ping]
-WorkerMessage = Union[Hello, Unavailable, Result, Failure, Retire, Pong]
-Message = Union[HostMessage, WorkerMessage]
+HostMessage = Call | Shutdown | Ping
+WorkerMessage = Hello | Unavailable | Result | Failure | Retire | Pong
+Message = HostMessage | WorkerMessage
 
 _HOST_KINDS: dict[bytes, type[Any]] = {m.KIND: m for m in (Call, Shutdown, Ping)}
 _WORKER_KINDS: dict[bytes, type[Any]] = {
@@ -226,7 +226,11 @@ def _require(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) 
 def _usage(body: Mapping[str, Any]) -> Usage:
     raw = _require(body, "usage", dict)
     values: dict[str, Any] = {}
-    for name, kind in (("cpu_s", (int, float)), ("max_rss_bytes", int), ("cpu_total_s", (int, float))):
+    for name, kind in (
+        ("cpu_s", (int, float)),
+        ("max_rss_bytes", int),
+        ("cpu_total_s", (int, float)),
+    ):
         value = _require(raw, name, kind)
         if value < 0:
             raise ProtocolError(f"usage field {name!r} is negative")
@@ -262,7 +266,7 @@ def _build(cls: type[Any], body: Mapping[str, Any]) -> Message:
     elif cls is Result:
         fields = {
             "call_id": _require(body, "call_id", str),
-            "value": _require(body, "value", Any),  # type: ignore[arg-type]
+            "value": _require(body, "value", Any),
             "usage": _usage(body),
         }
     elif cls is Failure:
@@ -304,7 +308,9 @@ def _decode(
     max_depth: int,
 ) -> Message:
     if not 2 <= len(frames) <= (3 if allow_payload else 2):
-        raise ProtocolError(f"expected 2{' or 3' if allow_payload else ''} frames, got {len(frames)}")
+        raise ProtocolError(
+            f"expected 2{' or 3' if allow_payload else ''} frames, got {len(frames)}"
+        )
     if sum(len(f) for f in frames) > max_size:
         raise ProtocolError(f"message larger than {max_size} bytes")
     kind = bytes(frames[0])

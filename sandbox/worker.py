@@ -123,7 +123,9 @@ class Worker:
         cpu_before = _cpu_seconds()
         self.memory.reset()
         if action is None:  # The host checks the catalog first; this is a defence only.
-            return self._failure(call, "ActionFailed", f"unknown action {call.action!r}", cpu_before)
+            return self._failure(
+                call, "ActionFailed", f"unknown action {call.action!r}", cpu_before
+            )
         # Per-call CPU limit: SIGPROF's default action kills the process, even inside C code.
         signal.setitimer(signal.ITIMER_PROF, self.policy.cpu_time)
         try:
@@ -134,7 +136,7 @@ class Worker:
             return self._failure(
                 call, "MemoryExceeded", "the action ran out of memory (memory limit)", cpu_before
             )
-        except BaseException as exc:  # noqa: BLE001 - provider code may raise anything
+        except BaseException as exc:
             signal.setitimer(signal.ITIMER_PROF, 0)
             return self._failure(
                 call,
@@ -233,7 +235,7 @@ def run(spec: protocol.SpawnSpec) -> int:
         sys.path[:0] = spec.search_path
         try:
             from providers import ProviderLoadError, load_provider
-        except Exception as exc:  # noqa: BLE001 - a broken installation must still be reported
+        except Exception as exc:
             unavailable = protocol.Unavailable(spec.token, f"cannot import the SDK: {exc}")
         else:
             try:
@@ -272,4 +274,3 @@ def run(spec: protocol.SpawnSpec) -> int:
     socket.close()
     socket.context.term()
     return code
-

@@ -146,7 +146,7 @@ def test_worker_speaking_garbage_is_killed_while_good_calls_succeed(
         while not stop.is_set():
             try:
                 good.append(host.call("echo.add", {"a": 1}))
-            except BaseException as exc:  # noqa: BLE001 - recorded and asserted below
+            except BaseException as exc:
                 errors.append(exc)
 
     thread = threading.Thread(target=good_calls)
@@ -217,7 +217,8 @@ def test_interpreter_exit_with_a_live_host_does_not_hang(tmp_path: os.PathLike[s
         f"h.add_provider({ECHO!r})\n"
         "print(h.call('echo.add', {'a': 1}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"

@@ -55,7 +55,9 @@ def _raises(host: Host, action: str, payload: dict, error: type[SandboxError]) -
         ("hostile.spin", {"seconds": 30}),
     ],
 )
-def test_timeout_kills_and_the_next_call_succeeds(hostile: Host, action: str, payload: dict) -> None:
+def test_timeout_kills_and_the_next_call_succeeds(
+    hostile: Host, action: str, payload: dict
+) -> None:
     err = _raises(hostile, action, payload, Timeout)
     assert "wall-time limit of 1.5s" in err.message
     assert 1.4 <= err.usage.wall_s < 5
@@ -88,7 +90,9 @@ def test_cpu_limit_surfaces_as_cpu_exceeded(host: Host) -> None:
     ("action", "payload"),
     [("hostile.allocate", {"limit_mib": 2048}), ("hostile.allocate_once", {"mib": 2048})],
 )
-def test_memory_limit_surfaces_as_memory_exceeded(hostile: Host, action: str, payload: dict) -> None:
+def test_memory_limit_surfaces_as_memory_exceeded(
+    hostile: Host, action: str, payload: dict
+) -> None:
     err = _raises(hostile, action, payload, MemoryExceeded)
     assert err.usage.max_rss_bytes < 2048 * 1024 * 1024
     _still_serves(hostile)
@@ -107,8 +111,9 @@ def test_oversized_result_is_output_too_large(hostile: Host) -> None:
         ("hostile.segfault", {}, {"signal": 11}),
     ],
 )
-def test_worker_death_is_worker_crashed(hostile: Host, action: str, payload: dict,
-                                        detail: dict) -> None:
+def test_worker_death_is_worker_crashed(
+    hostile: Host, action: str, payload: dict, detail: dict
+) -> None:
     err = _raises(hostile, action, payload, WorkerCrashed)
     for key, value in detail.items():
         assert err.details[key] == value

@@ -58,8 +58,11 @@ def oversized(megabytes: int = 8) -> bool:
 @provider.action
 def foreign_result() -> bool:
     """Answer a call this worker is not running."""
-    body = {"call_id": "c999999", "value": 1,
-            "usage": {"cpu_s": 0, "max_rss_bytes": 0, "cpu_total_s": 0}}
+    body = {
+        "call_id": "c999999",
+        "value": 1,
+        "usage": {"cpu_s": 0, "max_rss_bytes": 0, "cpu_total_s": 0},
+    }
     return _send_and_wait([b"RESULT", json.dumps(body).encode()])
 
 
