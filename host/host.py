@@ -27,6 +27,14 @@ from policies import Policy, load_config
 _ADD_PROVIDER_SLACK_S = 5.0
 
 
+def _absolute_file_ref(ref: str) -> str:
+    """Make a ``path/to/file.py[:attr]`` reference absolute: the worker runs in its own workdir."""
+    path, colon, attribute = ref.partition(":")
+    if path.endswith(".py") and not os.path.isabs(path):
+        return os.path.abspath(path) + colon + attribute
+    return ref
+
+
 @dataclass(frozen=True)
 class ProviderInfo:
     """What the host knows of one loaded provider."""
@@ -74,6 +82,7 @@ class Host:
         policy = policy if policy is not None else Policy()
         if not isinstance(ref, str) or not ref.strip():
             raise ValueError("a provider reference must be a non-empty string")
+        ref = _absolute_file_ref(ref)
         key = name if name is not None else f"_pending{next(self._ids)}"
         ready: Future[str] = Future()
         state = ProviderState(

@@ -204,8 +204,8 @@ _NORMALISERS: Final[dict[str, Callable[[object, str], object]]] = {
 
 _MEANINGS: Final[dict[str, str]] = {
     "wall_time": "longest an action may run (wall clock) before its worker is killed",
-    "cpu_time": "CPU time a worker may use before it is killed",
-    "memory": "memory a worker may use",
+    "cpu_time": "CPU time one call may use before its worker is killed",
+    "memory": "memory a worker process may use",
     "processes": "most processes and threads a worker may have",
     "open_files": "most file descriptors a worker may have open",
     "file_size": "largest file a worker may write",

@@ -222,3 +222,11 @@ def test_interpreter_exit_with_a_live_host_does_not_hang(tmp_path: os.PathLike[s
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
+
+
+def test_relative_file_reference_resolves_against_the_host_cwd(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(os.path.dirname(ECHO))
+    assert host.add_provider("echo.py:provider") == "echo"
+    assert host.call("echo.add", {"a": 2, "b": 3}) == 5
