@@ -107,7 +107,7 @@ def run(calls: int) -> dict[str, Any]:
         "host_call_rtt": _summary(ours),
         "ratio_median": round(statistics.median(ours) / statistics.median(raw), 2),
         "add_provider_to_first_result_ms": {
-            "median": round(statistics.median(starts + [first]) * 1e3, 1),
+            "median": round(statistics.median([*starts, first]) * 1e3, 1),
             "samples": len(starts) + 1,
         },
     }
@@ -125,7 +125,10 @@ def main() -> None:
     print(f"machine: {result['machine']}")
     for key in ("raw_pyzmq_rtt", "host_call_rtt"):
         r = result[key]
-        print(f"{key:<16} median {r['median_us']:>8} us   p99 {r['p99_us']:>8} us   n={r['samples']}")
+        print(
+            f"{key:<16} median {r['median_us']:>8} us   p99 {r['p99_us']:>8} us"
+            f"   n={r['samples']}"
+        )
     print(f"host.call / raw pyzmq (median): {result['ratio_median']}x")
     s = result["add_provider_to_first_result_ms"]
     print(f"add_provider -> first result: median {s['median']} ms (n={s['samples']})")

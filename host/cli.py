@@ -1,4 +1,4 @@
-"""The ``sandbox`` command: call an action, list the catalog, run the demo, check the machine.
+"""The ``sandbox`` command: call an action, list the catalog, run the demo.
 
 Exit codes: 0 the call succeeded, 1 the call's outcome was an error, 2 a usage or configuration
 error (one line on stderr, never a traceback).
@@ -27,8 +27,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        """One line, as every other usage error: no usage dump."""
+        self.exit(EXIT_USAGE, f"sandbox: error: {message} (see '{self.prog} --help')\n")
 
 
 def _add_sources(parser: argparse.ArgumentParser) -> None:
@@ -90,20 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _read_input(text: str) -> Any:
     if text == "-":
-        source, data = "standard input", sys.stdin.read()
+        source, raw = "standard input", sys.stdin.buffer.read()
     elif text.startswith("@"):
         source = text[1:]
         try:
-            with open(source, encoding="utf-8") as f:
-                data = f.read()
+            with open(source, "rb") as f:
+                raw = f.read()
         except OSError as exc:
             raise UsageError(f"cannot read input file {source}: {exc.strerror}") from None
     else:
-        source, data = "INPUT", text
+        source, raw = "INPUT", text.encode("utf-8", "surrogateescape")
     try:
-        value = json.loads(data)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -202,17 +208,26 @@ def _command_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot fill an optional positional that follows an option
+    # (``call ACTION --json INPUT``); take it from what was left over.
+    if args.command == "call" and extra and args.input == "{}" and not extra[0].startswith("--"):
+        args.input, extra = extra[0], extra[1:]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"call": _command_call, "list": _command_list, "demo": _command_demo}
     try:
         code = handlers[args.command](args)
+        sys.stdout.flush()
     except UsageError as exc:
         print(f"sandbox: error: {exc}", file=sys.stderr)
         code = EXIT_USAGE
     except KeyboardInterrupt:
         print("sandbox: interrupted", file=sys.stderr)
         code = 130
-    sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (``| head``): not worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OUTCOME
     return code
 
 

@@ -22,6 +22,7 @@ from host.catalog import ActionDescriptor, Catalog
 from host.errors import InputInvalid, Outcome, ProviderUnavailable, SandboxError
 from host.reactor import STARTUP_TIMEOUT_S, PendingCall, ProviderState, Reactor
 from policies import Policy, load_config
+from sandbox import protocol
 
 #: How long ``add_provider`` waits for the first worker's HELLO, on top of its own start-up limit.
 _ADD_PROVIDER_SLACK_S = 5.0
@@ -148,6 +149,11 @@ class Host:
             raise InputInvalid(
                 f"the input must be a JSON object, got {type(input).__name__}", path="$"
             )
+        call_id = f"c{next(self._ids)}"
+        try:  # encoded here, in the caller's thread: strict JSON only (no NaN, no objects)
+            frames = protocol.encode(protocol.Call(call_id, descriptor.name, input))
+        except (TypeError, ValueError) as exc:
+            raise InputInvalid(f"the input is not JSON: {exc}", path="$") from None
         problem = descriptor.input_validator.problem(input)
         if problem is not None:
             raise InputInvalid(f"invalid input at {problem}", path=problem.path)
@@ -155,7 +161,8 @@ class Host:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         now = time.monotonic()
         call = PendingCall(
-            call_id=f"c{next(self._ids)}",
+            call_id=call_id,
+            frames=frames,
             provider=descriptor.provider,
             descriptor=descriptor,
             input=input,

@@ -79,6 +79,8 @@ class PendingCall:
     """One call from submission to outcome."""
 
     call_id: str
+    #: The CALL message, encoded (and so proven to be strict JSON) in the caller's thread.
+    frames: list[bytes]
     provider: str
     descriptor: ActionDescriptor
     input: dict[str, Any]
@@ -203,7 +205,10 @@ class Reactor:
                     command = self._commands.get_nowait()
                 except queue.Empty:
                     break
-                command()
+                try:
+                    command()
+                except Exception:  # one bad command must not take every other call down
+                    log.exception("host command failed")
         if self.transport.router in events:
             for routing_id, frames in self.transport.receive():
                 self._on_message(routing_id, frames)
@@ -356,13 +361,12 @@ class Reactor:
             starting += 1
 
     def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
-        message = protocol.Call(call.call_id, call.descriptor.name, call.input)
         worker.logs.take()
         call.dispatched = time.monotonic()
         call.worker = worker
         worker.call = call
         worker.state = State.BUSY
-        if not self.transport.send(worker.worker_id, protocol.encode(message)):
+        if not self.transport.send(worker.worker_id, call.frames):
             self._finish(call, WorkerCrashed("the worker could not be reached"))
             self._kill(worker, "unreachable")
             return

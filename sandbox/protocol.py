@@ -178,11 +178,19 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number literal too large for a float (``1e400``) would parse to infinity."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"number {text[:20]} is out of range")
+    return value
+
+
 def loads(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse strict JSON with a nesting bound; any failure is a :class:`ProtocolError`."""
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except ProtocolError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -223,6 +231,10 @@ def _require(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) 
     return value
 
 
+#: Bound on usage numbers (seconds or bytes): far above anything real, small enough for a float.
+_MAX_USAGE = 2**53
+
+
 def _usage(body: Mapping[str, Any]) -> Usage:
     raw = _require(body, "usage", dict)
     values: dict[str, Any] = {}
@@ -232,8 +244,8 @@ def _usage(body: Mapping[str, Any]) -> Usage:
         ("cpu_total_s", (int, float)),
     ):
         value = _require(raw, name, kind)
-        if value < 0:
-            raise ProtocolError(f"usage field {name!r} is negative")
+        if not 0 <= value <= _MAX_USAGE:
+            raise ProtocolError(f"usage field {name!r} is out of range")
         values[name] = value
     if set(raw) - set(values):
         raise ProtocolError("unknown usage fields")

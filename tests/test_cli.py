@@ -1,0 +1,560 @@
+"""End-to-end tests of the ``sandbox`` command line, run as real subprocesses.
+
+Every invocation starts a real host and real sandboxed workers, so the tests are grouped to keep
+the number of invocations (and the file's runtime) small. Exit codes under test: 0 the call
+succeeded, 1 the call's outcome was an error, 2 a usage or configuration error (one line on
+stderr starting with ``sandbox: error:``, never a traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "host.cli"]
+TIMEOUT_S = 60.0
+
+#: A provider file written into tmp_path; ``nap`` lets the config tests observe the policy.
+PROVIDER_SOURCE = textwrap.dedent(
+    '''
+    import time
+
+    from providers import Provider
+
+    provider = Provider("mine", version="0.1", description="a provider written by a test")
+
+
+    @provider.action(safe_rerun=True)
+    def double(n: int) -> int:
+        """Double a number."""
+        return n * 2
+
+
+    @provider.action
+    def nap(seconds: float) -> float:
+        """Sleep for a while."""
+        time.sleep(seconds)
+        return seconds
+    '''
+)
+
+
+def run_cli(
+    *args: str,
+    stdin: str | bytes | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = TIMEOUT_S,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``sandbox ARGS...`` and return the finished process (text stdout/stderr)."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p
+    )
+    full_env.update(env or {})
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    proc = subprocess.run(
+        [*CLI, *args],
+        input=data if data is not None else b"",
+        capture_output=True,
+        cwd=cwd or REPO,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+def assert_usage_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 2, nothing on stdout, exactly one ``sandbox: error:`` line on stderr; returns it."""
+    assert proc.returncode == 2, describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    assert proc.stdout == "", describe(proc)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, describe(proc)
+    line = lines[0]
+    assert line.startswith("sandbox: error:"), describe(proc)
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line
+
+
+def parse_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The whole stdout must be exactly one JSON object."""
+    data = json.loads(proc.stdout)
+    assert isinstance(data, dict), describe(proc)
+    return data
+
+
+def assert_usage_shape(usage: object) -> None:
+    assert isinstance(usage, dict)
+    assert set(usage) >= {"wall_s", "cpu_s", "max_rss_bytes"}
+    for key in ("wall_s", "cpu_s", "max_rss_bytes"):
+        value = usage[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
+        assert value >= 0, (key, value)
+
+
+def assert_layers_shape(layers: object) -> None:
+    assert isinstance(layers, list)
+    for layer in layers:
+        assert isinstance(layer, dict)
+        assert isinstance(layer.get("name"), str) and layer["name"]
+        assert isinstance(layer.get("applied"), bool)
+
+
+def write_provider(directory: Path, name: str = "myprov.py", source: str = PROVIDER_SOURCE) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(source, encoding="utf-8")
+    return path
+
+
+# --- call: results and outcomes -----------------------------------------------------------------
+
+
+def test_call_builtin_prints_result() -> None:
+    proc = run_cli("call", "text.word_count", '{"text": "a b"}')
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == "2"
+    assert "Traceback" not in proc.stderr
+
+
+def test_call_json_ok_shape() -> None:
+    proc = run_cli("call", "--json", "text.stats", '{"text": "one two\\nthree"}')
+    assert proc.returncode == 0, describe(proc)
+    data = parse_json(proc)
+    assert data["ok"] is True
+    assert data["result"] == {"lines": 2, "words": 3, "chars": 13}
+    assert "error" not in data
+    assert_usage_shape(data["usage"])
+    assert data["usage"]["max_rss_bytes"] > 0  # a real worker ran it
+    assert_layers_shape(data["layers"])
+
+
+def test_call_json_action_failed() -> None:
+    proc = run_cli("call", "--json", "hostile.raise_error", '{"message": "kaboom"}')
+    assert proc.returncode == 1, describe(proc)
+    data = parse_json(proc)
+    assert data["ok"] is False
+    assert "result" not in data
+    error = data["error"]
+    assert error["type"] == "ActionFailed"
+    assert isinstance(error["message"], str) and "kaboom" in error["message"]
+    assert_usage_shape(data["usage"])
+    assert_layers_shape(data["layers"])
+
+
+def test_call_action_failed_without_json_reports_on_stderr() -> None:
+    proc = run_cli("call", "hostile.raise_error")
+    assert proc.returncode == 1, describe(proc)
+    assert proc.stdout == ""
+    assert "ActionFailed: ValueError: boom" in proc.stderr
+
+
+def test_call_json_timeout() -> None:
+    started = time.monotonic()
+    proc = run_cli("call", "--json", "--timeout", "0.5", "hostile.sleep", '{"seconds": 30}')
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1, describe(proc)
+    data = parse_json(proc)
+    assert data["ok"] is False
+    assert data["error"]["type"] == "Timeout"
+    assert data["usage"]["wall_s"] < 5
+    assert elapsed < 15, f"a 0.5 s timeout took {elapsed:.1f}s"
+
+
+def test_call_json_stdout_stays_one_object_when_the_action_prints() -> None:
+    # The action writes 1 MiB to its own fd 1; that must not reach the CLI's stdout.
+    proc = run_cli("call", "--json", "hostile.flood_stdout", '{"megabytes": 1}')
+    assert proc.returncode == 0, describe(proc)
+    data = parse_json(proc)
+    assert data["ok"] is True
+    assert data["result"] == 1024 * 1024
+
+
+# --- call: INPUT forms --------------------------------------------------------------------------
+
+
+def test_input_from_file(tmp_path: Path) -> None:
+    (tmp_path / "in.json").write_text('{"text": "x y z w"}', encoding="utf-8")
+    proc = run_cli("call", "text.word_count", "@in.json", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == "4"
+
+
+def test_input_from_stdin() -> None:
+    proc = run_cli("call", "--json", "text.upper", "-", stdin='{"text": "shout"}')
+    assert proc.returncode == 0, describe(proc)
+    assert parse_json(proc)["result"] == "SHOUT"
+
+
+@pytest.mark.parametrize(
+    ("argument", "stdin", "fragments"),
+    [
+        ("{not json", None, ("INPUT is not valid JSON",)),
+        ("[1, 2]", None, ("must be a JSON object", "list")),
+        ('"text"', None, ("must be a JSON object", "str")),
+        ("@missing.json", None, ("missing.json",)),
+        ("@bad.json", None, ("bad.json", "not valid JSON")),
+        ("@array.json", None, ("array.json", "must be a JSON object")),
+        ("@.", None, ("cannot read input file",)),
+        ("-", "not json at all", ("standard input", "not valid JSON")),
+        ("-", "[]", ("standard input", "must be a JSON object")),
+    ],
+)
+def test_bad_input_is_a_usage_error(
+    tmp_path: Path, argument: str, stdin: str | None, fragments: tuple[str, ...]
+) -> None:
+    (tmp_path / "bad.json").write_text('{"text": ', encoding="utf-8")
+    (tmp_path / "array.json").write_text("[1]", encoding="utf-8")
+    proc = run_cli("call", "--json", "text.word_count", argument, stdin=stdin, cwd=tmp_path)
+    assert_usage_error(proc, *fragments)
+
+
+def test_input_file_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "latin1.json").write_bytes(b'{"text": "\xff"}')
+    proc = run_cli("call", "text.word_count", "@latin1.json", cwd=tmp_path)
+    assert_usage_error(proc, "latin1.json")
+
+
+def test_stdin_not_utf8_is_a_usage_error() -> None:
+    proc = run_cli(
+        "call",
+        "text.word_count",
+        "-",
+        stdin=b'{"text": "\xff"}',
+        env={"PYTHONIOENCODING": "utf-8:strict"},
+    )
+    assert_usage_error(proc, "standard input")
+
+
+def test_nan_in_input_is_rejected_promptly() -> None:
+    # Shorter than TIMEOUT_S on purpose: a correct CLI answers in well under a second, and the
+    # buggy one would otherwise cost 30 s of the file's budget.
+    proc = run_cli("call", "--json", "text.echo", '{"value": NaN}', timeout=10)
+    assert proc.returncode in (1, 2), describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+
+
+def test_input_failing_the_schema() -> None:
+    proc = run_cli("call", "--json", "text.word_count", '{"text": 5}')
+    assert proc.returncode == 1, describe(proc)
+    data = parse_json(proc)
+    assert data["ok"] is False
+    assert data["error"]["type"] == "InputInvalid"
+    assert "$.text" in data["error"]["message"]
+    assert data["usage"]["max_rss_bytes"] == 0  # rejected before any worker ran it
+
+
+def test_default_input_is_an_empty_object() -> None:
+    # INPUT defaults to {}: fine for an action without required arguments...
+    proc = run_cli("call", "--json", "hostile.getpid")
+    assert proc.returncode == 0, describe(proc)
+    pid = parse_json(proc)["result"]
+    assert isinstance(pid, int) and pid > 1
+
+
+def test_unknown_action_lists_known_actions() -> None:
+    proc = run_cli("call", "--json", "text.nope", '{"text": "a"}')
+    line = assert_usage_error(proc, "text.nope", "known actions")
+    for name in ("text.word_count", "text.echo", "hostile.sleep", "hostile.raise_error"):
+        assert name in line
+
+
+# --- usage errors from the argument parser ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan"])
+def test_non_positive_timeout_is_a_usage_error(value: str) -> None:
+    proc = run_cli("call", "--timeout", value, "text.word_count", '{"text": "a"}')
+    assert_usage_error(proc, "--timeout")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("frobnicate",),
+        ("call",),
+        ("call", "--timeout", "soon", "text.word_count"),
+    ],
+    ids=["no-command", "unknown-command", "call-without-action", "timeout-not-a-number"],
+)
+def test_argument_errors_exit_2(args: tuple[str, ...]) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2, describe(proc)
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1, describe(proc)
+    assert re.match(r"sandbox: error: ", proc.stderr), describe(proc)
+
+
+def test_options_may_come_between_action_and_input() -> None:
+    proc = run_cli("call", "text.word_count", "--json", '{"text": "a b"}')
+    assert proc.returncode == 0, describe(proc)
+    assert parse_json(proc)["result"] == 2
+
+
+def test_help() -> None:
+    top = run_cli("--help")
+    assert top.returncode == 0, describe(top)
+    for word in ("call", "list", "demo", "--provider nor --config"):
+        assert word in top.stdout
+    call = run_cli("call", "--help")
+    assert call.returncode == 0, describe(call)
+    for word in ("ACTION", "INPUT", "--provider", "--config", "--timeout", "--json", "@file.json"):
+        assert word in call.stdout
+    listing = run_cli("list", "--help")
+    assert listing.returncode == 0, describe(listing)
+    for word in ("--provider", "--config", "--json"):
+        assert word in listing.stdout
+
+
+# --- providers ----------------------------------------------------------------------------------
+
+
+def test_provider_file(tmp_path: Path) -> None:
+    path = write_provider(tmp_path)
+    proc = run_cli("call", "--json", "--provider", str(path), "mine.double", '{"n": 21}')
+    assert proc.returncode == 0, describe(proc)
+    assert parse_json(proc)["result"] == 42
+
+    # Only the named provider is loaded: the built-in examples are not.
+    unknown = run_cli("call", "--provider", str(path), "text.word_count", '{"text": "a"}')
+    line = assert_usage_error(unknown, "text.word_count", "mine.double")
+    assert "hostile." not in line
+
+
+def test_relative_provider_file(tmp_path: Path) -> None:
+    # Relative to the caller's cwd, although the worker runs in its own working directory.
+    write_provider(tmp_path / "sub")
+    proc = run_cli("call", "--provider", "sub/myprov.py", "mine.double", '{"n": 4}', cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == "8"
+
+
+def test_provider_module_reference() -> None:
+    proc = run_cli("list", "--json", "--provider", "providers.examples.text")
+    assert proc.returncode == 0, describe(proc)
+    actions = json.loads(proc.stdout)
+    assert actions and {a["namespace"] for a in actions} == {"text"}
+
+
+def test_provider_that_raises_at_import(tmp_path: Path) -> None:
+    path = write_provider(tmp_path, "broken.py", "from providers import Provider\n\n1 / 0\n")
+    proc = run_cli("call", "--provider", str(path), "broken.anything")
+    assert_usage_error(proc, str(path), "ZeroDivisionError")
+
+
+@pytest.mark.parametrize(
+    ("ref", "fragments"),
+    [
+        ("{tmp}/nowhere.py", ("{tmp}/nowhere.py", "no such file")),
+        ("no_such_package.module", ("no_such_package.module",)),
+        ("", ("non-empty",)),
+    ],
+    ids=["missing-file", "missing-module", "empty"],
+)
+def test_bad_provider_reference(tmp_path: Path, ref: str, fragments: tuple[str, ...]) -> None:
+    ref = ref.format(tmp=tmp_path)
+    proc = run_cli("list", "--provider", ref)
+    assert_usage_error(proc, *(f.format(tmp=tmp_path) for f in fragments))
+
+
+# --- list -------------------------------------------------------------------------------------
+
+
+def test_list_builtins_json() -> None:
+    proc = run_cli("list", "--json")
+    assert proc.returncode == 0, describe(proc)
+    actions = json.loads(proc.stdout)
+    assert isinstance(actions, list) and actions
+    keys = {
+        "name", "namespace", "full_name", "description", "input_schema", "output_schema",
+        "provider", "safe_rerun",
+    }
+    for action in actions:
+        assert isinstance(action, dict)
+        assert keys <= set(action), action
+        assert action["full_name"] == f"{action['namespace']}.{action['name']}"
+        assert isinstance(action["safe_rerun"], bool)
+        assert isinstance(action["input_schema"], dict)
+    by_name = {a["full_name"]: a for a in actions}
+    assert {"text.word_count", "text.echo", "hostile.sleep", "hostile.exit"} <= set(by_name)
+    word_count = by_name["text.word_count"]
+    assert word_count["safe_rerun"] is True
+    assert word_count["input_schema"]["properties"]["text"] == {"type": "string"}
+    assert word_count["output_schema"] == {"type": "integer"}
+    assert by_name["text.regex_search"]["safe_rerun"] is False
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def write_config(tmp_path: Path) -> Path:
+    """conf/sandbox.toml naming conf/myprov.py by a path relative to the config's directory."""
+    conf = tmp_path / "conf"
+    write_provider(conf)
+    config = conf / "sandbox.toml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            [defaults]
+            wall_time = "10s"
+            memory = "256MiB"
+
+            [providers.mine]
+            source = "myprov.py"
+            policy = { wall_time = "1s" }
+            """
+        ),
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_config_list(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    # Run from tmp_path, not conf/: the provider path must resolve against the config's dir.
+    proc = run_cli("list", "--config", "conf/sandbox.toml", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, describe(proc)
+    assert re.match(r"mine\.double\s+Double a number\. \(safe to re-run\)$", lines[0]), lines
+    assert re.match(r"mine\.nap\s+Sleep for a while\.$", lines[1]), lines
+
+    as_json = run_cli("list", "--json", "--config", "conf/sandbox.toml", cwd=tmp_path)
+    assert as_json.returncode == 0, describe(as_json)
+    actions = json.loads(as_json.stdout)
+    assert [a["full_name"] for a in actions] == ["mine.double", "mine.nap"]
+    assert all(a["provider"] == "mine" for a in actions)
+
+
+def test_config_call_applies_the_policy(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    ok = run_cli("call", "--config", "conf/sandbox.toml", "mine.double", '{"n": 5}', cwd=tmp_path)
+    assert ok.returncode == 0, describe(ok)
+    assert ok.stdout.strip() == "10"
+
+    # The provider's policy sets wall_time = 1s (the defaults say 10s): a 20 s nap times out.
+    started = time.monotonic()
+    slow = run_cli(
+        "call", "--json", "--config", "conf/sandbox.toml", "mine.nap", '{"seconds": 20}',
+        cwd=tmp_path,
+    )
+    elapsed = time.monotonic() - started
+    assert slow.returncode == 1, describe(slow)
+    data = parse_json(slow)
+    assert data["error"]["type"] == "Timeout"
+    assert data["usage"]["wall_s"] < 5
+    assert elapsed < 15
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ('[defaults]\nmemroy = "1GiB"\n', ("defaults.memroy", "expected", "memroy")),
+        ('[defaults]\nmemory = "lots"\n', ("defaults.memory", "expected a size", '"lots"')),
+        ('[defaults]\nnetwork = "yes"\n', ("defaults.network", "expected a boolean", '"yes"')),
+        (
+            "[providers.mine]\npolicy = {}\n",
+            ("providers.mine.source", "expected a provider reference", "missing"),
+        ),
+        (
+            '[providers.mine]\nsource = "myprov.py"\npolicy = { processes = 0 }\n',
+            ("providers.mine.policy.processes", "expected an integer >= 1", "0"),
+        ),
+        ("[defaults\nmemory = 1\n", ("expected valid TOML", "syntax error", "line 1")),
+    ],
+    ids=["unknown-key", "bad-unit", "wrong-type", "missing-source", "below-minimum", "syntax"],
+)
+def test_config_errors(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> None:
+    write_provider(tmp_path)
+    config = tmp_path / "sandbox.toml"
+    config.write_text(text, encoding="utf-8")
+    proc = run_cli("list", "--config", str(config))
+    line = assert_usage_error(proc, *fragments)
+    assert line.startswith(f"sandbox: error: {config}: "), line
+
+
+def test_config_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    proc = run_cli("call", "--config", str(missing), "mine.double", '{"n": 1}')
+    assert_usage_error(proc, str(missing), "no such file")
+
+
+def test_config_with_unloadable_provider(tmp_path: Path) -> None:
+    config = tmp_path / "sandbox.toml"
+    config.write_text('[providers.gone]\nsource = "gone.py"\n', encoding="utf-8")
+    proc = run_cli("list", "--config", str(config))
+    assert_usage_error(proc, "gone")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+_ROW = re.compile(r"^(?P<action>(?:text|hostile)\.\w+)\s+(?P<attempted>.+?)\s+(?P<outcome>\w+)\s+"
+                  r"(?P<contained>yes|NO)\s+\d+\.\d{3}s\s+\d+\.\d{3}s\s+\S+$")
+
+
+def test_demo() -> None:
+    proc = run_cli("demo")
+    assert proc.returncode in (0, 1), describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Policy: ")
+    assert any(line.startswith("Layers applied: ") for line in lines)
+
+    header = next(i for i, line in enumerate(lines) if line.startswith("action "))
+    for column in ("action", "attempted", "outcome", "contained", "wall", "cpu", "peak mem"):
+        assert column in lines[header]
+    assert set(lines[header + 1]) == {"-"}
+    end = lines.index("", header)
+    rows = [_ROW.match(line) for line in lines[header + 2 : end]]
+    assert all(rows), lines[header + 2 : end]
+    matches = [m for m in rows if m is not None]
+    actions = {m["action"] for m in matches}
+    for name in (
+        "text.word_count", "hostile.spin", "hostile.sleep", "hostile.allocate",
+        "hostile.fork_bomb", "hostile.double_fork", "hostile.segfault", "hostile.exit",
+        "hostile.raise_error", "hostile.read_file", "hostile.open_socket",
+    ):
+        assert name in actions, name
+    # Outcomes that do not depend on which confinement layers this machine has.
+    outcome = {m["action"]: m["outcome"] for m in matches}
+    assert outcome["text.word_count"] == "ok"
+    assert outcome["hostile.sleep"] == "Timeout"
+    assert outcome["hostile.raise_error"] == "ActionFailed"
+    assert outcome["hostile.exit"] == "WorkerCrashed"
+    assert outcome["hostile.segfault"] == "WorkerCrashed"
+
+    # The verdict, the rows and the exit code must agree.
+    not_contained = [m["attempted"] for m in matches if m["contained"] == "NO"]
+    last = lines[-1]
+    if last.startswith("All "):
+        assert last == f"All {len(matches)} actions were contained.", last
+        assert not not_contained
+        assert proc.returncode == 0, describe(proc)
+    else:
+        assert last.startswith("NOT contained: "), last
+        assert last.removeprefix("NOT contained: ").split("; ") == not_contained
+        assert proc.returncode == 1, describe(proc)
