@@ -75,16 +75,16 @@ def _scenarios(listener_port: int, canary: str) -> list[Scenario]:
             lambda o: not o.ok or o.value == 0,
         ),
         Scenario(
-            "hostile.fork_bomb",
-            {"limit": 2000, "child_seconds": 30},
-            "fork 2000 processes",
-            lambda o: not o.ok or (isinstance(o.value, int) and o.value < 2000),
-        ),
-        Scenario(
             "hostile.double_fork",
             {"seconds": 60},
             "setsid + double fork, then sleep",
             _is("Timeout"),
+        ),
+        Scenario(
+            "hostile.fork_bomb",
+            {"limit": 2000, "child_seconds": 30},
+            "fork 2000 processes",
+            lambda o: not o.ok or (isinstance(o.value, int) and o.value < 2000),
         ),
         Scenario(
             "hostile.flood_stdout",

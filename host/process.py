@@ -9,6 +9,7 @@ pipes the host drains into a bounded buffer; a third pipe carries the supervisor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from host.cgroups import WorkerCgroup
 from policies import Policy
 from sandbox.protocol import SpawnSpec
 
@@ -121,8 +123,16 @@ class WorkerProcess:
         policy: Policy,
         workdir_root: str,
         search_path: list[str],
+        required: list[str],
+        identity: tuple[int, int] | None = None,
+        cgroup: WorkerCgroup | None = None,
+        cgroup_error: str = "",
     ) -> None:
         self.workdir = tempfile.mkdtemp(prefix=f"{worker_id}-", dir=workdir_root)
+        self.cgroup = cgroup
+        if identity is not None:  # the worker will switch to this uid: it must own its places
+            os.chown(self.workdir, *identity)
+            os.chown(endpoint.removeprefix("ipc://"), *identity)
         status_read, status_write = os.pipe()
         spec = SpawnSpec(
             worker_id=worker_id,
@@ -134,6 +144,11 @@ class WorkerProcess:
             workdir=self.workdir,
             search_path=search_path,
             status_fd=status_write,
+            required=required,
+            uid=identity[0] if identity else None,
+            gid=identity[1] if identity else None,
+            cgroup=cgroup.membership() if cgroup else [],
+            cgroup_error=cgroup_error,
         )
         try:
             self.popen = subprocess.Popen(
@@ -155,6 +170,17 @@ class WorkerProcess:
         os.close(status_write)
         self.status_fd = status_read
         assert self.popen.stdin and self.popen.stdout and self.popen.stderr
+        if cgroup is not None:
+            try:  # before the spec is sent: the launcher runs nothing until it has read it
+                cgroup.add(self.popen.pid)
+            except OSError:
+                cgroup.remove(timeout=0)
+                self.cgroup = None
+                spec = dataclasses.replace(
+                    spec,
+                    cgroup=[],
+                    cgroup_error="the host could not move the worker into its cgroup",
+                )
         try:
             self.popen.stdin.write(spec.to_bytes())
             self.popen.stdin.close()
@@ -192,6 +218,8 @@ class WorkerProcess:
         except psutil.Error:
             descendants = []
         self._signal(signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
         for process in descendants:
             try:
                 process.kill()
@@ -233,3 +261,5 @@ class WorkerProcess:
         except OSError:
             pass
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.cgroup is not None:
+            self.cgroup.remove()

@@ -31,6 +31,7 @@ from typing import Any
 
 import zmq
 
+from host import cgroups
 from host.catalog import ActionDescriptor, Catalog, CatalogInvalid, descriptors_from_hello
 from host.errors import (
     ERROR_TYPES,
@@ -63,6 +64,9 @@ KILL_GRACE_S = 2.0
 SHUTDOWN_GRACE_S = 1.0
 #: Longest wait for a killed worker's report before its call's outcome is given without it.
 OUTCOME_WAIT_S = 0.05
+#: Workers of a root host run as uids from this range, one per worker (never a real user's).
+DEDICATED_UID_BASE = 1_900_000_000
+DEDICATED_UID_SPAN = 10_000_000
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
 
@@ -162,7 +166,12 @@ class Reactor:
         self._closing: Future[None] | None = None
         self._stopped = False
         self._workdir_root = tempfile.mkdtemp(prefix="sandbox-work-")
-        self.transport = Transport()
+        if os.geteuid() == 0:  # workers under their own uids enter their own workdir only
+            os.chmod(self._workdir_root, 0o711)
+        self.host_is_root = os.geteuid() == 0
+        self.transport = Transport(shared_with_other_uids=self.host_is_root)
+        self.cgroup_support = cgroups.probe()
+        self._uids = itertools.count()
         self._poller = zmq.Poller()
         self._poller.register(self.transport.router, zmq.POLLIN)
         self._poller.register(self.transport.monitor, zmq.POLLIN)
@@ -258,22 +267,54 @@ class Reactor:
                 self._finish(worker.call, Cancelled("the provider was removed"))
             self._kill(worker, "provider removed")
 
+    def _identity(self, policy: Policy) -> tuple[int, int] | None:
+        """The unprivileged uid/gid a worker switches to when the host is root.
+
+        By default each worker gets its own id, so workers cannot signal, ptrace or share files
+        with one another even without the other layers, and RLIMIT_NPROC counts one worker.
+        """
+        if not self.host_is_root:
+            return None
+        if policy.uid is not None:
+            return policy.uid, policy.uid
+        uid = DEDICATED_UID_BASE + (os.getpid() * 1000 + next(self._uids)) % DEDICATED_UID_SPAN
+        return uid, uid
+
     def _spawn(self, provider: ProviderState) -> WorkerHandle | None:
         worker_id = f"w{secrets.token_hex(6)}"
         token = secrets.token_urlsafe(24)
-        endpoint = self.transport.bind_worker(worker_id, provider.policy.output)
+        policy = provider.policy
+        endpoint = self.transport.bind_worker(worker_id, policy.output)
+        group: cgroups.WorkerCgroup | None = None
+        cgroup_error = self.cgroup_support.reason
+        if self.cgroup_support.version and "cgroups" not in policy.skip:
+            try:
+                group = cgroups.WorkerCgroup.create(
+                    self.cgroup_support, f"sandbox-{worker_id}", policy
+                )
+            except OSError as exc:
+                cgroup_error = f"cannot create the worker's cgroup: {exc}"
+        required = policy.required_layers(
+            host_is_root=self.host_is_root, cgroups_available=self.cgroup_support.version > 0
+        )
         try:
             process = WorkerProcess(
                 worker_id=worker_id,
                 token=token,
                 endpoint=endpoint,
                 provider_ref=provider.ref,
-                policy=provider.policy,
+                policy=policy,
                 workdir_root=self._workdir_root,
                 search_path=self.search_path,
+                required=list(required),
+                identity=self._identity(policy),
+                cgroup=group,
+                cgroup_error=cgroup_error,
             )
         except OSError as exc:
             self.transport.unbind(endpoint)
+            if group is not None:
+                group.remove(timeout=0)
             self._provider_failed(provider, f"cannot start a worker: {exc}")
             return None
         worker = WorkerHandle(
@@ -657,6 +698,12 @@ class Reactor:
         if status.signal in cpu_signals or cpu_killed:
             return CpuExceeded(
                 f"the action used more than its CPU-time limit of {policy.cpu_time:g}s",
+                usage=usage,
+            )
+        group = worker.process.cgroup
+        if group is not None and group.oom_killed():
+            return MemoryExceeded(
+                "the worker's process tree exceeded its memory limit and was OOM-killed",
                 usage=usage,
             )
         if status.signal == signal.SIGKILL and status.max_rss_bytes >= policy.memory:

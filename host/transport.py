@@ -24,7 +24,7 @@ ENVELOPE_BYTES = 64 * 1024
 class Transport:
     """Owned by the reactor thread: ZeroMQ sockets are not thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, shared_with_other_uids: bool = False) -> None:
         self.context = zmq.Context(io_threads=1)
         self.router: zmq.Socket[bytes] = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -34,13 +34,16 @@ class Transport:
         self.monitor: zmq.Socket[bytes] = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.monitor.setsockopt(zmq.LINGER, 0)
         self.directory = tempfile.mkdtemp(prefix="sandbox-ipc-")
-        os.chmod(self.directory, 0o700)
+        # 0700, or 0711 when workers run under their own uids: they may then reach their own
+        # socket (chowned to them, mode 0600) by its exact name, but not list or open others.
+        os.chmod(self.directory, 0o711 if shared_with_other_uids else 0o700)
 
     def bind_worker(self, worker_id: str, max_result_bytes: int) -> str:
         """A fresh endpoint for one worker, accepting messages up to the result limit."""
         self.router.setsockopt(zmq.MAXMSGSIZE, max_result_bytes + ENVELOPE_BYTES)
         endpoint = f"ipc://{self.directory}/{worker_id}"
         self.router.bind(endpoint)
+        os.chmod(endpoint.removeprefix("ipc://"), 0o600)
         return endpoint
 
     def unbind(self, endpoint: str) -> None:

@@ -44,12 +44,28 @@ LAYERS: Final[tuple[str, ...]] = (
 )
 """Known confinement layers, in the order the worker applies them."""
 
-DEFAULT_REQUIRE: Final[tuple[str, ...]] = ("pdeathsig", "rlimits")
-"""Layers a policy must require unless it sets ``allow_missing``.
+DEFAULT_REQUIRE: Final[tuple[str, ...]] = (
+    "pdeathsig",
+    "rlimits",
+    "pid_namespace",
+    "mount_namespace",
+    "ipc_uts_namespace",
+    "no_new_privileges",
+    "uid_drop",
+    "landlock",
+    "seccomp",
+)
+"""Layers every strict policy requires, on any Linux machine.
 
-Kept as one constant because it is meant to grow as more layers become
-dependable; policies that drop one of these must opt out explicitly.
+With ``require`` left unset, the worker also requires the layers that depend on the machine and
+the policy: ``network_namespace`` unless ``network`` is true, ``user_namespace`` when the host is
+not root, ``cgroups`` when the host can create them. An explicit ``require`` or a non-empty
+``skip`` that leaves any of these out must say ``allow_missing = true``: weakening confinement is
+a visible, deliberate decision in the config.
 """
+
+#: Entries of the private /tmp tmpfs (files and directories) a worker may create.
+TMP_INODES: Final = 16384
 
 ENV_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_NAME_RE: Final = re.compile(ENV_NAME_PATTERN)
@@ -107,6 +123,19 @@ def _env_names(value: object, where: str) -> tuple[str, ...]:
                 show_value(item),
             )
     return tuple(items)
+
+
+def _optional_layers(value: object, where: str) -> tuple[str, ...] | None:
+    return None if value is None else _layers(value, where)
+
+
+def _uid(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    number = _count(value, where, 1)
+    if number >= 2**32 - 1:
+        raise PolicyError(where, "a user id between 1 and 4294967294", show_value(value))
+    return number
 
 
 def _layers(value: object, where: str) -> tuple[str, ...]:
@@ -198,8 +227,11 @@ _NORMALISERS: Final[dict[str, Callable[[object, str], object]]] = {
     "write": _paths,
     "env": _env_names,
     "workers": _workers,
-    "require": _layers,
+    "require": _optional_layers,
+    "skip": _layers,
     "allow_missing": _flag,
+    "uid": _uid,
+    "tmp": _minimum_size(1 * MiB),
 }
 
 _MEANINGS: Final[dict[str, str]] = {
@@ -216,8 +248,12 @@ _MEANINGS: Final[dict[str, str]] = {
     "write": "extra paths the worker may write",
     "env": "environment variables passed through from the host",
     "workers": "how many workers are kept warm (min) and allowed at once (max)",
-    "require": "confinement layers that must be applied or the worker refuses to run",
+    "require": "confinement layers that must be applied or the worker refuses to run "
+    "(unset: every layer this machine and policy call for)",
+    "skip": "layers not applied at all (needs allow_missing)",
     "allow_missing": "explicitly allow requiring fewer layers than the defaults",
+    "uid": "user id the worker runs as when the host is root (unset: a dedicated id per worker)",
+    "tmp": "size of the worker's private /tmp (tmpfs)",
 }
 
 
@@ -243,24 +279,52 @@ class Policy:
     write: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     workers: Workers = field(default_factory=Workers)
-    require: tuple[str, ...] = DEFAULT_REQUIRE
+    require: tuple[str, ...] | None = None
+    skip: tuple[str, ...] = ()
     allow_missing: bool = False
+    uid: int | None = None
+    tmp: int = 64 * MiB
 
     def __post_init__(self) -> None:
         for name, normalise in _NORMALISERS.items():
             object.__setattr__(self, name, normalise(getattr(self, name), name))
-        missing = [layer for layer in DEFAULT_REQUIRE if layer not in self.require]
+        required = DEFAULT_REQUIRE if self.require is None else self.require
+        missing = [layer for layer in DEFAULT_REQUIRE if layer not in required]
+        missing += [layer for layer in self.skip if layer not in missing]
         if missing and not self.allow_missing:
             # Weakening confinement must be a visible, deliberate decision in the config.
             raise PolicyError(
-                "require",
-                "a list including the default-required layers "
+                "skip" if self.skip else "require",
+                "a policy that keeps the default-required layers "
                 + ", ".join(DEFAULT_REQUIRE)
                 + " (or set allow_missing = true to run without "
                 + ", ".join(missing)
                 + ")",
-                show_value(list(self.require)),
+                show_value(list(self.skip or required)),
             )
+        clash = [layer for layer in self.skip if layer in (self.require or ())]
+        if clash:
+            raise PolicyError(
+                "skip", "no layer that require also names", show_value(list(clash))
+            )
+
+    def required_layers(self, *, host_is_root: bool, cgroups_available: bool) -> tuple[str, ...]:
+        """The layers a worker under this policy must apply, on a host with these facts.
+
+        An explicit ``require`` is taken as written. Unset, it is the strict default plus what
+        this machine and policy call for (see :data:`DEFAULT_REQUIRE`), less ``skip``.
+        """
+        if self.require is not None:
+            return self.require
+        wanted = set(DEFAULT_REQUIRE)
+        if not self.network:
+            wanted.add("network_namespace")
+        if not host_is_root:
+            wanted.add("user_namespace")
+        if cgroups_available:
+            wanted.add("cgroups")
+        wanted -= set(self.skip)
+        return tuple(layer for layer in LAYERS if layer in wanted)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -316,8 +380,11 @@ class Policy:
             raise error.relocated(path, file) from None
 
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON-serialisable form (seconds, bytes); ``from_mapping`` inverts it."""
-        return {
+        """Plain JSON-serialisable form (seconds, bytes); ``from_mapping`` inverts it.
+
+        Unset optional keys (``require``, ``uid``) are left out, as they would be in a file.
+        """
+        data: dict[str, object] = {
             "wall_time": self.wall_time,
             "cpu_time": self.cpu_time,
             "memory": self.memory,
@@ -331,9 +398,13 @@ class Policy:
             "write": list(self.write),
             "env": list(self.env),
             "workers": self.workers.to_dict(),
-            "require": list(self.require),
+            "require": None if self.require is None else list(self.require),
+            "skip": list(self.skip),
             "allow_missing": self.allow_missing,
+            "uid": self.uid,
+            "tmp": self.tmp,
         }
+        return {key: value for key, value in data.items() if value is not None}
 
     def describe(self) -> list[tuple[str, str, str]]:
         """Rows of (key, human-readable value, meaning) for ``sandbox``-style status output."""
@@ -355,7 +426,10 @@ class Policy:
             "write": listed(self.write),
             "env": listed(self.env),
             "workers": f"min {self.workers.min}, max {self.workers.max}",
-            "require": listed(self.require),
+            "require": "(strict default)" if self.require is None else listed(self.require),
+            "skip": listed(self.skip),
             "allow_missing": "yes" if self.allow_missing else "no",
+            "uid": "(dedicated per worker)" if self.uid is None else str(self.uid),
+            "tmp": format_size(self.tmp),
         }
         return [(key, shown[key], _MEANINGS[key]) for key in self.field_names()]

@@ -83,7 +83,11 @@ def _import_module(ref: str, name: str) -> ModuleType:
 
 
 def _load_path(ref: str, path: Path) -> ModuleType:
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # e.g. a directory on the way this process may not search
+        raise _fail(ref, f"cannot open {str(path)!r}: {exc.strerror}") from exc
+    if not is_file:
         raise _fail(ref, f"no such file: {str(path)!r}")
     module_name = module_name_for_path(path)
     spec = importlib.util.spec_from_file_location(module_name, path)

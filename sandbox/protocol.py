@@ -385,6 +385,14 @@ class SpawnSpec:
     search_path: list[str] = field(default_factory=list)
     #: The write end of the pipe on which the supervisor reports how the worker ended.
     status_fd: int = -1
+    #: The layers that must be applied (the host resolved the policy's defaults for this machine).
+    required: list[str] = field(default_factory=list)
+    #: The unprivileged uid and gid to switch to when the host is root.
+    uid: int | None = None
+    gid: int | None = None
+    #: ``controller:path`` lines of the cgroup(s) the host moved the launcher into, or why none.
+    cgroup: list[str] = field(default_factory=list)
+    cgroup_error: str = ""
 
     def to_bytes(self) -> bytes:
         return dumps(asdict(self))

@@ -1,15 +1,21 @@
-"""The supervisor: the process the host spawns. It forks the worker and is its reaper.
+"""The processes between the host and the worker: the launcher and the init.
 
-Why a separate process: a provider can start children that escape a process-group kill (setsid and
-a double fork). The supervisor is a *child subreaper*, so every orphan of the worker's tree is
-re-parented to it rather than to pid 1 (which, in containers, often never reaps). When the worker
-dies, or the host sends SIGTERM, the supervisor kills every remaining descendant, reaps them all,
-writes one JSON status line to the host's status pipe and exits. So a worker's tree is gone, with
-no zombie, once the host has reaped the supervisor.
+``python -I -m sandbox`` starts the *launcher*. It reads the spawn spec from stdin, ties its life
+to the host (parent-death signal), enters new namespaces (user, pid, mount, network, IPC/UTS, as
+the policy and the machine allow) and forks the *init*. Because the pid namespace was unshared
+just before, the init is pid 1 of it: it mounts a fresh ``/proc`` and a private ``/tmp``, forks
+the *worker* (which applies the remaining layers and only then imports provider code) and reaps.
 
-The supervisor imports only the standard library and ``sandbox.protocol``; it never runs provider
-code. It waits with ``sigwaitinfo`` (SIGCHLD, SIGTERM blocked), so no signal handler runs Python
-at an awkward moment.
+Why the init: a provider can start children that escape a process-group kill (setsid and a double
+fork). The init is their reaper (pid 1 of the namespace, or a child subreaper without one). When
+the worker dies, or the host asks with SIGTERM (the launcher forwards it), the init kills every
+remaining process, reaps them all, writes one JSON status line for the host and exits; with a pid
+namespace the kernel then guarantees nothing in it survives. Nothing is left for the machine's
+pid 1 to reap (in containers it often never does).
+
+Both processes import only the standard library and this package; they never run provider code.
+They wait with ``sigwaitinfo`` (SIGCHLD and SIGTERM blocked), so no signal handler runs Python at
+an awkward moment.
 """
 
 from __future__ import annotations
@@ -19,17 +25,33 @@ import os
 import resource
 import signal
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
+from policies import Policy
+from sandbox.layers import LayerContext, LayerReport, RequiredLayerMissing, apply_layers
 from sandbox.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 from sandbox.protocol import ProtocolError, SpawnSpec
 
 #: Largest spawn spec read from stdin: the host writes a few KiB.
 MAX_SPEC_BYTES = 1 << 20
-#: Exit code when the supervisor itself cannot start (bad spec, dead host).
+#: Exit code when the launcher itself cannot start (bad spec, dead host).
 EXIT_SUPERVISOR_FAILED = 120
 
 _WAITED = {signal.SIGCHLD, signal.SIGTERM}
+
+
+@dataclass
+class StartState:
+    """What the launcher and init learnt, inherited by the worker through fork."""
+
+    reports: list[LayerReport] = field(default_factory=list)
+    #: Why a required layer failed; the worker then refuses to load the provider.
+    failure: str | None = None
+    #: Whether /tmp is a private tmpfs (the worker may write there).
+    private_tmp: bool = False
+    #: What the worker may read and write, computed by the init before it builds the mounts.
+    context: LayerContext | None = None
 
 
 def _read_spec() -> SpawnSpec:
@@ -43,7 +65,7 @@ def _children() -> list[int]:
     """Direct children of this (single-threaded) process."""
     pid = os.getpid()
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
+        with open(f"/proc/self/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
     except OSError:
         pass
@@ -65,7 +87,7 @@ def _children() -> list[int]:
 def _kill_and_reap_everything() -> None:
     """Kill every descendant and reap them all, until this process has no child left.
 
-    Killing a child re-parents its own children to us (we are a subreaper), so repeating
+    Killing a child re-parents its own children to us (we are a reaper), so repeating
     "kill all direct children, reap what died" reaches the whole tree, fork bombs included.
     """
     while True:
@@ -117,35 +139,113 @@ def _reap(worker_pid: int, terminated: bool) -> dict[str, Any] | None:
             }
 
 
+def _prepare_mounts(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
+    """In the init: private /proc and /tmp, keeping the workdir and the ipc socket reachable."""
+    from sandbox.layers import LayerError, mount_namespace
+    from sandbox.worker import layer_context
+
+    applied = {r.name for r in start.reports if r.applied}
+    if "mount_namespace" not in applied or start.failure:
+        return
+    try:
+        context = layer_context(spec, policy, private_tmp=True)
+        # Everything the worker may use that lives under the host's /tmp stays reachable.
+        keep = [spec.workdir, spec.endpoint.removeprefix("ipc://")]
+        keep += [p for p in (*context.read_paths, *context.write_paths) if os.path.exists(p)]
+        mount_namespace.prepare(policy, keep, new_proc="pid_namespace" in applied)
+        start.private_tmp = True
+        start.context = context
+        if spec.uid is not None:  # a dedicated uid must be able to reach what it may read
+            mount_namespace.expose(list(start.context.read_paths))
+    except (LayerError, OSError) as exc:
+        if "mount_namespace" in spec.required:
+            start.failure = str(RequiredLayerMissing("mount_namespace", str(exc)))
+        start.reports = [
+            LayerReport(r.name, False, str(exc)) if r.name == "mount_namespace" else r
+            for r in start.reports
+        ]
+
+
+def _run_init(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
+    """The init process: prepare mounts, fork the worker, reap, report, exit. Never returns."""
+    code = 0
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # without a pid namespace, orphans still come here
+        _prepare_mounts(spec, policy, start)
+        sys.stdout.flush()
+        worker_pid = os.fork()
+        if worker_pid == 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            os.close(spec.status_fd)
+            worker_code = 1
+            try:
+                from sandbox.worker import run
+
+                worker_code = run(spec, start)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(worker_code)  # never fall back into the init's code
+        report = _supervise(worker_pid)
+        _kill_and_reap_everything()
+        try:
+            os.write(spec.status_fd, json.dumps(report).encode() + b"\n")
+        except OSError:
+            pass
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = EXIT_SUPERVISOR_FAILED
+        _kill_and_reap_everything()
+    os._exit(code)
+
+
+def _forward_until_exit(init_pid: int) -> None:
+    """The launcher's loop: pass the host's SIGTERM on to the init, exit when the init does."""
+    while True:
+        info = signal.sigwaitinfo(_WAITED)
+        if info.si_signo == signal.SIGTERM:
+            try:
+                os.kill(init_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            pid, _ = os.waitpid(init_pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == init_pid:
+            return
+
+
 def main() -> None:
-    """Run the supervisor; never returns."""
+    """Run the launcher; never returns."""
     try:
         spec = _read_spec()
-    except (ProtocolError, OSError) as exc:
+        policy = Policy.from_mapping(spec.policy)
+    except (ProtocolError, OSError, ValueError) as exc:
         print(f"sandbox: cannot read the spawn spec: {exc}", file=sys.stderr)
         os._exit(EXIT_SUPERVISOR_FAILED)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != spec.host_pid:
         os._exit(EXIT_SUPERVISOR_FAILED)  # the host died before we could tie our life to it
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    start = StartState()
+    context = LayerContext(workdir=spec.workdir)
+    try:
+        start.reports = apply_layers(
+            "launcher", policy, context, required=spec.required, skip=policy.skip
+        )
+    except RequiredLayerMissing as exc:
+        start.failure = str(exc)
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     sys.stdout.flush()
-    worker_pid = os.fork()
-    if worker_pid == 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        os.close(spec.status_fd)
-        code = 1
-        try:
-            from sandbox.worker import run
-
-            code = run(spec)
-        finally:
-            os._exit(code)  # never fall back into the supervisor's code
-    report = _supervise(worker_pid)
-    _kill_and_reap_everything()
-    try:
-        os.write(spec.status_fd, json.dumps(report).encode() + b"\n")
-    except OSError:
-        pass
+    init_pid = os.fork()
+    if init_pid == 0:
+        _run_init(spec, policy, start)
+    os.close(spec.status_fd)
+    _forward_until_exit(init_pid)
     os._exit(0)

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 from policies import Policy
 from sandbox import protocol
-from sandbox.layers import LayerReport, RequiredLayerMissing, apply_layers
+from sandbox.layers import LayerContext, RequiredLayerMissing, apply_layers
 from sandbox.layers.rlimits import lifetime_cpu_seconds
 
 if TYPE_CHECKING:
     import zmq
 
     from providers import Action
+    from sandbox.supervisor import StartState
 
 #: Longest traceback text sent to the host; a deep recursion must not produce megabytes.
 MAX_TRACEBACK_CHARS = 16_000
@@ -49,6 +50,9 @@ class PeakMemory:
             self._status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             pass
+
+    def fds(self) -> set[int]:
+        return {fd for fd in (self._clear, self._status) if fd is not None}
 
     def reset(self) -> None:
         if self._clear is not None:
@@ -215,46 +219,118 @@ def _describe(actions: dict[str, Action]) -> list[dict[str, object]]:
     return [action.describe() for action in actions.values()]
 
 
-def run(spec: protocol.SpawnSpec) -> int:
+def _own_package_dirs() -> list[str]:
+    """Where this project's packages live (an editable install keeps them outside sys.prefix)."""
+    import policies
+    import providers
+    import sandbox
+
+    return [
+        os.path.dirname(os.path.dirname(os.path.abspath(m.__file__ or "")))
+        for m in (policies, providers, sandbox)
+    ]
+
+
+def _provider_dirs(ref: str) -> list[str]:
+    """What the provider's own files are: its file's directory, or its top-level package.
+
+    Only the *top-level* name is looked up: finding a top-level module runs no code of it,
+    whereas finding ``pkg.mod`` would import ``pkg`` before confinement.
+    """
+    path = ref.partition(":")[0]
+    if path.endswith(".py"):
+        return [os.path.dirname(os.path.abspath(path))]
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(path.split(".")[0])
+    except (ImportError, ValueError):
+        return []
+    if found is None:
+        return []
+    if found.submodule_search_locations:
+        return [str(p) for p in found.submodule_search_locations]
+    return [os.path.dirname(found.origin)] if found.origin else []
+
+
+def layer_context(spec: protocol.SpawnSpec, policy: Policy, private_tmp: bool) -> LayerContext:
+    """What the worker may read and write once confined, and who it becomes."""
+    runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    runtime.update(p for p in sys.path if p and os.path.exists(p))
+    read = sorted(runtime) + _own_package_dirs() + _provider_dirs(spec.provider_ref)
+    write = [spec.workdir, *policy.write]
+    if private_tmp:
+        write.append("/tmp")
+    return LayerContext(
+        workdir=spec.workdir,
+        read_paths=tuple(dict.fromkeys([*read, *policy.read])),
+        write_paths=tuple(dict.fromkeys(write)),
+        uid=spec.uid,
+        gid=spec.gid,
+        cgroup=tuple(spec.cgroup),
+        cgroup_error=spec.cgroup_error,
+    )
+
+
+def _close_stray_fds(keep: set[int]) -> None:
+    """The worker holds stdin (/dev/null), stdout and stderr (log pipes) and ``keep``; no more."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _unavailable(spec: protocol.SpawnSpec, policy: Policy, message: str, tb: str = "") -> int:
+    """Tell the host why this worker will not serve, then exit."""
+    socket = _connect(spec, policy)
+    socket.send_multipart(protocol.encode(protocol.Unavailable(spec.token, message, tb)))
+    socket.close()  # LINGER lets the message leave before the process exits
+    socket.context.term()
+    return EXIT_UNAVAILABLE
+
+
+def run(spec: protocol.SpawnSpec, start: StartState) -> int:
     """Start-up and service of one worker; returns the process exit code."""
-    try:
-        policy = Policy.from_mapping(spec.policy)
-    except ValueError as exc:
-        print(f"sandbox worker: bad policy in spawn spec: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+    policy = Policy.from_mapping(spec.policy)
+    if start.failure is not None:
+        return _unavailable(spec, policy, start.failure)
     memory = PeakMemory()
-    reports: list[LayerReport] = []
-    unavailable: protocol.Unavailable | None = None
+    _close_stray_fds(memory.fds())
+    sys.path.extend(p for p in spec.search_path if p not in sys.path)
     try:
-        reports = apply_layers(policy)
+        context = start.context or layer_context(spec, policy, start.private_tmp)
+        reports = start.reports + apply_layers(
+            "worker", policy, context, required=spec.required, skip=policy.skip
+        )
     except RequiredLayerMissing as exc:
-        unavailable = protocol.Unavailable(spec.token, str(exc))
+        return _unavailable(spec, policy, str(exc))
+    # Confined from here on: now, and only now, the provider's code may run.
     actions: dict[str, Action] = {}
     provider_info: dict[str, object] = {}
-    if unavailable is None:
-        sys.path[:0] = spec.search_path
-        try:
-            from providers import ProviderLoadError, load_provider
-        except Exception as exc:
-            unavailable = protocol.Unavailable(spec.token, f"cannot import the SDK: {exc}")
-        else:
-            try:
-                provider = load_provider(spec.provider_ref)
-            except ProviderLoadError as exc:
-                unavailable = protocol.Unavailable(
-                    spec.token, str(exc), getattr(exc, "traceback_text", "")[-MAX_TRACEBACK_CHARS:]
-                )
-            else:
-                actions = dict(provider.actions)
-                described = provider.describe()
-                provider_info = {k: v for k, v in described.items() if k != "actions"}
+    from providers import ProviderLoadError, load_provider
+
+    try:
+        provider = load_provider(spec.provider_ref)
+    except ProviderLoadError as exc:
         _flush_std_streams()
+        tb = getattr(exc, "traceback_text", "")[-MAX_TRACEBACK_CHARS:]
+        message = str(exc)
+        if "ermission denied" in message and spec.uid is not None:
+            message += (
+                f" (the worker runs as uid {spec.uid}: the provider's files and the directories"
+                " holding them must be readable by other users)"
+            )
+        return _unavailable(spec, policy, message, tb)
+    actions = dict(provider.actions)
+    provider_info = {k: v for k, v in provider.describe().items() if k != "actions"}
+    _flush_std_streams()
     socket = _connect(spec, policy)
-    if unavailable is not None:
-        socket.send_multipart(protocol.encode(unavailable))
-        socket.close()  # LINGER lets the message leave before the process exits
-        socket.context.term()
-        return EXIT_UNAVAILABLE
     worker = Worker(spec, policy, actions, socket, memory, lifetime_cpu_seconds(policy))
     try:
         worker.send(
@@ -267,9 +343,9 @@ def run(spec: protocol.SpawnSpec) -> int:
             )
         )
     except ValueError as exc:  # a schema that is not JSON (the SDK checks, but be sure)
-        unavailable = protocol.Unavailable(spec.token, f"catalog is not JSON: {exc}")
-        socket.send_multipart(protocol.encode(unavailable))
-        return EXIT_UNAVAILABLE
+        socket.close()
+        socket.context.term()
+        return _unavailable(spec, policy, f"catalog is not JSON: {exc}")
     code = worker.serve()
     socket.close()
     socket.context.term()

@@ -124,6 +124,9 @@ def assert_layers_shape(layers: object) -> None:
 
 def write_provider(directory: Path, name: str = "myprov.py", source: str = PROVIDER_SOURCE) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
+    # A root host runs workers under their own uids: like any unprivileged reader, they need
+    # the provider's directory searchable (pytest makes its temporary directories 0700).
+    directory.chmod(0o755)
     path = directory / name
     path.write_text(source, encoding="utf-8")
     return path

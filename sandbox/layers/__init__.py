@@ -9,7 +9,7 @@ which stops the worker: a required layer is never skipped silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
@@ -40,6 +40,26 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class LayerContext:
+    """What a layer needs to know beyond the policy, gathered by the worker before confinement.
+
+    Paths are absolute. ``read_paths`` already includes the Python runtime, the installed
+    packages, the provider's own files and ``policy.read``; ``write_paths`` the private workdir,
+    the private ``/tmp`` when there is one, and ``policy.write``.
+    """
+
+    workdir: str
+    read_paths: tuple[str, ...] = ()
+    write_paths: tuple[str, ...] = ()
+    #: The uid/gid the worker drops to (when the host is root); None to keep the current ones.
+    uid: int | None = None
+    gid: int | None = None
+    #: ``controller:path`` lines of the cgroup(s) the host put this worker in, or why none.
+    cgroup: tuple[str, ...] = ()
+    cgroup_error: str = ""
+
+
+@dataclass(frozen=True)
 class LayerReport:
     """What happened to one layer in one worker; travels in HELLO."""
 
@@ -52,10 +72,38 @@ class LayerReport:
 
 
 def _modules() -> list[ModuleType]:
-    # Imported here so that ``import sandbox.layers`` stays cheap for the host.
-    from sandbox.layers import pdeathsig, rlimits
+    """Every layer module in application order (imported here: the host imports this package)."""
+    from sandbox.layers import (
+        cgroups,
+        ipc_uts_namespace,
+        landlock,
+        mount_namespace,
+        network_namespace,
+        no_new_privileges,
+        pdeathsig,
+        pid_namespace,
+        rlimits,
+        seccomp,
+        uid_drop,
+        user_namespace,
+    )
 
-    return [pdeathsig, rlimits]
+    return [
+        # In the launcher, before it forks the init process: new namespaces.
+        user_namespace,
+        pid_namespace,
+        mount_namespace,
+        network_namespace,
+        ipc_uts_namespace,
+        # In the worker, before any provider code: DESIGN.md's order, seccomp last.
+        pdeathsig,
+        rlimits,
+        cgroups,
+        no_new_privileges,
+        uid_drop,
+        landlock,
+        seccomp,
+    ]
 
 
 def layer_names() -> list[str]:
@@ -64,34 +112,48 @@ def layer_names() -> list[str]:
 
 
 def probe_all() -> dict[str, Probe]:
-    """Probe every implemented layer (used by ``sandbox doctor`` and the host's checks)."""
+    """Probe every implemented layer (used by ``sandbox doctor``)."""
     return {m.NAME: m.probe() for m in _modules()}
 
 
 def apply_layers(
-    policy: Policy, *, on_applied: Callable[[LayerReport], None] | None = None
+    stage: str,
+    policy: Policy,
+    context: LayerContext,
+    *,
+    required: Sequence[str],
+    skip: Sequence[str] = (),
 ) -> list[LayerReport]:
-    """Apply every implemented layer in order; stop at the first *required* one that fails.
+    """Apply the layers of ``stage`` ("launcher" or "worker") in order.
 
-    A layer that is not required and fails is reported with ``applied=False`` and its reason.
-    A required layer this build does not implement at all is also a :class:`RequiredLayerMissing`.
+    A layer in ``skip`` is not attempted (the policy opted out explicitly). A layer that fails
+    is reported with ``applied=False`` and its reason, unless it is in ``required``: then
+    :class:`RequiredLayerMissing` stops everything, and provider code never runs.
     """
-    reports: list[LayerReport] = []
-    required: Sequence[str] = policy.require
     implemented = layer_names()
     for name in required:
         if name not in implemented:
             raise RequiredLayerMissing(name, "not implemented by this version of the sandbox")
+    modules = [m for m in _modules() if stage == m.STAGE and m.NAME not in skip]
+    for module in modules:
+        # Load what a later layer needs while the earlier ones still allow it (a library that
+        # Landlock would later hide, say). Failures surface in that layer's apply.
+        prepare = getattr(module, "prepare_stage", None)
+        if prepare is not None:
+            prepare()
+    reports: list[LayerReport] = []
     for module in _modules():
+        if stage != module.STAGE:
+            continue
+        if module.NAME in skip:
+            reports.append(LayerReport(module.NAME, False, "skipped by the policy"))
+            continue
         try:
-            detail = module.apply(policy)
+            detail = module.apply(policy, context)
         except LayerError as exc:
             if module.NAME in required:
                 raise RequiredLayerMissing(module.NAME, str(exc)) from None
-            report = LayerReport(module.NAME, False, str(exc))
+            reports.append(LayerReport(module.NAME, False, str(exc)))
         else:
-            report = LayerReport(module.NAME, True, detail)
-        reports.append(report)
-        if on_applied is not None:
-            on_applied(report)
+            reports.append(LayerReport(module.NAME, True, detail))
     return reports

@@ -11,10 +11,11 @@ import signal
 import sys
 
 from policies import Policy
-from sandbox.layers import LayerError, Probe
+from sandbox.layers import LayerContext, LayerError, Probe
 from sandbox.libc import PR_SET_PDEATHSIG, prctl
 
 NAME = "pdeathsig"
+STAGE = "worker"
 
 
 def probe() -> Probe:
@@ -23,13 +24,14 @@ def probe() -> Probe:
     return Probe(True, "prctl(PR_SET_PDEATHSIG) is available")
 
 
-def apply(policy: Policy) -> str:
+def apply(policy: Policy, context: LayerContext) -> str:
     expected_parent = os.getppid()
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError as exc:
         raise LayerError(str(exc)) from None
-    # The parent may have died between fork and prctl; then the signal never comes.
-    if os.getppid() != expected_parent or expected_parent == 1:
+    # The parent may have died between fork and prctl; then the signal never comes. (Under a
+    # pid namespace the parent is the namespace's init, pid 1, whose death ends us anyway.)
+    if os.getppid() != expected_parent:
         raise LayerError("the supervisor died before the parent-death signal was set")
     return "SIGKILL when the supervisor exits"

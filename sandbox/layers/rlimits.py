@@ -13,9 +13,10 @@ import os
 import resource
 
 from policies import Policy
-from sandbox.layers import LayerError, Probe
+from sandbox.layers import LayerContext, LayerError, Probe
 
 NAME = "rlimits"
+STAGE = "worker"
 
 #: A worker may spend this many per-call CPU budgets over its life before it must retire.
 CPU_BUDGET_CALLS = 4
@@ -71,7 +72,7 @@ def probe() -> Probe:
     return Probe(True, "setrlimit(2) is available")
 
 
-def apply(policy: Policy) -> str:
+def apply(policy: Policy, context: LayerContext) -> str:
     applied = []
     for which, value in limits_for(policy).items():
         _soft, hard = resource.getrlimit(which)
@@ -82,6 +83,6 @@ def apply(policy: Policy) -> str:
         except (OSError, ValueError) as exc:
             raise LayerError(f"setrlimit {_NAMES[which]}={value}: {exc}") from None
         applied.append(f"{_NAMES[which]}={value}")
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and context.uid is None:
         applied.append("(NPROC is not enforced by the kernel for root)")
     return " ".join(applied)

@@ -1,0 +1,210 @@
+"""Control groups for workers: memory (with swap), pids and CPU limits for a whole process tree.
+
+rlimits are per process, so a tree of processes could use the memory limit once each and fork
+without bound under root; a cgroup limits the tree. The host (trusted) creates one cgroup per
+worker, sets its limits, moves the freshly spawned launcher into it *before* sending the spawn
+spec (so nothing runs unconfined in between), reads the OOM-kill counter when the worker dies and
+removes the cgroup afterwards.
+
+Two layouts are supported, probed at run time, never assumed:
+- cgroup v2 where the host's own cgroup is a writable, delegated subtree with the memory and pids
+  controllers enabled for its children;
+- cgroup v1 when the host can write the memory, pids and cpu hierarchies (root, as on our CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from policies import Policy
+
+_ROOT = "/sys/fs/cgroup"
+#: CPU quota per worker tree: one full CPU (the per-call limit is the CPU timer, not this).
+CPU_PERIOD_US = 100_000
+CPU_QUOTA_US = 100_000
+#: Processes allowed in a worker's cgroup beyond ``policy.processes`` for the launcher and init.
+PIDS_OVERHEAD = 4
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    """What this machine offers: ``version`` 1 or 2, or 0 with the reason."""
+
+    version: int
+    reason: str
+    #: v1: controller name -> directory under which worker cgroups are made; v2: {"": dir}.
+    parents: dict[str, str] = field(default_factory=dict)
+
+
+def _own_paths() -> dict[str, str]:
+    """The host's cgroup path per v1 controller (and "" for the v2 unified hierarchy)."""
+    paths: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                paths[controller] = path
+    return paths
+
+
+def probe() -> CgroupSupport:
+    """Find a place where this process may create worker cgroups, or say why there is none."""
+    try:
+        own = _own_paths()
+    except OSError as exc:
+        return CgroupSupport(0, f"cannot read /proc/self/cgroup: {exc.strerror}")
+    if os.path.exists(f"{_ROOT}/cgroup.controllers"):  # a pure v2 hierarchy
+        parent = f"{_ROOT}{own.get('', '/')}".rstrip("/")
+        try:
+            with open(f"{parent}/cgroup.subtree_control") as f:
+                enabled = f.read().split()
+        except OSError as exc:
+            return CgroupSupport(0, f"cgroup v2: cannot read {parent}: {exc.strerror}")
+        missing = {"memory", "pids"} - set(enabled)
+        if missing:
+            return CgroupSupport(
+                0,
+                f"cgroup v2: {parent} does not delegate {', '.join(sorted(missing))} to its "
+                "children (run the host in a delegated cgroup, e.g. systemd-run --user -p "
+                "Delegate=yes)",
+            )
+        if not os.access(parent, os.W_OK):
+            return CgroupSupport(0, f"cgroup v2: {parent} is not writable by this user")
+        return CgroupSupport(2, f"cgroup v2 delegated subtree {parent}", {"": parent})
+    parents = {}
+    for controller in ("memory", "pids", "cpu"):
+        base = f"{_ROOT}/{controller}"
+        if not os.path.isdir(base):
+            return CgroupSupport(0, f"cgroup v1: no {controller} hierarchy at {base}")
+        parent = f"{base}{own.get(controller, '/')}".rstrip("/")
+        if not os.access(parent, os.W_OK):
+            return CgroupSupport(0, f"cgroup v1: {parent} is not writable (needs root)")
+        parents[controller] = parent
+    return CgroupSupport(1, "cgroup v1 memory, pids and cpu hierarchies (as root)", parents)
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+class WorkerCgroup:
+    """The cgroup(s) of one worker. Create with :meth:`create`; always :meth:`remove`."""
+
+    def __init__(self, version: int, directories: dict[str, str]) -> None:
+        self.version = version
+        self.directories = directories
+
+    @classmethod
+    def create(cls, support: CgroupSupport, name: str, policy: Policy) -> WorkerCgroup:
+        """Make the cgroup and set the policy's limits. Raises ``OSError`` on failure."""
+        directories = {key: f"{parent}/{name}" for key, parent in support.parents.items()}
+        group = cls(support.version, {})
+        try:
+            for key, directory in directories.items():
+                os.mkdir(directory, 0o755)
+                group.directories[key] = directory
+            group._limit(policy)
+        except OSError:
+            group.remove()
+            raise
+        return group
+
+    def _limit(self, policy: Policy) -> None:
+        pids = str(policy.processes + PIDS_OVERHEAD)
+        if self.version == 2:
+            d = self.directories[""]
+            _write(f"{d}/memory.max", str(policy.memory))
+            with contextlib.suppress(OSError):  # absent without swap accounting
+                _write(f"{d}/memory.swap.max", "0")
+            _write(f"{d}/pids.max", pids)
+            with contextlib.suppress(OSError):  # cpu may not be delegated
+                _write(f"{d}/cpu.max", f"{CPU_QUOTA_US} {CPU_PERIOD_US}")
+            return
+        memory = self.directories["memory"]
+        _write(f"{memory}/memory.limit_in_bytes", str(policy.memory))
+        with contextlib.suppress(OSError):  # absent without swap accounting
+            _write(f"{memory}/memory.memsw.limit_in_bytes", str(policy.memory))
+        _write(f"{self.directories['pids']}/pids.max", pids)
+        cpu = self.directories["cpu"]
+        _write(f"{cpu}/cpu.cfs_period_us", str(CPU_PERIOD_US))
+        _write(f"{cpu}/cpu.cfs_quota_us", str(CPU_QUOTA_US))
+
+    def add(self, pid: int) -> None:
+        """Move ``pid`` (the launcher, before it runs anything) into every hierarchy."""
+        for directory in self.directories.values():
+            _write(f"{directory}/cgroup.procs", str(pid))
+
+    def describe(self) -> str:
+        return ", ".join(sorted(self.directories.values()))
+
+    def membership(self) -> list[str]:
+        """Lines a member's /proc/self/cgroup must contain (checked inside the worker)."""
+        lines = []
+        for key, directory in self.directories.items():
+            relative = directory.removeprefix(f"{_ROOT}/{key}" if key else _ROOT)
+            lines.append(f"{key}:{relative}" if key else f"::{relative}")
+        return lines
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel OOM-killed a process of this cgroup (its memory limit was hit)."""
+        try:
+            if self.version == 2:
+                text = _read(f"{self.directories['']}/memory.events")
+            else:
+                text = _read(f"{self.directories['memory']}/memory.oom_control")
+        except OSError:
+            return False
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value) > 0
+        return False
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for directory in self.directories.values():
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in _read(f"{directory}/cgroup.procs").split())
+        return sorted(found)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the cgroup (the last resort when the launcher hangs)."""
+        if self.version == 2:
+            with contextlib.suppress(OSError):
+                _write(f"{self.directories['']}/cgroup.kill", "1")
+                return
+        for _ in range(100):  # v1: processes can fork while we kill; repeat until empty
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+
+    def remove(self, timeout: float = 2.0) -> bool:
+        """Remove the cgroup directories once they are empty; True when all are gone."""
+        deadline = time.monotonic() + timeout
+        for directory in list(self.directories.values()):
+            while True:
+                try:
+                    os.rmdir(directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # EBUSY: a process is still exiting
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.005)
+        self.directories = {}
+        return True

@@ -1,0 +1,58 @@
+"""What the namespace layers share: probing whether ``unshare`` of a kind works here.
+
+A probe forks a throw-away child that tries the ``unshare`` and reports back, so probing never
+changes the calling process (``sandbox doctor`` and the host call probes).
+"""
+
+from __future__ import annotations
+
+import os
+
+from sandbox.layers import Probe
+from sandbox.libc import CLONE_NEWUSER, unshare
+
+
+def userns_possible() -> tuple[bool, str]:
+    """Whether an unprivileged user namespace can be created (only needed when not root)."""
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            if int(f.read()) == 0:
+                return False, "user namespaces are disabled (user.max_user_namespaces = 0)"
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/sys/kernel/unprivileged_userns_clone") as f:
+            if f.read().strip() == "0" and os.geteuid() != 0:
+                return False, "kernel.unprivileged_userns_clone = 0"
+    except OSError:
+        pass
+    return True, ""
+
+
+def probe_unshare(flags: int, what: str) -> Probe:
+    """Try ``unshare(flags)`` (with a user namespace first when not root) in a child."""
+    if not os.path.exists("/proc/self/ns"):
+        return Probe(False, "no namespaces on this system")
+    if os.geteuid() != 0:
+        ok, why = userns_possible()
+        if not ok:
+            return Probe(False, f"{what} needs a user namespace when not root: {why}")
+        flags |= CLONE_NEWUSER
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read)
+        message = b"ok"
+        try:
+            unshare(flags)
+        except OSError as exc:
+            message = str(exc).encode()[:500]
+        os.write(write, message)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        answer = f.read().decode()
+    os.waitpid(pid, 0)
+    if answer == "ok":
+        return Probe(True, f"{what} can be created")
+    return Probe(False, answer)
