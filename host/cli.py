@@ -1,4 +1,4 @@
-"""The ``sandbox`` command: call an action, list the catalog, run the demo.
+"""The ``sandbox`` command: call an action, list the catalog, check the machine, run the demo.
 
 Exit codes: 0 the call succeeded, 1 the call's outcome was an error, 2 a usage or configuration
 error (one line on stderr, never a traceback).
@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the actions of the loaded providers")
     _add_sources(listing)
     listing.add_argument("--json", action="store_true", help="print the catalog as JSON")
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="show which confinement layers this machine supports",
+        description="Probe every confinement layer: available or not, why, and the versions "
+        "that matter (kernel, Landlock ABI, libseccomp, cgroup version). Exit code 0 when every "
+        "layer the default policy requires is available here, 1 otherwise.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the table as JSON")
 
     commands.add_parser(
         "demo",
@@ -199,6 +208,34 @@ def _command_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _command_doctor(args: argparse.Namespace) -> int:
+    from host.doctor import diagnose
+
+    report = diagnose()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"kernel {report['kernel']}, Python {report['python']}, "
+            f"{'root' if report['root'] else 'not root'}"
+        )
+        width = max(len(row["layer"]) for row in report["layers"])
+        for row in report["layers"]:
+            state = "available" if row["available"] else "MISSING"
+            need = "required" if row["required"] else "optional"
+            version = f" [{row['version']}]" if row["version"] else ""
+            print(f"{row['layer']:<{width}}  {state:<9}  {need:<8}  {row['reason']}{version}")
+        missing = [r["layer"] for r in report["layers"] if r["required"] and not r["available"]]
+        print()
+        print(
+            "Every layer the default policy requires is available."
+            if not missing
+            else f"Missing required layers: {', '.join(missing)}. Workers under the default policy "
+            "will refuse to start; see the README (Degrading) for the explicit opt-out."
+        )
+    return EXIT_OK if report["ok"] else EXIT_OUTCOME
+
+
 def _command_demo(args: argparse.Namespace) -> int:
     from host.demo import run_demo
 
@@ -215,7 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.input, extra = extra[0], extra[1:]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    handlers = {"call": _command_call, "list": _command_list, "demo": _command_demo}
+    handlers = {
+        "call": _command_call,
+        "list": _command_list,
+        "doctor": _command_doctor,
+        "demo": _command_demo,
+    }
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()

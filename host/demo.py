@@ -70,7 +70,7 @@ def _scenarios(listener_port: int, canary: str) -> list[Scenario]:
         ),
         Scenario(
             "hostile.allocate_in_children",
-            {"children": 8, "mib_each": 512},
+            {"children": 8, "mib_each": 512, "hold_seconds": 1},
             "allocate 512 MiB in each of 8 children",
             lambda o: not o.ok or o.value == 0,
         ),
