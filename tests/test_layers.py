@@ -89,7 +89,8 @@ def test_worker_cgroups_are_created_and_removed(host: Host) -> None:
     created = [path for p in pattern for path in glob.glob(p)]
     assert len(created) == len(support.parents)
     for path in created:
-        procs = open(f"{path}/cgroup.procs").read().split()
+        with open(f"{path}/cgroup.procs") as f:
+            procs = f.read().split()
         assert len(procs) >= 2  # launcher, init, worker
     host.close()
     assert [path for p in pattern for path in glob.glob(p)] == []
@@ -103,7 +104,7 @@ def test_memory_spread_over_children_is_stopped_by_the_cgroup(host: Host) -> Non
     outcome = host.run(
         "hostile.allocate_in_children", {"children": 6, "mib_each": 60, "hold_seconds": 2}
     )
-    assert outcome.error is not None and outcome.error.type == "MemoryExceeded" or (
+    assert (outcome.error is not None and outcome.error.type == "MemoryExceeded") or (
         outcome.ok and outcome.value < 6
     ), outcome
     assert host.call("hostile.getpid", {}) > 0
