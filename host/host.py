@@ -58,7 +58,17 @@ class Host:
     interpreter exit is closed then.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, protect_memory: bool = False) -> None:
+        """``protect_memory=True`` marks this whole process non-dumpable (``PR_SET_DUMPABLE 0``):
+        no process of the same uid can then ptrace it or read ``/proc/<pid>/mem``, and it writes
+        no core dump. Workers already run under other uids and seccomp forbids ptrace; this is
+        for hosts whose workers share the host's uid (no root, or ``uid_drop`` skipped). It is
+        an opt-in because it changes the embedding process (debuggers cannot attach).
+        """
+        if protect_memory:
+            from sandbox.libc import PR_SET_DUMPABLE, prctl
+
+            prctl(PR_SET_DUMPABLE, 0)
         self.catalog = Catalog()
         self._reactor = Reactor(self.catalog, search_path=[os.getcwd()])
         self._thread = threading.Thread(target=self._reactor.run, name="sandbox-host", daemon=True)

@@ -52,7 +52,6 @@ from host.process import ExitStatus, LogCapture, WorkerProcess
 from host.transport import Transport
 from policies import Policy
 from sandbox import protocol
-from sandbox.layers.rlimits import lifetime_cpu_seconds
 
 log = logging.getLogger("host")
 
@@ -693,7 +692,7 @@ class Reactor:
             )
         cpu_signals = {signal.SIGXCPU, signal.SIGPROF}
         cpu_killed = status.signal == signal.SIGKILL and status.cpu_s >= (
-            lifetime_cpu_seconds(policy) - 0.5
+            policy.lifetime_cpu_seconds() - 0.5
         )
         if status.signal in cpu_signals or cpu_killed:
             return CpuExceeded(

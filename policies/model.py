@@ -9,6 +9,7 @@ differently but meaning the same thing compare equal.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ not root, ``cgroups`` when the host can create them. An explicit ``require`` or 
 ``skip`` that leaves any of these out must say ``allow_missing = true``: weakening confinement is
 a visible, deliberate decision in the config.
 """
+
+#: A worker may spend this many per-call CPU budgets over its life before it must retire.
+CPU_BUDGET_CALLS: Final = 4
+#: CPU seconds granted on top of those for interpreter start-up and provider import.
+STARTUP_CPU_S: Final = 2
 
 #: Entries of the private /tmp tmpfs (files and directories) a worker may create.
 TMP_INODES: Final = 16384
@@ -307,6 +313,16 @@ class Policy:
             raise PolicyError(
                 "skip", "no layer that require also names", show_value(list(clash))
             )
+
+    def lifetime_cpu_seconds(self) -> int:
+        """A worker's RLIMIT_CPU: whole seconds, as the kernel counts.
+
+        A hard limit can never be raised again, so it cannot be per call; the per-call limit is
+        a CPU timer the worker arms around each call. This lifetime budget is the backstop that
+        provider code cannot lift: room for :data:`CPU_BUDGET_CALLS` calls' worth plus start-up,
+        after which the worker retires itself.
+        """
+        return math.ceil(self.cpu_time * CPU_BUDGET_CALLS) + STARTUP_CPU_S
 
     def required_layers(self, *, host_is_root: bool, cgroups_available: bool) -> tuple[str, ...]:
         """The layers a worker under this policy must apply, on a host with these facts.

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from policies import Policy
 from sandbox import protocol
 from sandbox.layers import LayerContext, RequiredLayerMissing, apply_layers
-from sandbox.layers.rlimits import lifetime_cpu_seconds
 
 if TYPE_CHECKING:
     import zmq
@@ -331,7 +330,7 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
     provider_info = {k: v for k, v in provider.describe().items() if k != "actions"}
     _flush_std_streams()
     socket = _connect(spec, policy)
-    worker = Worker(spec, policy, actions, socket, memory, lifetime_cpu_seconds(policy))
+    worker = Worker(spec, policy, actions, socket, memory, policy.lifetime_cpu_seconds())
     try:
         worker.send(
             protocol.Hello(

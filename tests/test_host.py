@@ -238,3 +238,22 @@ def test_relative_file_reference_resolves_against_the_host_cwd(
     monkeypatch.chdir(os.path.dirname(ECHO))
     assert host.add_provider("echo.py:provider") == "echo"
     assert host.call("echo.add", {"a": 2, "b": 3}) == 5
+
+
+def test_protect_memory_makes_the_host_undumpable() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from host import Host\n"
+        "def dumpable():\n"
+        "    import ctypes\n"
+        "    return ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)\n"
+        "before = dumpable()\n"
+        "with Host(protect_memory=True) as h:\n"
+        "    print(before, dumpable())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0"]

@@ -8,7 +8,6 @@ itself; the per-call CPU limit is an ``ITIMER_PROF`` armed by the worker loop ar
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 
@@ -18,15 +17,6 @@ from sandbox.layers import LayerContext, LayerError, Probe
 NAME = "rlimits"
 STAGE = "worker"
 
-#: A worker may spend this many per-call CPU budgets over its life before it must retire.
-CPU_BUDGET_CALLS = 4
-#: CPU seconds granted on top for interpreter start-up and provider import.
-STARTUP_CPU_S = 2
-
-
-def lifetime_cpu_seconds(policy: Policy) -> int:
-    """The RLIMIT_CPU value for a worker under ``policy`` (whole seconds, as the kernel counts)."""
-    return math.ceil(policy.cpu_time * CPU_BUDGET_CALLS) + STARTUP_CPU_S
 
 
 def _count_processes_of(uid: int) -> int:
@@ -49,7 +39,7 @@ def limits_for(policy: Policy) -> dict[int, int]:
     # already runs, or the worker could not even start; a dedicated uid makes it exact.
     nproc = policy.processes if uid == 0 else policy.processes + _count_processes_of(uid)
     return {
-        resource.RLIMIT_CPU: lifetime_cpu_seconds(policy),
+        resource.RLIMIT_CPU: policy.lifetime_cpu_seconds(),
         resource.RLIMIT_DATA: policy.memory,
         resource.RLIMIT_NOFILE: policy.open_files,
         resource.RLIMIT_NPROC: nproc,
