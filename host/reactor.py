@@ -49,7 +49,7 @@ from host.errors import (
     WorkerCrashed,
 )
 from host.process import ExitStatus, LogCapture, WorkerProcess
-from host.transport import Transport
+from host.transport import ENVELOPE_BYTES, Transport
 from policies import Policy
 from sandbox import protocol
 
@@ -66,8 +66,15 @@ OUTCOME_WAIT_S = 0.05
 #: Workers of a root host run as uids from this range, one per worker (never a real user's).
 DEDICATED_UID_BASE = 1_900_000_000
 DEDICATED_UID_SPAN = 10_000_000
+#: A HELLO may carry this much catalog even when the policy's result limit is smaller.
+MAX_CATALOG_BYTES = 1024 * 1024
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
+
+
+def _largest_message(policy: Policy) -> int:
+    """The biggest message a worker may send: its result limit (or a catalog), plus envelope."""
+    return max(policy.output, MAX_CATALOG_BYTES) + ENVELOPE_BYTES
 
 
 class State(Enum):
@@ -283,7 +290,7 @@ class Reactor:
         worker_id = f"w{secrets.token_hex(6)}"
         token = secrets.token_urlsafe(24)
         policy = provider.policy
-        endpoint = self.transport.bind_worker(worker_id, policy.output)
+        endpoint = self.transport.bind_worker(worker_id, _largest_message(policy))
         group: cgroups.WorkerCgroup | None = None
         cgroup_error = self.cgroup_support.reason
         if self.cgroup_support.version and "cgroups" not in policy.skip:
@@ -492,7 +499,7 @@ class Reactor:
             return  # it is being killed; whatever it says no longer matters
         policy = worker.provider.policy
         try:
-            message = protocol.decode_worker_message(frames, max_size=policy.output + 64 * 1024)
+            message = protocol.decode_worker_message(frames, max_size=_largest_message(policy))
         except protocol.ProtocolError as exc:
             self._violation(worker, str(exc))
             return

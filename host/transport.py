@@ -38,9 +38,9 @@ class Transport:
         # socket (chowned to them, mode 0600) by its exact name, but not list or open others.
         os.chmod(self.directory, 0o711 if shared_with_other_uids else 0o700)
 
-    def bind_worker(self, worker_id: str, max_result_bytes: int) -> str:
-        """A fresh endpoint for one worker, accepting messages up to the result limit."""
-        self.router.setsockopt(zmq.MAXMSGSIZE, max_result_bytes + ENVELOPE_BYTES)
+    def bind_worker(self, worker_id: str, max_message_bytes: int) -> str:
+        """A fresh endpoint for one worker, accepting messages up to ``max_message_bytes``."""
+        self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         endpoint = f"ipc://{self.directory}/{worker_id}"
         self.router.bind(endpoint)
         os.chmod(endpoint.removeprefix("ipc://"), 0o600)
