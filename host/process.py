@@ -130,6 +130,7 @@ class WorkerProcess:
     ) -> None:
         self.workdir = tempfile.mkdtemp(prefix=f"{worker_id}-", dir=workdir_root)
         self.cgroup = cgroup
+        self.identity = identity
         if identity is not None:  # the worker will switch to this uid: it must own its places
             os.chown(self.workdir, *identity)
             os.chown(endpoint.removeprefix("ipc://"), *identity)

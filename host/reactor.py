@@ -72,6 +72,16 @@ MAX_CATALOG_BYTES = 1024 * 1024
 LOG_CHUNK = 64 * 1024
 
 
+def _uid_has_processes(uid: int) -> bool:
+    """Whether any process on the machine runs as ``uid`` (another host's worker, say)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    return True
+    return False
+
+
 def _largest_message(policy: Policy) -> int:
     """The biggest message a worker may send: its result limit (or a catalog), plus envelope."""
     return max(policy.output, MAX_CATALOG_BYTES) + ENVELOPE_BYTES
@@ -177,7 +187,8 @@ class Reactor:
         self.host_is_root = os.geteuid() == 0
         self.transport = Transport(shared_with_other_uids=self.host_is_root)
         self.cgroup_support = cgroups.probe()
-        self._uids = itertools.count()
+        #: Dedicated uids of this host's live workers (never handed out twice).
+        self._uids_in_use: set[int] = set()
         self._poller = zmq.Poller()
         self._poller.register(self.transport.router, zmq.POLLIN)
         self._poller.register(self.transport.monitor, zmq.POLLIN)
@@ -283,7 +294,11 @@ class Reactor:
             return None
         if policy.uid is not None:
             return policy.uid, policy.uid
-        uid = DEDICATED_UID_BASE + (os.getpid() * 1000 + next(self._uids)) % DEDICATED_UID_SPAN
+        for _ in range(100):
+            uid = DEDICATED_UID_BASE + secrets.randbelow(DEDICATED_UID_SPAN)
+            if uid not in self._uids_in_use and not _uid_has_processes(uid):
+                break
+        self._uids_in_use.add(uid)
         return uid, uid
 
     def _spawn(self, provider: ProviderState) -> WorkerHandle | None:
@@ -678,6 +693,8 @@ class Reactor:
         for fd in (*worker.process.log_fds, worker.process.status_fd):
             self._forget_fd(fd)
         worker.process.close()
+        if worker.process.identity is not None:
+            self._uids_in_use.discard(worker.process.identity[0])
         self.transport.unbind(worker.endpoint)
         self._workers.pop(worker.worker_id.encode(), None)
         self._by_endpoint.pop(worker.endpoint, None)

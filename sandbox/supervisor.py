@@ -90,16 +90,26 @@ def _kill_and_reap_everything() -> None:
     Killing a child re-parents its own children to us (we are a reaper), so repeating
     "kill all direct children, reap what died" reaches the whole tree, fork bombs included.
     """
+    killed: set[int] = set()
     while True:
         for child in _children():
-            try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            if child not in killed:  # each process is signalled once: linear, not quadratic
+                killed.add(child)
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                os.waitpid(-1, 0)  # something is still dying: wait for it, then look again
+            reaped = False
+            while True:  # reap everything that has died so far
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                killed.discard(pid)  # a pid may be reused by a new child: signal that one too
+                reaped = True
+            if not reaped:
+                pid, _ = os.waitpid(-1, 0)  # something is still dying: wait, then look again
+                killed.discard(pid)
         except ChildProcessError:
             return
 

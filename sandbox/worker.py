@@ -301,6 +301,12 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
     policy = Policy.from_mapping(spec.policy)
     if start.failure is not None:
         return _unavailable(spec, policy, start.failure)
+    # The runtime's own imports happen before confinement: after the uid drop and Landlock the
+    # worker may no longer read them, and a refusal must still reach the host.
+    import zmq  # noqa: F401
+
+    from providers import ProviderLoadError, load_provider
+
     memory = PeakMemory()
     _close_stray_fds(memory.fds())
     sys.path.extend(p for p in spec.search_path if p not in sys.path)
@@ -314,8 +320,6 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
     # Confined from here on: now, and only now, the provider's code may run.
     actions: dict[str, Action] = {}
     provider_info: dict[str, object] = {}
-    from providers import ProviderLoadError, load_provider
-
     try:
         provider = load_provider(spec.provider_ref)
     except ProviderLoadError as exc:
