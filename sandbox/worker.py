@@ -248,7 +248,9 @@ def _provider_dirs(ref: str) -> list[str]:
     """
     path = ref.partition(":")[0]
     if path.endswith(".py"):
-        return [os.path.dirname(os.path.abspath(path))]
+        directory = os.path.dirname(os.path.abspath(path))
+        # A file straight in /tmp: keep only the file, the rest of /tmp stays private.
+        return [os.path.abspath(path)] if directory == "/tmp" else [directory]
     import importlib.util
 
     try:
