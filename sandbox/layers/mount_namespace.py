@@ -43,6 +43,17 @@ def apply(policy: Policy, context: LayerContext) -> str:
     return f"private /tmp (tmpfs, {policy.tmp // (1024 * 1024)}MiB, {TMP_INODES} inodes)"
 
 
+def _bind_back(handle: int, target: str) -> None:
+    """Bind-mount what ``handle`` (an O_PATH descriptor) names onto ``target``, which is made
+    first (a directory, or an empty file for a file or socket); then close the handle."""
+    if os.path.isdir(f"/proc/self/fd/{handle}"):
+        os.mkdir(target, 0o711)
+    else:
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    mount(f"/proc/self/fd/{handle}", target, None, MS_BIND | MS_REC, None)
+    os.close(handle)
+
+
 def prepare(policy: Policy, keep: list[str], *, new_proc: bool) -> None:
     """In the init process: private mounts, fresh /proc, private /tmp; ``keep`` stays visible.
 
@@ -61,12 +72,7 @@ def prepare(policy: Policy, keep: list[str], *, new_proc: bool) -> None:
         mount("tmpfs", PRIVATE_TMP, "tmpfs", MS_NOSUID | MS_NODEV, options)
         for path, handle in handles.items():
             os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
-            if os.path.isdir(f"/proc/self/fd/{handle}"):
-                os.mkdir(path, 0o700)
-            else:
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-            mount(f"/proc/self/fd/{handle}", path, None, MS_BIND, None)
-            os.close(handle)
+            _bind_back(handle, path)
     except OSError as exc:
         raise LayerError(str(exc)) from None
 
@@ -109,12 +115,6 @@ def expose(paths: list[str]) -> list[str]:
             handles = {c: os.open(f"{directory}/{c}", os.O_PATH | os.O_CLOEXEC) for c in children}
             mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0711")
             for child, handle in handles.items():
-                target = f"{directory}/{child}"
-                if os.path.isdir(f"/proc/self/fd/{handle}"):
-                    os.mkdir(target, 0o711)
-                else:
-                    os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-                mount(f"/proc/self/fd/{handle}", target, None, MS_BIND | MS_REC, None)
-                os.close(handle)
+                _bind_back(handle, f"{directory}/{child}")
             covered.append(directory)
     return covered
