@@ -17,6 +17,7 @@ import sysconfig
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
+from concurrent.futures import wait as futures_wait
 from typing import Any
 
 from host.errors import Outcome, OutputInvalid
@@ -135,15 +136,19 @@ class SandboxExecutor(Executor):
             return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Like ``concurrent.futures``: pending futures still run unless ``cancel_futures``."""
         with self._lock:
             self._shutdown = True
             if cancel_futures:
                 for future in list(self._futures):
                     if not future.running():
                         future.cancel()
+            pending = list(self._futures)
         if wait:
-            self._host.close(timeout=_SHUTDOWN_WAIT_S)
+            self._finish(pending)
         else:
-            threading.Thread(
-                target=self._host.close, args=(_SHUTDOWN_WAIT_S,), daemon=True
-            ).start()
+            threading.Thread(target=self._finish, args=(pending,), daemon=True).start()
+
+    def _finish(self, pending: list[CallFuture]) -> None:
+        futures_wait(pending)
+        self._host.close(timeout=_SHUTDOWN_WAIT_S)

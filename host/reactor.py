@@ -384,11 +384,10 @@ class Reactor:
                     provider.stats.hung += 1
                     self._kill(worker, "hung")
                     continue
-                idle = [w for w in provider.workers if w.state is State.READY]
+                active = [w for w in provider.workers if w.state is not State.STOPPING]
                 if (
                     now - worker.idle_since > provider.policy.idle_timeout
-                    and len(provider.workers) > provider.policy.workers.min
-                    and len(idle) > 0
+                    and len(active) > provider.policy.workers.min
                 ):
                     self._stop_gracefully(worker, "idle")
                     continue
@@ -848,14 +847,14 @@ class Reactor:
         expected = ("recycled", "idle", "shutdown", "provider removed")
         if worker.kill_reason not in expected and worker.pid is not None:
             provider.stats.restarts += 1
-        if worker.state is State.STARTING or worker.unavailable is not None:
-            if worker.unavailable is None:
-                tail = worker.logs.tail()
-                worker.unavailable = f"the worker exited during start-up ({status.describe()})" + (
-                    f": {tail.strip()}" if tail.strip() else ""
-                )
-            if worker.pid is None:  # never said HELLO: this start failed
-                self._provider_failed(provider, worker.unavailable)
+        start_failed = worker.pid is None and (
+            worker.state is State.STARTING or worker.unavailable is not None
+        )
+        if start_failed and worker.unavailable is None:
+            tail = worker.logs.tail().strip()
+            worker.unavailable = f"the worker exited during start-up ({status.describe()})" + (
+                f": {tail}" if tail else ""
+            )
         for fd in (*worker.process.log_fds, worker.process.status_fd):
             self._forget_fd(fd)
         worker.process.close()
@@ -865,6 +864,8 @@ class Reactor:
         if worker in provider.workers:
             provider.workers.remove(worker)
         log.debug("worker %s ended: %s", worker.worker_id, status.describe())
+        if start_failed:  # only once the worker is gone: it no longer counts as starting
+            self._provider_failed(provider, worker.unavailable or "the worker did not start")
         if self._closing is None:
             self._pump(provider)
 
