@@ -18,6 +18,7 @@ from host.errors import (
     Outcome,
     OutputInvalid,
     OutputTooLarge,
+    Overloaded,
     ProtocolViolation,
     ProviderUnavailable,
     SandboxError,
@@ -25,6 +26,8 @@ from host.errors import (
     Usage,
     WorkerCrashed,
 )
+from host.executor import SandboxExecutor
+from host.futures import CallFuture
 from host.host import Host, ProviderInfo
 
 # A library stays quiet unless the application configures logging.
@@ -33,6 +36,7 @@ logging.getLogger("host").addHandler(logging.NullHandler())
 __all__ = [
     "ActionDescriptor",
     "ActionFailed",
+    "CallFuture",
     "Cancelled",
     "Catalog",
     "CpuExceeded",
@@ -42,10 +46,12 @@ __all__ = [
     "Outcome",
     "OutputInvalid",
     "OutputTooLarge",
+    "Overloaded",
     "ProtocolViolation",
     "ProviderInfo",
     "ProviderUnavailable",
     "SandboxError",
+    "SandboxExecutor",
     "Timeout",
     "Usage",
     "WorkerCrashed",

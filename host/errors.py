@@ -111,6 +111,10 @@ class Cancelled(SandboxError):
     """The call was cancelled before it finished."""
 
 
+class Overloaded(SandboxError):
+    """The provider's queue of waiting calls is full; the call was refused at once."""
+
+
 ERROR_TYPES: dict[str, type[SandboxError]] = {
     cls.__name__: cls
     for cls in (
@@ -125,6 +129,7 @@ ERROR_TYPES: dict[str, type[SandboxError]] = {
         ProtocolViolation,
         ProviderUnavailable,
         Cancelled,
+        Overloaded,
     )
 }
 
@@ -138,6 +143,8 @@ class Outcome:
     error: SandboxError | None = None
     usage: Usage = field(default_factory=Usage)
     logs: str = ""
+    #: How many times the call ran: more than 1 when a safe_rerun action was retried.
+    attempts: int = 1
 
     def unwrap(self) -> Any:
         """The value, or raise the error."""
@@ -154,10 +161,12 @@ class Outcome:
             assert self.error is not None
             data["error"] = self.error.to_dict()
         data["usage"] = self.usage.to_dict()
+        if self.attempts != 1:
+            data["attempts"] = self.attempts
         if self.logs:
             data["logs"] = self.logs
         return data
 
     @classmethod
-    def failure(cls, error: SandboxError, logs: str = "") -> Outcome:
-        return cls(ok=False, error=error, usage=error.usage, logs=logs)
+    def failure(cls, error: SandboxError, logs: str = "", attempts: int = 1) -> Outcome:
+        return cls(ok=False, error=error, usage=error.usage, logs=logs, attempts=attempts)

@@ -8,7 +8,9 @@ methods here are thread-safe and may be called from any thread.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import itertools
 import os
 import threading
@@ -19,11 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from host.catalog import ActionDescriptor, Catalog
-from host.errors import InputInvalid, Outcome, ProviderUnavailable, SandboxError
+from host.errors import Cancelled, InputInvalid, Outcome, ProviderUnavailable, SandboxError
+from host.futures import CallFuture
 from host.reactor import STARTUP_TIMEOUT_S, PendingCall, ProviderState, Reactor
 from policies import Policy, load_config
 from sandbox import protocol
 
+#: How long ``close()`` (and leaving a ``with`` block) lets running calls finish.
+DEFAULT_CLOSE_TIMEOUT_S = 5.0
 #: How long ``add_provider`` waits for the first worker's HELLO, on top of its own start-up limit.
 _ADD_PROVIDER_SLACK_S = 5.0
 
@@ -136,13 +141,57 @@ class Host:
 
     # ------------------------------------------------------------------ calls
 
+    def submit(self, action: str, input: Any = None, *, timeout: float | None = None) -> CallFuture:
+        """Start a call and return its future at once (thread-safe, never blocks).
+
+        ``result()`` gives the value or raises the outcome's :class:`SandboxError`;
+        ``future.outcome`` holds the whole :class:`Outcome` once done. ``cancel()`` removes a
+        queued call, or kills the worker of a running one (which then ends ``Cancelled``).
+        """
+        return self._submit_with(action, {} if input is None else input, timeout=timeout)
+
+    def _submit_with(
+        self,
+        action: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        future: CallFuture | None = None,
+        payload: bytes | None = None,
+    ) -> CallFuture:
+        future = future if future is not None else CallFuture()
+        try:
+            self._prepare(action, input, timeout, future, payload)
+        except SandboxError as error:
+            future.set_running_or_notify_cancel()
+            future.settle(Outcome.failure(error))
+        return future
+
+    async def acall(self, action: str, input: Any = None, *, timeout: float | None = None) -> Any:
+        """``await`` a call from asyncio; cancelling the awaiting task cancels the call."""
+        future = self.submit(action, input, timeout=timeout)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
     def run(self, action: str, input: Any = None, *, timeout: float | None = None) -> Outcome:
         """Call ``action`` and return its :class:`Outcome` (never raises a call error)."""
-        try:
-            call = self._prepare(action, {} if input is None else input, timeout)
-        except SandboxError as error:
-            return Outcome.failure(error)
-        return call.future.result()
+        future = self.submit(action, input, timeout=timeout)
+        with contextlib.suppress(BaseException):
+            future.result()
+        if future.outcome is None:  # cancelled while queued
+            return Outcome.failure(Cancelled("the call was cancelled"))
+        return future.outcome
+
+    def stats(self) -> dict[str, Any]:
+        """Per provider: calls by outcome, latency p50/p99 (s), workers live/idle/busy/starting,
+        restarts, failed starts, retries, recycled and hung workers, queue depth."""
+        self._check_open()
+        done: Future[dict[str, Any]] = Future()
+        self._reactor.submit(lambda: done.set_result(self._reactor.stats()))
+        return done.result(timeout=30)
 
     def call(self, action: str, input: Any = None, *, timeout: float | None = None) -> Any:
         """Call ``action`` and return its value, or raise the outcome's :class:`SandboxError`.
@@ -152,7 +201,14 @@ class Host:
         """
         return self.run(action, input, timeout=timeout).unwrap()
 
-    def _prepare(self, action: str, input: Any, timeout: float | None) -> PendingCall:
+    def _prepare(
+        self,
+        action: str,
+        input: Any,
+        timeout: float | None,
+        future: CallFuture,
+        payload: bytes | None = None,
+    ) -> PendingCall:
         self._check_open()
         descriptor = self._find(action)
         if not isinstance(input, dict):
@@ -161,7 +217,7 @@ class Host:
             )
         call_id = f"c{next(self._ids)}"
         try:  # encoded here, in the caller's thread: strict JSON only (no NaN, no objects)
-            frames = protocol.encode(protocol.Call(call_id, descriptor.name, input))
+            frames = protocol.encode(protocol.Call(call_id, descriptor.name, input, payload))
         except (TypeError, ValueError) as exc:
             raise InputInvalid(f"the input is not JSON: {exc}", path="$") from None
         problem = descriptor.input_validator.problem(input)
@@ -176,11 +232,13 @@ class Host:
             provider=descriptor.provider,
             descriptor=descriptor,
             input=input,
-            future=Future(),
+            future=future,
             submitted=now,
             caller_deadline=None if timeout is None else now + timeout,
         )
-        self._reactor.submit(lambda: self._reactor.enqueue(call))
+        reactor = self._reactor
+        call.future._canceller = lambda _: reactor.submit(lambda: reactor.cancel(call))
+        reactor.submit(lambda: reactor.enqueue(call))
         return call
 
     def _find(self, action: str) -> ActionDescriptor:
@@ -201,21 +259,24 @@ class Host:
         if self._closed:
             raise RuntimeError("the host is closed")
 
-    def close(self) -> None:
-        """Cancel pending calls, stop every worker and its tree, remove temporary files."""
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
+        """Stop the host: queued calls are cancelled, running calls may finish for up to
+        ``timeout`` seconds (then they are cancelled too), every worker and its tree is stopped,
+        and the ipc directory, work directories and cgroups are removed."""
         if self._closed:
             return
         self._closed = True
-        self._finalizer()
+        if self._finalizer.detach() is not None:
+            Host._close_reactor(self._reactor, self._thread, timeout)
 
     @staticmethod
-    def _close_reactor(reactor: Reactor, thread: threading.Thread) -> None:
+    def _close_reactor(reactor: Reactor, thread: threading.Thread, timeout: float = 0.0) -> None:
         done: Future[None] = Future()
         try:
-            reactor.submit(lambda: reactor.close(done))
+            reactor.submit(lambda: reactor.close(done, timeout))
         except RuntimeError:
             return
-        done.result(timeout=30)
+        done.result(timeout=timeout + 30)
         thread.join(timeout=30)
 
     def __enter__(self) -> Host:

@@ -41,6 +41,7 @@ from host.errors import (
     Outcome,
     OutputInvalid,
     OutputTooLarge,
+    Overloaded,
     ProtocolViolation,
     ProviderUnavailable,
     SandboxError,
@@ -48,7 +49,9 @@ from host.errors import (
     Usage,
     WorkerCrashed,
 )
+from host.futures import CallFuture
 from host.process import ExitStatus, LogCapture, WorkerProcess
+from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Transport
 from policies import Policy
 from sandbox import protocol
@@ -66,6 +69,15 @@ OUTCOME_WAIT_S = 0.05
 #: Workers of a root host run as uids from this range, one per worker (never a real user's).
 DEDICATED_UID_BASE = 1_900_000_000
 DEDICATED_UID_SPAN = 10_000_000
+#: Idle workers are pinged this often; one that has not answered within the timeout is hung.
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TIMEOUT_S = 3.0
+#: Start-up failures in a row: back-off doubles from the first up to the cap; at the threshold
+#: the circuit breaker opens and calls fail fast for the cool-down.
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+BREAKER_THRESHOLD = 5
+BREAKER_COOLDOWN_S = 30.0
 #: A HELLO may carry this much catalog even when the policy's result limit is smaller.
 MAX_CATALOG_BYTES = 1024 * 1024
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
@@ -104,7 +116,7 @@ class PendingCall:
     provider: str
     descriptor: ActionDescriptor
     input: dict[str, Any]
-    future: Future[Outcome]
+    future: CallFuture
     submitted: float
     caller_deadline: float | None
     dispatched: float | None = None
@@ -112,6 +124,8 @@ class PendingCall:
     done: bool = False
     #: When a deadline ended the call: its wall time is measured to here, not to the report.
     deadline_hit: float | None = None
+    #: 1 for the first run; a safe_rerun action whose worker died may run again.
+    attempts: int = 1
 
 
 @dataclass(eq=False)
@@ -135,6 +149,13 @@ class WorkerHandle:
     #: The outcome decided for the running call when the host killed the worker; it is given
     #: once the supervisor reports (so it carries CPU and memory use) or after the grace time.
     pending_error: SandboxError | None = None
+    calls: int = 0
+    #: Peak memory of the worker's first call: the baseline for ``max_memory_growth``.
+    first_peak: int = 0
+    idle_since: float = 0.0
+    ping_seq: int = 0
+    #: When the unanswered ping was sent (0: none outstanding).
+    ping_sent: float = 0.0
 
 
 @dataclass(eq=False)
@@ -154,6 +175,13 @@ class ProviderState:
     layers: list[dict[str, Any]] = field(default_factory=list)
     explicit_name: bool = False
     removed: bool = False
+    #: Start-up failures in a row, when the next start may be tried, and until when the
+    #: circuit breaker makes calls fail fast.
+    failures: int = 0
+    next_spawn: float = 0.0
+    breaker_until: float = 0.0
+    last_failure: str = ""
+    stats: ProviderStats = field(default_factory=ProviderStats)
 
 
 @dataclass(order=True)
@@ -193,6 +221,8 @@ class Reactor:
         self._poller.register(self.transport.router, zmq.POLLIN)
         self._poller.register(self.transport.monitor, zmq.POLLIN)
         self._poller.register(self._wake_read, zmq.POLLIN)
+        self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
+        self._close_deadline: float | None = None
 
     # ------------------------------------------------------------------ thread-safe entry points
 
@@ -355,6 +385,56 @@ class Reactor:
         )
         return worker
 
+    def _tick(self) -> None:
+        """Every heartbeat interval: ping idle workers, kill hung ones, stop long-idle ones."""
+        now = time.monotonic()
+        self._at(now + HEARTBEAT_INTERVAL_S, self._tick)
+        for provider in list(self.providers.values()):
+            for worker in list(provider.workers):
+                if worker.state is not State.READY or worker.kill_reason is not None:
+                    continue
+                if worker.ping_sent and now - worker.ping_sent > HEARTBEAT_TIMEOUT_S:
+                    log.warning("worker %s does not answer heartbeats; killing it",
+                                worker.worker_id)
+                    provider.stats.hung += 1
+                    self._kill(worker, "hung")
+                    continue
+                active = [w for w in provider.workers if w.state is not State.STOPPING]
+                if (
+                    now - worker.idle_since > provider.policy.idle_timeout
+                    and len(active) > provider.policy.workers.min
+                ):
+                    self._stop_gracefully(worker, "idle")
+                    continue
+                if not worker.ping_sent and now - worker.idle_since >= HEARTBEAT_INTERVAL_S:
+                    worker.ping_seq += 1
+                    worker.ping_sent = now
+                    self.transport.send(
+                        worker.worker_id, protocol.encode(protocol.Ping(worker.ping_seq))
+                    )
+
+    def stats(self) -> dict[str, Any]:
+        """Per provider: calls by outcome, latency, workers by state, restarts, queue depth."""
+        result = {}
+        for provider in self.providers.values():
+            if provider.removed or provider.signature is None:
+                continue
+            states = {s.value: 0 for s in State}
+            for worker in provider.workers:
+                states[worker.state.value] += 1
+            result[provider.name] = provider.stats.snapshot(
+                workers={
+                    "live": len(provider.workers),
+                    "idle": states["ready"],
+                    "busy": states["busy"],
+                    "starting": states["starting"],
+                    "stopping": states["stopping"],
+                },
+                queue=len(provider.queue),
+                breaker_open=time.monotonic() < provider.breaker_until,
+            )
+        return result
+
     def _startup_expired(self, worker: WorkerHandle) -> None:
         if worker.state is State.STARTING and worker.kill_reason is None:
             worker.unavailable = f"the worker did not start within {STARTUP_TIMEOUT_S:g}s"
@@ -389,12 +469,48 @@ class Reactor:
         if provider is None or provider.removed:
             self._finish(call, ProviderUnavailable(f"provider {call.provider!r} is not loaded"))
             return
+        if call.future.cancelled():
+            self._finish(call, Cancelled("the call was cancelled before it was queued"))
+            return
+        now = time.monotonic()
+        if now < provider.breaker_until or (
+            provider.failures and now < provider.next_spawn and not self._serving(provider)
+        ):
+            self._finish(call, ProviderUnavailable(self._unavailable_text(provider, now)))
+            return
+        if len(provider.queue) >= provider.policy.queue and not any(
+            w.state is State.READY for w in provider.workers
+        ):
+            self._finish(
+                call,
+                Overloaded(
+                    f"provider {provider.name!r} has {len(provider.queue)} calls waiting "
+                    f"(its queue limit); try again later"
+                ),
+            )
+            return
         provider.queue.append(call)
         if call.caller_deadline is not None:
             self._at(call.caller_deadline, lambda: self._caller_deadline(call))
         self._pump(provider)
 
+    def _serving(self, provider: ProviderState) -> bool:
+        return any(w.state in (State.READY, State.BUSY) for w in provider.workers)
+
+    def _unavailable_text(self, provider: ProviderState, now: float) -> str:
+        if now < provider.breaker_until:
+            state = (
+                f"circuit open after {provider.failures} failed starts in a row; retried in "
+                f"{provider.breaker_until - now:.1f}s"
+            )
+        else:
+            state = f"{provider.failures} failed starts in a row; next try in " + (
+                f"{max(0.0, provider.next_spawn - now):.1f}s"
+            )
+        return f"provider {provider.name!r} is unavailable ({state}): {provider.last_failure}"
+
     def cancel(self, call: PendingCall) -> None:
+        """Cancel a queued call (drop it) or a running one (kill its worker)."""
         if call.done:
             return
         provider = self.providers.get(call.provider)
@@ -411,19 +527,35 @@ class Reactor:
             idle = next((w for w in provider.workers if w.state is State.READY), None)
             if idle is None:
                 break
-            self._dispatch(idle, provider.queue.popleft())
+            call = provider.queue.popleft()
+            if call.attempts == 1 and not call.future.set_running_or_notify_cancel():
+                self._finish(call, Cancelled("the call was cancelled while queued"))
+                continue
+            self._dispatch(idle, call)
+        if self._closing is not None or provider.removed:
+            return
         starting = sum(1 for w in provider.workers if w.state is State.STARTING)
-        while (
-            len(provider.queue) > starting
-            and len(provider.workers) < provider.policy.workers.max
-            and self._closing is None
-        ):
+        wanted = max(len(provider.queue) - starting, provider.policy.workers.min - len(
+            [w for w in provider.workers if w.state is not State.STOPPING]
+        ))
+        now = time.monotonic()
+        while wanted > 0 and self._live(provider) < provider.policy.workers.max:
+            if now < provider.next_spawn or now < provider.breaker_until:
+                when = max(provider.next_spawn, provider.breaker_until)
+                self._at(when, lambda: self._pump(provider))
+                break
             if self._spawn(provider) is None:
                 break
-            starting += 1
+            wanted -= 1
+
+    def _live(self, provider: ProviderState) -> int:
+        """Workers that count against ``workers.max`` (a stopping one still holds its slot)."""
+        return len(provider.workers)
 
     def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
         worker.logs.take()
+        provider_stats = worker.provider.stats
+        provider_stats.dispatched += 1
         call.dispatched = time.monotonic()
         call.worker = worker
         worker.call = call
@@ -482,12 +614,14 @@ class Reactor:
         if error is None:
             cost = measured or Usage()
             usage = Usage(wall, cost.cpu_s, cost.max_rss_bytes)
-            outcome = Outcome(ok=True, value=value, usage=usage, logs=logs)
+            outcome = Outcome(
+                ok=True, value=value, usage=usage, logs=logs, attempts=call.attempts
+            )
         else:
             error.usage = Usage(wall, error.usage.cpu_s, error.usage.max_rss_bytes)
             if logs:
                 error.details.setdefault("logs", logs)
-            outcome = Outcome.failure(error, logs)
+            outcome = Outcome.failure(error, logs, call.attempts)
         log_fn = log.debug if outcome.ok else log.warning
         log_fn(
             "call %s %s: %s",
@@ -501,7 +635,10 @@ class Reactor:
                 "usage": outcome.usage.to_dict(),
             },
         )
-        call.future.set_result(outcome)
+        provider = self.providers.get(call.provider)
+        if provider is not None:
+            provider.stats.record(outcome)
+        call.future.settle(outcome)
 
     # ------------------------------------------------------------------ messages from workers
 
@@ -527,7 +664,8 @@ class Reactor:
             worker.kill_reason = "retired"
             self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker))
         elif isinstance(message, protocol.Pong):
-            pass
+            if message.seq == worker.ping_seq:
+                worker.ping_sent = 0.0
         else:
             self._violation(worker, f"unexpected {type(message).__name__} after start-up")
 
@@ -583,6 +721,9 @@ class Reactor:
             return
         worker.pid = message.pid
         worker.state = State.READY
+        worker.idle_since = time.monotonic()
+        provider.failures = 0
+        provider.breaker_until = 0.0
         if provider.ready is not None and not provider.ready.done():
             provider.ready.set_result(provider.name)
         self._pump(provider)
@@ -628,7 +769,35 @@ class Reactor:
             else:
                 self._finish(call, None, message.value, usage)
         worker.state = State.READY
+        worker.idle_since = time.monotonic()
+        self._recycle_if_due(worker, message.usage.max_rss_bytes)
+        if self._closing is not None:
+            self._close_step()
+            return
         self._pump(worker.provider)
+
+    def _recycle_if_due(self, worker: WorkerHandle, peak: int) -> None:
+        """Retire a worker between calls after ``max_calls`` or ``max_memory_growth``."""
+        worker.calls += 1
+        if worker.calls == 1:
+            worker.first_peak = peak
+        policy = worker.provider.policy
+        reason = ""
+        if policy.max_calls and worker.calls >= policy.max_calls:
+            reason = f"served {worker.calls} calls (max_calls)"
+        elif policy.max_memory_growth and peak - worker.first_peak > policy.max_memory_growth:
+            reason = f"peak memory grew by {peak - worker.first_peak} bytes (max_memory_growth)"
+        if reason:
+            log.debug("recycling worker %s: %s", worker.worker_id, reason)
+            worker.provider.stats.recycled += 1
+            self._stop_gracefully(worker, "recycled")
+
+    def _stop_gracefully(self, worker: WorkerHandle, reason: str) -> None:
+        """Ask an idle worker to exit (SHUTDOWN); kill it if it does not within the grace."""
+        worker.state = State.STOPPING
+        worker.kill_reason = reason
+        self.transport.send(worker.worker_id, protocol.encode(protocol.Shutdown()))
+        self._at(time.monotonic() + SHUTDOWN_GRACE_S, lambda: self._retire_overdue(worker))
 
     def _violation(self, worker: WorkerHandle, reason: str) -> None:
         log.warning("worker %s violated the protocol: %s", worker.worker_id, reason)
@@ -681,15 +850,26 @@ class Reactor:
             death = self._death_outcome(worker, status)
             error = worker.pending_error or death
             error.usage = death.usage
-            self._finish(call, error)
-        if worker.state is State.STARTING or worker.unavailable is not None:
-            if worker.unavailable is None:
-                tail = worker.logs.tail()
-                worker.unavailable = f"the worker exited during start-up ({status.describe()})" + (
-                    f": {tail.strip()}" if tail.strip() else ""
-                )
-            if worker.pid is None:  # never said HELLO: this start failed
-                self._provider_failed(provider, worker.unavailable)
+            if self._should_retry(call, error, provider):
+                log.warning("retrying %s after %s", call.descriptor.full_name, error.message)
+                provider.stats.retries += 1
+                call.attempts += 1
+                call.worker, call.dispatched = None, None
+                worker.call = None
+                provider.queue.appendleft(call)
+            else:
+                self._finish(call, error)
+        expected = ("recycled", "idle", "shutdown", "provider removed")
+        if worker.kill_reason not in expected and worker.pid is not None:
+            provider.stats.restarts += 1
+        start_failed = worker.pid is None and (
+            worker.state is State.STARTING or worker.unavailable is not None
+        )
+        if start_failed and worker.unavailable is None:
+            tail = worker.logs.tail().strip()
+            worker.unavailable = f"the worker exited during start-up ({status.describe()})" + (
+                f": {tail}" if tail else ""
+            )
         for fd in (*worker.process.log_fds, worker.process.status_fd):
             self._forget_fd(fd)
         worker.process.close()
@@ -701,8 +881,22 @@ class Reactor:
         if worker in provider.workers:
             provider.workers.remove(worker)
         log.debug("worker %s ended: %s", worker.worker_id, status.describe())
+        if start_failed:  # only once the worker is gone: it no longer counts as starting
+            self._provider_failed(provider, worker.unavailable or "the worker did not start")
         if self._closing is None:
             self._pump(provider)
+
+    def _should_retry(
+        self, call: PendingCall, error: SandboxError, provider: ProviderState
+    ) -> bool:
+        """Only a worker's death is retried, only for safe_rerun actions, within ``retries``."""
+        return (
+            type(error) is WorkerCrashed
+            and call.descriptor.safe_rerun
+            and call.attempts <= provider.policy.retries
+            and self._closing is None
+            and not provider.removed
+        )
 
     def _death_outcome(self, worker: WorkerHandle, status: ExitStatus) -> SandboxError:
         usage = Usage(0.0, max(0.0, status.cpu_s - worker.cpu_total_s), status.max_rss_bytes)
@@ -750,6 +944,19 @@ class Reactor:
         if provider.signature is None:  # it never started: ``add_provider`` fails, forget it
             self.providers.pop(provider.name, None)
             provider.removed = True
+        now = time.monotonic()
+        provider.failures += 1
+        provider.last_failure = reason
+        provider.stats.failed_starts += 1
+        provider.next_spawn = now + min(
+            BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (provider.failures - 1)
+        )
+        if provider.failures >= BREAKER_THRESHOLD:
+            provider.breaker_until = now + BREAKER_COOLDOWN_S
+            log.warning(
+                "provider %s: %d failed starts in a row; failing calls fast for %gs",
+                provider.name, provider.failures, BREAKER_COOLDOWN_S,
+            )
         starting = any(w.state is State.STARTING for w in provider.workers)
         if not starting and not any(w.state is State.READY for w in provider.workers):
             while provider.queue:
@@ -757,27 +964,34 @@ class Reactor:
 
     # ------------------------------------------------------------------ shutdown
 
-    def close(self, done: Future[None]) -> None:
-        """Cancel what is queued or running, stop every worker, then stop the loop."""
+    def close(self, done: Future[None], timeout: float = 0.0) -> None:
+        """Stop: cancel queued calls, let running ones finish for up to ``timeout`` seconds
+        (then cancel them too), stop every worker, then stop the loop."""
         self._closing = done
+        self._close_deadline = time.monotonic() + timeout
         for provider in self.providers.values():
             while provider.queue:
                 self._finish(provider.queue.popleft(), Cancelled("the host is closing"))
             if provider.ready is not None and not provider.ready.done():
                 provider.ready.set_exception(ProviderUnavailable("the host is closing"))
+        self._close_step()
+        if timeout > 0:
+            self._at(self._close_deadline, self._close_step)
+
+    def _close_step(self) -> None:
+        """Stop idle workers now; busy ones once their call ends or the close timeout passes."""
+        overdue = self._close_deadline is not None and time.monotonic() >= self._close_deadline
+        for provider in self.providers.values():
             for worker in list(provider.workers):
-                if worker.call is not None:
-                    self._finish(worker.call, Cancelled("the host is closing"))
+                if worker.kill_reason is not None:
+                    continue
                 if worker.state is State.READY:
-                    worker.state = State.STOPPING
-                    worker.kill_reason = "shutdown"
-                    self.transport.send(worker.worker_id, protocol.encode(protocol.Shutdown()))
-                    self._at(
-                        time.monotonic() + SHUTDOWN_GRACE_S,
-                        lambda w=worker: self._retire_overdue(w),  # type: ignore[misc]
-                    )
+                    self._stop_gracefully(worker, "shutdown")
+                elif worker.state is State.BUSY and not overdue:
+                    continue
                 else:
-                    self._kill(worker, "shutdown")
+                    error = Cancelled("the host is closing") if worker.call is not None else None
+                    self._kill(worker, "shutdown", error)
         if not self._workers:
             self._stopped = True
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -180,7 +181,7 @@ class Workers:
     """How many worker processes a provider may have: ``min`` kept warm, at most ``max``."""
 
     min: int = 0
-    max: int = 1
+    max: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def __post_init__(self) -> None:
         lowest = _count(self.min, "min", 0)
@@ -238,6 +239,11 @@ _NORMALISERS: Final[dict[str, Callable[[object, str], object]]] = {
     "allow_missing": _flag,
     "uid": _uid,
     "tmp": _minimum_size(1 * MiB),
+    "idle_timeout": _positive_duration,
+    "queue": lambda v, w: _count(v, w, 0),
+    "max_calls": lambda v, w: _count(v, w, 0),
+    "max_memory_growth": _minimum_size(0),
+    "retries": lambda v, w: _count(v, w, 0),
 }
 
 _MEANINGS: Final[dict[str, str]] = {
@@ -260,6 +266,12 @@ _MEANINGS: Final[dict[str, str]] = {
     "allow_missing": "explicitly allow requiring fewer layers than the defaults",
     "uid": "user id the worker runs as when the host is root (unset: a dedicated id per worker)",
     "tmp": "size of the worker's private /tmp (tmpfs)",
+    "idle_timeout": "how long a worker above workers.min may stay idle before it stops",
+    "queue": "calls that may wait for a worker; beyond it a call fails at once (Overloaded)",
+    "max_calls": "calls a worker serves before it is replaced (0: no limit)",
+    "max_memory_growth": "peak-memory growth over its first call after which a worker is "
+    "replaced (0: no limit)",
+    "retries": "re-runs of a safe_rerun action whose worker died (WorkerCrashed)",
 }
 
 
@@ -290,6 +302,11 @@ class Policy:
     allow_missing: bool = False
     uid: int | None = None
     tmp: int = 64 * MiB
+    idle_timeout: float = 60.0
+    queue: int = 1000
+    max_calls: int = 0
+    max_memory_growth: int = 0
+    retries: int = 0
 
     def __post_init__(self) -> None:
         for name, normalise in _NORMALISERS.items():
@@ -419,6 +436,11 @@ class Policy:
             "allow_missing": self.allow_missing,
             "uid": self.uid,
             "tmp": self.tmp,
+            "idle_timeout": self.idle_timeout,
+            "queue": self.queue,
+            "max_calls": self.max_calls,
+            "max_memory_growth": self.max_memory_growth,
+            "retries": self.retries,
         }
         return {key: value for key, value in data.items() if value is not None}
 
@@ -447,5 +469,12 @@ class Policy:
             "allow_missing": "yes" if self.allow_missing else "no",
             "uid": "(dedicated per worker)" if self.uid is None else str(self.uid),
             "tmp": format_size(self.tmp),
+            "idle_timeout": format_duration(self.idle_timeout),
+            "queue": str(self.queue),
+            "max_calls": str(self.max_calls) if self.max_calls else "no limit",
+            "max_memory_growth": (
+                format_size(self.max_memory_growth) if self.max_memory_growth else "no limit"
+            ),
+            "retries": str(self.retries),
         }
         return [(key, shown[key], _MEANINGS[key]) for key in self.field_names()]

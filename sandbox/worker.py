@@ -34,6 +34,14 @@ LINGER_MS = 2_000
 EXIT_UNAVAILABLE = 3
 
 
+_current_payload: bytes | None = None
+
+
+def current_payload() -> bytes | None:
+    """The binary frame that came with the call being run (the executor's pickled callable)."""
+    return _current_payload
+
+
 class PeakMemory:
     """Per-call peak RSS: reset the kernel's high-water mark before a call, read it after.
 
@@ -131,6 +139,8 @@ class Worker:
             )
         # Per-call CPU limit: SIGPROF's default action kills the process, even inside C code.
         signal.setitimer(signal.ITIMER_PROF, self.policy.cpu_time)
+        global _current_payload
+        _current_payload = call.payload
         try:
             value = action.function(**call.input)
         except MemoryError as exc:

@@ -209,7 +209,7 @@ def test_calls_waiting_when_the_host_closes_are_cancelled(host: Host) -> None:
     import time
 
     time.sleep(0.3)
-    host.close()
+    host.close(timeout=0)
     t.join(10)
     assert outcomes and outcomes[0].error is not None
     assert outcomes[0].error.type == "Cancelled"

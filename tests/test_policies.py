@@ -153,7 +153,8 @@ def test_policy_defaults() -> None:
     policy = Policy()
     assert policy.memory == 256 * MiB
     assert policy.wall_time == 30.0
-    assert policy.workers == Workers(0, 1)
+    assert policy.workers == Workers(0, os.cpu_count() or 1)  # scale up to one per CPU
+    assert (policy.idle_timeout, policy.queue, policy.max_calls, policy.retries) == (60, 1000, 0, 0)
     assert set(DEFAULT_REQUIRE) <= set(LAYERS)
     assert LAYERS[0] == "pdeathsig"
     assert LAYERS[-1] == "cgroups"
@@ -267,7 +268,7 @@ def test_describe_rows() -> None:
     assert table["memory"] == "1.5GiB"
     assert table["wall_time"] == "500ms"
     assert table["read"] == "/a, /b"
-    assert table["workers"] == "min 0, max 1"
+    assert table["workers"] == f"min 0, max {os.cpu_count() or 1}"
     assert all(meaning and "\n" not in meaning for _, _, meaning in rows)
 
 

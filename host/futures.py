@@ -1,0 +1,46 @@
+"""The future of one call: its result is the action's value, ``outcome`` the whole Outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from host.errors import Outcome
+
+
+class CallFuture(Future[Any]):
+    """A ``concurrent.futures.Future`` for a sandboxed call.
+
+    ``result()`` returns the action's value or raises the outcome's ``SandboxError``; ``outcome``
+    holds the full :class:`Outcome` (usage, logs, attempts) once done.
+
+    ``cancel()`` on a queued call removes it (the future is then cancelled, as usual). Unlike a
+    plain future, a *running* call can be cancelled too: its worker is killed, ``cancel()``
+    returns True and the call ends with the ``Cancelled`` outcome (``result()`` raises it).
+    """
+
+    def __init__(self, canceller: Callable[[CallFuture], None] | None = None) -> None:
+        super().__init__()
+        self.outcome: Outcome | None = None
+        self._canceller = canceller
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            if self._canceller is not None:
+                self._canceller(self)
+            return True
+        if self.running() and self._canceller is not None:
+            self._canceller(self)
+            return True
+        return False
+
+    def settle(self, outcome: Outcome) -> None:
+        """Called once by the host's loop: record the outcome and complete the future."""
+        self.outcome = outcome
+        if self.cancelled():
+            return
+        if outcome.error is not None:
+            self.set_exception(outcome.error)
+        else:
+            self.set_result(outcome.value)
