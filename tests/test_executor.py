@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,8 @@ from host import (
 from policies import Policy
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON = str(REPO / ".venv" / "bin" / "python")
+#: The interpreter running the tests: its installation is the one workers import from.
+PYTHON = sys.executable
 
 
 class CustomError(Exception):

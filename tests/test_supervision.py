@@ -42,7 +42,8 @@ FAULTY = provider_file("faulty.py")
 FLAKY = provider_file("flaky_start.py")
 FLAKY_MARKER = TEST_PROVIDERS / "flaky_start.marker"
 REPO = Path(__file__).resolve().parent.parent
-PYTHON = str(REPO / ".venv" / "bin" / "python")
+#: The interpreter running the tests: its installation is the one workers import from.
+PYTHON = sys.executable
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
