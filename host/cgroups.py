@@ -87,6 +87,40 @@ def probe() -> CgroupSupport:
     return CgroupSupport(1, "cgroup v1 memory, pids and cpu hierarchies (as root)", parents)
 
 
+#: Worker cgroups are named with this prefix; an empty one older than this is left over from a
+#: host that was killed before it could remove it.
+NAME_PREFIX = "sandbox-w"
+STALE_AFTER_S = 60.0
+
+
+def remove_stale(support: CgroupSupport) -> int:
+    """Remove empty worker cgroups that a killed host left behind; returns how many.
+
+    Only empty ones can be removed at all (the kernel refuses otherwise), and only old ones are
+    tried, so a cgroup another host has just created is never touched.
+    """
+    removed = 0
+    now = time.time()
+    for parent in support.parents.values():
+        try:
+            entries = os.listdir(parent)
+        except OSError:
+            continue
+        for entry in entries:
+            path = f"{parent}/{entry}"
+            if not entry.startswith(NAME_PREFIX):
+                continue
+            try:
+                if now - os.stat(path).st_mtime > STALE_AFTER_S and not _read(
+                    f"{path}/cgroup.procs"
+                ).strip():
+                    os.rmdir(path)
+                    removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 def _write(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)

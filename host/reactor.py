@@ -215,6 +215,8 @@ class Reactor:
         self.host_is_root = os.geteuid() == 0
         self.transport = Transport(shared_with_other_uids=self.host_is_root)
         self.cgroup_support = cgroups.probe()
+        if self.cgroup_support.version:
+            cgroups.remove_stale(self.cgroup_support)
         #: Dedicated uids of this host's live workers (never handed out twice).
         self._uids_in_use: set[int] = set()
         self._poller = zmq.Poller()
@@ -341,7 +343,7 @@ class Reactor:
         if self.cgroup_support.version and "cgroups" not in policy.skip:
             try:
                 group = cgroups.WorkerCgroup.create(
-                    self.cgroup_support, f"sandbox-{worker_id}", policy
+                    self.cgroup_support, f"{cgroups.NAME_PREFIX}{worker_id[1:]}", policy
                 )
             except OSError as exc:
                 cgroup_error = f"cannot create the worker's cgroup: {exc}"

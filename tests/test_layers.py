@@ -84,16 +84,17 @@ def test_rlimits_only_still_serves(host: Host) -> None:
 @pytest.mark.skipif(probe_cgroups().version == 0, reason=probe_cgroups().reason)
 def test_worker_cgroups_are_created_and_removed(host: Host) -> None:
     support = probe_cgroups()
-    host.add_provider(ECHO)
     pattern = [f"{parent}/sandbox-w*" for parent in support.parents.values()]
-    created = [path for p in pattern for path in glob.glob(p)]
+    before = {path for p in pattern for path in glob.glob(p)}  # another host's, if any
+    host.add_provider(ECHO)
+    created = [path for p in pattern for path in glob.glob(p) if path not in before]
     assert len(created) == len(support.parents)
     for path in created:
         with open(f"{path}/cgroup.procs") as f:
             procs = f.read().split()
         assert len(procs) >= 2  # launcher, init, worker
     host.close()
-    assert [path for p in pattern for path in glob.glob(p)] == []
+    assert [path for p in pattern for path in glob.glob(p) if path not in before] == []
 
 
 @pytest.mark.skipif(probe_cgroups().version == 0, reason=probe_cgroups().reason)
@@ -122,3 +123,26 @@ def test_the_worker_sees_its_own_pid_namespace_and_private_tmp(host: Host) -> No
         assert outcome.error is not None and "FileNotFoundError" in outcome.error.message
     finally:
         os.unlink(marker)
+
+
+@pytest.mark.skipif(probe_cgroups().version == 0, reason=probe_cgroups().reason)
+def test_empty_cgroups_left_by_a_killed_host_are_removed_when_a_host_starts() -> None:
+    import time
+
+    from host.cgroups import NAME_PREFIX, STALE_AFTER_S, remove_stale
+
+    support = probe_cgroups()
+    parent = next(iter(support.parents.values()))
+    old, fresh = f"{parent}/{NAME_PREFIX}stale0test", f"{parent}/{NAME_PREFIX}fresh0test"
+    os.mkdir(old)
+    os.mkdir(fresh)
+    try:
+        past = time.time() - STALE_AFTER_S - 10
+        os.utime(old, (past, past))
+        assert remove_stale(support) >= 1
+        assert not os.path.exists(old)
+        assert os.path.exists(fresh)  # just made: it may be another host's, being set up
+    finally:
+        for path in (old, fresh):
+            if os.path.exists(path):
+                os.rmdir(path)

@@ -715,12 +715,17 @@ NAMESPACES = ("user_namespace", "pid_namespace", "mount_namespace", "network_nam
 
 
 def runtime_hidden_from_other_users() -> str | None:
-    """The directory that stops a dedicated uid from reaching Python, if any (e.g. /root)."""
-    path = ""
-    for part in Path(sys.prefix).parts[1:-1]:
-        path += "/" + part
-        if not os.stat(path).st_mode & 0o001:
-            return path
+    """The directory that stops a dedicated uid from reaching Python, if any (e.g. /root).
+
+    Every part of the runtime counts: a virtualenv may be reachable while the interpreter's
+    own prefix (``sys.base_prefix``, the standard library) lives below a private directory.
+    """
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+        path = ""
+        for part in Path(prefix).parts[1:-1]:
+            path += "/" + part
+            if not os.stat(path).st_mode & 0o001:
+                return path
     return None
 
 
