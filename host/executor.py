@@ -10,7 +10,6 @@ host; ``results="pickle"`` is an explicit opt-in that trusts the worker.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import sys
 import sysconfig
@@ -42,7 +41,7 @@ class _ExecutorFuture(CallFuture):
         if outcome.ok:
             try:
                 value = _unwrap(outcome.value, self._results)
-            except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            except Exception as exc:
                 error = OutputInvalid(f"malformed executor result: {exc}", usage=outcome.usage)
                 outcome = Outcome.failure(error, outcome.logs, outcome.attempts)
             else:

@@ -238,7 +238,7 @@ class Host:
         )
         reactor = self._reactor
         call.future._canceller = lambda _: reactor.submit(lambda: reactor.cancel(call))
-        reactor.submit(lambda: reactor.enqueue(call))
+        reactor.accept(call)
         return call
 
     def _find(self, action: str) -> ActionDescriptor:

@@ -21,6 +21,7 @@ import queue
 import secrets
 import signal
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -225,6 +226,9 @@ class Reactor:
         self._poller.register(self._wake_read, zmq.POLLIN)
         self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
         self._close_deadline: float | None = None
+        #: Calls handed to the loop and not finished, so none is lost if the loop stops.
+        self._pending: set[PendingCall] = set()
+        self._pending_lock = threading.Lock()
 
     # ------------------------------------------------------------------ thread-safe entry points
 
@@ -269,7 +273,7 @@ class Reactor:
                     log.exception("host command failed")
         if self.transport.router in events:
             for routing_id, frames in self.transport.receive():
-                self._on_message(routing_id, frames)
+                self._on_message_guarded(routing_id, frames)
         if self.transport.monitor in events:
             for endpoint in self.transport.disconnected_endpoints():
                 self._on_disconnect(endpoint)
@@ -337,7 +341,11 @@ class Reactor:
         worker_id = f"w{secrets.token_hex(6)}"
         token = secrets.token_urlsafe(24)
         policy = provider.policy
-        endpoint = self.transport.bind_worker(worker_id, _largest_message(policy))
+        try:
+            endpoint = self.transport.bind_worker(worker_id, _largest_message(policy))
+        except zmq.ZMQError as exc:
+            self._provider_failed(provider, f"cannot open an ipc endpoint: {exc}")
+            return None
         group: cgroups.WorkerCgroup | None = None
         cgroup_error = self.cgroup_support.reason
         if self.cgroup_support.version and "cgroups" not in policy.skip:
@@ -466,6 +474,15 @@ class Reactor:
 
     # ------------------------------------------------------------------ calls
 
+    def accept(self, call: PendingCall) -> None:
+        """Thread-safe: hand a call to the loop. It will get exactly one outcome, even if the
+        loop stops before it runs."""
+        with self._pending_lock:
+            if self._stopped:
+                raise RuntimeError("the host is closed")
+            self._pending.add(call)
+        self.submit(lambda: self.enqueue(call))
+
     def enqueue(self, call: PendingCall) -> None:
         provider = self.providers.get(call.provider)
         if provider is None or provider.removed:
@@ -473,6 +490,9 @@ class Reactor:
             return
         if call.future.cancelled():
             self._finish(call, Cancelled("the call was cancelled before it was queued"))
+            return
+        if self._closing is not None:
+            self._finish(call, Cancelled("the host is closing"))
             return
         now = time.monotonic()
         if now < provider.breaker_until or (
@@ -640,9 +660,30 @@ class Reactor:
         provider = self.providers.get(call.provider)
         if provider is not None:
             provider.stats.record(outcome)
-        call.future.settle(outcome)
+        # Timers may still hold the call until its deadline: keep nothing big alive.
+        call.frames, call.input = [], {}
+        self._pending.discard(call)
+        try:
+            call.future.settle(outcome)
+        except Exception:
+            log.exception("settling call %s failed", call.call_id)
+            if not call.future.done():
+                call.future.set_exception(
+                    ProviderUnavailable("the host could not deliver this call's outcome")
+                )
 
     # ------------------------------------------------------------------ messages from workers
+
+    def _on_message_guarded(self, routing_id: bytes, frames: list[bytes]) -> None:
+        """A message that makes the host raise is that worker's protocol violation, never the
+        end of the loop every other call depends on."""
+        try:
+            self._on_message(routing_id, frames)
+        except Exception as exc:
+            log.exception("handling a message from %r failed", routing_id[:40])
+            worker = self._workers.get(routing_id)
+            if worker is not None:
+                self._violation(worker, f"its message made the host fail ({type(exc).__name__})")
 
     def _on_message(self, routing_id: bytes, frames: list[bytes]) -> None:
         worker = self._workers.get(routing_id)
@@ -1012,7 +1053,8 @@ class Reactor:
                 provider.ready.set_exception(ProviderUnavailable(reason))
 
     def _release(self) -> None:
-        self._stopped = True
+        with self._pending_lock:
+            self._stopped = True
         for worker in list(self._workers.values()):  # only after a crash: reap what is left
             with contextlib.suppress(Exception):
                 worker.process.kill_everything()
@@ -1024,6 +1066,12 @@ class Reactor:
         import shutil
 
         shutil.rmtree(self._workdir_root, ignore_errors=True)
+        with self._pending_lock:
+            leftover = list(self._pending)
+            self._pending.clear()
+        for call in leftover:  # queued commands that never ran, or a crashed loop's calls
+            with contextlib.suppress(Exception):
+                self._finish(call, Cancelled("the host closed before the call could run"))
         if self._closing is not None and not self._closing.done():
             self._closing.set_result(None)
         while True:  # commands that raced with shutdown

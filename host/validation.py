@@ -59,7 +59,13 @@ class SchemaValidator:
         self._validator = Draft202012Validator(schema, format_checker=_FORMATS)
 
     def problem(self, instance: Any) -> Problem | None:
-        error: ValidationError | None = best_match(self._validator.iter_errors(instance))
+        """Why ``instance`` does not match, or None. Never raises: a schema the provider
+        declared may still be broken in ways ``check_schema`` does not see (a ``$ref`` to
+        nowhere), and that must fail the call, not the host."""
+        try:
+            error: ValidationError | None = best_match(self._validator.iter_errors(instance))
+        except Exception as exc:
+            return Problem("$", f"the schema cannot be applied: {type(exc).__name__}: {exc}")
         if error is None:
             return None
         return Problem(json_path(error.absolute_path), error.message)

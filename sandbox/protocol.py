@@ -199,12 +199,27 @@ def loads(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     return value
 
 
+def _check_text(text: str) -> None:
+    """A JSON escape such as ``"\\ud800"`` decodes to a lone surrogate: not text, and a string
+    that raises on ``.encode()`` wherever the host later uses it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("a string holds a lone surrogate (not valid Unicode text)") from None
+
+
 def _check_depth(value: Any, max_depth: int) -> None:
-    """Iteratively bound the nesting so later recursive code (validators) cannot blow the stack."""
+    """Walk the value once, iteratively: bound the nesting (so later recursive code such as a
+    validator cannot blow the stack) and reject strings that are not valid Unicode."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+            continue
         if isinstance(item, dict):
+            for key in item:
+                _check_text(key)
             children: Sequence[Any] = list(item.values())
         elif isinstance(item, list):
             children = item

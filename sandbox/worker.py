@@ -240,35 +240,42 @@ def _own_package_dirs() -> list[str]:
     ]
 
 
-def _provider_dirs(ref: str) -> list[str]:
-    """What the provider's own files are: its file's directory, or its top-level package.
+def _provider_dirs(ref: str, search_path: list[str]) -> list[str]:
+    """What the provider's own files are: its file's directory, or its top-level package (a
+    top-level plain module: the module file alone).
 
     Only the *top-level* name is looked up: finding a top-level module runs no code of it,
-    whereas finding ``pkg.mod`` would import ``pkg`` before confinement.
+    whereas finding ``pkg.mod`` would import ``pkg`` before confinement. ``search_path`` (the
+    host's working directory) is searched too, without being added to ``sys.path`` yet.
     """
     path = ref.partition(":")[0]
     if path.endswith(".py"):
         directory = os.path.dirname(os.path.abspath(path))
         # A file straight in /tmp: keep only the file, the rest of /tmp stays private.
         return [os.path.abspath(path)] if directory == "/tmp" else [directory]
+    import importlib.machinery
     import importlib.util
 
+    top = path.split(".")[0]
     try:
-        found = importlib.util.find_spec(path.split(".")[0])
+        found = importlib.util.find_spec(top) or importlib.machinery.PathFinder.find_spec(
+            top, search_path
+        )
     except (ImportError, ValueError):
         return []
     if found is None:
         return []
     if found.submodule_search_locations:
         return [str(p) for p in found.submodule_search_locations]
-    return [os.path.dirname(found.origin)] if found.origin else []
+    return [found.origin] if found.origin and os.path.isabs(found.origin) else []
 
 
 def layer_context(spec: protocol.SpawnSpec, policy: Policy, private_tmp: bool) -> LayerContext:
     """What the worker may read and write once confined, and who it becomes."""
     runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     runtime.update(p for p in sys.path if p and os.path.exists(p))
-    read = sorted(runtime) + _own_package_dirs() + _provider_dirs(spec.provider_ref)
+    provider = _provider_dirs(spec.provider_ref, spec.search_path)
+    read = sorted(runtime) + _own_package_dirs() + provider
     write = [spec.workdir, *policy.write]
     if private_tmp:
         write.append("/tmp")
@@ -319,7 +326,6 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
 
     memory = PeakMemory()
     _close_stray_fds(memory.fds())
-    sys.path.extend(p for p in spec.search_path if p not in sys.path)
     try:
         context = start.context or layer_context(spec, policy, start.private_tmp)
         reports = start.reports + apply_layers(
@@ -327,6 +333,8 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
         )
     except RequiredLayerMissing as exc:
         return _unavailable(spec, policy, str(exc))
+    # Only now may imports look in the host's working directory (``package.module`` providers).
+    sys.path.extend(p for p in spec.search_path if p not in sys.path)
     # Confined from here on: now, and only now, the provider's code may run.
     actions: dict[str, Action] = {}
     provider_info: dict[str, object] = {}

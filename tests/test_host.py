@@ -257,3 +257,46 @@ def test_protect_memory_makes_the_host_undumpable() -> None:
                           timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "0"]
+
+
+def test_a_schema_that_cannot_be_applied_fails_the_call_not_the_host(host: Host) -> None:
+    from host import InputInvalid, OutputInvalid
+
+    host.add_provider(provider_file("bad_ref_schema.py"))
+    host.add_provider(ECHO)
+    with pytest.raises(OutputInvalid, match="cannot be applied"):
+        host.call("badref.answer", {})
+    with pytest.raises(InputInvalid, match="cannot be applied"):
+        host.call("badref.takes", {"x": 1})
+    assert host.call("echo.add", {"a": 1}) == 2  # the host's loop is alive
+
+
+def test_a_lone_surrogate_from_a_worker_is_a_protocol_violation(host: Host) -> None:
+    host.add_provider(provider_file("takeover.py"), policy=Policy(wall_time=20))
+    host.add_provider(ECHO)
+    with pytest.raises(ProtocolViolation):
+        host.call("takeover.lone_surrogate", {})
+    assert host.call("echo.add", {"a": 1}) == 2
+    assert host.call("takeover.fine", {"x": 1}) == 2
+
+
+def test_a_call_submitted_while_the_host_closes_still_gets_an_outcome(host: Host) -> None:
+    from host import Cancelled
+
+    host.add_provider(ECHO)
+    running = host.submit("echo.slow", {"seconds": 1})
+    closer = threading.Thread(target=host.close, kwargs={"timeout": 5})
+    closer.start()
+    import time
+
+    time.sleep(0.2)
+    late = None
+    try:
+        late = host.submit("echo.add", {"a": 1})
+    except RuntimeError:
+        pass  # refused outright: also an answer
+    closer.join(30)
+    assert running.result(timeout=10) == 1
+    if late is not None:
+        with pytest.raises(Cancelled):
+            late.result(timeout=10)

@@ -70,3 +70,24 @@ def foreign_result() -> bool:
 def fine(x: int) -> int:
     """A well-behaved action, to check the host still serves."""
     return x + 1
+
+
+@provider.action
+def lone_surrogate() -> bool:
+    """Send a RESULT holding a string that is not valid Unicode (a lone surrogate escape)."""
+    body = (b'{"call_id": "' + _current_call_id().encode() + b'", "value": "\\ud800", '
+            b'"usage": {"cpu_s": 0, "max_rss_bytes": 0, "cpu_total_s": 0}}')
+    return _send_and_wait([b"RESULT", body])
+
+
+def _current_call_id() -> str:
+    """The id of the call being run, found in the worker's own state."""
+    import sys
+
+    frame = sys._getframe()
+    while frame is not None:
+        call = frame.f_locals.get("call")
+        if call is not None and hasattr(call, "call_id"):
+            return str(call.call_id)
+        frame = frame.f_back  # type: ignore[assignment]
+    return "unknown"
