@@ -155,6 +155,8 @@ def run_demo(out: Any = None) -> int:
                     except BlockingIOError:
                         pass
                 result = "ok" if outcome.ok else outcome.error.type if outcome.error else "?"
+                if outcome.ok and isinstance(outcome.value, int):
+                    result = f"ok ({outcome.value})"  # e.g. how many forks got through
                 rows.append((scenario, result, contained, outcome))
     listener.close()
     print(f"Policy: {_policy_line()}", file=out)
@@ -164,7 +166,7 @@ def run_demo(out: Any = None) -> int:
     ]
     print(f"Layers applied: {', '.join(applied) or 'none'}", file=out)
     if missing:
-        print(f"Layers missing: {'; '.join(missing)}", file=out)
+        print(f"Layers not applied: {'; '.join(missing)}", file=out)
     print(file=out)
     header = (
         f"{'action':<30} {'attempted':<40} {'outcome':<17} {'contained':<9} "
