@@ -583,9 +583,11 @@ def test_killed_host_takes_its_workers_with_it() -> None:
             time.sleep(0.02)
         workers = [w.worker_id for p in host._reactor.providers.values() for w in p.workers]
         print("running", " ".join(workers), flush=True)
+        print(host._reactor.transport.directory, host._reactor._workdir_root, flush=True)
         time.sleep(120)
         """
     )
+    host_dirs: list[str] = []
     process = subprocess.Popen([PYTHON, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
@@ -593,6 +595,7 @@ def test_killed_host_takes_its_workers_with_it() -> None:
         line = process.stdout.readline()
         assert line.startswith("running"), process.stderr.read() if process.stderr else ""
         worker_ids = line.split()[1:]
+        host_dirs = process.stdout.readline().split()
         assert len(worker_ids) == 2
         assert len(_worker_processes()) == 2
         process.kill()
@@ -615,6 +618,9 @@ def test_killed_host_takes_its_workers_with_it() -> None:
         for directory in _cgroup_dirs(worker_ids):  # a killed host cannot clean up
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only succeeds once no process is left in it
+        for leftover in host_dirs:  # nor remove its ipc and work directories
+            if os.path.basename(leftover).startswith("sandbox-"):
+                shutil.rmtree(leftover, ignore_errors=True)
         _reap_orphans()
 
 
