@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from providers import Provider
+from providers.examples.hostile import allocate_in_children as hostile_allocate_in_children
 
 provider = Provider("attacks", version="1.0", description="Real sandbox escape attempts.")
 
@@ -1063,27 +1064,8 @@ def allocate_in_children(
     count = max(1, min(int(children), 16))
     each = max(1, min(int(mib_each), MAX_MEMORY_MIB // count))
     hold = _clamp(hold_seconds, 10.0)
-    pids = []
-    for _ in range(count):
-        try:
-            pid = os.fork()
-        except OSError:
-            break
-        if pid == 0:  # pragma: no cover - child
-            status = 1
-            try:
-                block = bytearray(each * MiB)
-                time.sleep(hold)
-                del block
-                status = 0
-            finally:
-                os._exit(status)
-        pids.append(pid)
-    succeeded = 0
-    for pid in pids:
-        _, status = os.waitpid(pid, 0)
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            succeeded += 1
+    # The example provider's bounded bomb does the forking; this action judges the result.
+    succeeded = hostile_allocate_in_children(children=count, mib_each=each, hold_seconds=hold)
     return {"escaped": True, "succeeded": succeeded, "mib_each": each, "errno": None,
             "detail": f"{succeeded} of {count} children held {each} MiB each "
             f"({succeeded * each} MiB at once)"}  # fmt: skip

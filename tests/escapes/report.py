@@ -40,9 +40,7 @@ def collect(arena: Arena) -> tuple[dict[str, Policy], dict[str, dict[str, Verdic
     jobs: dict[str, Callable[[], dict[str, Verdict]]] = {}
     for label, policy in columns.items():
         attacks = CATALOG if label == "default" else tuple(a for a in CATALOG if not a.slow)
-        jobs[label] = functools.partial(
-            run_catalog, policy, label, attacks, arena
-        )
+        jobs[label] = functools.partial(run_catalog, policy, label, attacks, arena)
     return columns, in_parallel(jobs)
 
 
