@@ -170,7 +170,6 @@ class ProviderState:
     queue: deque[PendingCall] = field(default_factory=deque)
     #: Resolved with the provider's name at its first HELLO (``add_provider`` waits on it).
     ready: Future[str] | None = None
-    announced_name: str | None = None
     signature: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)

@@ -98,10 +98,12 @@ def apply(policy: Policy, context: LayerContext) -> str:
         raise LayerError(str(exc)) from None
     if 0 in (os.getuid(), os.geteuid(), os.getgid(), os.getegid()):
         raise LayerError("still uid or gid 0 after the switch")
+    # A path the worker may read but cannot even reach (a parent it may not search) means the
+    # runtime would fail later in a confusing way: say it now, naming the path.
     unreadable = [
         p
         for p in context.read_paths
-        if os.path.exists(p) is False and not os.access(os.path.dirname(p) or "/", os.X_OK)
+        if not os.path.exists(p) and not os.access(os.path.dirname(p) or "/", os.X_OK)
     ]
     if unreadable:
         raise LayerError(
