@@ -515,7 +515,9 @@ def test_config_with_unloadable_provider(tmp_path: Path) -> None:
 
 # --- demo ---------------------------------------------------------------------------------------
 
-_ROW = re.compile(r"^(?P<action>(?:text|hostile)\.\w+)\s+(?P<attempted>.+?)\s+(?P<outcome>\w+)\s+"
+# An ok row may show a small integer result: "ok (4)".
+_ROW = re.compile(r"^(?P<action>(?:text|hostile)\.\w+)\s+(?P<attempted>.+?)\s+"
+                  r"(?P<outcome>\w+)(?: \(\d+\))?\s+"
                   r"(?P<contained>yes|NO)\s+\d+\.\d{3}s\s+\d+\.\d{3}s\s+\S+$")
 
 
