@@ -87,9 +87,7 @@ def _install(provider: Provider) -> Provider:
         time.sleep(seconds)
         return TOKEN
 
-    @provider.action(safe_rerun=True)
-    def crash_first(directory: str, key: str) -> str:
-        """Crash on the first run for ``key`` (no ``key`` file yet), succeed afterwards."""
+    def _crash_on_first_run(directory: str, key: str) -> str:
         _mark(directory, key + "-run")
         path = os.path.join(directory, key)
         if not os.path.exists(path):
@@ -98,16 +96,15 @@ def _install(provider: Provider) -> Provider:
             os._exit(9)
         return "second"
 
+    @provider.action(safe_rerun=True)
+    def crash_first(directory: str, key: str) -> str:
+        """Crash on the first run for ``key`` (no ``key`` file yet), succeed afterwards."""
+        return _crash_on_first_run(directory, key)
+
     @provider.action
     def crash_first_unsafe(directory: str, key: str) -> str:
         """Like crash_first, but not declared safe_rerun."""
-        _mark(directory, key + "-run")
-        path = os.path.join(directory, key)
-        if not os.path.exists(path):
-            with open(path, "x"):
-                pass
-            os._exit(9)
-        return "second"
+        return _crash_on_first_run(directory, key)
 
     @provider.action(safe_rerun=True)
     def crash_counted(directory: str, key: str) -> None:
