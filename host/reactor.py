@@ -643,19 +643,22 @@ class Reactor:
             if logs:
                 error.details.setdefault("logs", logs)
             outcome = Outcome.failure(error, logs, call.attempts)
-        log_fn = log.debug if outcome.ok else log.warning
-        log_fn(
-            "call %s %s: %s",
-            call.descriptor.full_name,
-            call.call_id,
-            "ok" if outcome.ok else outcome.error.type if outcome.error else "?",
-            extra={
-                "provider": call.provider,
-                "action": call.descriptor.full_name,
-                "outcome": "ok" if outcome.ok else outcome.error.type if outcome.error else "",
-                "usage": outcome.usage.to_dict(),
-            },
-        )
+        level = logging.DEBUG if outcome.ok else logging.WARNING
+        if log.isEnabledFor(level):  # one record per call: build it only when someone listens
+            name = "ok" if outcome.ok else outcome.error.type if outcome.error else "?"
+            log.log(
+                level,
+                "call %s %s: %s",
+                call.descriptor.full_name,
+                call.call_id,
+                name,
+                extra={
+                    "provider": call.provider,
+                    "action": call.descriptor.full_name,
+                    "outcome": name,
+                    "usage": outcome.usage.to_dict(),
+                },
+            )
         provider = self.providers.get(call.provider)
         if provider is not None:
             provider.stats.record(outcome)

@@ -32,6 +32,7 @@ from typing import Any
 
 from providers import Provider
 from providers.examples.hostile import allocate_in_children as hostile_allocate_in_children
+from providers.examples.hostile import flood_stdout as hostile_flood_stdout
 
 provider = Provider("attacks", version="1.0", description="Real sandbox escape attempts.")
 
@@ -1110,13 +1111,7 @@ def double_fork(seconds: float = 30, marker: str = "escdaemon") -> Result:
 @attack
 def flood_stdout(megabytes: int = 50) -> Result:
     """Write ``megabytes`` MiB (max 300) to stdout."""
-    remaining = int(_clamp(megabytes, MAX_WRITE_MB)) * MiB
-    chunk = memoryview(b"x" * (64 * 1024))
-    written = 0
-    while remaining > 0:
-        n = os.write(1, chunk[: min(len(chunk), remaining)])
-        written += n
-        remaining -= n
+    written = hostile_flood_stdout(int(_clamp(megabytes, MAX_WRITE_MB)))
     return {"escaped": False, "written": written, "errno": None, "detail": f"wrote {written}"}
 
 
