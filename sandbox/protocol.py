@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 #: Largest nesting of arrays/objects accepted in a body; deeper JSON is a protocol violation.
@@ -155,19 +155,65 @@ _WORKER_KINDS: dict[bytes, type[Any]] = {
 # Encoding
 
 
+#: Built once: ``json.dumps`` with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> bytes:
     """Compact, strict JSON (no NaN or Infinity, which are not JSON)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
+
+
+#: Field names per message type, looked up once (``dataclasses.fields`` is slow on a hot path).
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _body(message: Message) -> dict[str, Any]:
+    """The message's fields as a JSON object; shallow (``asdict`` would deep-copy the input)."""
+    cls = type(message)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(message) if f.name != "payload")
+    body = {name: getattr(message, name) for name in names}
+    usage = body.get("usage")
+    if isinstance(usage, Usage):
+        body["usage"] = _usage_body(usage)
+    return body
+
+
+def _usage_body(usage: Usage) -> dict[str, Any]:
+    return {
+        "cpu_s": usage.cpu_s,
+        "max_rss_bytes": usage.max_rss_bytes,
+        "cpu_total_s": usage.cpu_total_s,
+    }
 
 
 def encode(message: Message) -> list[bytes]:
     """Turn a message into frames. Raises ``ValueError`` if a value is not JSON-serialisable."""
-    body = {k: v for k, v in asdict(message).items() if k != "payload"}
-    frames = [message.KIND, dumps(body)]
+    frames = [message.KIND, dumps(_body(message))]
     payload = getattr(message, "payload", None)
     if payload is not None:
         frames.append(payload)
     return frames
+
+
+def encode_result(call_id: str, encoded_value: bytes, usage: Usage) -> list[bytes]:
+    """A RESULT whose value the worker already encoded with :func:`dumps` (to check its size):
+    the body is spliced around it instead of encoding the value a second time. Decodes exactly
+    like ``encode(Result(call_id, value, usage))``."""
+    body = b"".join(
+        (
+            b'{"call_id":',
+            dumps(call_id),
+            b',"value":',
+            encoded_value,
+            b',"usage":',
+            dumps(_usage_body(usage)),
+            b"}",
+        )
+    )
+    return [Result.KIND, body]
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,11 +232,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: Built once, like the encoder; rejects NaN/Infinity and numbers beyond a float's range.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def loads(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse strict JSON with a nesting bound; any failure is a :class:`ProtocolError`."""
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except ProtocolError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -32,6 +32,8 @@ MAX_TRACEBACK_CHARS = 16_000
 LINGER_MS = 2_000
 #: Exit code of a worker that refused to run provider code.
 EXIT_UNAVAILABLE = 3
+#: Frames at least this big are sent without a copy; below it, copying is the cheaper path.
+ZERO_COPY_MIN_BYTES = 64 * 1024
 
 
 _current_payload: bytes | None = None
@@ -71,11 +73,9 @@ class PeakMemory:
     def peak_bytes(self) -> int:
         if self._status is not None:
             try:
-                os.lseek(self._status, 0, os.SEEK_SET)
-                text = os.read(self._status, 8192).decode()
-                for line in text.splitlines():
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
+                status = os.pread(self._status, 8192, 0)
+                start = status.index(b"VmHWM:") + len(b"VmHWM:")
+                return int(status[start : status.index(b"kB", start)]) * 1024
             except (OSError, ValueError):
                 pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -105,8 +105,10 @@ class Worker:
     memory: PeakMemory
     cpu_lifetime_s: int
 
-    def send(self, message: protocol.WorkerMessage) -> None:
-        self.socket.send_multipart(protocol.encode(message), copy=False)
+    def send(self, message: protocol.WorkerMessage | list[bytes]) -> None:
+        """Send a message, or frames already encoded (a RESULT, see :meth:`run_call`)."""
+        frames = message if isinstance(message, list) else protocol.encode(message)
+        self.socket.send_multipart(frames, copy=len(frames[-1]) < ZERO_COPY_MIN_BYTES)
 
     def serve(self) -> int:
         """Answer calls until told to shut down, or until the CPU budget says retire."""
@@ -128,8 +130,9 @@ class Worker:
                 self.send(protocol.Retire("CPU-time budget of this worker is used up"))
                 return 0
 
-    def run_call(self, call: protocol.Call) -> protocol.WorkerMessage:
-        """Run one action and turn what happened into a RESULT or FAILURE message."""
+    def run_call(self, call: protocol.Call) -> protocol.WorkerMessage | list[bytes]:
+        """Run one action and turn what happened into a FAILURE message or a RESULT's frames
+        (encoded here once, since the size check needs the encoding anyway)."""
         action = self.actions.get(call.action)
         cpu_before = _cpu_seconds()
         self.memory.reset()
@@ -179,8 +182,7 @@ class Worker:
                 f"the result is {len(encoded)} bytes; the limit is {self.policy.output}",
                 cpu_before,
             )
-        del encoded
-        return protocol.Result(call.call_id, value, self._usage(cpu_before))
+        return protocol.encode_result(call.call_id, encoded, self._usage(cpu_before))
 
     def _usage(self, cpu_before: float) -> protocol.Usage:
         total = _cpu_seconds()
