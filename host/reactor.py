@@ -19,6 +19,7 @@ import math
 import os
 import queue
 import secrets
+import select
 import signal
 import tempfile
 import threading
@@ -200,6 +201,7 @@ class Reactor:
         self.providers: dict[str, ProviderState] = {}
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
+        self._wake_pending = False
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._timers: list[_Timer] = []
@@ -219,10 +221,15 @@ class Reactor:
             cgroups.remove_stale(self.cgroup_support)
         #: Dedicated uids of this host's live workers (never handed out twice).
         self._uids_in_use: set[int] = set()
+        # Workers' pipes (two log pipes and a status pipe each) sit in one epoll set, which the
+        # ZeroMQ poller watches as a single fd: a loop iteration then costs the same with one
+        # worker or hundreds (zmq_poll rebuilds and scans its whole item list every time).
+        self._pipes = select.epoll()
         self._poller = zmq.Poller()
         self._poller.register(self.transport.router, zmq.POLLIN)
         self._poller.register(self.transport.monitor, zmq.POLLIN)
         self._poller.register(self._wake_read, zmq.POLLIN)
+        self._poller.register(self._pipes.fileno(), zmq.POLLIN)
         self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
         self._close_deadline: float | None = None
         #: Calls handed to the loop and not finished, so none is lost if the loop stops.
@@ -236,8 +243,14 @@ class Reactor:
         if self._stopped:
             raise RuntimeError("the host is closed")
         self._commands.put(command)
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_write, b"x")
+        # One wake-up byte per batch of commands: a write per command would make every
+        # submit a system call that also hands the GIL to the loop thread. The loop reads the
+        # byte, then clears the flag, then drains the queue: a command put while the flag was
+        # set is drained after the clear; one put after it writes a new byte.
+        if not self._wake_pending:
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_write, b"x")
 
     # ------------------------------------------------------------------ the loop
 
@@ -261,6 +274,7 @@ class Reactor:
         if self._wake_read in events:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_read, 4096)
+            self._wake_pending = False  # after the read, before the drain (see ``submit``)
             while True:
                 try:
                     command = self._commands.get_nowait()
@@ -276,8 +290,9 @@ class Reactor:
         if self.transport.monitor in events:
             for endpoint in self.transport.disconnected_endpoints():
                 self._on_disconnect(endpoint)
-        for fd in events:
-            if isinstance(fd, int) and fd in self._fds:
+        ready_pipes = self._pipes.poll(0) if self._pipes.fileno() in events else []
+        for fd, _ in ready_pipes:
+            if fd in self._fds:
                 worker, kind = self._fds[fd]
                 if kind == "status":
                     self._on_status_readable(worker)
@@ -385,9 +400,9 @@ class Reactor:
         self._by_endpoint[endpoint] = worker
         for fd in process.log_fds:
             self._fds[fd] = (worker, "log")
-            self._poller.register(fd, zmq.POLLIN)
+            self._pipes.register(fd, select.EPOLLIN)
         self._fds[process.status_fd] = (worker, "status")
-        self._poller.register(process.status_fd, zmq.POLLIN)
+        self._pipes.register(process.status_fd, select.EPOLLIN)
         self._at(time.monotonic() + STARTUP_TIMEOUT_S, lambda: self._startup_expired(worker))
         log.debug(
             "spawned worker %s for provider %s (pid %d)", worker_id, provider.name, process.pid
@@ -616,22 +631,23 @@ class Reactor:
         error: SandboxError | None,
         value: Any = None,
         measured: Usage | None = None,
+        logs: str | None = None,
     ) -> None:
         """Give ``call`` its one outcome: ``error``, or ``value`` with the worker's ``measured``
-        CPU and memory. A second attempt to finish the same call is ignored."""
+        CPU and memory. A second attempt to finish the same call is ignored. ``logs``: what
+        the worker printed during the call, when the caller took them already."""
         if call.done:
             return
         call.done = True
         worker = call.worker
         end = call.deadline_hit if call.deadline_hit is not None else time.monotonic()
         wall = end - (call.dispatched if call.dispatched is not None else call.submitted)
-        logs = ""
         if worker is not None:
-            for fd in worker.process.log_fds:
-                self._drain_log(worker, fd, limit=16)
-            logs = worker.logs.take()
+            if logs is None:
+                logs = self._take_logs(worker)
             if worker.call is call:
                 worker.call = None
+        logs = logs or ""
         if error is None:
             cost = measured or Usage()
             usage = Usage(wall, cost.cpu_s, cost.max_rss_bytes)
@@ -781,8 +797,31 @@ class Reactor:
             self._violation(worker, "a result for a call it was not running")
             return
         worker.cpu_total_s = message.usage.cpu_total_s
+        # The call is over inside the worker. Take its logs (the worker flushed them before it
+        # sent the result) and give the worker its next call *before* judging this one: the
+        # output validation and waking the caller then overlap with the next call's run
+        # instead of leaving the worker idle.
+        logs = self._take_logs(worker)
+        worker.call = None
+        worker.state = State.READY
+        worker.idle_since = time.monotonic()
+        self._recycle_if_due(worker, message.usage.max_rss_bytes)
+        if self._closing is None:
+            self._pump(worker.provider)
+        self._judge(call, message, body_size, worker.provider.policy, logs)
+        if self._closing is not None:
+            self._close_step()
+
+    def _judge(
+        self,
+        call: PendingCall,
+        message: protocol.Result | protocol.Failure,
+        body_size: int,
+        policy: Policy,
+        logs: str,
+    ) -> None:
+        """Give a call the outcome its worker's RESULT or FAILURE earns (the host decides)."""
         usage = Usage(0.0, message.usage.cpu_s, message.usage.max_rss_bytes)
-        policy = worker.provider.policy
         if isinstance(message, protocol.Failure):
             cls = ERROR_TYPES[message.error_type]
             error = cls(
@@ -791,7 +830,7 @@ class Reactor:
                 exception_type=message.exception_type,
                 traceback=message.traceback,
             )
-            self._finish(call, error)
+            self._finish(call, error, logs=logs)
         elif body_size > policy.output + 1024:  # never trust the worker's own size check
             self._finish(
                 call,
@@ -799,6 +838,7 @@ class Reactor:
                     f"the result is about {body_size} bytes; the limit is {policy.output}",
                     usage=usage,
                 ),
+                logs=logs,
             )
         else:
             problem = call.descriptor.output_validator.problem(message.value)
@@ -810,16 +850,10 @@ class Reactor:
                         usage=usage,
                         path=problem.path,
                     ),
+                    logs=logs,
                 )
             else:
-                self._finish(call, None, message.value, usage)
-        worker.state = State.READY
-        worker.idle_since = time.monotonic()
-        self._recycle_if_due(worker, message.usage.max_rss_bytes)
-        if self._closing is not None:
-            self._close_step()
-            return
-        self._pump(worker.provider)
+                self._finish(call, None, message.value, usage, logs=logs)
 
     def _recycle_if_due(self, worker: WorkerHandle, peak: int) -> None:
         """Retire a worker between calls after ``max_calls`` or ``max_memory_growth``."""
@@ -875,9 +909,17 @@ class Reactor:
                 return
             worker.logs.add(data)
 
+    def _take_logs(self, worker: WorkerHandle) -> str:
+        """What the worker printed since its last call started, read to the end of the pipes."""
+        for fd in worker.process.log_fds:
+            if fd in self._fds:
+                self._drain_log(worker, fd, limit=16)
+        return worker.logs.take()
+
     def _forget_fd(self, fd: int) -> None:
         if self._fds.pop(fd, None) is not None:
-            self._poller.unregister(fd)
+            with contextlib.suppress(OSError):  # closed already: epoll dropped it itself
+                self._pipes.unregister(fd)
 
     def _on_status_readable(self, worker: WorkerHandle) -> None:
         if not worker.process.read_status():
@@ -1063,6 +1105,7 @@ class Reactor:
                 worker.process.reap(timeout=KILL_GRACE_S)
                 worker.process.close()
         self.transport.close()
+        self._pipes.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
         import shutil
