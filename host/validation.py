@@ -1,6 +1,8 @@
 """JSON Schema validation of action inputs and outputs, in the host.
 
-Validators are built once per action when the catalog is learnt, with formats checked. Errors are
+Validators are built once per action when the catalog is learnt, with formats checked; simple
+schemas also get a fast accept-path (``host.fastschema``), proven equal to jsonschema by a
+differential test, so a valid instance rarely pays for jsonschema's generic dispatch. Errors are
 reported by JSON path (``$.items[2].name``) with jsonschema's own message, choosing the most
 relevant error when there are several (``best_match``), so a user sees one clear reason.
 """
@@ -13,6 +15,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
+
+from host.fastschema import compile_schema
 
 _FORMATS = FormatChecker()
 
@@ -57,11 +61,20 @@ class SchemaValidator:
             raise SchemaInvalid(f"{what}: {exc.message}") from None
         self.schema = schema
         self._validator = Draft202012Validator(schema, format_checker=_FORMATS)
+        #: Accepts valid instances without jsonschema when the schema is simple enough; None
+        #: otherwise. Rejections always go to jsonschema, for its message and its verdict.
+        self._fast = compile_schema(schema)
 
     def problem(self, instance: Any) -> Problem | None:
         """Why ``instance`` does not match, or None. Never raises: a schema the provider
         declared may still be broken in ways ``check_schema`` does not see (a ``$ref`` to
         nowhere), and that must fail the call, not the host."""
+        if self._fast is not None:
+            try:
+                if self._fast(instance):
+                    return None
+            except RecursionError:
+                pass  # a very deep instance: let jsonschema give the verdict
         try:
             error: ValidationError | None = best_match(self._validator.iter_errors(instance))
         except Exception as exc:

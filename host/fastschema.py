@@ -1,0 +1,228 @@
+"""A fast accept-path for the common, simple JSON Schemas; jsonschema stays the authority.
+
+Every call validates its input and its output. jsonschema walks a schema through generic keyword
+dispatch, which costs several microseconds even for ``{"type": "object", ...}`` - a large part of a
+call's host-side cost. Most action schemas (the SDK derives them from annotations) use a handful
+of keywords, so :func:`compile_schema` turns such a schema into nested Python closures that answer
+one question: *is this instance valid?*
+
+The contract, checked by a Hypothesis differential test against ``Draft202012Validator`` on
+generated schemas and instances (``tests/test_fastschema.py``):
+
+- ``compile_schema`` returns None for any schema using a keyword outside :data:`SUPPORTED` and
+  :data:`ANNOTATIONS` (``$ref``, ``format``, ``anyOf``, ``patternProperties``...). The caller then
+  uses jsonschema alone.
+- A compiled check returns exactly what ``Draft202012Validator(schema).is_valid`` returns.
+
+Only acceptance is decided here. A rejected instance goes to jsonschema for the error message (the
+user sees jsonschema's own words), so a disagreement could at worst cost time, never let an
+invalid instance through - which is what the differential test guards.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+Check = Callable[[Any], bool]
+
+#: Keywords with validation meaning that this module implements.
+SUPPORTED = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+    }
+)
+#: Keywords without validation meaning (draft 2020-12 annotations and metadata).
+ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+    }
+)
+
+
+class _Unsupported(Exception):
+    """The schema uses something this module does not implement: use jsonschema alone."""
+
+
+def compile_schema(schema: Any) -> Check | None:
+    """A check equivalent to jsonschema's ``is_valid`` for ``schema``, or None if unsupported.
+
+    ``schema`` must already have passed ``Draft202012Validator.check_schema``.
+    """
+    try:
+        return _compile(schema)
+    except (_Unsupported, re.error, RecursionError):
+        return None
+
+
+def _is_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_TYPE_TESTS: dict[str, Check] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": _is_integer,
+    "number": _is_number,
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def _accept(_: Any) -> bool:
+    return True
+
+
+def _reject(_: Any) -> bool:
+    return False
+
+
+def _compile(schema: Any) -> Check:
+    if schema is True:
+        return _accept
+    if schema is False:
+        return _reject
+    if not isinstance(schema, dict):
+        raise _Unsupported
+    unknown = schema.keys() - SUPPORTED - ANNOTATIONS
+    if unknown:
+        raise _Unsupported
+    checks: list[Check] = []
+    if "type" in schema:
+        checks.append(_type_check(schema["type"]))
+    if "enum" in schema:
+        checks.append(_string_choice(schema["enum"]))
+    if "const" in schema:
+        checks.append(_string_choice([schema["const"]]))
+    checks.extend(_number_checks(schema))
+    checks.extend(_string_checks(schema))
+    checks.extend(_array_checks(schema))
+    checks.extend(_object_checks(schema))
+    if not checks:
+        return _accept
+    if len(checks) == 1:
+        return checks[0]
+    all_checks = tuple(checks)
+    return lambda value: all(check(value) for check in all_checks)
+
+
+def _type_check(types: Any) -> Check:
+    names = [types] if isinstance(types, str) else list(types)
+    tests = tuple(_TYPE_TESTS[name] for name in names)
+    if len(tests) == 1:
+        return tests[0]
+    return lambda value: any(test(value) for test in tests)
+
+
+def _string_choice(values: list[Any]) -> Check:
+    """``enum``/``const`` of strings only; other values compare by jsonschema's own equality
+    rules (``1 == True`` is false there, ``[1] == [1.0]`` true...), which are not copied here."""
+    if not values or not all(isinstance(v, str) for v in values):
+        raise _Unsupported
+    allowed = frozenset(values)
+    return lambda value: isinstance(value, str) and value in allowed
+
+
+def _number_checks(schema: dict[str, Any]) -> list[Check]:
+    checks: list[Check] = []
+    if "minimum" in schema:
+        low = schema["minimum"]
+        checks.append(lambda v: not _is_number(v) or v >= low)
+    if "maximum" in schema:
+        high = schema["maximum"]
+        checks.append(lambda v: not _is_number(v) or v <= high)
+    if "exclusiveMinimum" in schema:
+        xlow = schema["exclusiveMinimum"]
+        checks.append(lambda v: not _is_number(v) or v > xlow)
+    if "exclusiveMaximum" in schema:
+        xhigh = schema["exclusiveMaximum"]
+        checks.append(lambda v: not _is_number(v) or v < xhigh)
+    return checks
+
+
+def _string_checks(schema: dict[str, Any]) -> list[Check]:
+    checks: list[Check] = []
+    if "minLength" in schema:
+        shortest = schema["minLength"]
+        checks.append(lambda v: not isinstance(v, str) or len(v) >= shortest)
+    if "maxLength" in schema:
+        longest = schema["maxLength"]
+        checks.append(lambda v: not isinstance(v, str) or len(v) <= longest)
+    if "pattern" in schema:
+        search = re.compile(schema["pattern"]).search  # jsonschema uses re.search too
+        checks.append(lambda v: not isinstance(v, str) or search(v) is not None)
+    return checks
+
+
+def _array_checks(schema: dict[str, Any]) -> list[Check]:
+    checks: list[Check] = []
+    if "minItems" in schema:
+        fewest = schema["minItems"]
+        checks.append(lambda v: not isinstance(v, list) or len(v) >= fewest)
+    if "maxItems" in schema:
+        most = schema["maxItems"]
+        checks.append(lambda v: not isinstance(v, list) or len(v) <= most)
+    if "items" in schema:
+        item = _compile(schema["items"])
+        checks.append(lambda v: not isinstance(v, list) or all(item(x) for x in v))
+    return checks
+
+
+def _object_checks(schema: dict[str, Any]) -> list[Check]:
+    checks: list[Check] = []
+    if "minProperties" in schema:
+        fewest = schema["minProperties"]
+        checks.append(lambda v: not isinstance(v, dict) or len(v) >= fewest)
+    if "maxProperties" in schema:
+        most = schema["maxProperties"]
+        checks.append(lambda v: not isinstance(v, dict) or len(v) <= most)
+    if "required" in schema:
+        required = tuple(schema["required"])
+        checks.append(lambda v: not isinstance(v, dict) or all(k in v for k in required))
+    properties = {name: _compile(sub) for name, sub in schema.get("properties", {}).items()}
+    if properties:
+        checks.append(
+            lambda v: not isinstance(v, dict)
+            or all(check(v[name]) for name, check in properties.items() if name in v)
+        )
+    if "additionalProperties" in schema:
+        extra = _compile(schema["additionalProperties"])
+        if extra is not _accept:
+            checks.append(
+                lambda v: not isinstance(v, dict)
+                or all(extra(value) for key, value in v.items() if key not in properties)
+            )
+    return checks
