@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 import zmq
@@ -300,3 +301,25 @@ def test_a_call_submitted_while_the_host_closes_still_gets_an_outcome(host: Host
     if late is not None:
         with pytest.raises(Cancelled):
             late.result(timeout=10)
+
+
+def test_commands_from_many_threads_all_run(host: Host) -> None:
+    """The loop is woken once per batch of commands, not once per command: a lost wake-up
+    would leave commands queued for good (and every later submit with them)."""
+    reactor = host._reactor
+    ran: list[int] = []
+    total = 8 * 2000
+
+    def submitter() -> None:
+        for _ in range(2000):
+            reactor.submit(lambda: ran.append(1))
+
+    threads = [threading.Thread(target=submitter) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    deadline = time.monotonic() + 30
+    while len(ran) < total and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(ran) == total
