@@ -9,6 +9,7 @@ pipes the host drains into a bounded buffer; a third pipe carries the supervisor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,13 +19,14 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
 from host.cgroups import WorkerCgroup
+from host.zygote import ZygoteError, ZygoteKeeper
 from policies import Policy
-from sandbox.protocol import SpawnSpec
+from sandbox.protocol import ZYGOTE_STATUS_FD, SpawnSpec, encode_preamble
 
 #: Largest status report read from a supervisor (it writes one short JSON line).
 MAX_STATUS_BYTES = 64 * 1024
@@ -110,8 +112,61 @@ def worker_environment(policy: Policy) -> dict[str, str]:
     return {name: os.environ[name] for name in policy.env if name in os.environ}
 
 
+class FreshLauncher:
+    """A launcher started as a fresh interpreter (``subprocess``): the reference spawn path."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self, timeout: float | None) -> int | None:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError from None
+
+    def send_signal(self, signum: int) -> None:
+        if self.popen.returncode is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        pass
+
+
+class Launcher(Protocol):
+    """What the host needs of a launcher, however it was started (fresh or by the zygote)."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None) -> int | None: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class WorkerProcess:
-    """One spawned supervisor+worker pair and the pipes the host reads from it."""
+    """One spawned supervisor+worker pair and the pipes the host reads from it.
+
+    The launcher is either a fresh interpreter or a child forked by the zygote (``zygotes``
+    given and usable); everything after the spawn - the cgroup move before the spec is written,
+    the spec on stdin, the status and log pipes - is the same for both.
+    """
 
     def __init__(
         self,
@@ -127,6 +182,7 @@ class WorkerProcess:
         identity: tuple[int, int] | None = None,
         cgroup: WorkerCgroup | None = None,
         cgroup_error: str = "",
+        zygotes: ZygoteKeeper | None = None,
     ) -> None:
         self.workdir = tempfile.mkdtemp(prefix=f"{worker_id}-", dir=workdir_root)
         self.cgroup = cgroup
@@ -134,7 +190,6 @@ class WorkerProcess:
         if identity is not None:  # the worker will switch to this uid: it must own its places
             os.chown(self.workdir, *identity)
             os.chown(endpoint.removeprefix("ipc://"), *identity)
-        status_read, status_write = os.pipe()
         spec = SpawnSpec(
             worker_id=worker_id,
             token=token,
@@ -144,36 +199,26 @@ class WorkerProcess:
             host_pid=os.getpid(),
             workdir=self.workdir,
             search_path=search_path,
-            status_fd=status_write,
             required=required,
             uid=identity[0] if identity else None,
             gid=identity[1] if identity else None,
             cgroup=cgroup.membership() if cgroup else [],
             cgroup_error=cgroup_error,
         )
+        env = worker_environment(policy)
         try:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "sandbox"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-                pass_fds=(status_write,),
-                start_new_session=True,
-                env=worker_environment(policy),
-                cwd=self.workdir,
-            )
+            started = self._from_zygote(zygotes, spec, env) if zygotes else None
+            if started is None:
+                started = self._fresh(spec, env)
         except BaseException:
-            os.close(status_read)
-            os.close(status_write)
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise
-        os.close(status_write)
-        self.status_fd = status_read
-        assert self.popen.stdin and self.popen.stdout and self.popen.stderr
+        self.launcher, spec_pipe, self.log_fds, self.status_fd, spec, preamble = started
+        #: How the launcher was started: "zygote" or "fresh".
+        self.spawn_kind = "fresh" if isinstance(self.launcher, FreshLauncher) else "zygote"
         if cgroup is not None:
             try:  # before the spec is sent: the launcher runs nothing until it has read it
-                cgroup.add(self.popen.pid)
+                cgroup.add(self.launcher.pid)
             except OSError:
                 cgroup.remove(timeout=0)
                 self.cgroup = None
@@ -183,16 +228,72 @@ class WorkerProcess:
                     cgroup_error="the host could not move the worker into its cgroup",
                 )
         try:
-            self.popen.stdin.write(spec.to_bytes())
-            self.popen.stdin.close()
+            _write_all(spec_pipe, preamble + spec.to_bytes())
         except OSError:
             pass  # it died already; the status pipe will say so
-        self.log_fds = (self.popen.stdout.fileno(), self.popen.stderr.fileno())
+        finally:
+            os.close(spec_pipe)
         for fd in (*self.log_fds, self.status_fd):
             os.set_blocking(fd, False)
         self._status = bytearray()
-        self.pid = self.popen.pid
+        self.pid = self.launcher.pid
         self.exited = False
+
+    def _fresh(
+        self, spec: SpawnSpec, env: dict[str, str]
+    ) -> tuple[Launcher, int, tuple[int, int], int, SpawnSpec, bytes]:
+        status_read, status_write = os.pipe()
+        spec = dataclasses.replace(spec, status_fd=status_write, parent_pid=os.getpid())
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-I", "-m", "sandbox"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                pass_fds=(status_write,),
+                start_new_session=True,
+                env=env,
+                cwd=self.workdir,
+            )
+        except BaseException:
+            os.close(status_read)
+            raise
+        finally:
+            os.close(status_write)
+        assert popen.stdin and popen.stdout and popen.stderr
+        # The host uses raw descriptors for both kinds of launcher: take copies and close the
+        # file objects, so no object closes a (by then reused) descriptor number later.
+        spec_pipe = os.dup(popen.stdin.fileno())
+        log_fds = (os.dup(popen.stdout.fileno()), os.dup(popen.stderr.fileno()))
+        for stream in (popen.stdin, popen.stdout, popen.stderr):
+            stream.close()
+        return FreshLauncher(popen), spec_pipe, log_fds, status_read, spec, b""
+
+    def _from_zygote(
+        self, zygotes: ZygoteKeeper, spec: SpawnSpec, env: dict[str, str]
+    ) -> tuple[Launcher, int, tuple[int, int], int, SpawnSpec, bytes] | None:
+        """Fork the launcher from the zygote; None (and a log line) if it cannot."""
+        zygote = zygotes.get()
+        if zygote is None:
+            return None
+        pipes = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, status
+        child_ends = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
+        ours = [pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]]
+        try:
+            child = zygote.fork(*child_ends)
+        except ZygoteError as exc:
+            for fd in (*child_ends, *ours):
+                os.close(fd)
+            zygotes.failed(zygote, exc)
+            return None
+        finally:
+            for fd in child_ends:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        spec = dataclasses.replace(spec, status_fd=ZYGOTE_STATUS_FD, parent_pid=zygote.pid)
+        preamble = encode_preamble(env, self.workdir)
+        return child, ours[0], (ours[1], ours[2]), ours[3], spec, preamble
 
     def read_status(self) -> bool:
         """Read from the status pipe; True at end of file (the supervisor has exited)."""
@@ -208,9 +309,14 @@ class WorkerProcess:
             if len(self._status) < MAX_STATUS_BYTES:
                 self._status += data
 
+    @property
+    def returncode(self) -> int | None:
+        """The launcher's exit code once reaped (negative: the signal that ended it)."""
+        return self.launcher.returncode
+
     def terminate(self) -> None:
         """Ask the supervisor to kill the worker's whole tree and exit (SIGTERM)."""
-        self._signal(signal.SIGTERM)
+        self.launcher.send_signal(signal.SIGTERM)
 
     def kill_everything(self) -> None:
         """Last resort when the supervisor does not answer: SIGKILL it and every descendant."""
@@ -218,7 +324,7 @@ class WorkerProcess:
             descendants = psutil.Process(self.pid).children(recursive=True)
         except psutil.Error:
             descendants = []
-        self._signal(signal.SIGKILL)
+        self.launcher.send_signal(signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_all()
         for process in descendants:
@@ -227,24 +333,16 @@ class WorkerProcess:
             except psutil.Error:
                 pass
 
-    def _signal(self, signum: int) -> None:
-        if self.popen.returncode is None:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
-
     def reap(self, timeout: float) -> ExitStatus:
         """Wait for the supervisor (it exits right after its report) and parse the report."""
         try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            rc = self.launcher.wait(timeout)
+        except TimeoutError:
             self.kill_everything()
-            self.popen.wait()
+            rc = self.launcher.wait(None)
         self.exited = True
         status = ExitStatus.parse(bytes(self._status))
-        if status.unreported and self.popen.returncode is not None:
-            rc = self.popen.returncode
+        if status.unreported and rc is not None:
             status.exit_code, status.signal = (rc, None) if rc >= 0 else (None, -rc)
         return status
 
@@ -254,13 +352,19 @@ class WorkerProcess:
         ``shutil.rmtree`` unlinks symlinks instead of following them, so a link the provider
         planted in its workdir cannot make the host delete the target.
         """
-        for stream in (self.popen.stdout, self.popen.stderr):
-            if stream is not None:
-                stream.close()
-        try:
-            os.close(self.status_fd)
-        except OSError:
-            pass
+        for fd in (*self.log_fds, self.status_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.launcher.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.cgroup is not None:
             self.cgroup.remove()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a blocking pipe (the spec is a few KiB: one write, usually)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -55,6 +55,7 @@ from host.futures import CallFuture
 from host.process import ExitStatus, LogCapture, WorkerProcess
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Transport
+from host.zygote import ZygoteKeeper
 from policies import Policy
 from sandbox import protocol
 
@@ -195,8 +196,10 @@ class _Timer:
 class Reactor:
     """The event loop. Public methods are thread-safe; ``_``-methods run on the loop thread."""
 
-    def __init__(self, catalog: Catalog, search_path: list[str]) -> None:
+    def __init__(self, catalog: Catalog, search_path: list[str], spawn: str = "zygote") -> None:
         self.catalog = catalog
+        #: How launchers start: forked by a zygote (started with the loop), or fresh.
+        self.zygotes = ZygoteKeeper(enabled=spawn == "zygote")
         self.search_path = search_path
         self.providers: dict[str, ProviderState] = {}
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -257,6 +260,7 @@ class Reactor:
     def run(self) -> None:
         """The thread's body. Exits once closing has finished."""
         try:
+            self.zygotes.start()  # from this thread: its parent-death signal follows it
             while not self._stopped:
                 self._step()
         except BaseException:  # a bug here must not leave callers hanging
@@ -385,6 +389,7 @@ class Reactor:
                 identity=self._identity(policy),
                 cgroup=group,
                 cgroup_error=cgroup_error,
+                zygotes=self.zygotes,
             )
         except OSError as exc:
             self.transport.unbind(endpoint)
@@ -405,7 +410,8 @@ class Reactor:
         self._pipes.register(process.status_fd, select.EPOLLIN)
         self._at(time.monotonic() + STARTUP_TIMEOUT_S, lambda: self._startup_expired(worker))
         log.debug(
-            "spawned worker %s for provider %s (pid %d)", worker_id, provider.name, process.pid
+            "spawned worker %s for provider %s (pid %d, %s)",
+            worker_id, provider.name, process.pid, process.spawn_kind,
         )
         return worker
 
@@ -1104,6 +1110,8 @@ class Reactor:
                 worker.process.kill_everything()
                 worker.process.reap(timeout=KILL_GRACE_S)
                 worker.process.close()
+        with contextlib.suppress(Exception):
+            self.zygotes.close()
         self.transport.close()
         self._pipes.close()
         os.close(self._wake_read)

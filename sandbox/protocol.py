@@ -458,6 +458,10 @@ class SpawnSpec:
     #: ``controller:path`` lines of the cgroup(s) the host moved the launcher into, or why none.
     cgroup: list[str] = field(default_factory=list)
     cgroup_error: str = ""
+    #: The pid the launcher's parent must have: the zygote that forked it, or 0 for the host
+    #: (``host_pid``). A launcher whose parent is another process was orphaned before it could
+    #: tie its life to its parent, and exits.
+    parent_pid: int = 0
 
     def to_bytes(self) -> bytes:
         return dumps(asdict(self))
@@ -471,3 +475,41 @@ class SpawnSpec:
             return cls(**body)
         except TypeError as exc:
             raise ProtocolError(f"bad spawn spec: {exc}") from None
+
+
+# ------------------------------------------------------------------ zygote-forked launchers
+
+#: Where the status pipe's write end lives in a launcher forked by the zygote (0..2 are the
+#: spec pipe and the log pipes, as for a fresh launcher).
+ZYGOTE_STATUS_FD = 3
+#: Largest preamble a launcher forked by the zygote reads from stdin.
+MAX_PREAMBLE_BYTES = 1 << 20
+
+
+def encode_preamble(env: dict[str, str], cwd: str) -> bytes:
+    """What the host writes to a zygote-forked launcher's stdin before the spawn spec: the
+    environment and working directory a fresh launcher would get from ``exec``. They travel on
+    the child's own stdin so the zygote, whose memory every later child inherits, never holds
+    them."""
+    body = dumps({"env": env, "cwd": cwd})
+    return len(body).to_bytes(4, "big") + body
+
+
+def decode_preamble(body: bytes) -> tuple[dict[str, str], str]:
+    """The inverse of :func:`encode_preamble`, given the body after its length prefix."""
+    raw = loads(body)
+    if not isinstance(raw, dict) or set(raw) != {"env", "cwd"}:
+        raise ProtocolError("malformed preamble")
+    env, cwd = raw["env"], raw["cwd"]
+    if not isinstance(env, dict) or not isinstance(cwd, str):
+        raise ProtocolError("malformed preamble")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ProtocolError("malformed preamble environment")
+    return env, cwd
+
+
+def preamble_size(prefix: bytes) -> int:
+    size = int.from_bytes(prefix, "big")
+    if len(prefix) != 4 or size > MAX_PREAMBLE_BYTES:
+        raise ProtocolError("preamble too large")
+    return size

@@ -240,8 +240,8 @@ def main() -> None:
         print(f"sandbox: cannot read the spawn spec: {exc}", file=sys.stderr)
         os._exit(EXIT_SUPERVISOR_FAILED)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != spec.host_pid:
-        os._exit(EXIT_SUPERVISOR_FAILED)  # the host died before we could tie our life to it
+    if os.getppid() != (spec.parent_pid or spec.host_pid):
+        os._exit(EXIT_SUPERVISOR_FAILED)  # the parent died before we could tie our life to it
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     start = StartState()
     context = LayerContext(workdir=spec.workdir)
