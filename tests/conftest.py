@@ -53,6 +53,22 @@ def _describe(pids: set[tuple[int, float]]) -> str:
     return "\n".join(lines)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--spawn",
+        choices=("zygote", "fresh"),
+        default=None,
+        help="how hosts created without spawn= start their workers (sets SANDBOX_SPAWN; "
+        "default: the host's default, the zygote)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    spawn = config.getoption("--spawn")
+    if spawn:
+        os.environ["SANDBOX_SPAWN"] = spawn
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
     """Fail the test if a worker, a grandchild or a zombie it created outlives it."""

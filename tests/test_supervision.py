@@ -166,7 +166,13 @@ class _SpawnCounter:
         while not self._stop.is_set():
             for child in me.children(recursive=False):
                 try:
-                    if "sandbox" in child.cmdline():
+                    cmdline = child.cmdline()
+                    if "sandbox" not in cmdline:
+                        continue
+                    if "zygote" in cmdline:  # launchers are the zygote's children
+                        for launcher in child.children(recursive=False):
+                            self.seen.add((launcher.pid, launcher.create_time()))
+                    else:
                         self.seen.add((child.pid, child.create_time()))
                 except psutil.Error:
                     continue

@@ -1,12 +1,14 @@
 """Every attack of the catalog, run for real under the strict default policy, must be contained.
 
 One test per attack (the test id is the attack's name; the failure message names the threat and
-the layer expected to stop it). Each test gets its own host (the ``host`` fixture of
-``tests/conftest.py``), so the autouse leak check sees every worker, respawned or not, end with
-its test. What the attacks aim at (a canary file, a secret in this process's memory and
-environment, an inherited descriptor, a SIGUSR2 counter) is one :class:`Arena` per module, set
-up before any host exists; its one process (a decoy holding the secret in its environment) is
-started before the first test's leak snapshot and stopped after the last.
+the layer expected to stop it), under each spawn mode: ``test_attack_is_contained`` with the
+host's default (workers forked by the zygote; ``--spawn=fresh`` changes it) and
+``test_attack_is_contained_spawned_fresh`` with fresh interpreters. Each test gets its own host,
+so the autouse leak check sees every worker, respawned or not, end with its test. What the
+attacks aim at (a canary file, a secret in this process's memory and environment, an inherited
+descriptor, a SIGUSR2 counter) is one :class:`Arena` per module, set up before any host exists;
+its one process (a decoy holding the secret in its environment) is started before the first
+test's leak snapshot and stopped after the last.
 
 Run it as root to exercise the uid drop (its dedicated uids are what the checks look for), and
 inside a pid namespace of its own while developing:
@@ -82,6 +84,21 @@ def test_attack_is_contained(
         host.close()
         assert arena.target_file.read_bytes() == arena.target_content
         assert (arena.target_dir / "keep.txt").read_bytes() == arena.target_content
+
+
+@pytest.fixture
+def fresh_host() -> Iterator[Host]:
+    with Host(spawn="fresh") as h:
+        yield h
+
+
+@pytest.mark.parametrize("attack", CATALOG, ids=[a.name for a in CATALOG])
+def test_attack_is_contained_spawned_fresh(
+    attack: Attack, arena: Arena, fresh_host: Host, default_layers: dict[str, bool]
+) -> None:
+    """The same catalog with every worker started as a fresh interpreter (the reference spawn
+    path); ``test_attack_is_contained`` runs it with the host's default, the zygote."""
+    test_attack_is_contained(attack, arena, fresh_host, default_layers)
 
 
 def test_dedicated_uids_differ_between_hosts(arena: Arena) -> None:
