@@ -38,6 +38,8 @@ FORK_TIMEOUT_S = 5.0
 MAX_FAILED_STARTS = 3
 #: Forks after which a zygote is replaced (it lives on, forking nothing, until its children end).
 MAX_FORKS = 256
+#: How many forks before MAX_FORKS the successor is started (it needs ~100 ms to import).
+SUCCESSOR_LEAD = 8
 #: Exit notes kept for launchers nobody asked about yet.
 MAX_EXIT_NOTES = 4096
 
@@ -283,6 +285,8 @@ class ZygoteKeeper:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.current: Zygote | None = None
+        #: Started a few forks before ``current`` reaches MAX_FORKS, so it is ready by then.
+        self.successor: Zygote | None = None
         #: Zygotes replaced after MAX_FORKS: alive until their launchers end, then reaped.
         self.retired: list[Zygote] = []
         self.failed_starts = 0
@@ -303,6 +307,7 @@ class ZygoteKeeper:
         self._collect_retired()
         if not self.enabled:
             return None
+        self._rotate()
         zygote = self.current
         if zygote is None:
             self.start()
@@ -324,12 +329,23 @@ class ZygoteKeeper:
         elif not zygote.alive():
             self._replace(zygote, zygote.failure)
             return None
-        if zygote.forks >= MAX_FORKS:  # bound what workers share: the next one forks
-            self.retired.append(zygote)
-            zygote.retire()
-            self.current = None
-            self.start()
         return zygote
+
+    def _rotate(self) -> None:
+        """Bound how many workers share one zygote's hash seed and layout: start a successor
+        shortly before ``current`` has forked MAX_FORKS launchers, then switch to it."""
+        zygote = self.current
+        if zygote is None:
+            return
+        if zygote.forks >= MAX_FORKS - SUCCESSOR_LEAD and self.successor is None:
+            try:
+                self.successor = Zygote()
+            except OSError as exc:
+                log.warning("cannot start a successor zygote: %s", exc)
+        if zygote.forks >= MAX_FORKS:
+            self.retired.append(zygote)
+            zygote.retire()  # it ends once its launchers have; _collect_retired reaps it
+            self.current, self.successor = self.successor, None
 
     def failed(self, zygote: Zygote, error: ZygoteError) -> None:
         """A fork request failed: this worker spawns fresh; a dead zygote is replaced."""
@@ -355,7 +371,8 @@ class ZygoteKeeper:
 
     def close(self) -> None:
         """Stop every zygote (the host's workers are gone by now) and reap them."""
-        for zygote in [*self.retired, *([self.current] if self.current else [])]:
-            zygote.close()
+        for zygote in [*self.retired, self.current, self.successor]:
+            if zygote is not None:
+                zygote.close()
         self.retired.clear()
-        self.current = None
+        self.current = self.successor = None
