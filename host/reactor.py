@@ -767,13 +767,13 @@ class Reactor:
             del self.providers[provider.name]
             provider.name = declared
             self.providers[declared] = provider
-        try:
-            descriptors = descriptors_from_hello(provider.name, message.actions)
-        except CatalogInvalid as exc:
-            self._violation(worker, f"invalid catalog: {exc}")
-            return
         signature = json.dumps(message.actions, sort_keys=True)
         if provider.signature is None:
+            try:
+                descriptors = descriptors_from_hello(provider.name, message.actions)
+            except CatalogInvalid as exc:
+                self._violation(worker, f"invalid catalog: {exc}")
+                return
             try:
                 self.catalog.register(descriptors)
             except CatalogInvalid as exc:
@@ -783,7 +783,7 @@ class Reactor:
             provider.signature = signature
             provider.info = message.provider
             provider.layers = message.layers
-        elif signature != provider.signature:
+        elif signature != provider.signature:  # (an identical one was checked already)
             self._violation(worker, "its catalog differs from the provider's first worker")
             return
         worker.pid = message.pid

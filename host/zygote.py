@@ -80,6 +80,8 @@ class Zygote:
         self.started = time.monotonic()
         self.failure = ""
         self._exits: dict[int, int] = {}
+        #: Launchers forked and not yet settled by the host (their exit notes are still due).
+        self.outstanding: set[int] = set()
 
     # ------------------------------------------------------------------ messages
 
@@ -162,7 +164,9 @@ class Zygote:
         if kind == "failed":
             raise ZygoteError(f"the zygote could not fork: {' '.join(fields)}")
         self.forks += 1
-        return ZygoteChild(self, int(fields[0]), fds[0] if fds else None)
+        pid = int(fields[0])
+        self.outstanding.add(pid)
+        return ZygoteChild(self, pid, fds[0] if fds else None)
 
     def exit_status(self, pid: int, timeout: float) -> int | None:
         """The wait status of launcher ``pid`` once the zygote has reaped it; None if it has
@@ -224,6 +228,7 @@ class ZygoteChild:
 
     def _settle(self, status: int | None) -> int | None:
         self._known = True
+        self.zygote.outstanding.discard(self.pid)
         self.returncode = None if status is None else os.waitstatus_to_exitcode(status)
         if self.pidfd is not None:
             os.close(self.pidfd)
@@ -273,6 +278,7 @@ class ZygoteChild:
                 os.kill(self.pid, signum)
 
     def close(self) -> None:
+        self.zygote.outstanding.discard(self.pid)
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
@@ -365,7 +371,7 @@ class ZygoteKeeper:
 
     def _collect_retired(self) -> None:
         for zygote in list(self.retired):
-            if zygote.finished():
+            if zygote.finished() and not zygote.outstanding:  # every exit note read
                 zygote.close(timeout=0)
                 self.retired.remove(zygote)
 

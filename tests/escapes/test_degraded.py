@@ -144,8 +144,8 @@ def test_supervisor_reaps_a_large_tree_before_the_host_gives_up(host: Host) -> N
         while not worker.process.exited and time.monotonic() < deadline:
             time.sleep(0.02)
         reported = bytes(worker.process._status)
-        assert worker.process.popen.returncode == 0 and reported, (
-            f"the supervisor did not report (returncode {worker.process.popen.returncode})"
+        assert worker.process.returncode == 0 and reported, (
+            f"the supervisor did not report (returncode {worker.process.returncode})"
         )
     finally:
         _reap_orphans(marker, inner)
