@@ -277,7 +277,14 @@ class WorkerProcess:
         zygote = zygotes.get()
         if zygote is None:
             return None
-        pipes = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, status
+        pipes: list[tuple[int, int]] = []
+        try:
+            for _ in range(4):  # stdin, stdout, stderr, status
+                pipes.append(os.pipe())
+        except OSError:
+            for fd in (fd for pair in pipes for fd in pair):
+                os.close(fd)
+            raise
         child_ends = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
         ours = [pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]]
         try:

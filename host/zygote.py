@@ -31,7 +31,7 @@ import time
 log = logging.getLogger("host")
 
 #: How long the first spawn waits for a starting zygote before falling back to a fresh launcher.
-READY_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 5.0
 #: How long the host waits for the zygote's answer to a fork request.
 FORK_TIMEOUT_S = 5.0
 #: Zygotes that fail to become ready in a row before the host gives up on them.
