@@ -253,9 +253,14 @@ def idle_worker_pids() -> list[int]:
 
 
 def zygote_pids(host: Host) -> frozenset[int]:
-    """The host's zygote processes: long-lived helpers, not part of any worker's tree."""
+    """The host's zygote processes and its spare launcher: helpers, not part of any worker's
+    tree (the spare becomes the launcher of the next worker, which outlives a timeout)."""
     keeper = host._reactor.zygotes
-    return frozenset(z.pid for z in [*keeper.retired, keeper.current] if z)
+    pids = {z.pid for z in [*keeper.retired, keeper.current, keeper.successor] if z}
+    spare = host._reactor._spare
+    if spare is not None:
+        pids.add(spare.forked.child.pid)
+    return frozenset(pids)
 
 
 def wait_zygote_ready(host: Host) -> None:
@@ -585,6 +590,7 @@ def bench_idle_memory(sizes: Sizes) -> list[dict[str, Any]]:
     uss: dict[str, list[float]] = {"fresh": [], "zygote": []}
     pss: dict[str, list[float]] = {"fresh": [], "zygote": []}
     zygote_uss: list[float] = []
+    spare_uss: list[float] = []
     for mode in ("fresh", "zygote"):
         with Host(spawn=mode) as host:
             policy = Policy(workers={"min": k, "max": k})
@@ -595,9 +601,14 @@ def bench_idle_memory(sizes: Sizes) -> list[dict[str, Any]]:
                 u, p = tree_memory(launcher)
                 uss[mode].append(u)
                 pss[mode].append(p)
-            for pid in zygote_pids(host):
+            zygote = host._reactor.zygotes.current
+            if zygote is not None:
                 with contextlib.suppress(psutil.Error):
-                    zygote_uss.append(psutil.Process(pid).memory_full_info().uss)
+                    zygote_uss.append(psutil.Process(zygote.pid).memory_full_info().uss)
+            spare = host._reactor._spare
+            if spare is not None:
+                with contextlib.suppress(psutil.Error):
+                    spare_uss.append(psutil.Process(spare.forked.child.pid).memory_full_info().uss)
     peer_uss: dict[str, list[float]] = {}
     peer_pss: dict[str, list[float]] = {}
 
@@ -617,9 +628,13 @@ def bench_idle_memory(sizes: Sizes) -> list[dict[str, Any]]:
         measure("loky", set(pool.map(peers.getpid_arg, range(20 * k))))
     mib = 1 / (1024 * 1024)
     zygote_note = (
-        f"plus one zygote per host: USS {statistics.median(zygote_uss) * mib:.1f} MiB"
+        f"plus, per host, one zygote (USS {statistics.median(zygote_uss) * mib:.1f} MiB)"
         if zygote_uss else ""
     )
+    if spare_uss:
+        zygote_note += (
+            f" and one spare launcher (USS {statistics.median(spare_uss) * mib:.1f} MiB)"
+        )
     peer_uss_rows = {k_: summary(v, mib) for k_, v in peer_uss.items()}
     peer_pss_rows = {k_: summary(v, mib) for k_, v in peer_pss.items()}
     return [

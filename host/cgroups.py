@@ -147,13 +147,14 @@ class WorkerCgroup:
             for key, directory in directories.items():
                 os.mkdir(directory, 0o755)
                 group.directories[key] = directory
-            group._limit(policy)
+            group.limit(policy)
         except OSError:
             group.remove()
             raise
         return group
 
-    def _limit(self, policy: Policy) -> None:
+    def limit(self, policy: Policy) -> None:
+        """Set (or reset) the policy's limits; a spare launcher's cgroup gets them when taken."""
         pids = str(policy.processes + PIDS_OVERHEAD)
         if self.version == 2:
             d = self.directories[""]

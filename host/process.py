@@ -18,13 +18,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psutil
 
 from host.cgroups import WorkerCgroup
-from host.zygote import ZygoteError, ZygoteKeeper
+from host.zygote import ZygoteChild, ZygoteError, ZygoteKeeper
 from policies import Policy
 from sandbox.protocol import ZYGOTE_STATUS_FD, SpawnSpec, encode_preamble
 
@@ -183,7 +184,9 @@ class WorkerProcess:
         cgroup: WorkerCgroup | None = None,
         cgroup_error: str = "",
         zygotes: ZygoteKeeper | None = None,
+        spare: ForkedLauncher | None = None,
     ) -> None:
+        """``spare``: a launcher the zygote forked ahead of need, already in ``cgroup``."""
         self.workdir = tempfile.mkdtemp(prefix=f"{worker_id}-", dir=workdir_root)
         self.cgroup = cgroup
         self.identity = identity
@@ -207,7 +210,9 @@ class WorkerProcess:
         )
         env = worker_environment(policy)
         try:
-            started = self._from_zygote(zygotes, spec, env) if zygotes else None
+            started = None
+            if zygotes is not None:
+                started = self._from_zygote(spare, zygotes, spec, env)
             if started is None:
                 started = self._fresh(spec, env)
         except BaseException:
@@ -216,7 +221,7 @@ class WorkerProcess:
         self.launcher, spec_pipe, self.log_fds, self.status_fd, spec, preamble = started
         #: How the launcher was started: "zygote" or "fresh".
         self.spawn_kind = "fresh" if isinstance(self.launcher, FreshLauncher) else "zygote"
-        if cgroup is not None:
+        if cgroup is not None and spare is None:  # (a spare was moved when it was forked)
             try:  # before the spec is sent: the launcher runs nothing until it has read it
                 cgroup.add(self.launcher.pid)
             except OSError:
@@ -271,36 +276,18 @@ class WorkerProcess:
         return FreshLauncher(popen), spec_pipe, log_fds, status_read, spec, b""
 
     def _from_zygote(
-        self, zygotes: ZygoteKeeper, spec: SpawnSpec, env: dict[str, str]
+        self, forked: ForkedLauncher | None, zygotes: ZygoteKeeper, spec: SpawnSpec,
+        env: dict[str, str],
     ) -> tuple[Launcher, int, tuple[int, int], int, SpawnSpec, bytes] | None:
-        """Fork the launcher from the zygote; None (and a log line) if it cannot."""
-        zygote = zygotes.get()
-        if zygote is None:
-            return None
-        pipes: list[tuple[int, int]] = []
-        try:
-            for _ in range(4):  # stdin, stdout, stderr, status
-                pipes.append(os.pipe())
-        except OSError:
-            for fd in (fd for pair in pipes for fd in pair):
-                os.close(fd)
-            raise
-        child_ends = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
-        ours = [pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]]
-        try:
-            child = zygote.fork(*child_ends)
-        except ZygoteError as exc:
-            for fd in (*child_ends, *ours):
-                os.close(fd)
-            zygotes.failed(zygote, exc)
-            return None
-        finally:
-            for fd in child_ends:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        spec = dataclasses.replace(spec, status_fd=ZYGOTE_STATUS_FD, parent_pid=zygote.pid)
+        """Fork the launcher from the zygote (or take the spare one); None if it cannot."""
+        if forked is None:
+            forked = fork_from_zygote(zygotes)
+            if forked is None:
+                return None
+        spec = dataclasses.replace(spec, status_fd=ZYGOTE_STATUS_FD, parent_pid=forked.parent_pid)
         preamble = encode_preamble(env, self.workdir)
-        return child, ours[0], (ours[1], ours[2]), ours[3], spec, preamble
+        return (forked.child, forked.spec_pipe, forked.log_fds, forked.status_fd, spec,
+                preamble)  # fmt: skip
 
     def read_status(self) -> bool:
         """Read from the status pipe; True at end of file (the supervisor has exited)."""
@@ -368,6 +355,108 @@ class WorkerProcess:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.cgroup is not None:
             self.cgroup.remove()
+
+
+@dataclass
+class ForkedLauncher:
+    """A launcher the zygote forked, blocked on its stdin, and the host's ends of its pipes."""
+
+    child: ZygoteChild
+    #: The zygote's pid: the parent the launcher checks it has.
+    parent_pid: int
+    spec_pipe: int
+    log_fds: tuple[int, int]
+    status_fd: int
+
+    def discard(self) -> None:
+        """Kill it (it has run nothing but the zygote's code), reap it, close the pipes."""
+        self.child.send_signal(signal.SIGKILL)
+        for fd in (self.spec_pipe, *self.log_fds, self.status_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(TimeoutError):
+            self.child.wait(2.0)
+        self.child.close()
+
+
+def fork_from_zygote(zygotes: ZygoteKeeper) -> ForkedLauncher | None:
+    """Have the zygote fork a launcher with four fresh pipes; None (logged) if it cannot."""
+    zygote = zygotes.get()
+    if zygote is None:
+        return None
+    pipes: list[tuple[int, int]] = []
+    try:
+        for _ in range(4):  # stdin, stdout, stderr, status
+            pipes.append(os.pipe())
+    except OSError:
+        for fd in (fd for pair in pipes for fd in pair):
+            os.close(fd)
+        raise
+    child_ends = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
+    ours = [pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]]
+    try:
+        child = zygote.fork(*child_ends)
+    except ZygoteError as exc:
+        for fd in ours:
+            os.close(fd)
+        zygotes.failed(zygote, exc)
+        return None
+    finally:
+        for fd in child_ends:  # the child has its copies (or there is no child)
+            os.close(fd)
+    return ForkedLauncher(child, zygote.pid, ours[0], (ours[1], ours[2]), ours[3])
+
+
+class SpareLauncher:
+    """One launcher forked while the host is idle and already moved into a fresh cgroup.
+
+    Moving a process into a cgroup v1 waits for an RCU grace period (10-20 ms, the kernel's
+    ``cgroup_threadgroup_rwsem``); a spare takes that, and the fork, off the next spawn. It has
+    run nothing but the zygote's code: it waits for its environment and spawn spec on stdin.
+    Its cgroup gets the worker's policy limits when it is taken.
+    """
+
+    def __init__(self, forked: ForkedLauncher, cgroup: WorkerCgroup) -> None:
+        self.forked = forked
+        self.cgroup = cgroup
+
+    @classmethod
+    def make(
+        cls, zygotes: ZygoteKeeper, new_cgroup: Callable[[], WorkerCgroup]
+    ) -> SpareLauncher | None:
+        try:
+            group = new_cgroup()
+        except OSError:
+            return None
+        try:
+            forked = fork_from_zygote(zygotes)
+        except OSError:
+            forked = None
+        if forked is None:
+            group.remove(timeout=0)
+            return None
+        try:
+            group.add(forked.child.pid)
+        except OSError:
+            forked.discard()
+            group.remove()
+            return None
+        return cls(forked, group)
+
+    def take(self, policy: Policy) -> bool:
+        """Give its cgroup ``policy``'s limits; False if it is no longer usable."""
+        child = self.forked.child
+        if child.poll() is not None or not child.zygote.alive():
+            return False
+        try:
+            self.cgroup.limit(policy)
+        except OSError:
+            return False
+        return True
+
+    def discard(self) -> None:
+        self.forked.discard()
+        self.cgroup.remove()
 
 
 def _write_all(fd: int, data: bytes) -> None:

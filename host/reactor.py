@@ -52,7 +52,7 @@ from host.errors import (
     WorkerCrashed,
 )
 from host.futures import CallFuture
-from host.process import ExitStatus, LogCapture, WorkerProcess
+from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Transport
 from host.zygote import ZygoteKeeper
@@ -200,6 +200,8 @@ class Reactor:
         self.catalog = catalog
         #: How launchers start: forked by a zygote (started with the loop), or fresh.
         self.zygotes = ZygoteKeeper(enabled=spawn == "zygote")
+        #: A launcher forked ahead of need, already in a cgroup (see ``SpareLauncher``).
+        self._spare: SpareLauncher | None = None
         self.search_path = search_path
         self.providers: dict[str, ProviderState] = {}
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -366,7 +368,10 @@ class Reactor:
             return None
         group: cgroups.WorkerCgroup | None = None
         cgroup_error = self.cgroup_support.reason
-        if self.cgroup_support.version and "cgroups" not in policy.skip:
+        spare = self._take_spare(policy)
+        if spare is not None:
+            group = spare.cgroup
+        elif self.cgroup_support.version and "cgroups" not in policy.skip:
             try:
                 group = cgroups.WorkerCgroup.create(
                     self.cgroup_support, f"{cgroups.NAME_PREFIX}{worker_id[1:]}", policy
@@ -390,9 +395,12 @@ class Reactor:
                 cgroup=group,
                 cgroup_error=cgroup_error,
                 zygotes=self.zygotes,
+                spare=spare.forked if spare is not None else None,
             )
         except OSError as exc:
             self.transport.unbind(endpoint)
+            if spare is not None:
+                spare.forked.discard()
             if group is not None:
                 group.remove(timeout=0)
             self._provider_failed(provider, f"cannot start a worker: {exc}")
@@ -409,11 +417,48 @@ class Reactor:
         self._fds[process.status_fd] = (worker, "status")
         self._pipes.register(process.status_fd, select.EPOLLIN)
         self._at(time.monotonic() + STARTUP_TIMEOUT_S, lambda: self._startup_expired(worker))
+        if self.zygotes.enabled and self.cgroup_support.version and self._spare is None:
+            self._at(time.monotonic(), self._refill_spare)  # after this spawn's own work
         log.debug(
             "spawned worker %s for provider %s (pid %d, %s)",
             worker_id, provider.name, process.pid, process.spawn_kind,
         )
         return worker
+
+    def _take_spare(self, policy: Policy) -> SpareLauncher | None:
+        """The spare launcher, with ``policy``'s limits on its cgroup, if it can serve."""
+        spare = self._spare
+        if spare is None or not self.cgroup_support.version or "cgroups" in policy.skip:
+            return None
+        self._spare = None
+        if spare.take(policy):
+            return spare
+        spare.discard()
+        return None
+
+    def _refill_spare(self) -> None:
+        """Fork the next spare while nothing waits (only from a zygote that is ready now)."""
+        zygote = self.zygotes.current
+        if (
+            self._spare is not None
+            or self._closing is not None
+            or self._stopped
+            or zygote is None
+            or not zygote.ready
+        ):
+            return
+        support = self.cgroup_support
+        self._spare = SpareLauncher.make(
+            self.zygotes,
+            lambda: cgroups.WorkerCgroup.create(
+                support, f"{cgroups.NAME_PREFIX}s{secrets.token_hex(6)}", Policy()
+            ),
+        )
+
+    def _discard_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
 
     def _tick(self) -> None:
         """Every heartbeat interval: ping idle workers, kill hung ones, stop long-idle ones."""
@@ -1062,6 +1107,7 @@ class Reactor:
         (then cancel them too), stop every worker, then stop the loop."""
         self._closing = done
         self._close_deadline = time.monotonic() + timeout
+        self._discard_spare()
         for provider in self.providers.values():
             while provider.queue:
                 self._finish(provider.queue.popleft(), Cancelled("the host is closing"))
@@ -1110,6 +1156,8 @@ class Reactor:
                 worker.process.kill_everything()
                 worker.process.reap(timeout=KILL_GRACE_S)
                 worker.process.close()
+        with contextlib.suppress(Exception):
+            self._discard_spare()
         with contextlib.suppress(Exception):
             self.zygotes.close()
         self.transport.close()
