@@ -31,13 +31,14 @@ import providers
 import sandbox
 
 #: Runs in the fresh interpreter: drop the label from argv, set the prefixes to the virtual
-#: environment's (``site`` does that, not ``-S``), extend sys.path, add the builtins ``site``
-#: would have added, run the module as ``-m`` would.
+#: environment's (``site`` does that, not ``-S``; before ``site`` is imported, which reads them),
+#: extend sys.path, add the builtins ``site`` would have added, run the module as ``-m`` would.
 _BOOTSTRAP = (
-    "import sys, site, runpy\n"
+    "import sys\n"
     "del sys.argv[1:]\n"
     "sys.prefix, sys.exec_prefix = {prefix!r}, {exec_prefix!r}\n"
     "sys.path.extend({path!r})\n"
+    "import runpy, site\n"
     "site.setquit(); site.setcopyright(); site.sethelper()\n"
     "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
 )
