@@ -15,8 +15,8 @@ runtime needs beyond the standard library, which ``-S`` keeps:
 
 The bootstrap also gives ``builtins`` the ``exit``/``quit``/``help`` that ``site`` would have
 added, so provider code sees the builtins it would see under plain ``python -I``. The trailing
-``-m sandbox`` is a label only (``-c`` passes it on in ``sys.argv``): ``ps`` and the leak checks
-recognise a launcher by it.
+``-m sandbox`` is a label (``-c`` passes it on in ``sys.argv``, the bootstrap removes it): ``ps``
+and the leak checks recognise a launcher by it; arguments for the module follow it.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ import policies
 import providers
 import sandbox
 
-#: Runs in the fresh interpreter: drop the label from argv, set the prefixes to the virtual
-#: environment's (``site`` does that, not ``-S``; before ``site`` is imported, which reads them),
-#: extend sys.path, add the builtins ``site`` would have added, run the module as ``-m`` would.
+#: Runs in the fresh interpreter: drop the label from argv (the arguments stay), set the
+#: prefixes to the virtual environment's (``site`` does that, not ``-S``; before ``site`` is
+#: imported, which reads them), extend sys.path, add the builtins ``site`` would have added, run
+#: the module as ``-m`` would.
 _BOOTSTRAP = (
     "import sys\n"
-    "del sys.argv[1:]\n"
+    "del sys.argv[1:3]\n"
     "sys.prefix, sys.exec_prefix = {prefix!r}, {exec_prefix!r}\n"
     "sys.path.extend({path!r})\n"
     "import runpy, site\n"
@@ -88,9 +89,10 @@ def launcher_path() -> tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
 
 
-def launcher_command(module: str = "sandbox") -> list[str]:
-    """``argv`` that runs ``module`` as ``__main__`` in a fresh, isolated interpreter."""
+def launcher_command(*args: str, module: str = "sandbox") -> list[str]:
+    """``argv`` that runs ``module`` as ``__main__`` in a fresh, isolated interpreter, as
+    ``python -I -m module *args`` would (``sys.argv[1:]`` is ``args``), but without ``site``."""
     code = _BOOTSTRAP.format(
         prefix=sys.prefix, exec_prefix=sys.exec_prefix, path=list(launcher_path()), module=module
     )
-    return [sys.executable, "-I", "-S", "-c", code, "-m", module]
+    return [sys.executable, "-I", "-S", "-c", code, "-m", module, *args]

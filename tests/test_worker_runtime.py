@@ -65,6 +65,11 @@ def test_the_launcher_runs_without_site_and_is_recognisable() -> None:
     command = launcher_command()
     assert command[:4] == [sys.executable, "-I", "-S", "-c"]
     assert command[-2:] == ["-m", "sandbox"]
+    # Other modules and their arguments, as `python -I -m json.tool --sort-keys --compact`.
+    command = launcher_command("--sort-keys", "--compact", module="json.tool")
+    assert command[-4:] == ["-m", "json.tool", "--sort-keys", "--compact"]
+    shown = subprocess.run(command, input='{"b": 1, "a": 2}', capture_output=True, text=True)
+    assert shown.stdout.strip() == '{"a":2,"b":1}', shown.stderr
 
 
 def test_pth_files_contribute_directories_but_never_run_code(
