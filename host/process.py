@@ -1,7 +1,8 @@
 """Starting a worker process and ending it, with nothing left behind.
 
-The host spawns ``python -I -m sandbox`` (the supervisor, which forks the worker) with
-``subprocess`` and no ``preexec_fn`` (unsafe in a threaded parent), ``close_fds``, a new session,
+The host spawns ``python -I -S`` running ``sandbox`` (the supervisor, which forks the worker; the
+command line comes from :mod:`host.interpreter`) with ``subprocess`` and no ``preexec_fn``
+(unsafe in a threaded parent), ``close_fds``, a new session,
 an environment holding only the names the policy passes, a private working directory, and the
 spawn spec on stdin (argv and environ are readable by other processes). stdout and stderr are
 pipes the host drains into a bounded buffer; a third pipe carries the supervisor's final status.
@@ -15,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from host.cgroups import WorkerCgroup
+from host.interpreter import launcher_command
 from policies import Policy
 from sandbox.protocol import SpawnSpec
 
@@ -153,7 +154,7 @@ class WorkerProcess:
         )
         try:
             self.popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "sandbox"],
+                launcher_command(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

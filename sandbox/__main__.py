@@ -1,4 +1,5 @@
-"""Entry point of a worker process: ``python -I -m sandbox`` (the host starts it)."""
+"""Entry point of a worker process: ``python -I -S`` running ``sandbox`` (the host starts it with
+the command line of ``host.interpreter.launcher_command``)."""
 
 from sandbox.supervisor import main
 
