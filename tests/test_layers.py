@@ -8,6 +8,7 @@ import os
 import pytest
 
 from host import Host, ProviderUnavailable
+from host.cgroups import NAME_PREFIX
 from host.cgroups import probe as probe_cgroups
 from policies import LAYERS, Policy, PolicyError
 from sandbox.layers import probe_all
@@ -84,17 +85,19 @@ def test_rlimits_only_still_serves(host: Host) -> None:
 @pytest.mark.skipif(probe_cgroups().version == 0, reason=probe_cgroups().reason)
 def test_worker_cgroups_are_created_and_removed(host: Host) -> None:
     support = probe_cgroups()
-    pattern = [f"{parent}/sandbox-w*" for parent in support.parents.values()]
-    before = {path for p in pattern for path in glob.glob(p)}  # another host's, if any
     host.add_provider(ECHO)
-    created = [path for p in pattern for path in glob.glob(p) if path not in before]
+    # Only this host's worker's cgroups: other hosts on the machine may be spawning too.
+    (worker_id,) = [w.worker_id for w in host._reactor._workers.values()]
+    name = f"{NAME_PREFIX}{worker_id[1:]}"
+    pattern = [f"{parent}/{name}" for parent in support.parents.values()]
+    created = [path for p in pattern for path in glob.glob(p)]
     assert len(created) == len(support.parents)
     for path in created:
         with open(f"{path}/cgroup.procs") as f:
             procs = f.read().split()
         assert len(procs) >= 2  # launcher, init, worker
     host.close()
-    assert [path for p in pattern for path in glob.glob(p) if path not in before] == []
+    assert [path for p in pattern for path in glob.glob(p)] == []
 
 
 @pytest.mark.skipif(probe_cgroups().version == 0, reason=probe_cgroups().reason)
