@@ -23,6 +23,12 @@ class CatalogInvalid(ValueError):
     """What a worker announced is not a valid catalog."""
 
 
+class SchemaRejected(CatalogInvalid):
+    """A schema the worker announced is not valid JSON Schema: the provider's mistake, not a
+    protocol violation. Workers leave the meta-schema check to the host (they do not import
+    jsonschema), so this is where a typo in a hand-written schema is found."""
+
+
 @dataclass(frozen=True)
 class ActionDescriptor:
     """What the catalog knows of one action. Plain data; validators are kept beside it."""
@@ -81,10 +87,14 @@ def descriptors_from_hello(
             raise CatalogInvalid(f"{full}: safe_rerun must be a boolean")
         input_schema, output_schema = raw.get("input_schema"), raw.get("output_schema")
         try:
-            input_validator = SchemaValidator(input_schema, what=f"{full} input schema")
-            output_validator = SchemaValidator(output_schema, what=f"{full} output schema")
+            input_validator = SchemaValidator(
+                input_schema, what=f"action {full!r}: invalid input schema"
+            )
+            output_validator = SchemaValidator(
+                output_schema, what=f"action {full!r}: invalid output schema"
+            )
         except SchemaInvalid as exc:
-            raise CatalogInvalid(str(exc)) from None
+            raise SchemaRejected(str(exc)) from None
         result.append(
             ActionDescriptor(
                 name=name,

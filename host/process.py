@@ -1,7 +1,8 @@
 """Starting a worker process and ending it, with nothing left behind.
 
-The host spawns ``python -I -m sandbox`` (the supervisor, which forks the worker) with
-``subprocess`` and no ``preexec_fn`` (unsafe in a threaded parent), ``close_fds``, a new session,
+The host spawns ``python -I -S`` running ``sandbox`` (the supervisor, which forks the worker; the
+command line comes from :mod:`host.interpreter`) with ``subprocess`` and no ``preexec_fn``
+(unsafe in a threaded parent), ``close_fds``, a new session,
 an environment holding only the names the policy passes, a private working directory, and the
 spawn spec on stdin (argv and environ are readable by other processes). stdout and stderr are
 pipes the host drains into a bounded buffer; a third pipe carries the supervisor's final status.
@@ -16,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import psutil
 
 from host.cgroups import WorkerCgroup
+from host.interpreter import launcher_command
 from host.zygote import ZygoteChild, ZygoteError, ZygoteKeeper
 from policies import Policy
 from sandbox.protocol import ZYGOTE_STATUS_FD, SpawnSpec, encode_preamble
@@ -251,7 +252,7 @@ class WorkerProcess:
         spec = dataclasses.replace(spec, status_fd=status_write, parent_pid=os.getpid())
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "sandbox"],
+                launcher_command(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -34,7 +34,13 @@ from typing import Any
 import zmq
 
 from host import cgroups
-from host.catalog import ActionDescriptor, Catalog, CatalogInvalid, descriptors_from_hello
+from host.catalog import (
+    ActionDescriptor,
+    Catalog,
+    CatalogInvalid,
+    SchemaRejected,
+    descriptors_from_hello,
+)
 from host.errors import (
     ERROR_TYPES,
     Cancelled,
@@ -816,6 +822,10 @@ class Reactor:
         if provider.signature is None:
             try:
                 descriptors = descriptors_from_hello(provider.name, message.actions)
+            except SchemaRejected as exc:  # the provider's mistake; workers leave this to us
+                worker.unavailable = str(exc)
+                self._kill(worker, "invalid schema")
+                return
             except CatalogInvalid as exc:
                 self._violation(worker, f"invalid catalog: {exc}")
                 return

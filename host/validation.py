@@ -57,8 +57,10 @@ class SchemaValidator:
             raise SchemaInvalid(f"{what}: a schema must be a JSON object")
         try:
             Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            raise SchemaInvalid(f"{what}: {exc.message}") from None
+        except SchemaError as exc:  # worded as the provider SDK words it (providers.schemas)
+            location = "/".join(str(part) for part in exc.absolute_path)
+            where = f" at /{location}" if location else ""
+            raise SchemaInvalid(f"{what}{where}: {' '.join(str(exc.message).split())}") from None
         self.schema = schema
         self._validator = Draft202012Validator(schema, format_checker=_FORMATS)
         #: Accepts valid instances without jsonschema when the schema is simple enough; None

@@ -25,8 +25,9 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
+
+from host.interpreter import launcher_command
 
 log = logging.getLogger("host")
 
@@ -55,10 +56,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.popen = subprocess.Popen(
-                [
-                    sys.executable, "-I", "-m", "sandbox", "zygote",
-                    str(theirs.fileno()), str(os.getpid()),
-                ],
+                launcher_command("zygote", str(theirs.fileno()), str(os.getpid())),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 close_fds=True,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from fractions import Fraction
 from typing import Final
 
 __all__ = [
@@ -128,12 +127,14 @@ def _anycase(word: str) -> str:
     return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
-_DURATION_UNITS: Final[dict[str, Fraction]] = {
-    "us": Fraction(1, 1_000_000),
-    "ms": Fraction(1, 1000),
-    "s": Fraction(1),
-    "m": Fraction(60),
-    "h": Fraction(3600),
+#: Seconds per unit as (numerator, denominator): exact, without importing ``fractions`` (and
+#: ``decimal``) until a string is parsed; policies that travel as numbers never need them.
+_DURATION_UNITS: Final[dict[str, tuple[int, int]]] = {
+    "us": (1, 1_000_000),
+    "ms": (1, 1000),
+    "s": (1, 1),
+    "m": (60, 1),
+    "h": (3600, 1),
 }
 
 _SIZE_UNITS: Final[dict[str, int]] = {
@@ -181,8 +182,10 @@ def parse_duration(value: object, *, where: str) -> float:
         if match is None:
             raise PolicyError(where, DURATION_EXPECTED, show_value(value))
         number, unit = match.groups()
+        from fractions import Fraction
+
         try:
-            seconds = float(Fraction(number) * _DURATION_UNITS[(unit or "s").lower()])
+            seconds = float(Fraction(number) * Fraction(*_DURATION_UNITS[(unit or "s").lower()]))
         except OverflowError:
             raise PolicyError(where, DURATION_EXPECTED, show_value(value)) from None
     else:
@@ -213,6 +216,8 @@ def parse_size(value: object, *, where: str) -> int:
             raise PolicyError(where, SIZE_EXPECTED, show_value(value))
         number, unit = match.groups()
         multiplier = _SIZE_UNITS[(unit or "b").lower()]
+        from fractions import Fraction
+
         amount = Fraction(number)
         if multiplier == 1 and amount.denominator != 1:
             raise PolicyError(where, "a whole number of bytes", show_value(value))

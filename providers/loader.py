@@ -16,18 +16,20 @@ dying with a traceback, and the full traceback is still available as ``traceback
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
 import re
 import sys
 import traceback
-from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from providers.errors import ProviderLoadError
 from providers.sdk import Provider
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["load_provider", "module_name_for_path"]
 
@@ -58,6 +60,8 @@ def module_name_for_path(path: Path) -> str:
     The hash of the resolved path keeps two ``provider.py`` files in different directories
     apart, and the prefix keeps the name from ever shadowing a real module.
     """
+    import hashlib  # file references only: hashlib (OpenSSL) is slow to import
+
     resolved = path.resolve()
     stem = re.sub(r"[^A-Za-z0-9_]", "_", resolved.stem) or "module"
     digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:12]
@@ -130,6 +134,8 @@ def load_provider(ref: str, *, attribute_default: str = "provider") -> Provider:
         )
 
     if target.endswith(".py"):
+        from pathlib import Path  # file references only: a worker need not import pathlib
+
         module = _load_path(ref, Path(target))
     elif _is_dotted_identifier(target):
         module = _import_module(ref, target)

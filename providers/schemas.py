@@ -11,7 +11,9 @@ the author to pass an explicit schema instead: silently producing a permissive s
 would weaken validation without anyone noticing.
 
 This module also hosts :func:`check_schema`, the only place that imports ``jsonschema``;
-the import is deferred so that importing :mod:`providers` stays cheap in workers.
+the import is deferred so that importing :mod:`providers` stays cheap in workers. Inside a worker
+it is not imported at all: the worker leaves the meta-schema check to its host
+(:func:`leave_meta_schema_check_to_host`), which checks every schema the worker announces anyway.
 """
 
 from __future__ import annotations
@@ -282,6 +284,22 @@ def derive_output_schema(fn: Callable[..., object], action: str) -> dict[str, An
         ) from None
 
 
+#: Whether :func:`check_schema` checks schemas against the draft 2020-12 meta-schema itself.
+_meta_schema_check = True
+
+
+def leave_meta_schema_check_to_host() -> None:
+    """Skip the meta-schema part of :func:`check_schema` in this process (a worker calls this).
+
+    The host checks every schema a worker announces against the meta-schema when its HELLO
+    arrives (``host.catalog``), and refuses the provider with the same message this module
+    would give; so a worker need not import ``jsonschema``, which costs tens of milliseconds and
+    megabytes per worker. The cheap checks (a dict, JSON-serialisable) still run here.
+    """
+    global _meta_schema_check
+    _meta_schema_check = False
+
+
 def check_schema(schema: object, action: str, which: str) -> None:
     """Reject *schema* unless it is a valid, JSON-serialisable draft 2020-12 schema.
 
@@ -294,6 +312,8 @@ def check_schema(schema: object, action: str, which: str) -> None:
         raise ProviderError(f"{prefix}: expected a dict, got {type(schema).__name__}")
     if not _is_json_value(schema):
         raise ProviderError(f"{prefix}: not JSON-serialisable")
+    if not _meta_schema_check:
+        return
 
     import jsonschema  # deferred: only needed at registration, keeps `import providers` cheap
 

@@ -1,5 +1,6 @@
-"""Entry point: ``python -I -m sandbox`` is a launcher (the host starts it with the spawn spec on
-stdin); ``python -I -m sandbox zygote <control fd> <host pid>`` is a zygote that forks launchers."""
+"""Entry point: ``python -I -S`` running ``sandbox`` (the host starts it with the command line of
+``host.interpreter.launcher_command``) is a launcher, which reads the spawn spec on stdin; with
+the arguments ``zygote <control fd> <host pid>`` it is a zygote that forks launchers."""
 
 import sys
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 PR_SET_PDEATHSIG = 1
@@ -16,10 +15,21 @@ _libc: ctypes.CDLL | None = None
 
 
 def libc() -> ctypes.CDLL:
-    """The C library, loaded once, with errno captured for error messages."""
+    """The C library, loaded once, with errno captured for error messages.
+
+    The interpreter is linked against it, so the process's own symbols (``dlopen(NULL)``) hold
+    it; that spares ``ctypes.util`` (which imports subprocess, tempfile, shutil) and
+    ``find_library``, which runs ``ldconfig -p`` in a child process. A static interpreter falls
+    back to ``find_library``.
+    """
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        lib = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(lib, "prctl"):
+            from ctypes.util import find_library
+
+            lib = ctypes.CDLL(find_library("c"), use_errno=True)
+        _libc = lib
     return _libc
 
 

@@ -1,12 +1,12 @@
 """The processes between the host and the worker: the launcher and the init.
 
-``python -I -m sandbox`` starts the *launcher* (or the zygote forks one: ``sandbox/zygote.py``;
-the code from ``main`` on is the same). It reads the spawn spec from stdin, ties its life to its
-parent - the host, or the zygote - (parent-death signal), enters new namespaces (user, pid,
-mount, network, IPC/UTS, as the policy and the machine allow) and forks the *init*. Because the
-pid namespace was unshared just before, the init is pid 1 of it: it mounts a fresh ``/proc`` and
-a private ``/tmp``, forks the *worker* (which applies the remaining layers and only then imports
-provider code) and reaps.
+``python -I -S`` running ``sandbox`` (``host.interpreter``) starts the *launcher* (or the zygote
+forks one: ``sandbox/zygote.py``; the code from ``main`` on is the same). It reads the spawn spec
+from stdin, ties its life to its parent - the host, or the zygote - (parent-death signal), enters
+new namespaces (user, pid, mount, network, IPC/UTS, as the policy and the machine allow) and
+forks the *init*. Because the pid namespace was unshared just before, the init is pid 1 of it:
+it mounts a fresh ``/proc`` and a private ``/tmp``, forks the *worker* (which applies the
+remaining layers and only then imports provider code) and reaps.
 
 Why the init: a provider can start children that escape a process-group kill (setsid and a double
 fork). The init is their reaper (pid 1 of the namespace, or a child subreaper without one). When

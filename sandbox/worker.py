@@ -325,6 +325,9 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
     import zmq  # noqa: F401
 
     from providers import ProviderLoadError, load_provider
+    from providers.schemas import leave_meta_schema_check_to_host
+
+    leave_meta_schema_check_to_host()  # the host checks every schema of the HELLO
 
     memory = PeakMemory()
     _close_stray_fds(memory.fds())

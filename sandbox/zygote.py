@@ -1,11 +1,12 @@
 """The zygote: a pre-started, single-threaded process from which launchers are forked.
 
-A fresh launcher (``python -I -m sandbox``) spends most of its ~100 ms starting an interpreter
-and importing the worker runtime. The zygote pays that once: the host starts it as
-``python -I -m sandbox zygote <control fd> <host pid>``, it imports the runtime (this package,
-the policy model, the provider SDK and jsonschema, the ``zmq`` *module*) and then forks a new
-launcher whenever the host asks. The forked child runs exactly the code of a fresh launcher
-(``sandbox.supervisor.main``): same layers, same order, confinement before any provider import.
+A fresh launcher (``python -I -S`` running ``sandbox``, see ``host.interpreter``) spends most of
+its start-up creating an interpreter and importing the worker runtime. The zygote pays that once:
+the host starts it the same way with the arguments ``zygote <control fd> <host pid>``, it
+imports the runtime (this package, the policy model, the provider SDK, the ``zmq`` *module*) and
+then forks a new launcher whenever the host asks. The forked child runs exactly the code of a
+fresh launcher (``sandbox.supervisor.main``): same layers, same order, confinement before any
+provider import.
 
 What the zygote never does, and why:
 
@@ -70,8 +71,7 @@ def _preload() -> None:
     import zmq  # noqa: F401  (the module only: a Context would start I/O threads)
 
     import policies  # noqa: F401
-    import providers  # the SDK: our code, imported before confinement anyway
-    import providers.schemas
+    import providers  # noqa: F401  (the SDK: our code, imported before confinement anyway)
     import sandbox.supervisor
     import sandbox.worker  # noqa: F401
     from sandbox import layers
@@ -80,8 +80,6 @@ def _preload() -> None:
         prepare = getattr(module, "prepare_stage", None)
         if prepare is not None:
             prepare()  # load shared libraries (libseccomp) once, here
-    # The SDK checks schemas with jsonschema at registration; import it here, not per worker.
-    providers.schemas.check_schema({"type": "object"}, "zygote warm-up", "input")
 
 
 def _threads() -> int:
@@ -263,11 +261,11 @@ class _Zygote:
 
 
 def main(argv: list[str]) -> NoReturn:
-    """``python -I -m sandbox zygote <control fd> <host pid>``; never returns."""
+    """``sandbox zygote <control fd> <host pid>`` (``host.zygote`` starts it); never returns."""
     try:
         control_fd, host_pid = int(argv[0]), int(argv[1])
     except (IndexError, ValueError):
-        print("usage: python -m sandbox zygote <control fd> <host pid>", file=sys.stderr)
+        print("usage: python -I -m sandbox zygote <control fd> <host pid>", file=sys.stderr)
         os._exit(EXIT_ZYGOTE_FAILED)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != host_pid:

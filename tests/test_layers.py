@@ -8,6 +8,7 @@ import os
 import pytest
 
 from host import Host, ProviderUnavailable
+from host.cgroups import NAME_PREFIX
 from host.cgroups import probe as probe_cgroups
 from policies import LAYERS, Policy, PolicyError
 from sandbox.layers import probe_all
@@ -84,19 +85,22 @@ def test_rlimits_only_still_serves(host: Host) -> None:
 @pytest.mark.skipif(probe_cgroups().version == 0, reason=probe_cgroups().reason)
 def test_worker_cgroups_are_created_and_removed(host: Host) -> None:
     support = probe_cgroups()
-    pattern = [f"{parent}/sandbox-w*" for parent in support.parents.values()]
-    before = {path for p in pattern for path in glob.glob(p)}  # another host's, if any
     host.add_provider(ECHO)
-    created = [path for p in pattern for path in glob.glob(p) if path not in before]
-    # (the zygote's spare launcher has cgroups of its own, "sandbox-ws<hex>", until it is used)
-    created = [path for path in created if not os.path.basename(path).startswith("sandbox-ws")]
+    # Only this host's worker's cgroups: other hosts on the machine may be spawning too (and the
+    # zygote's spare launcher has cgroups of its own until a spawn takes it).
+    (worker,) = host._reactor._workers.values()
+    assert worker.process.cgroup is not None
+    names = {os.path.basename(d) for d in worker.process.cgroup.directories.values()}
+    assert len(names) == 1 and names.pop().startswith(NAME_PREFIX)
+    pattern = list(worker.process.cgroup.directories.values())
+    created = [path for p in pattern for path in glob.glob(p)]
     assert len(created) == len(support.parents)
     for path in created:
         with open(f"{path}/cgroup.procs") as f:
             procs = f.read().split()
         assert len(procs) >= 2  # launcher, init, worker
     host.close()
-    assert [path for p in pattern for path in glob.glob(p) if path not in before] == []
+    assert [path for p in pattern for path in glob.glob(p)] == []
 
 
 @pytest.mark.skipif(probe_cgroups().version == 0, reason=probe_cgroups().reason)
