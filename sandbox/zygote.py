@@ -137,6 +137,7 @@ def _become_launcher(fds: list[int], control: socket.socket, wake: tuple[int, in
         os.environ.clear()
         os.environ.update(env)
         os.chdir(cwd)
+        del sys.argv[1:]  # a fresh launcher has no arguments (ours named the control socket)
         from sandbox.supervisor import main
 
         main()  # never returns
