@@ -145,6 +145,24 @@ class Zygote:
         self.ready = True
         return True
 
+    def poll_ready(self) -> bool:
+        """Whether the zygote is ready, without waiting (and without giving up on it)."""
+        if self.ready or self.dead:
+            return self.ready
+        try:
+            received = self._receive(0)
+        except ZygoteError:
+            return False
+        if received is not None:
+            kind, fields, fds = self._handle(*received)
+            for fd in fds:
+                os.close(fd)
+            if kind == "ready":
+                self.ready = True
+            elif kind == "failed":
+                self._died(" ".join(fields))
+        return self.ready
+
     def fork(self, stdin: int, stdout: int, stderr: int, status: int) -> ZygoteChild:
         """Have the zygote fork a launcher whose 0..3 are these descriptors."""
         if not self.wait_ready(READY_TIMEOUT_S):
@@ -295,6 +313,10 @@ class ZygoteKeeper:
         self.retired: list[Zygote] = []
         self.failed_starts = 0
         self.spawned_fresh = 0
+        #: Whether a zygote of this keeper was ever ready. Until then the first spawn waits
+        #: for it (once, at host start); a *replacement* that is still importing never makes
+        #: the loop wait: the worker starts fresh meanwhile.
+        self.was_ready = False
 
     def start(self) -> None:
         """Start a zygote now (on the reactor thread); it imports while the host goes on."""
@@ -319,6 +341,13 @@ class ZygoteKeeper:
             if zygote is None:
                 return None
         if not zygote.ready:
+            if (
+                self.was_ready
+                and zygote.alive()
+                and not zygote.poll_ready()
+                and time.monotonic() - zygote.started < READY_TIMEOUT_S
+            ):
+                return None
             if not (zygote.alive() and zygote.wait_ready(READY_TIMEOUT_S)):
                 self.failed_starts += 1
                 self._replace(zygote, zygote.failure or "it did not start")
@@ -333,6 +362,7 @@ class ZygoteKeeper:
         elif not zygote.alive():
             self._replace(zygote, zygote.failure)
             return None
+        self.was_ready = True
         return zygote
 
     def _rotate(self) -> None:
