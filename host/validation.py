@@ -9,6 +9,9 @@ relevant error when there are several (``best_match``), so a user sees one clear
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -49,18 +52,45 @@ def json_path(parts: Iterable[Any]) -> str:
     return text
 
 
+#: Schemas (as canonical JSON) that passed the meta-schema check, most recent last. Checking
+#: one costs about a millisecond - most of a worker's HELLO handling - and the same schemas come
+#: back whenever a provider is loaded again or by another host of this process.
+_CHECKED: OrderedDict[str, None] = OrderedDict()
+_CHECKED_MAX = 4096
+_CHECKED_LOCK = threading.Lock()
+
+
+def _check_schema(schema: Any, what: str) -> None:
+    """Raise :class:`SchemaInvalid` unless ``schema`` is valid JSON Schema (draft 2020-12)."""
+    try:
+        key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        key = None  # not JSON: the check below says so
+    if key is not None:
+        with _CHECKED_LOCK:
+            if key in _CHECKED:
+                _CHECKED.move_to_end(key)
+                return
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:  # worded as the provider SDK words it (providers.schemas)
+        location = "/".join(str(part) for part in exc.absolute_path)
+        where = f" at /{location}" if location else ""
+        raise SchemaInvalid(f"{what}{where}: {' '.join(str(exc.message).split())}") from None
+    if key is not None and len(key) <= 64 * 1024:  # (a huge schema is not worth keeping)
+        with _CHECKED_LOCK:
+            _CHECKED[key] = None
+            while len(_CHECKED) > _CHECKED_MAX:
+                _CHECKED.popitem(last=False)
+
+
 class SchemaValidator:
     """One compiled schema; :meth:`problem` returns ``None`` when the instance is valid."""
 
     def __init__(self, schema: Any, *, what: str) -> None:
         if not isinstance(schema, (dict, bool)):
             raise SchemaInvalid(f"{what}: a schema must be a JSON object")
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:  # worded as the provider SDK words it (providers.schemas)
-            location = "/".join(str(part) for part in exc.absolute_path)
-            where = f" at /{location}" if location else ""
-            raise SchemaInvalid(f"{what}{where}: {' '.join(str(exc.message).split())}") from None
+        _check_schema(schema, what)
         self.schema = schema
         self._validator = Draft202012Validator(schema, format_checker=_FORMATS)
         #: Accepts valid instances without jsonschema when the schema is simple enough; None

@@ -8,14 +8,16 @@ boundaries, and every pair is checked both ways.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 from host.fastschema import compile_schema
-from host.validation import SchemaValidator
+from host.validation import SchemaInvalid, SchemaValidator
 
 NAMES = st.sampled_from(["a", "b", "c", "name", "value", "0", ""])
 SHORT_TEXT = st.text(alphabet="ab\u00e9\U0001f600 ", max_size=4)
@@ -169,3 +171,20 @@ def test_rejections_keep_jsonschema_messages() -> None:
     assert (problem.path, problem.message) == ("$.n", "0 is less than the minimum of 1")
     problem = validator.problem({"n": 1, "x": 2})
     assert problem is not None and "Additional properties are not allowed" in problem.message
+
+
+def test_a_checked_schema_is_remembered_and_an_invalid_one_never_is() -> None:
+    """The meta-schema check is cached by the schema's canonical JSON; only valid schemas go in,
+    so an invalid one is refused every time it comes back."""
+    from host import validation
+
+    schema = {"type": "object", "properties": {"zz_cache_probe": {"type": "string"}}}
+    SchemaValidator(schema, what="input")
+    assert json.dumps(schema, sort_keys=True, separators=(",", ":")) in validation._CHECKED
+    reordered = {"properties": {"zz_cache_probe": {"type": "string"}}, "type": "object"}
+    assert SchemaValidator(reordered, what="input").problem({"zz_cache_probe": 1}) is not None
+    bad = {"type": "no-such-type"}
+    for _ in range(2):
+        with pytest.raises(SchemaInvalid):
+            SchemaValidator(bad, what="input")
+    assert json.dumps(bad, sort_keys=True, separators=(",", ":")) not in validation._CHECKED
