@@ -18,7 +18,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -409,17 +411,31 @@ def fork_from_zygote(zygotes: ZygoteKeeper) -> ForkedLauncher | None:
 
 
 class SpareLauncher:
-    """One launcher forked while the host is idle and already moved into a fresh cgroup.
+    """One launcher forked while the host is idle and moved into a fresh cgroup.
 
     Moving a process into a cgroup v1 waits for an RCU grace period (10-20 ms, the kernel's
-    ``cgroup_threadgroup_rwsem``); a spare takes that, and the fork, off the next spawn. It has
-    run nothing but the zygote's code: it waits for its environment and spawn spec on stdin.
-    Its cgroup gets the worker's policy limits when it is taken.
+    ``cgroup_threadgroup_rwsem``); a spare takes that, and the fork, off the next spawn. The
+    move runs on a thread of its own: it is a blocking write that would otherwise stall the
+    host's loop (and every other call's deadline) for as long. The spare has run nothing but
+    the zygote's code: it waits for its environment and spawn spec on stdin. Its cgroup gets
+    the worker's policy limits when it is taken.
     """
 
     def __init__(self, forked: ForkedLauncher, cgroup: WorkerCgroup) -> None:
         self.forked = forked
         self.cgroup = cgroup
+        #: True once the launcher is in its cgroup, False if it could not be moved.
+        self.moved: Future[bool] = Future()
+        self._mover = threading.Thread(target=self._move, name="sandbox-spare", daemon=True)
+        self._mover.start()
+
+    def _move(self) -> None:
+        try:
+            self.cgroup.add(self.forked.child.pid)
+        except OSError:
+            self.moved.set_result(False)
+        else:
+            self.moved.set_result(True)
 
     @classmethod
     def make(
@@ -436,17 +452,17 @@ class SpareLauncher:
         if forked is None:
             group.remove(timeout=0)
             return None
-        try:
-            group.add(forked.child.pid)
-        except OSError:
-            forked.discard()
-            group.remove()
-            return None
         return cls(forked, group)
 
+    def pending(self) -> bool:
+        """Still being moved into its cgroup (neither usable nor to be thrown away yet)."""
+        return not self.moved.done()
+
     def take(self, policy: Policy) -> bool:
-        """Give its cgroup ``policy``'s limits; False if it is no longer usable."""
+        """Give its cgroup ``policy``'s limits; False if it is not usable."""
         child = self.forked.child
+        if not self.moved.done() or not self.moved.result():
+            return False
         if child.poll() is not None or not child.zygote.alive():
             return False
         try:
@@ -457,6 +473,7 @@ class SpareLauncher:
 
     def discard(self) -> None:
         self.forked.discard()
+        self._mover.join(timeout=5)  # the move ends within a grace period; then remove
         self.cgroup.remove()
 
 
