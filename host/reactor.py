@@ -436,6 +436,8 @@ class Reactor:
         spare = self._spare
         if spare is None or not self.cgroup_support.version or "cgroups" in policy.skip:
             return None
+        if spare.pending():
+            return None  # still moving into its cgroup: this spawn goes without it
         self._spare = None
         if spare.take(policy):
             return spare
@@ -1010,8 +1012,12 @@ class Reactor:
         expected = ("recycled", "idle", "shutdown", "provider removed")
         if worker.kill_reason not in expected and worker.pid is not None:
             provider.stats.restarts += 1
+        # A worker that never said HELLO failed to start - whether it died by itself, or the
+        # host killed it for dropping its connection or for a violation - unless the host
+        # stopped it on purpose (the provider went away, or the host is closing).
         start_failed = worker.pid is None and (
-            worker.state is State.STARTING or worker.unavailable is not None
+            worker.unavailable is not None
+            or worker.kill_reason not in ("provider removed", "shutdown")
         )
         if start_failed and worker.unavailable is None:
             tail = worker.logs.tail().strip()

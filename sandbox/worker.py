@@ -306,9 +306,15 @@ def _close_stray_fds(keep: set[int]) -> None:
                 pass
 
 
-def _unavailable(spec: protocol.SpawnSpec, policy: Policy, message: str, tb: str = "") -> int:
+def _unavailable(
+    spec: protocol.SpawnSpec,
+    policy: Policy,
+    message: str,
+    tb: str = "",
+    socket: zmq.Socket[bytes] | None = None,
+) -> int:
     """Tell the host why this worker will not serve, then exit."""
-    socket = _connect(spec, policy)
+    socket = socket if socket is not None else _connect(spec, policy)
     socket.send_multipart(protocol.encode(protocol.Unavailable(spec.token, message, tb)))
     socket.close()  # LINGER lets the message leave before the process exits
     socket.context.term()
@@ -340,6 +346,9 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
         return _unavailable(spec, policy, str(exc))
     # Only now may imports look in the host's working directory (``package.module`` providers).
     sys.path.extend(p for p in spec.search_path if p not in sys.path)
+    # Connect now (after every layer: the context's I/O threads inherit them all), so the
+    # connection's handshake runs in the background while the provider is imported.
+    socket = _connect(spec, policy)
     # Confined from here on: now, and only now, the provider's code may run.
     actions: dict[str, Action] = {}
     provider_info: dict[str, object] = {}
@@ -354,11 +363,10 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
                 f" (the worker runs as uid {spec.uid}: the provider's files and the directories"
                 " holding them must be readable by other users)"
             )
-        return _unavailable(spec, policy, message, tb)
+        return _unavailable(spec, policy, message, tb, socket)
     actions = dict(provider.actions)
     provider_info = {k: v for k, v in provider.describe().items() if k != "actions"}
     _flush_std_streams()
-    socket = _connect(spec, policy)
     worker = Worker(spec, policy, actions, socket, memory, policy.lifetime_cpu_seconds())
     try:
         worker.send(
@@ -371,9 +379,7 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
             )
         )
     except ValueError as exc:  # a schema that is not JSON (the SDK checks, but be sure)
-        socket.close()
-        socket.context.term()
-        return _unavailable(spec, policy, f"catalog is not JSON: {exc}")
+        return _unavailable(spec, policy, f"catalog is not JSON: {exc}", socket=socket)
     code = worker.serve()
     socket.close()
     socket.context.term()
