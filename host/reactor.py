@@ -135,6 +135,9 @@ class PendingCall:
     deadline_hit: float | None = None
     #: 1 for the first run; a safe_rerun action whose worker died may run again.
     attempts: int = 1
+    #: Deadlines armed for this call; cancelled when it finishes, so the timer heap does not
+    #: keep every finished call (its future, input and closures) alive until its wall time.
+    timers: list[_Timer] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -196,7 +199,9 @@ class ProviderState:
 class _Timer:
     when: float
     seq: int
-    action: Callable[[], None] = field(compare=False)
+    #: None once cancelled: the entry stays in the heap (heapq cannot remove it) but holds
+    #: nothing, and the loop skips it.
+    action: Callable[[], None] | None = field(compare=False)
 
 
 class Reactor:
@@ -216,6 +221,7 @@ class Reactor:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._timers: list[_Timer] = []
+        self._cancelled_timers = 0
         self._seq = itertools.count()
         self._workers: dict[bytes, WorkerHandle] = {}
         self._by_endpoint: dict[str, WorkerHandle] = {}
@@ -312,12 +318,29 @@ class Reactor:
                     self._drain_log(worker, fd)
         now = time.monotonic()
         while self._timers and self._timers[0].when <= now:
-            heapq.heappop(self._timers).action()
+            action = heapq.heappop(self._timers).action
+            if action is None:
+                self._cancelled_timers -= 1
+            else:
+                action()
         if self._closing is not None and not self._workers:
             self._stopped = True
 
-    def _at(self, when: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, _Timer(when, next(self._seq), action))
+    def _at(self, when: float, action: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, next(self._seq), action)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def _cancel(self, timer: _Timer) -> None:
+        """Disarm a timer; rebuild the heap once most of it is cancelled entries."""
+        if timer.action is None:
+            return
+        timer.action = None
+        self._cancelled_timers += 1
+        if self._cancelled_timers > 256 and 2 * self._cancelled_timers > len(self._timers):
+            self._timers = [t for t in self._timers if t.action is not None]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
 
     # ------------------------------------------------------------------ providers and workers
 
@@ -532,7 +555,9 @@ class Reactor:
         if error is not None and worker.call is not None and not worker.call.done:
             worker.pending_error = error
             call = worker.call
-            self._at(time.monotonic() + OUTCOME_WAIT_S, lambda: self._finish(call, error))
+            call.timers.append(
+                self._at(time.monotonic() + OUTCOME_WAIT_S, lambda: self._finish(call, error))
+            )
         if worker.kill_reason is not None or worker.process.exited:
             return
         worker.kill_reason = reason
@@ -586,7 +611,7 @@ class Reactor:
             return
         provider.queue.append(call)
         if call.caller_deadline is not None:
-            self._at(call.caller_deadline, lambda: self._caller_deadline(call))
+            call.timers.append(self._at(call.caller_deadline, lambda: self._caller_deadline(call)))
         self._pump(provider)
 
     def _serving(self, provider: ProviderState) -> bool:
@@ -660,7 +685,8 @@ class Reactor:
             self._kill(worker, "unreachable")
             return
         wall = worker.provider.policy.wall_time
-        self._at(call.dispatched + wall, lambda: self._wall_deadline(call, worker))
+        deadline = self._at(call.dispatched + wall, lambda: self._wall_deadline(call, worker))
+        call.timers.append(deadline)
 
     def _wall_deadline(self, call: PendingCall, worker: WorkerHandle) -> None:
         if call.done or worker.call is not call:
@@ -737,7 +763,12 @@ class Reactor:
         provider = self.providers.get(call.provider)
         if provider is not None:
             provider.stats.record(outcome)
-        # Timers may still hold the call until its deadline: keep nothing big alive.
+        # Nothing may keep a finished call alive: its deadlines are disarmed (the heap keeps
+        # only empty entries) and the future's canceller, which refers back to it, is dropped.
+        for timer in call.timers:
+            self._cancel(timer)
+        call.timers.clear()
+        call.future._canceller = None
         call.frames, call.input = [], {}
         self._pending.discard(call)
         try:
