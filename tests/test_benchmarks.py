@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
 from pathlib import Path
 
-from benchmarks import run
+import pytest
+
+from benchmarks import profile, run
 
 
 def test_suite_runs_with_tiny_sizes(tmp_path: Path) -> None:
@@ -25,3 +28,13 @@ def test_suite_runs_with_tiny_sizes(tmp_path: Path) -> None:
     assert "CPUs" in table and "python -m benchmarks.run --quick" in table
     for name in run.BENCHMARKS:
         assert any(line.startswith(f"| {name} |") for line in table.splitlines()), name
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root host (finds the worker by uid)")
+def test_profile_tool_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.profile`` (CPU per call by thread; memory left after a burst)."""
+    profile.cpu(50)
+    profile.memory(100)
+    out = capsys.readouterr().out
+    assert "us CPU per call" in out and "total CPU per call" in out
+    assert "200 calls" in out and "timer heap" in out
