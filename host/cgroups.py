@@ -15,6 +15,7 @@ Two layouts are supported, probed at run time, never assumed:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -166,7 +167,14 @@ class WorkerCgroup:
                 _write(f"{d}/cpu.max", f"{CPU_QUOTA_US} {CPU_PERIOD_US}")
             return
         memory = self.directories["memory"]
-        _write(f"{memory}/memory.limit_in_bytes", str(policy.memory))
+        try:
+            _write(f"{memory}/memory.limit_in_bytes", str(policy.memory))
+        except OSError as exc:
+            # Raising it: v1 refuses a memory limit above the memory+swap one, so that goes first.
+            if exc.errno != errno.EINVAL:
+                raise
+            _write(f"{memory}/memory.memsw.limit_in_bytes", str(policy.memory))
+            _write(f"{memory}/memory.limit_in_bytes", str(policy.memory))
         with contextlib.suppress(OSError):  # absent without swap accounting
             _write(f"{memory}/memory.memsw.limit_in_bytes", str(policy.memory))
         _write(f"{self.directories['pids']}/pids.max", pids)

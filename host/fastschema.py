@@ -50,10 +50,11 @@ SUPPORTED = frozenset(
         "maxProperties",
     }
 )
-#: Keywords without validation meaning (draft 2020-12 annotations and metadata).
+#: Keywords without validation meaning (draft 2020-12 annotations and metadata). ``$schema`` is
+#: one only at the root, where the validator's draft is fixed: inside a subschema jsonschema
+#: switches to the draft it names (in draft 4, ``1.0`` is no integer), so there it is unsupported.
 ANNOTATIONS = frozenset(
     {
-        "$schema",
         "$comment",
         "title",
         "description",
@@ -75,6 +76,8 @@ def compile_schema(schema: Any) -> Check | None:
 
     ``schema`` must already have passed ``Draft202012Validator.check_schema``.
     """
+    if isinstance(schema, dict) and "$schema" in schema:
+        schema = {k: v for k, v in schema.items() if k != "$schema"}
     try:
         return _compile(schema)
     except (_Unsupported, re.error, RecursionError):

@@ -472,8 +472,10 @@ class SpareLauncher:
         return True
 
     def discard(self) -> None:
+        # Let the move finish first (within a grace period): once the launcher is killed and
+        # reaped, its pid could be reused, and the mover would move that process instead.
+        self._mover.join(timeout=5)
         self.forked.discard()
-        self._mover.join(timeout=5)  # the move ends within a grace period; then remove
         self.cgroup.remove()
 
 

@@ -318,7 +318,8 @@ class Reactor:
                     self._drain_log(worker, fd)
         now = time.monotonic()
         while self._timers and self._timers[0].when <= now:
-            action = heapq.heappop(self._timers).action
+            timer = heapq.heappop(self._timers)
+            action, timer.action = timer.action, None  # fired: cancelling it later is a no-op
             if action is None:
                 self._cancelled_timers -= 1
             else:
@@ -899,10 +900,12 @@ class Reactor:
         worker.call = None
         worker.state = State.READY
         worker.idle_since = time.monotonic()
-        self._recycle_if_due(worker, message.usage.max_rss_bytes)
-        if self._closing is None:
-            self._pump(worker.provider)
-        self._judge(call, message, body_size, worker.provider.policy, logs)
+        try:
+            self._recycle_if_due(worker, message.usage.max_rss_bytes)
+            if self._closing is None:
+                self._pump(worker.provider)
+        finally:  # whatever happened to the next call, this one gets its outcome
+            self._judge(call, message, body_size, worker.provider.policy, logs)
         if self._closing is not None:
             self._close_step()
 

@@ -33,8 +33,11 @@ log = logging.getLogger("host")
 
 #: How long the first spawn waits for a starting zygote before falling back to a fresh launcher.
 READY_TIMEOUT_S = 5.0
-#: How long the host waits for the zygote's answer to a fork request.
-FORK_TIMEOUT_S = 5.0
+#: How long the host's loop waits for the zygote's answer to a fork request (a fork takes a
+#: millisecond or two; a zygote this slow is retired and a fresh interpreter used instead).
+FORK_TIMEOUT_S = 1.0
+#: How long the loop waits for the zygote's note of a launcher's exit once its pidfd said so.
+EXIT_NOTE_WAIT_S = 0.5
 #: Zygotes that fail to become ready in a row before the host gives up on them.
 MAX_FAILED_STARTS = 3
 #: Forks after which a zygote is replaced (it lives on, forking nothing, until its children end).
@@ -269,7 +272,7 @@ class ZygoteChild:
             if not poller.poll(None if timeout is None else int(timeout * 1000)):
                 raise TimeoutError
             # It has exited; the zygote reaps it on SIGCHLD and reports within moments.
-            status = self.zygote.exit_status(self.pid, FORK_TIMEOUT_S)
+            status = self.zygote.exit_status(self.pid, EXIT_NOTE_WAIT_S)
             if status is None:
                 self._reap_orphan()
             return self._settle(status)
@@ -340,15 +343,16 @@ class ZygoteKeeper:
             zygote = self.current
             if zygote is None:
                 return None
-        if not zygote.ready:
-            if (
-                self.was_ready
-                and zygote.alive()
-                and not zygote.poll_ready()
-                and time.monotonic() - zygote.started < READY_TIMEOUT_S
-            ):
+        if not zygote.ready and not (zygote.alive() and zygote.poll_ready()):
+            age = time.monotonic() - zygote.started
+            # Only the host's very first zygote is waited for (once, at start-up); while any
+            # later one is still importing, workers start fresh and the loop never waits.
+            waits = not self.was_ready and self.failed_starts == 0
+            if zygote.alive() and not waits and age < READY_TIMEOUT_S:
                 return None
-            if not (zygote.alive() and zygote.wait_ready(READY_TIMEOUT_S)):
+            if not (
+                waits and zygote.alive() and zygote.wait_ready(max(0.0, READY_TIMEOUT_S - age))
+            ):
                 self.failed_starts += 1
                 self._replace(zygote, zygote.failure or "it did not start")
                 if self.failed_starts >= MAX_FAILED_STARTS:
@@ -363,6 +367,7 @@ class ZygoteKeeper:
             self._replace(zygote, zygote.failure)
             return None
         self.was_ready = True
+        self.failed_starts = 0
         return zygote
 
     def _rotate(self) -> None:
@@ -393,13 +398,20 @@ class ZygoteKeeper:
         log.warning("%s; spawning a fresh interpreter and starting a new zygote", why)
         if zygote is self.current:
             self.current = None
-        zygote.close(timeout=1.0)
+        if zygote.outstanding and not zygote.finished():
+            # Its launchers - live workers - die with it (parent-death signal): a zygote that
+            # is only slow must not take them along. Retired, it ends once they have.
+            zygote.retire()
+            self.retired.append(zygote)
+        else:
+            zygote.close(timeout=0.2)
         if self.enabled:
             self.start()
 
     def _collect_retired(self) -> None:
         for zygote in list(self.retired):
-            if zygote.finished() and not zygote.outstanding:  # every exit note read
+            # every exit note read (a zygote given up on cannot send them any more)
+            if zygote.finished() and (zygote.dead or not zygote.outstanding):
                 zygote.close(timeout=0)
                 self.retired.remove(zygote)
 

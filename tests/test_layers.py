@@ -152,3 +152,22 @@ def test_empty_cgroups_left_by_a_killed_host_are_removed_when_a_host_starts() ->
         for path in (old, fresh):
             if os.path.exists(path):
                 os.rmdir(path)
+
+
+@pytest.mark.skipif(probe_cgroups().version == 0, reason=probe_cgroups().reason)
+def test_a_cgroups_memory_limit_can_be_raised_and_lowered() -> None:
+    """A spare launcher's cgroup is made with the default limits and gets the worker's when
+    taken: on v1 with swap accounting, raising needs memory+swap set before memory."""
+    from host.cgroups import WorkerCgroup
+
+    support = probe_cgroups()
+    group = WorkerCgroup.create(support, f"{NAME_PREFIX}limits{os.getpid()}", Policy())
+    try:
+        for memory in ("2GiB", "100MiB", "1GiB"):
+            group.limit(Policy(memory=memory))
+            directory = group.directories.get("memory") or group.directories[""]
+            name = "memory.limit_in_bytes" if support.version == 1 else "memory.max"
+            with open(f"{directory}/{name}") as f:
+                assert int(f.read()) == Policy(memory=memory).memory
+    finally:
+        group.remove()

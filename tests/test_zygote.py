@@ -349,3 +349,31 @@ def test_a_spare_launcher_serves_the_next_spawn_with_that_workers_limits(zhost: 
     assert limits["memory.limit_in_bytes"] == str(96 * 1024 * 1024)
     assert int(limits["pids.max"]) < 32
     assert zhost.call("entropy.state", {})["env"] == {}
+
+
+def test_a_stalled_zygote_is_retired_without_taking_its_workers_along(zhost: Host) -> None:
+    """A zygote that does not answer (here: stopped) costs a spawn at most the fork timeout;
+    it is retired, not killed - its launchers, live workers, would die with it - and the
+    worker starts fresh (or from the spare launcher forked before the stall)."""
+    from host import zygote as zygote_module
+
+    zhost.add_provider(ECHO, policy=Policy(workers={"min": 1, "max": 1}))
+    (worker,) = _workers(zhost, "echo")
+    assert worker.process.spawn_kind == "zygote"
+    running = zhost.submit("echo.slow", {"seconds": 3})
+    zygote = _zygote_pid(zhost)
+    os.kill(zygote, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        zhost.add_provider(ENTROPY)
+        took = time.monotonic() - start
+        current = zhost._reactor.zygotes
+        _wait_for(
+            lambda: current.current is not None and current.current.pid != zygote,
+            10,
+            "a new zygote to take over",
+        )
+    finally:
+        os.kill(zygote, signal.SIGCONT)
+    assert took < zygote_module.FORK_TIMEOUT_S + 2.0, took
+    assert running.result(timeout=30) == 3  # the stalled zygote's worker was not killed
