@@ -22,7 +22,7 @@ invalid instance through - which is what the differential test guards.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any
 
 Check = Callable[[Any], bool]
@@ -176,14 +176,21 @@ def _number_checks(schema: dict[str, Any]) -> list[Check]:
     return checks
 
 
-def _string_checks(schema: dict[str, Any]) -> list[Check]:
+def _size_checks(schema: dict[str, Any], kind: type[Sized], fewest: str, most: str) -> list[Check]:
+    """``minLength``/``maxLength`` and the like: ``len`` bounds that apply to one JSON type only
+    (``len`` of a str counts code points, as jsonschema does)."""
     checks: list[Check] = []
-    if "minLength" in schema:
-        shortest = schema["minLength"]
-        checks.append(lambda v: not isinstance(v, str) or len(v) >= shortest)
-    if "maxLength" in schema:
-        longest = schema["maxLength"]
-        checks.append(lambda v: not isinstance(v, str) or len(v) <= longest)
+    if fewest in schema:
+        low = schema[fewest]
+        checks.append(lambda v: not isinstance(v, kind) or len(v) >= low)
+    if most in schema:
+        high = schema[most]
+        checks.append(lambda v: not isinstance(v, kind) or len(v) <= high)
+    return checks
+
+
+def _string_checks(schema: dict[str, Any]) -> list[Check]:
+    checks = _size_checks(schema, str, "minLength", "maxLength")
     if "pattern" in schema:
         search = re.compile(schema["pattern"]).search  # jsonschema uses re.search too
         checks.append(lambda v: not isinstance(v, str) or search(v) is not None)
@@ -191,13 +198,7 @@ def _string_checks(schema: dict[str, Any]) -> list[Check]:
 
 
 def _array_checks(schema: dict[str, Any]) -> list[Check]:
-    checks: list[Check] = []
-    if "minItems" in schema:
-        fewest = schema["minItems"]
-        checks.append(lambda v: not isinstance(v, list) or len(v) >= fewest)
-    if "maxItems" in schema:
-        most = schema["maxItems"]
-        checks.append(lambda v: not isinstance(v, list) or len(v) <= most)
+    checks = _size_checks(schema, list, "minItems", "maxItems")
     if "items" in schema:
         item = _compile(schema["items"])
         checks.append(lambda v: not isinstance(v, list) or all(item(x) for x in v))
@@ -205,13 +206,7 @@ def _array_checks(schema: dict[str, Any]) -> list[Check]:
 
 
 def _object_checks(schema: dict[str, Any]) -> list[Check]:
-    checks: list[Check] = []
-    if "minProperties" in schema:
-        fewest = schema["minProperties"]
-        checks.append(lambda v: not isinstance(v, dict) or len(v) >= fewest)
-    if "maxProperties" in schema:
-        most = schema["maxProperties"]
-        checks.append(lambda v: not isinstance(v, dict) or len(v) <= most)
+    checks = _size_checks(schema, dict, "minProperties", "maxProperties")
     if "required" in schema:
         required = tuple(schema["required"])
         checks.append(lambda v: not isinstance(v, dict) or all(k in v for k in required))
