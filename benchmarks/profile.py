@@ -108,8 +108,15 @@ def memory(calls: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["cpu", "memory"])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "what",
+        choices=["cpu", "memory"],
+        help="cpu: CPU per call, thread by thread, of sequential calls; "
+        "memory: what the host keeps after two bursts of calls",
+    )
     parser.add_argument("--calls", type=int, default=None, help="calls (default 5000 / 20000)")
     args = parser.parse_args()
     if args.what == "cpu":
