@@ -437,9 +437,9 @@ def bench_cold_start(sizes: Sizes) -> list[dict[str, Any]]:
             "spawn-to-ready of one worker, via the zygote (add_provider)", "ms",
             ms(ready["zygote"]), ppe_only, "median <= 5 ms via a zygote",
             lambda o, rt: o["median"] <= 5.0,
-            note="zygote already started; includes the cgroup move (an RCU grace period on "
-            "cgroup v1), namespaces and mounts, every layer, the provider's import and the "
-            "host's HELLO handling",
+            note="zygote already started, launcher taken from the spare (already in its "
+            "cgroup); includes namespaces and mounts, every layer, the provider's import and "
+            "the host's HELLO handling",
         ),
     ]
 
