@@ -64,6 +64,7 @@ from host.transport import ENVELOPE_BYTES, Transport
 from host.zygote import ZygoteKeeper
 from policies import Policy
 from sandbox import protocol
+from sandbox.procfs import processes_of
 
 log = logging.getLogger("host")
 
@@ -91,16 +92,6 @@ BREAKER_COOLDOWN_S = 30.0
 MAX_CATALOG_BYTES = 1024 * 1024
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
-
-
-def _uid_has_processes(uid: int) -> bool:
-    """Whether any process on the machine runs as ``uid`` (another host's worker, say)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    return True
-    return False
 
 
 def _largest_message(policy: Policy) -> int:
@@ -382,7 +373,7 @@ class Reactor:
             return policy.uid, policy.uid
         for _ in range(100):
             uid = DEDICATED_UID_BASE + secrets.randbelow(DEDICATED_UID_SPAN)
-            if uid not in self._uids_in_use and not _uid_has_processes(uid):
+            if uid not in self._uids_in_use and next(processes_of(uid), None) is None:
                 break
         self._uids_in_use.add(uid)
         return uid, uid

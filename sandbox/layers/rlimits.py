@@ -13,6 +13,7 @@ import resource
 
 from policies import Policy
 from sandbox.layers import LayerContext, LayerError, Probe
+from sandbox.procfs import processes_of
 
 NAME = "rlimits"
 STAGE = "worker"
@@ -21,15 +22,7 @@ STAGE = "worker"
 
 def _count_processes_of(uid: int) -> int:
     """How many processes ``uid`` already has: RLIMIT_NPROC counts them all, not just ours."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    count += 1
-            except OSError:
-                continue
-    return count
+    return sum(1 for _ in processes_of(uid))
 
 
 def limits_for(policy: Policy) -> dict[int, int]:
