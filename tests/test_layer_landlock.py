@@ -20,6 +20,7 @@ import pytest
 
 from policies import Policy
 from sandbox.layers import LayerContext, landlock
+from tests.forking import in_child
 
 ABI = landlock.abi_version()
 
@@ -90,26 +91,15 @@ def confined(
     """Run ``action`` in a forked child after applying the layer; return (detail, outcome)."""
     policy = Policy(network=network)
     context = env.context(extra_read)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
+
+    def apply_then_act() -> list[str]:
         try:
-            os.close(read_fd)
-            try:
-                detail = landlock.apply(policy, context)
-            except BaseException as exc:
-                detail, result = f"apply failed: {type(exc).__name__}: {exc}", "not run"
-            else:
-                result = _outcome(action)
-            os.write(write_fd, f"{detail}\n{result}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, data
-    detail, _, result = data.partition("\n")
+            detail = landlock.apply(policy, context)
+        except BaseException as exc:
+            return [f"apply failed: {type(exc).__name__}: {exc}", "not run"]
+        return [detail, _outcome(action)]
+
+    detail, result = in_child(apply_then_act)
     assert not detail.startswith("apply failed"), detail
     return detail, result
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import re
 import socket
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import pytest
 from policies import Policy
 from sandbox.layers import LayerContext, LayerError
 from sandbox.layers import seccomp as layer
+from tests.forking import in_child
 
 pytestmark = pytest.mark.skipif(
     not layer.probe().available, reason=f"seccomp layer unavailable: {layer.probe().reason}"
@@ -73,36 +72,6 @@ def raw(nr: int, *args: int) -> tuple[int, int]:
 def err(nr: int, *args: int) -> int:
     """The errno of syscall(nr, *args), 0 on success."""
     return raw(nr, *args)[1]
-
-
-def in_child(body: Callable[[], Any]) -> Any:
-    """Run ``body`` in a forked child, return its JSON-able result (or fail with its traceback)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        try:
-            os.close(r)
-            try:
-                payload = json.dumps({"ok": body()})
-            except BaseException:
-                payload = json.dumps({"error": traceback.format_exc()})
-            data = payload.encode()
-            while data:
-                data = data[os.write(w, data) :]
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    with os.fdopen(r, "rb") as reader:
-        while chunk := reader.read():
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status), f"child died: {status=:#x} (signal {os.WTERMSIG(status)})"
-    text = b"".join(chunks).decode()
-    assert text, "child wrote nothing"
-    outcome = json.loads(text)
-    assert "error" not in outcome, outcome["error"]
-    return outcome["ok"]
 
 
 def confine(network: bool = False) -> str:
