@@ -173,7 +173,9 @@ def _prepare_mounts(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
         # Everything the worker may use that lives under the host's /tmp stays reachable.
         keep = [spec.workdir, spec.endpoint.removeprefix("ipc://")]
         keep += [p for p in (*context.read_paths, *context.write_paths) if os.path.exists(p)]
-        owner = (spec.uid, spec.gid if spec.gid is not None else spec.uid) if spec.uid is not None else None
+        owner = None
+        if spec.uid is not None:  # the worker's own storage belongs to the uid it drops to
+            owner = (spec.uid, spec.gid if spec.gid is not None else spec.uid)
         mount_namespace.prepare(
             policy,
             keep,

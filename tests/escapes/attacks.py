@@ -327,7 +327,8 @@ def _fill_inodes(directory: str, cap: int) -> Result:
         except OSError:
             pass
     return {"escaped": escaped, "created": made, "errno": stop.errno if stop else None,
-            "detail": f"created {made} files in {directory}; stopped by {stop or 'the cap'}"}  # fmt: skip
+            "detail": f"created {made} files in {directory}; "
+            f"stopped by {stop or 'the cap'}"}  # fmt: skip
 
 
 @attack
