@@ -165,3 +165,50 @@ def test_without_a_mount_namespace_the_report_says_writes_are_unbounded(host: Ho
     assert "bounded only by RLIMIT_FSIZE per file" in str(report["detail"])
     value = host.call("disk.fill_bytes", {"cap_mb": 8})
     assert value["errno"] == errno.EFBIG and value["written"] <= 2 * MiB, value
+
+
+def _readonly_view(fallback: bool) -> dict[str, object]:
+    """In a child with a mount namespace of its own: make everything read-only, then a write
+    path writable again; what can be written where."""
+    from sandbox.layers import _readonly
+    from sandbox.libc import CLONE_NEWNS, MS_PRIVATE, MS_REC, unshare
+
+    if fallback:  # a kernel before 5.12: one remount per mount
+        def enosys(path: str, **flags: int) -> None:
+            raise OSError(errno.ENOSYS, "mount_setattr")
+
+        _readonly.mount_setattr = enosys  # type: ignore[assignment]
+    unshare(CLONE_NEWNS)
+    mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    shared = tempfile.mkdtemp(prefix="ro-view-")
+    other = tempfile.mkdtemp(prefix="ro-other-")
+    keep = _readonly.host_readonly(shared)
+    assert keep is not None
+    _readonly.set_readonly("/", True)
+    _readonly.writable_again(shared, keep)
+    result: dict[str, object] = {}
+    for name, where in (("shared", shared), ("other", other)):
+        try:
+            with open(os.path.join(where, "x"), "w") as f:
+                f.write("x")
+            result[name] = "written"
+        except OSError as exc:
+            result[name] = exc.errno
+    return result
+
+
+@needs_root
+@needs_mount_namespace
+@pytest.mark.parametrize("fallback", [False, True], ids=["mount_setattr", "remount"])
+def test_every_host_mount_is_read_only_but_the_write_paths(fallback: bool) -> None:
+    from tests.forking import in_child
+
+    # the child's temp dirs live in its own namespace's view of the host's /tmp: remove later
+    before = set(os.listdir(tempfile.gettempdir()))
+    try:
+        assert in_child(lambda: _readonly_view(fallback)) == {
+            "shared": "written", "other": errno.EROFS}  # fmt: skip
+    finally:
+        for name in set(os.listdir(tempfile.gettempdir())) - before:
+            if name.startswith(("ro-view-", "ro-other-")):
+                shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
