@@ -104,6 +104,12 @@ def writable_again(path: str, host_readonly: list[str]) -> None:
     made read-only again, so the worker never gains a write the host did not grant.
     """
     mount(path, path, None, MS_BIND | MS_REC, None)
+    restore(path, host_readonly)
+
+
+def restore(path: str, host_readonly: list[str]) -> None:
+    """Undo :func:`set_readonly` for the mount at ``path`` and those beneath it, except the
+    mounts that were read-only on the host (``host_readonly``, from :func:`host_readonly`)."""
     set_readonly(path, False)
     for point in host_readonly:
         if _beneath(point, path) and os.path.exists(point):

@@ -23,7 +23,7 @@ from policies import Policy
 from policies.model import TMP_INODES, WORKDIR_INODES
 from sandbox.layers import LayerContext, LayerError, Probe
 from sandbox.layers._namespaces import probe_unshare
-from sandbox.layers._readonly import host_readonly, set_readonly, writable_again
+from sandbox.layers._readonly import host_readonly, restore, set_readonly, writable_again
 from sandbox.libc import (
     CLONE_NEWNS,
     MS_BIND,
@@ -101,11 +101,12 @@ def prepare(
         mount("none", "/", None, MS_REC | MS_PRIVATE, None)
         writable = [p for p in dict.fromkeys(writable) if os.path.exists(p)]
         host_ro = {p: host_readonly(p) for p in writable}
+        proc_ro = None if new_proc else host_readonly("/proc")
         set_readonly("/", True)
         if new_proc:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-        else:  # the host's /proc stays as it was (the worker's own files under it)
-            set_readonly("/proc", False)
+        elif proc_ro is not None:  # the host's /proc stays as it was (the worker's own files)
+            restore("/proc", proc_ro)
         under_tmp = sorted(
             {p.rstrip("/") for p in keep if p.startswith(PRIVATE_TMP + "/")} - {workdir}
         )
