@@ -257,7 +257,9 @@ def tmp_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
 
 def tmp_inodes(run: Run, outcome: Outcome) -> tuple[bool, str]:
     used = run.notes["tmp_inodes"] - _tmp_free()[1]
-    escaped = bool(_value(outcome).get("escaped")) or used > 1000
+    # Other processes share the host's /tmp (a few thousand files come and go on a busy
+    # machine); an escape would cost it the attack's 20000.
+    escaped = bool(_value(outcome).get("escaped")) or used > 8000
     return escaped, _describe(outcome) + f"; the host's /tmp lost {used} inodes"
 
 
@@ -295,10 +297,17 @@ def workdir_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
     )
 
 
+def _host_entries_below(directory: str | None) -> int:
+    """Files and directories below ``directory`` as the host sees it (0 if it is gone)."""
+    return sum(len(dirs) + len(files) for _top, dirs, files in os.walk(directory or "\0"))
+
+
 def workdir_inodes(run: Run, outcome: Outcome) -> tuple[bool, str]:
-    used = run.notes["tmp_inodes"] - _tmp_free()[1]
-    escaped = bool(_value(outcome).get("escaped")) or used > 1000
-    return escaped, _describe(outcome) + f"; the host's /tmp lost {used} inodes"
+    """Escaped if nothing stopped it or the files reached the host-side workdir (counted
+    there: the host's /tmp as a whole is shared with other processes)."""
+    on_host = _host_entries_below(run.workdir)
+    escaped = bool(_value(outcome).get("escaped")) or on_host > 100
+    return escaped, _describe(outcome) + f"; the host-side workdir holds {on_host} entries"
 
 
 def _shm_free() -> int:
@@ -632,8 +641,7 @@ CATALOG: tuple[Attack, ...] = (
            lambda run: {**_tmp_snapshot(run), "cap_mb": 300}, workdir_bytes,
            policy={"workdir": "32MiB"}, exclusive=True, needs_echo=True),
     Attack("fill_workdir_inodes", "exhaust the workdir's inodes", ("mount_namespace",),
-           "fill_workdir_inodes", lambda run: {**_tmp_snapshot(run), "cap": 20000},
-           workdir_inodes, exclusive=True),
+           "fill_workdir_inodes", lambda run: {"cap": 20000}, workdir_inodes),
     Attack("fill_dev_shm", "fill the host's shared memory tmpfs (/dev/shm)",
            ("mount_namespace", "landlock"), "fill_dev_shm", _shm_snapshot, shm_bytes,
            exclusive=True),
