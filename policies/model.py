@@ -73,6 +73,8 @@ STARTUP_CPU_S: Final = 2
 
 #: Entries of the private /tmp tmpfs (files and directories) a worker may create.
 TMP_INODES: Final = 16384
+#: Entries of the workdir's tmpfs (files and directories) a worker may create.
+WORKDIR_INODES: Final = 16384
 
 ENV_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_NAME_RE: Final = re.compile(ENV_NAME_PATTERN)
@@ -239,6 +241,7 @@ _NORMALISERS: Final[dict[str, Callable[[object, str], object]]] = {
     "allow_missing": _flag,
     "uid": _uid,
     "tmp": _minimum_size(1 * MiB),
+    "workdir": _minimum_size(1 * MiB),
     "idle_timeout": _positive_duration,
     "queue": lambda v, w: _count(v, w, 0),
     "max_calls": lambda v, w: _count(v, w, 0),
@@ -266,6 +269,7 @@ _MEANINGS: Final[dict[str, str]] = {
     "allow_missing": "explicitly allow requiring fewer layers than the defaults",
     "uid": "user id the worker runs as when the host is root (unset: a dedicated id per worker)",
     "tmp": "size of the worker's private /tmp (tmpfs)",
+    "workdir": "size of the worker's working directory (its own tmpfs)",
     "idle_timeout": "how long a worker above workers.min may stay idle before it stops",
     "queue": "calls that may wait for a worker; beyond it a call fails at once (Overloaded)",
     "max_calls": "calls a worker serves before it is replaced (0: no limit)",
@@ -302,6 +306,7 @@ class Policy:
     allow_missing: bool = False
     uid: int | None = None
     tmp: int = 64 * MiB
+    workdir: int = 64 * MiB
     idle_timeout: float = 60.0
     queue: int = 1000
     max_calls: int = 0
@@ -436,6 +441,7 @@ class Policy:
             "allow_missing": self.allow_missing,
             "uid": self.uid,
             "tmp": self.tmp,
+            "workdir": self.workdir,
             "idle_timeout": self.idle_timeout,
             "queue": self.queue,
             "max_calls": self.max_calls,
@@ -469,6 +475,7 @@ class Policy:
             "allow_missing": "yes" if self.allow_missing else "no",
             "uid": "(dedicated per worker)" if self.uid is None else str(self.uid),
             "tmp": format_size(self.tmp),
+            "workdir": format_size(self.workdir),
             "idle_timeout": format_duration(self.idle_timeout),
             "queue": str(self.queue),
             "max_calls": str(self.max_calls) if self.max_calls else "no limit",

@@ -126,6 +126,7 @@ SCHEMA: Final[dict[str, Any]] = {
                     "description": "a user id between 1 and 4294967294",
                 },
                 "tmp": {"$ref": "#/$defs/size"},
+                "workdir": {"$ref": "#/$defs/size"},
                 "idle_timeout": {"$ref": "#/$defs/duration"},
                 "queue": {"type": "integer", "minimum": 0, "description": "a number of calls"},
                 "max_calls": {"type": "integer", "minimum": 0, "description": "a number of calls"},

@@ -50,9 +50,13 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
+MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -80,6 +84,41 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
         data.encode() if data else None,
     )
     _check(result, f"mount {target}")
+
+
+#: mount_setattr(2) (Linux 5.12): the same number on every architecture but alpha.
+SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+
+
+class _MountAttr(ctypes.Structure):
+    """``struct mount_attr`` (MOUNT_ATTR_SIZE_VER0, 32 bytes)."""
+
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def mount_setattr(path: str, *, set_flags: int = 0, clear_flags: int = 0) -> None:
+    """mount_setattr(2) on the mount at ``path`` and every mount below it (AT_RECURSIVE).
+
+    Raises ``OSError`` (ENOSYS before Linux 5.12).
+    """
+    attr = _MountAttr(set_flags, clear_flags, 0, 0)
+    result = libc().syscall(
+        ctypes.c_long(SYS_MOUNT_SETATTR),
+        ctypes.c_int(AT_FDCWD),
+        path.encode(),
+        ctypes.c_uint(AT_RECURSIVE),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(result, f"mount_setattr {path}")
 
 
 def sethostname(name: str) -> None:

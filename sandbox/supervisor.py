@@ -151,8 +151,17 @@ def _reap(worker_pid: int, terminated: bool) -> dict[str, Any] | None:
             }
 
 
+def _say_unbounded(report: LayerReport) -> LayerReport:
+    """A mount namespace that was not applied says what that means for the worker's writes."""
+    from sandbox.layers.mount_namespace import NAME, UNBOUNDED
+
+    if report.name != NAME or report.applied or UNBOUNDED in report.detail:
+        return report
+    return LayerReport(report.name, False, f"{report.detail}; {UNBOUNDED}")
+
+
 def _prepare_mounts(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
-    """In the init: private /proc and /tmp, keeping the workdir and the ipc socket reachable."""
+    """In the init: private /proc, /tmp and workdir, the rest read-only, the ipc socket kept."""
     from sandbox.layers import LayerError, mount_namespace
     from sandbox.worker import layer_context
 
@@ -164,7 +173,17 @@ def _prepare_mounts(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
         # Everything the worker may use that lives under the host's /tmp stays reachable.
         keep = [spec.workdir, spec.endpoint.removeprefix("ipc://")]
         keep += [p for p in (*context.read_paths, *context.write_paths) if os.path.exists(p)]
-        mount_namespace.prepare(policy, keep, new_proc="pid_namespace" in applied)
+        owner = None
+        if spec.uid is not None:  # the worker's own storage belongs to the uid it drops to
+            owner = (spec.uid, spec.gid if spec.gid is not None else spec.uid)
+        mount_namespace.prepare(
+            policy,
+            keep,
+            new_proc="pid_namespace" in applied,
+            workdir=spec.workdir,
+            writable=list(policy.write),
+            owner=owner,
+        )
         start.private_tmp = True
         start.context = context
         if spec.uid is not None:  # a dedicated uid must be able to reach what it may read
@@ -172,8 +191,9 @@ def _prepare_mounts(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
     except (LayerError, OSError) as exc:
         if "mount_namespace" in spec.required:
             start.failure = str(RequiredLayerMissing("mount_namespace", str(exc)))
+        reason = f"{exc}; {mount_namespace.UNBOUNDED}"
         start.reports = [
-            LayerReport(r.name, False, str(exc)) if r.name == "mount_namespace" else r
+            LayerReport(r.name, False, reason) if r.name == "mount_namespace" else r
             for r in start.reports
         ]
 
@@ -253,6 +273,7 @@ def main() -> None:
         )
     except RequiredLayerMissing as exc:
         start.failure = str(exc)
+    start.reports = [_say_unbounded(r) for r in start.reports]
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     sys.stdout.flush()
     init_pid = os.fork()

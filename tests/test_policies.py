@@ -299,6 +299,7 @@ def policies(draw: st.DrawFn) -> Policy:
         file_size=draw(st.integers(min_value=0, max_value=2**40)),
         output=draw(st.integers(min_value=1, max_value=2**40)),
         log=draw(st.integers(min_value=0, max_value=2**30)),
+        workdir=draw(st.integers(min_value=MiB, max_value=2**40)),
         network=draw(st.booleans()),
         read=draw(_paths),
         write=draw(_paths),
@@ -463,6 +464,10 @@ _P = "[providers.text]\nsource = \"text.mod\"\n"
         ('[providers.text]\nsource = ""\n', "providers.text.source", "a provider reference"),
         ('[providers.text]\nsource = "not a module"\n', "providers.text.source",
          "a provider reference"),
+        (_P + 'policy = { workdir = "lots" }\n', "providers.text.policy.workdir",
+         "a size such as 256MiB"),
+        (_P + 'policy = { workdir = "512KiB" }\n', "providers.text.policy.workdir",
+         "a size of at least 1MiB"),
         ("[providers]\ntext = 3\n", "providers.text", "a provider table"),
         ('providers = "all"\n', "providers", "a table of providers"),
     ],
@@ -532,3 +537,19 @@ def test_config_errors_are_policy_errors(tmp_path: Path) -> None:
     file = _write(tmp_path, "c.toml", '[defaults]\nmemory = "1MiB"\n')
     with pytest.raises(PolicyError):
         load_config(file)
+
+
+def test_workdir_is_a_size_with_a_floor() -> None:
+    """The workdir's tmpfs size: 64MiB by default, units accepted, below 1MiB refused (a
+    tmpfs of ``size=0`` would be unlimited, the opposite of a bound)."""
+    assert Policy().workdir == 64 * MiB
+    assert Policy(workdir="32MiB").workdir == 32 * MiB
+    assert Policy.from_mapping({"workdir": 2_000_000}).workdir == 2_000_000
+    rows = {key: shown for key, shown, _meaning in Policy(workdir="32MiB").describe()}
+    assert rows["workdir"] == "32MiB"
+    for bad, expected in ((0, "at least 1MiB"), ("1KiB", "at least 1MiB"),
+                          ("lots", "a size"), (True, "a size"), (-5, "a size")):
+        with pytest.raises(PolicyError) as info:
+            Policy(workdir=bad)
+        assert info.value.path == "workdir"
+        assert expected in info.value.expected

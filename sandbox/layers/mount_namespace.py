@@ -1,9 +1,18 @@
-"""Mount namespace: a private ``/tmp`` (tmpfs with a size and inode limit) and a fresh ``/proc``.
+"""Mount namespace: every byte a worker writes lands on storage its policy bounds.
 
 The launcher unshares it; the init process (first in the new pid namespace) then makes every
-mount private, mounts a ``/proc`` that shows only the worker's own processes, and covers ``/tmp``
-with a new tmpfs, so nothing of the host's tmp is visible. The worker's workdir and its ipc socket
-may live under the host's ``/tmp``: they are bind-mounted back at the same paths first.
+mount private and *read-only* (``_readonly``), mounts a ``/proc`` that shows only the worker's own
+processes, covers ``/tmp`` with a new tmpfs (``policy.tmp``, :data:`TMP_INODES` inodes) so nothing
+of the host's tmp is visible, and mounts a tmpfs of its own (``policy.workdir``,
+:data:`WORKDIR_INODES` inodes) on the workdir's path. ``/dev/shm`` is covered with an empty
+read-only tmpfs. What the worker writes - files, core dumps, socket files - therefore lives in
+those two tmpfs (memory of the worker's cgroup, not the host's disk) and vanishes with the
+namespace; the host's own workdir directory stays empty. The operator's ``write`` paths are made
+writable again as far as they were on the host. The ipc socket and the read paths may live under
+the host's ``/tmp``: they are bind-mounted back (read-only) at the same paths.
+
+Without this layer there is no private storage: disk writes are bounded only by RLIMIT_FSIZE
+per file (and Landlock decides where).
 """
 
 from __future__ import annotations
@@ -11,9 +20,10 @@ from __future__ import annotations
 import os
 
 from policies import Policy
-from policies.model import TMP_INODES
+from policies.model import TMP_INODES, WORKDIR_INODES
 from sandbox.layers import LayerContext, LayerError, Probe
 from sandbox.layers._namespaces import probe_unshare
+from sandbox.layers._readonly import host_readonly, restore, set_readonly, writable_again
 from sandbox.libc import (
     CLONE_NEWNS,
     MS_BIND,
@@ -21,6 +31,7 @@ from sandbox.libc import (
     MS_NOEXEC,
     MS_NOSUID,
     MS_PRIVATE,
+    MS_RDONLY,
     MS_REC,
     mount,
     unshare,
@@ -29,18 +40,32 @@ from sandbox.libc import (
 NAME = "mount_namespace"
 STAGE = "launcher"
 PRIVATE_TMP = "/tmp"
+#: POSIX shared memory (``shm_open``) lives here; a worker gets an empty read-only one.
+DEV_SHM = "/dev/shm"
+#: What a worker's disk writes are bounded by when this layer is not applied.
+UNBOUNDED = "no private tmpfs: disk writes are bounded only by RLIMIT_FSIZE per file"
 
 
 def probe() -> Probe:
-    return probe_unshare(CLONE_NEWNS, "a mount namespace")
+    found = probe_unshare(CLONE_NEWNS, "a mount namespace")
+    if found.available:
+        return found
+    return Probe(False, f"{found.reason}; {UNBOUNDED}", found.version)
 
 
 def apply(policy: Policy, context: LayerContext) -> str:
     try:
         unshare(CLONE_NEWNS)
     except OSError as exc:
-        raise LayerError(str(exc)) from None
-    return f"private /tmp (tmpfs, {policy.tmp // (1024 * 1024)}MiB, {TMP_INODES} inodes)"
+        raise LayerError(f"{exc}; {UNBOUNDED}") from None
+    return (
+        f"private /tmp (tmpfs, {_mib(policy.tmp)}, {TMP_INODES} inodes) and workdir (tmpfs,"
+        f" {_mib(policy.workdir)}, {WORKDIR_INODES} inodes); every other mount read-only"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g}MiB"
 
 
 def _bind_back(handle: int, target: str) -> None:
@@ -54,17 +79,37 @@ def _bind_back(handle: int, target: str) -> None:
     os.close(handle)
 
 
-def prepare(policy: Policy, keep: list[str], *, new_proc: bool) -> None:
-    """In the init process: private mounts, fresh /proc, private /tmp; ``keep`` stays visible.
+def prepare(
+    policy: Policy,
+    keep: list[str],
+    *,
+    new_proc: bool,
+    workdir: str,
+    writable: list[str],
+    owner: tuple[int, int] | None,
+) -> None:
+    """In the init process: private read-only mounts, fresh /proc, private /tmp and workdir.
 
     ``keep`` holds absolute paths (a directory or a socket file) that must still be reachable
-    at the same path after /tmp is covered.
+    at the same path after /tmp is covered. ``workdir`` gets its own tmpfs, owned by ``owner``
+    (the uid/gid the worker drops to; None: the current ids), and becomes this process's cwd,
+    so the worker forked next starts in it. ``writable`` (the policy's ``write`` paths) stay
+    writable as far as the host's mounts let them be.
     """
+    workdir = workdir.rstrip("/")
     try:
         mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+        writable = [p for p in dict.fromkeys(writable) if os.path.exists(p)]
+        host_ro = {p: host_readonly(p) for p in writable}
+        proc_ro = None if new_proc else host_readonly("/proc")
+        set_readonly("/", True)
         if new_proc:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-        under_tmp = sorted({p.rstrip("/") for p in keep if p.startswith(PRIVATE_TMP + "/")})
+        elif proc_ro is not None:  # the host's /proc stays as it was (the worker's own files)
+            restore("/proc", proc_ro)
+        under_tmp = sorted(
+            {p.rstrip("/") for p in keep if p.startswith(PRIVATE_TMP + "/")} - {workdir}
+        )
         # A path inside another kept directory comes along with it.
         under_tmp = [p for p in under_tmp if not any(p.startswith(q + "/") for q in under_tmp)]
         handles = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in under_tmp}
@@ -73,8 +118,31 @@ def prepare(policy: Policy, keep: list[str], *, new_proc: bool) -> None:
         for path, handle in handles.items():
             os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
             _bind_back(handle, path)
+        _mount_workdir(policy, workdir, owner)
+        if os.path.isdir(DEV_SHM):
+            mount("tmpfs", DEV_SHM, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+                  "size=4k,nr_inodes=2,mode=0755")  # fmt: skip
+        for path in writable:
+            readonly_inside = host_ro[path]
+            if readonly_inside is not None:
+                writable_again(path, readonly_inside)
+        os.chdir(workdir)
     except OSError as exc:
         raise LayerError(str(exc)) from None
+
+
+def _mount_workdir(policy: Policy, workdir: str, owner: tuple[int, int] | None) -> None:
+    """A tmpfs of its own on the workdir's path: its size and inodes are the policy's bound.
+
+    Under the private /tmp the path is made first; elsewhere the host's (empty) directory is
+    covered. Either way the host's directory never receives a byte.
+    """
+    if workdir.startswith(PRIVATE_TMP + "/"):
+        os.makedirs(workdir, mode=0o711, exist_ok=True)
+    options = f"size={policy.workdir},nr_inodes={WORKDIR_INODES},mode=0700"
+    mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    if owner is not None:
+        os.chown(workdir, *owner)
 
 
 def _blocked_ancestor(path: str) -> str | None:
@@ -116,5 +184,6 @@ def expose(paths: list[str]) -> list[str]:
             mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0711")
             for child, handle in handles.items():
                 _bind_back(handle, f"{directory}/{child}")
+            set_readonly(directory, True)  # a cover is a view, never a place to write
             covered.append(directory)
     return covered

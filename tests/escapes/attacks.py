@@ -263,16 +263,16 @@ def plant_symlinks(target_file: str, target_dir: str) -> Result:
             "detail": "; ".join(notes), "workdir": here}  # fmt: skip
 
 
-@attack
-def fill_tmp_bytes(cap_mb: int = MAX_WRITE_MB) -> Result:
-    """Write files into /tmp until the disk is full (or ``cap_mb``, at most 300 MB)."""
+def _fill_bytes(directory: str, cap_mb: int) -> Result:
+    """Write 8 MiB files (below RLIMIT_FSIZE) into ``directory`` until something stops it, or
+    ``cap_mb`` (at most 300 MB); give the bytes back if nothing did."""
     cap = int(_clamp(cap_mb, MAX_WRITE_MB)) * MiB
     chunk = b"\0" * MiB
     written = 0
     paths: list[str] = []
     stop: OSError | None = None
     while written < cap and stop is None:
-        path = f"/tmp/escape-fill-{os.getpid()}-{len(paths)}"
+        path = os.path.join(directory, f"escape-fill-{os.getpid()}-{len(paths)}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
@@ -296,15 +296,16 @@ def fill_tmp_bytes(cap_mb: int = MAX_WRITE_MB) -> Result:
             except OSError:
                 pass
     return {"escaped": escaped, "written": written, "errno": stop.errno if stop else None,
-            "detail": f"wrote {written} bytes in {len(paths)} files; stopped by "
+            "directory": directory,
+            "detail": f"wrote {written} bytes in {len(paths)} files into {directory}; stopped by "
             f"{stop if stop else 'the cap'}"}  # fmt: skip
 
 
-@attack
-def fill_tmp_inodes(cap: int = MAX_INODES) -> Result:
-    """Create empty files in /tmp until there are no inodes left (or ``cap``, at most 20000)."""
+def _fill_inodes(directory: str, cap: int) -> Result:
+    """Create empty files in a new directory under ``directory`` until there are no inodes left
+    (or ``cap``, at most 20000); remove them again if nothing stopped it."""
     limit = int(_clamp(cap, MAX_INODES))
-    base = f"/tmp/escape-inodes-{os.getpid()}"
+    base = os.path.join(directory, f"escape-inodes-{os.getpid()}")
     made = 0
     stop: OSError | None = None
     try:
@@ -326,7 +327,44 @@ def fill_tmp_inodes(cap: int = MAX_INODES) -> Result:
         except OSError:
             pass
     return {"escaped": escaped, "created": made, "errno": stop.errno if stop else None,
-            "detail": f"created {made} files; stopped by {stop or 'the cap'}"}  # fmt: skip
+            "detail": f"created {made} files in {directory}; "
+            f"stopped by {stop or 'the cap'}"}  # fmt: skip
+
+
+@attack
+def fill_tmp_bytes(cap_mb: int = MAX_WRITE_MB) -> Result:
+    """Write files into /tmp until the disk is full (or ``cap_mb``, at most 300 MB)."""
+    return _fill_bytes("/tmp", cap_mb)
+
+
+@attack
+def fill_tmp_inodes(cap: int = MAX_INODES) -> Result:
+    """Create empty files in /tmp until there are no inodes left (or ``cap``, at most 20000)."""
+    return _fill_inodes("/tmp", cap)
+
+
+@attack
+def fill_workdir_bytes(cap_mb: int = MAX_WRITE_MB) -> Result:
+    """Write files into the workdir (the cwd) until it is full (or ``cap_mb``, at most 300 MB);
+    report what the worker's own view of it says (``statvfs``) and where it is."""
+    result = _fill_bytes(os.getcwd(), cap_mb)
+    st = os.statvfs(".")
+    result["view_free"] = st.f_bavail * st.f_frsize
+    result["view_size"] = st.f_blocks * st.f_frsize
+    return result
+
+
+@attack
+def fill_workdir_inodes(cap: int = MAX_INODES) -> Result:
+    """Create empty files in the workdir until there are no inodes left (or ``cap``)."""
+    return _fill_inodes(os.getcwd(), cap)
+
+
+@attack
+def fill_dev_shm(cap_mb: int = 48) -> Result:
+    """Fill POSIX shared memory: /dev/shm is where shm_open puts its objects, and on most
+    machines it is one tmpfs (half the RAM) that every process shares."""
+    return _fill_bytes("/dev/shm", cap_mb)
 
 
 # --- other processes ------------------------------------------------------------------------------

@@ -257,8 +257,76 @@ def tmp_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
 
 def tmp_inodes(run: Run, outcome: Outcome) -> tuple[bool, str]:
     used = run.notes["tmp_inodes"] - _tmp_free()[1]
-    escaped = bool(_value(outcome).get("escaped")) or used > 1000
+    # Other processes share the host's /tmp (a few thousand files come and go on a busy
+    # machine); an escape would cost it the attack's 20000.
+    escaped = bool(_value(outcome).get("escaped")) or used > 8000
     return escaped, _describe(outcome) + f"; the host's /tmp lost {used} inodes"
+
+
+def _host_bytes_below(directory: str | None) -> int:
+    """Bytes of the files below ``directory`` as the host sees it (0 if it is gone)."""
+    total = 0
+    for top, _dirs, files in os.walk(directory or "\0"):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(top, name)).st_size
+    return total
+
+
+def _other_provider_writes(run: Run) -> str | None:
+    """Why the victim provider could not write 8 MiB into its workdir and its /tmp, or None."""
+    for where in (".", "/tmp"):
+        wrote = run.host.run("echo.write_files", {"megabytes": 8, "where": where})
+        if not (wrote.ok and wrote.value == 8 * MiB):
+            return f"the other provider could not write 8 MiB into {where}: {_describe(wrote)}"
+    return None
+
+
+def workdir_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
+    """Escaped if nothing stopped the writes, if they reached the host's disk (the host-side
+    workdir or the host's /tmp, which holds it), or if the other provider can no longer write."""
+    value = _value(outcome)
+    on_host = _host_bytes_below(run.workdir)
+    used = run.notes["tmp_free"] - _tmp_free()[0]
+    victim = _other_provider_writes(run)
+    escaped = bool(value.get("escaped")) or on_host > MiB or used > 16 * MiB or bool(victim)
+    return escaped, _describe(outcome) + (
+        f"; the worker's view: {value.get('view_size')} bytes, {value.get('view_free')} free;"
+        f" the host-side workdir holds {on_host} bytes; the host's /tmp lost {used // MiB} MiB"
+        + (f"; {victim}" if victim else "")
+    )
+
+
+def _host_entries_below(directory: str | None) -> int:
+    """Files and directories below ``directory`` as the host sees it (0 if it is gone)."""
+    return sum(len(dirs) + len(files) for _top, dirs, files in os.walk(directory or "\0"))
+
+
+def workdir_inodes(run: Run, outcome: Outcome) -> tuple[bool, str]:
+    """Escaped if nothing stopped it or the files reached the host-side workdir (counted
+    there: the host's /tmp as a whole is shared with other processes)."""
+    on_host = _host_entries_below(run.workdir)
+    escaped = bool(_value(outcome).get("escaped")) or on_host > 100
+    return escaped, _describe(outcome) + f"; the host-side workdir holds {on_host} entries"
+
+
+def _shm_free() -> int:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _shm_snapshot(run: Run) -> dict[str, Any]:
+    run.notes["shm_free"] = _shm_free()
+    return {"cap_mb": 48}
+
+
+def shm_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
+    used = run.notes["shm_free"] - _shm_free()
+    escaped = bool(_value(outcome).get("escaped")) or used > 16 * MiB
+    return escaped, _describe(outcome) + f"; the host's /dev/shm lost {used // MiB} MiB"
 
 
 def fds_clean(run: Run, outcome: Outcome) -> tuple[bool, str]:
@@ -546,8 +614,8 @@ CATALOG: tuple[Attack, ...] = (
     Attack("list_home", "list /home", ("landlock",), "list_dir", _path("/home")),
     Attack("list_root", "list /root", ("landlock", "uid_drop"), "list_dir", _path("/root")),
     Attack("write_outside_workdir", "write into a world-writable directory outside the workdir",
-           ("landlock",), "write_file", _write_in(lambda run: str(run.arena.open_dir)),
-           created_on_host),
+           ("landlock", "mount_namespace"), "write_file",
+           _write_in(lambda run: str(run.arena.open_dir)), created_on_host),
     Attack("write_host_tmp", "write into the host's /tmp", ("mount_namespace", "landlock"),
            "write_file", _write_in(lambda run: str(run.arena.host_tmp_dir)), created_on_host),
     Attack("write_other_workdir", "write into another provider's workdir",
@@ -567,6 +635,15 @@ CATALOG: tuple[Attack, ...] = (
            exclusive=True),
     Attack("fill_tmp_inodes", "exhaust /tmp's inodes", ("mount_namespace", "landlock"),
            "fill_tmp_inodes", lambda run: {**_tmp_snapshot(run), "cap": 20000}, tmp_inodes,
+           exclusive=True),
+    Attack("fill_workdir", "fill the disk through the workdir (bound: workdir = 32MiB)",
+           ("mount_namespace",), "fill_workdir_bytes",
+           lambda run: {**_tmp_snapshot(run), "cap_mb": 300}, workdir_bytes,
+           policy={"workdir": "32MiB"}, exclusive=True, needs_echo=True),
+    Attack("fill_workdir_inodes", "exhaust the workdir's inodes", ("mount_namespace",),
+           "fill_workdir_inodes", lambda run: {"cap": 20000}, workdir_inodes),
+    Attack("fill_dev_shm", "fill the host's shared memory tmpfs (/dev/shm)",
+           ("mount_namespace", "landlock"), "fill_dev_shm", _shm_snapshot, shm_bytes,
            exclusive=True),
     Attack("sys_write", "open kernel tunables under /sys for writing", ("landlock", "uid_drop"),
            "sys_write"),

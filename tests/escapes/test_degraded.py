@@ -9,9 +9,10 @@ to try it, and reports that honestly as "escaped"). Some examples of the reasoni
 * no seccomp: ``/etc/shadow`` is still stopped by Landlock and the uid drop; TCP connect and bind
   by Landlock's TCP rules and the network namespace; but creating an AF_INET socket, a user
   namespace, userfaultfd, io_uring, keyctl and perf_event_open all work - only seccomp stops them.
-* no Landlock: the uid drop stops /etc/shadow and the pid and mount namespaces hide the host, but
-  a world-readable file anywhere (the canary, /home, a symlink target) is readable and a
-  world-writable directory outside the workdir is writable.
+* no Landlock: the uid drop stops /etc/shadow and the pid and mount namespaces hide the host (and
+  make every host mount read-only, so a world-writable directory outside the workdir, /dev/shm
+  included, is not writable), but a world-readable file anywhere (the canary, /home, a symlink
+  target) is readable.
 * no namespaces: Landlock, seccomp and the uid drop stop every file, process and network attack.
 * rlimits only: the worker is root in the host's namespaces; almost everything escapes. That is
   the point of the other layers.

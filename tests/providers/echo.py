@@ -48,3 +48,16 @@ def environment() -> dict[str, str]:
 def cwd() -> str:
     """The worker's working directory."""
     return os.getcwd()
+
+
+@provider.action
+def write_files(megabytes: int, where: str = ".") -> int:
+    """Write ``megabytes`` MiB into ``where`` (1 MiB files, removed again); return the bytes."""
+    written = 0
+    for i in range(megabytes):
+        path = os.path.join(where, f"echo-write-{os.getpid()}-{i}")
+        with open(path, "wb") as f:
+            written += f.write(b"\0" * (1 << 20))
+    for i in range(megabytes):
+        os.unlink(os.path.join(where, f"echo-write-{os.getpid()}-{i}"))
+    return written
