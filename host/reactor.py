@@ -59,10 +59,12 @@ from host.errors import (
 )
 from host.futures import CallFuture
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
+from host.rules import check_worker_rules
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Transport
 from host.zygote import ZygoteKeeper
 from policies import Policy
+from policies.paths import UnsafeRulePath
 from sandbox import protocol
 from sandbox.procfs import processes_of
 
@@ -382,6 +384,11 @@ class Reactor:
         worker_id = f"w{secrets.token_hex(6)}"
         token = secrets.token_urlsafe(24)
         policy = provider.policy
+        try:  # before anything is made: a rule that undoes the confinement fails the start
+            check_worker_rules(policy, self._own_state())
+        except UnsafeRulePath as exc:
+            self._provider_failed(provider, str(exc))
+            return None
         try:
             endpoint = self.transport.bind_worker(worker_id, _largest_message(policy))
         except zmq.ZMQError as exc:
@@ -445,6 +452,10 @@ class Reactor:
             worker_id, provider.name, process.pid, process.spawn_kind,
         )
         return worker
+
+    def _own_state(self) -> list[str]:
+        """The host's places no worker rule may be, or hold (see ``host.rules``)."""
+        return [self._workdir_root, self.transport.directory, cgroups.ROOT]
 
     def _take_spare(self, policy: Policy) -> SpareLauncher | None:
         """The spare launcher, with ``policy``'s limits on its cgroup, if it can serve."""
