@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from policies import Policy
 
-_ROOT = "/sys/fs/cgroup"
+#: Where cgroup hierarchies are mounted (v1: one per controller beneath it; v2: the tree).
+ROOT = _ROOT = "/sys/fs/cgroup"
 #: CPU quota per worker tree: one full CPU (the per-call limit is the CPU timer, not this).
 CPU_PERIOD_US = 100_000
 CPU_QUOTA_US = 100_000

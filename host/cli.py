@@ -1,7 +1,8 @@
 """The ``sandbox`` command: call an action, list the catalog, check the machine, run the demo.
 
 Exit codes: 0 the call succeeded, 1 the call's outcome was an error, 2 a usage or configuration
-error (one line on stderr, never a traceback).
+error (one line on stderr, never a traceback), 130 interrupted (SIGINT) and 143 terminated
+(SIGTERM): the running call is cancelled and every worker killed before the command exits.
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 EXIT_OK = 0
 EXIT_OUTCOME = 1
 EXIT_USAGE = 2
+#: Interrupted (Ctrl-C / SIGINT) and terminated (SIGTERM): 128 + the signal, as shells report.
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 #: Loaded when neither --provider nor --config is given, so the CLI works right after install.
 BUILTIN_PROVIDERS = ("providers.examples.text", "providers.examples.hostile")
@@ -23,6 +29,16 @@ BUILTIN_PROVIDERS = ("providers.examples.text", "providers.examples.hostile")
 
 class UsageError(Exception):
     """A problem with what the user typed or configured: exit code 2, one line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so it unwinds as Ctrl-C does: the running
+    call is cancelled, the host closes, its workers are killed and its directories removed
+    (the default action would end the process with no clean-up at all)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,8 +164,8 @@ def _open_host(args: argparse.Namespace) -> Any:
     except (ProviderUnavailable, ValueError) as exc:
         host.close()
         raise UsageError(str(exc)) from None
-    except BaseException:
-        host.close()
+    except BaseException:  # interrupted: stop every worker now, wait for none
+        host.close(timeout=0)
         raise
     return host
 
@@ -170,6 +186,9 @@ def _command_call(args: argparse.Namespace) -> int:
         layers: list[dict[str, Any]] = next(
             (p.layers for p in host.providers() if p.name == descriptor.provider), []
         )
+    except BaseException:  # interrupted: ``run`` cancelled the call; kill the rest now
+        host.close(timeout=0)
+        raise
     finally:
         host.close()
     if args.json:
@@ -258,18 +277,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": _command_doctor,
         "demo": _command_demo,
     }
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()
     except UsageError as exc:
         print(f"sandbox: error: {exc}", file=sys.stderr)
         code = EXIT_USAGE
+    except Terminated:
+        print("sandbox: terminated", file=sys.stderr)
+        code = EXIT_TERMINATED
     except KeyboardInterrupt:
         print("sandbox: interrupted", file=sys.stderr)
-        code = 130
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (``| head``): not worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_OUTCOME
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return code
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import itertools
 import os
 import threading
@@ -190,10 +189,20 @@ class Host:
             raise
 
     def run(self, action: str, input: Any = None, *, timeout: float | None = None) -> Outcome:
-        """Call ``action`` and return its :class:`Outcome` (never raises a call error)."""
+        """Call ``action`` and return its :class:`Outcome` (never raises a call error).
+
+        An interrupted wait (``KeyboardInterrupt``, ``SystemExit`` or any other
+        ``BaseException`` raised in the waiting thread) cancels the call - a running call's
+        worker is killed - and is re-raised: Ctrl-C must stop the call, not be swallowed.
+        """
         future = self.submit(action, input, timeout=timeout)
-        with contextlib.suppress(BaseException):
+        try:
             future.result()
+        except Exception:  # the call's error (or CancelledError): the outcome says it
+            pass
+        except BaseException:
+            future.cancel()
+            raise
         if future.outcome is None:  # cancelled while queued
             return Outcome.failure(Cancelled("the call was cancelled"))
         return future.outcome

@@ -10,8 +10,14 @@ runtime needs beyond the standard library, which ``-S`` keeps:
 - the interpreter's site-packages (the virtual environment's when the host runs in one), as
   ``site`` would add them, with the directories listed in their ``.pth`` files (``import`` lines
   are not run);
-- the directories holding this project's packages, which an editable install keeps outside
-  site-packages (reached through a finder that a ``.pth`` import line installs).
+- the directory holding this project's packages, which an editable install keeps outside
+  site-packages (reached through a finder that a ``.pth`` import line installs). It comes from
+  :func:`sandbox.own_root.project_root` (the location of that running module), never from
+  ``import providers`` here, which a folder named ``providers`` beside the engine would shadow.
+
+Every entry is also a read-only Landlock rule of the worker, so each is checked by
+:func:`policies.paths.check_rule_path` (never ``/``, a home, ...): a refusal raises
+:class:`~policies.paths.UnsafeRulePath` and no launcher starts.
 
 The bootstrap also gives ``builtins`` the ``exit``/``quit``/``help`` that ``site`` would have
 added, so provider code sees the builtins it would see under plain ``python -I``. The trailing
@@ -26,9 +32,8 @@ import os
 import site
 import sys
 
-import policies
-import providers
-import sandbox
+from policies.paths import check_rule_path
+from sandbox.own_root import project_root
 
 #: Runs in the fresh interpreter: drop the label from argv (the arguments stay), set the
 #: prefixes to the virtual environment's (``site`` does that, not ``-S``; before ``site`` is
@@ -70,14 +75,6 @@ def _pth_directories(site_dir: str) -> list[str]:
     return found
 
 
-def _own_package_dirs() -> list[str]:
-    """Where this project's packages live (an editable install keeps them outside sys.prefix)."""
-    return [
-        os.path.dirname(os.path.dirname(os.path.abspath(package.__file__ or "")))
-        for package in (policies, providers, sandbox)
-    ]
-
-
 @functools.cache
 def launcher_path() -> tuple[str, ...]:
     """What the launcher appends to the standard library's ``sys.path`` entries, in order."""
@@ -85,8 +82,8 @@ def launcher_path() -> tuple[str, ...]:
     for site_dir in site.getsitepackages():
         if os.path.isdir(site_dir):
             paths += [os.path.abspath(site_dir), *_pth_directories(site_dir)]
-    paths += _own_package_dirs()
-    return tuple(dict.fromkeys(paths))
+    paths.append(project_root())
+    return tuple(check_rule_path(p, "runtime") for p in dict.fromkeys(paths))
 
 
 def launcher_command(*args: str, module: str = "sandbox") -> list[str]:

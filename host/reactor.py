@@ -59,10 +59,13 @@ from host.errors import (
 )
 from host.futures import CallFuture
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
+from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
+from host.rules import check_worker_rules
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Transport
 from host.zygote import ZygoteKeeper
 from policies import Policy
+from policies.paths import UnsafeRulePath
 from sandbox import protocol
 from sandbox.procfs import processes_of
 
@@ -148,6 +151,8 @@ class WorkerHandle:
     kill_reason: str | None = None
     disconnected: bool = False
     unavailable: str | None = None
+    #: The traceback an UNAVAILABLE message carried (a provider that failed to import).
+    unavailable_traceback: str = ""
     cpu_total_s: float = 0.0
     #: The outcome decided for the running call when the host killed the worker; it is given
     #: once the supervisor reports (so it carries CPU and memory use) or after the grace time.
@@ -382,6 +387,11 @@ class Reactor:
         worker_id = f"w{secrets.token_hex(6)}"
         token = secrets.token_urlsafe(24)
         policy = provider.policy
+        try:  # before anything is made: a rule that undoes the confinement fails the start
+            check_worker_rules(policy, self._own_state())
+        except UnsafeRulePath as exc:
+            self._provider_failed(provider, str(exc))
+            return None
         try:
             endpoint = self.transport.bind_worker(worker_id, _largest_message(policy))
         except zmq.ZMQError as exc:
@@ -445,6 +455,10 @@ class Reactor:
             worker_id, provider.name, process.pid, process.spawn_kind,
         )
         return worker
+
+    def _own_state(self) -> list[str]:
+        """The host's places no worker rule may be, or hold (see ``host.rules``)."""
+        return [self._workdir_root, self.transport.directory, cgroups.ROOT]
 
     def _take_spare(self, policy: Policy) -> SpareLauncher | None:
         """The spare launcher, with ``policy``'s limits on its cgroup, if it can serve."""
@@ -826,6 +840,7 @@ class Reactor:
             return
         if isinstance(message, protocol.Unavailable):
             worker.unavailable = message.message
+            worker.unavailable_traceback = message.traceback[-MAX_TRACEBACK_CHARS:]
             worker.state = State.STOPPING
             worker.kill_reason = "unavailable"  # it exits by itself; the exit handler reports
             self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker))
@@ -1061,7 +1076,11 @@ class Reactor:
             provider.workers.remove(worker)
         log.debug("worker %s ended: %s", worker.worker_id, status.describe())
         if start_failed:  # only once the worker is gone: it no longer counts as starting
-            self._provider_failed(provider, worker.unavailable or "the worker did not start")
+            self._provider_failed(
+                provider,
+                worker.unavailable or "the worker did not start",
+                traceback=worker.unavailable_traceback,
+            )
         if self._closing is None:
             self._pump(provider)
 
@@ -1113,13 +1132,20 @@ class Reactor:
             signal=status.signal,
         )
 
-    def _provider_failed(self, provider: ProviderState, reason: str) -> None:
-        """A start failed: fail the waiting calls (and ``add_provider``) with the reason."""
+    def _provider_failed(
+        self, provider: ProviderState, reason: str, *, traceback: str = ""
+    ) -> None:
+        """A start failed: fail the waiting calls (and ``add_provider``) with the reason, and
+        the worker's traceback (with the provider's own frame in the message) if it sent one."""
+        frame = provider_frame(traceback) if traceback else None
+        if frame is not None:
+            reason += f" (raised at {frame})"
+        details: dict[str, Any] = {"traceback": traceback, "location": frame} if traceback else {}
         error_text = f"provider {provider.name!r} is unavailable: {reason}"
         if provider.name.startswith("_pending"):
             error_text = f"provider {provider.ref!r} is unavailable: {reason}"
         if provider.ready is not None and not provider.ready.done():
-            provider.ready.set_exception(ProviderUnavailable(error_text))
+            provider.ready.set_exception(ProviderUnavailable(error_text, **details))
         if provider.signature is None:  # it never started: ``add_provider`` fails, forget it
             self.providers.pop(provider.name, None)
             provider.removed = True
@@ -1139,7 +1165,7 @@ class Reactor:
         starting = any(w.state is State.STARTING for w in provider.workers)
         if not starting and not any(w.state is State.READY for w in provider.workers):
             while provider.queue:
-                self._finish(provider.queue.popleft(), ProviderUnavailable(error_text))
+                self._finish(provider.queue.popleft(), ProviderUnavailable(error_text, **details))
 
     # ------------------------------------------------------------------ shutdown
 

@@ -21,7 +21,25 @@ from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
 from host.fastschema import compile_schema
 
-_FORMATS = FormatChecker()
+#: The ``format`` checkers of draft 2020-12. jsonschema registers a checker only when the
+#: package it needs imports (the ``format-nongpl`` extra this project depends on), and skips a
+#: format it has no checker for: an instance would then pass unchecked.
+_FORMATS: FormatChecker = Draft202012Validator.FORMAT_CHECKER
+
+#: The formats draft 2020-12 defines (jsonschema's documented list for it), every one of which
+#: the host validates; see :func:`unchecked_formats`.
+DRAFT_2020_12_FORMATS = frozenset(
+    {
+        "date-time", "date", "time", "duration", "email", "idn-email", "hostname",
+        "idn-hostname", "ipv4", "ipv6", "uri", "uri-reference", "iri", "iri-reference", "uuid",
+        "uri-template", "json-pointer", "relative-json-pointer", "regex",
+    }
+)  # fmt: skip
+
+
+def unchecked_formats() -> frozenset[str]:
+    """Formats of draft 2020-12 this installation cannot check (a dependency is missing)."""
+    return DRAFT_2020_12_FORMATS - frozenset(_FORMATS.checkers)
 
 
 class SchemaInvalid(ValueError):

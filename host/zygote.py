@@ -28,6 +28,7 @@ import subprocess
 import time
 
 from host.interpreter import launcher_command
+from policies.paths import UnsafeRulePath
 
 log = logging.getLogger("host")
 
@@ -327,7 +328,7 @@ class ZygoteKeeper:
             return
         try:
             self.current = Zygote()
-        except OSError as exc:
+        except (OSError, UnsafeRulePath) as exc:  # (a refused rule fails each spawn, too)
             log.warning("cannot start a zygote (%s); spawning fresh interpreters", exc)
             self.enabled = False
 
@@ -379,7 +380,7 @@ class ZygoteKeeper:
         if zygote.forks >= MAX_FORKS - SUCCESSOR_LEAD and self.successor is None:
             try:
                 self.successor = Zygote()
-            except OSError as exc:
+            except (OSError, UnsafeRulePath) as exc:
                 log.warning("cannot start a successor zygote: %s", exc)
         if zygote.forks >= MAX_FORKS:
             self.retired.append(zygote)

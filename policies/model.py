@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .paths import unsafe_reason
 from .units import (
     KiB,
     MiB,
@@ -119,6 +120,14 @@ def _paths(value: object, where: str) -> tuple[str, ...]:
         # Relative paths would be resolved against the worker's cwd, which is not the author's.
         if not item.startswith("/") or "\0" in item:
             raise PolicyError(f"{where}[{index}]", "an absolute path", show_value(item))
+        # A rule grants everything beneath it: "/" or a home would undo the confinement.
+        reason = unsafe_reason(item)
+        if reason is not None:
+            raise PolicyError(
+                f"{where}[{index}]",
+                "a path that is not /, a home directory or a directory holding one",
+                f"{show_value(item)} ({reason})",
+            )
     return tuple(items)
 
 

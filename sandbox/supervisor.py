@@ -162,6 +162,7 @@ def _say_unbounded(report: LayerReport) -> LayerReport:
 
 def _prepare_mounts(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
     """In the init: private /proc, /tmp and workdir, the rest read-only, the ipc socket kept."""
+    from policies.paths import UnsafeRulePath
     from sandbox.layers import LayerError, mount_namespace
     from sandbox.worker import layer_context
 
@@ -170,6 +171,10 @@ def _prepare_mounts(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
         return
     try:
         context = layer_context(spec, policy, private_tmp=True)
+    except UnsafeRulePath as exc:  # no worker starts with a rule that undoes the confinement
+        start.failure = str(exc)
+        return
+    try:
         # Everything the worker may use that lives under the host's /tmp stays reachable.
         keep = [spec.workdir, spec.endpoint.removeprefix("ipc://")]
         keep += [p for p in (*context.read_paths, *context.write_paths) if os.path.exists(p)]

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from policies import Policy
+from policies.paths import UnsafeRulePath, check_rule_path, unsafe_reason
 from sandbox import protocol
 from sandbox.layers import LayerContext, RequiredLayerMissing, apply_layers
+from sandbox.own_root import project_root
 
 if TYPE_CHECKING:
     import zmq
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from providers import Action
     from sandbox.supervisor import StartState
 
+#: Where the host's cgroups live (v1 hierarchies and the v2 tree are mounted beneath it).
+CGROUP_ROOT = "/sys/fs/cgroup"
 #: Longest traceback text sent to the host; a deep recursion must not produce megabytes.
 MAX_TRACEBACK_CHARS = 16_000
 #: How long the last message may take to leave before the worker exits anyway.
@@ -230,19 +234,7 @@ def _describe(actions: dict[str, Action]) -> list[dict[str, object]]:
     return [action.describe() for action in actions.values()]
 
 
-def _own_package_dirs() -> list[str]:
-    """Where this project's packages live (an editable install keeps them outside sys.prefix)."""
-    import policies
-    import providers
-    import sandbox
-
-    return [
-        os.path.dirname(os.path.dirname(os.path.abspath(m.__file__ or "")))
-        for m in (policies, providers, sandbox)
-    ]
-
-
-def _provider_dirs(ref: str, search_path: list[str]) -> list[str]:
+def _provider_dirs(ref: str, search_path: list[str], state: list[str]) -> list[str]:
     """What the provider's own files are: its file's directory, or its top-level package (a
     top-level plain module: the module file alone).
 
@@ -253,8 +245,11 @@ def _provider_dirs(ref: str, search_path: list[str]) -> list[str]:
     path = ref.partition(":")[0]
     if path.endswith(".py"):
         directory = os.path.dirname(os.path.abspath(path))
-        # A file straight in /tmp: keep only the file, the rest of /tmp stays private.
-        return [os.path.abspath(path)] if directory == "/tmp" else [directory]
+        # A file straight in /tmp, in /, in a home...: keep only the file, the rest stays
+        # private (its siblings cannot be imported then).
+        if directory == "/tmp" or unsafe_reason(directory, state) is not None:
+            return [os.path.abspath(path)]
+        return [directory]
     import importlib.machinery
     import importlib.util
 
@@ -272,19 +267,42 @@ def _provider_dirs(ref: str, search_path: list[str]) -> list[str]:
     return [found.origin] if found.origin and os.path.isabs(found.origin) else []
 
 
+def host_state(spec: protocol.SpawnSpec) -> list[str]:
+    """The host's own places this worker must never be granted (nor a directory holding one):
+    the ipc directory of every worker's socket, the root of every worker's workdir, and the
+    cgroup tree. (Its own workdir and socket lie beneath them, and are granted.)"""
+    state = [os.path.dirname(spec.workdir), CGROUP_ROOT]
+    if spec.endpoint.startswith("ipc://"):
+        state.append(os.path.dirname(spec.endpoint.removeprefix("ipc://")))
+    return state
+
+
+def _checked(rules: list[tuple[str, str]], state: list[str]) -> tuple[str, ...]:
+    """Each ``(path, where it came from)`` through :func:`check_rule_path`, in order, once."""
+    return tuple(dict.fromkeys(check_rule_path(path, rule, state) for path, rule in rules))
+
+
 def layer_context(spec: protocol.SpawnSpec, policy: Policy, private_tmp: bool) -> LayerContext:
-    """What the worker may read and write once confined, and who it becomes."""
+    """What the worker may read and write once confined, and who it becomes.
+
+    Every rule is checked (:mod:`policies.paths`): a path that is ``/``, a home, or holds the
+    host's state raises :class:`UnsafeRulePath`, and the worker does not start.
+    """
+    state = host_state(spec)
     runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     runtime.update(p for p in sys.path if p and os.path.exists(p))
-    provider = _provider_dirs(spec.provider_ref, spec.search_path)
-    read = sorted(runtime) + _own_package_dirs() + provider
-    write = [spec.workdir, *policy.write]
-    if private_tmp:
-        write.append("/tmp")
+    read = [(p, "runtime") for p in sorted(runtime)]
+    read.append((project_root(), "runtime"))
+    read += [(p, "provider") for p in _provider_dirs(spec.provider_ref, spec.search_path, state)]
+    read += [(p, "policy.read") for p in policy.read]
+    write = [(spec.workdir, "workdir"), *((p, "policy.write") for p in policy.write)]
+    write_paths = _checked(write, state)
+    if private_tmp:  # the worker's own tmpfs (mount namespace), holding nothing of the host's
+        write_paths += ("/tmp",)
     return LayerContext(
         workdir=spec.workdir,
-        read_paths=tuple(dict.fromkeys([*read, *policy.read])),
-        write_paths=tuple(dict.fromkeys(write)),
+        read_paths=_checked(read, state),
+        write_paths=write_paths,
         uid=spec.uid,
         gid=spec.gid,
         cgroup=tuple(spec.cgroup),
@@ -342,7 +360,7 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
         reports = start.reports + apply_layers(
             "worker", policy, context, required=spec.required, skip=policy.skip
         )
-    except RequiredLayerMissing as exc:
+    except (RequiredLayerMissing, UnsafeRulePath) as exc:
         return _unavailable(spec, policy, str(exc))
     # Only now may imports look in the host's working directory (``package.module`` providers).
     sys.path.extend(p for p in spec.search_path if p not in sys.path)

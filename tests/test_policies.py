@@ -32,6 +32,7 @@ from policies import (
     parse_duration,
     parse_size,
 )
+from policies.paths import unsafe_reason
 
 # --- units ------------------------------------------------------------------------------------
 
@@ -279,7 +280,11 @@ _durations = st.one_of(
 )
 _sizes = st.one_of(st.integers(min_value=16 * MiB, max_value=2**50),
                    st.sampled_from(["256MiB", "1GB", "1.5GiB", "16MiB"]))
-_paths = st.lists(st.from_regex(r"/[a-z0-9_./-]{0,20}", fullmatch=True), max_size=4)
+#: Absolute paths a policy accepts (not "/", a home or a directory holding one).
+_paths = st.lists(
+    st.from_regex(r"/[a-z0-9_./-]{0,20}", fullmatch=True).filter(lambda p: not unsafe_reason(p)),
+    max_size=4,
+)
 _names = st.lists(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True), max_size=4)
 
 

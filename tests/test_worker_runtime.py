@@ -13,6 +13,7 @@ import pytest
 import host.interpreter
 from host import Host, ProviderUnavailable
 from host.interpreter import launcher_command, launcher_path
+from sandbox.own_root import project_root
 from tests.conftest import provider_file
 
 RUNTIME = provider_file("runtime.py")
@@ -91,7 +92,7 @@ def test_pth_files_contribute_directories_but_never_run_code(
         launcher_path.cache_clear()
     assert paths[:2] == (str(site_dir), str(extra))
     assert str(tmp_path) not in paths and "PTH_RAN" not in os.environ
-    assert paths[2:] == tuple(dict.fromkeys(host.interpreter._own_package_dirs()))
+    assert paths[2:] == (project_root(),)
 
 
 def test_an_invalid_schema_is_refused_by_the_host_naming_the_action(host: Host) -> None:

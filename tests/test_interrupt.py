@@ -1,0 +1,215 @@
+"""Interrupting a call stops it (issue 9, class 7): Ctrl-C was swallowed.
+
+``Host.run`` suppressed ``BaseException`` around ``future.result()``: ``KeyboardInterrupt`` never
+reached the caller, ``sandbox call`` on a sleeping action exited 1 after 5 s with ``Cancelled``,
+and the action kept running meanwhile. Now an interrupted wait cancels the call (its worker is
+killed) and re-raises; the CLI exits 130 (SIGINT) or 143 (SIGTERM) with every worker gone and its
+own directories removed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from host import Host
+from policies import Policy
+from tests.conftest import TEST_PROVIDERS
+
+REPO = Path(__file__).resolve().parent.parent
+#: Generous bounds ("not forever"), not timing assertions: the machine is shared and loaded.
+START_BOUND_S = 90.0
+EXIT_BOUND_S = 15.0
+
+NAPPER = textwrap.dedent(
+    '''
+    import os
+    import time
+
+    from providers import Provider
+
+    provider = Provider("napper")
+
+
+    @provider.action
+    def nap(marker: str, seconds: float) -> float:
+        """Say "busy" by creating ``marker``, then sleep."""
+        with open(marker, "w") as f:
+            f.write("busy")
+        time.sleep(seconds)
+        return seconds
+    '''
+)
+
+
+@pytest.fixture
+def area() -> Iterator[Path]:
+    """The provider, its config and its marker directory, where the worker's own uid can reach
+    them (pytest's tmp_path is beneath a 0700 directory)."""
+    with tempfile.TemporaryDirectory(prefix="napper-", dir="/tmp") as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
+
+
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A TMPDIR of the CLI's own (world-traversable, as /tmp is): what the host leaves in it
+    is what it failed to clean up."""
+    with tempfile.TemporaryDirectory(prefix="cli-tmp-", dir="/tmp") as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
+
+
+def _sandbox_descendants(pid: int) -> list[psutil.Process]:
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if "sandbox" in child.cmdline():
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _start_busy_cli(tmp_path: Path, tmpdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``sandbox call napper.nap`` in a subprocess, returned once the action is running."""
+    provider = tmp_path / "napper.py"
+    provider.write_text(NAPPER)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    marks.chmod(0o777)  # the worker runs under a uid of its own
+    config = tmp_path / "sandbox.toml"
+    config.write_text(
+        f'[providers.napper]\nsource = "{provider}"\n'
+        f'policy = {{ write = ["{marks}"], wall_time = "100s" }}\n'
+    )
+    marker = marks / "busy"
+    env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=str(REPO))
+    cli = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "host.cli", "call", "napper.nap"),
+            *("--config", str(config), f'{{"marker": "{marker}", "seconds": 90}}'),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + START_BOUND_S
+    while not marker.exists():
+        if cli.poll() is not None or time.monotonic() > deadline:
+            cli.kill()
+            _, err = cli.communicate()
+            pytest.fail(f"the action never started (rc {cli.returncode}): {err.decode()[-2000:]}")
+        time.sleep(0.05)
+    return cli, marker
+
+
+def _assert_stopped_cleanly(
+    cli: subprocess.Popen[bytes],
+    workers: list[psutil.Process],
+    code: int,
+    word: str,
+    tmpdir: Path,
+) -> float:
+    started = time.monotonic()
+    try:
+        _, err = cli.communicate(timeout=EXIT_BOUND_S)
+    except subprocess.TimeoutExpired:
+        cli.kill()
+        cli.communicate()
+        pytest.fail(f"the CLI did not exit within {EXIT_BOUND_S:g}s of the signal")
+    took = time.monotonic() - started
+    text = err.decode()
+    assert cli.returncode == code, text
+    assert f"sandbox: {word}" in text and "Traceback" not in text, text
+    _, alive = psutil.wait_procs(workers, timeout=EXIT_BOUND_S)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    assert list(tmpdir.iterdir()) == [], "the host left its directories behind"
+    return took
+
+
+def test_sigint_during_sandbox_call_exits_130_and_kills_the_worker(
+    area: Path, private_tmp: Path
+) -> None:
+    cli, _ = _start_busy_cli(area, private_tmp)
+    workers = _sandbox_descendants(cli.pid)
+    assert workers, "no worker process under the CLI"
+    cli.send_signal(signal.SIGINT)
+    took = _assert_stopped_cleanly(cli, workers, 130, "interrupted", private_tmp)
+    print(f"SIGINT to exit: {took:.2f}s")
+
+
+def test_sigterm_during_sandbox_call_exits_143_and_leaves_nothing(
+    area: Path, private_tmp: Path
+) -> None:
+    """The default SIGTERM action would end the CLI with no clean-up: its ipc and work
+    directories stayed in TMPDIR."""
+    cli, _ = _start_busy_cli(area, private_tmp)
+    workers = _sandbox_descendants(cli.pid)
+    assert workers
+    cli.send_signal(signal.SIGTERM)
+    _assert_stopped_cleanly(cli, workers, 143, "terminated", private_tmp)
+
+
+def _interrupt_when_busy(host: Host, name: str, fired: threading.Event) -> None:
+    deadline = time.monotonic() + START_BOUND_S
+    while time.monotonic() < deadline:
+        if host.stats().get(name, {}).get("workers", {}).get("busy"):
+            fired.set()
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            return
+        time.sleep(0.02)
+
+
+def test_keyboard_interrupt_in_host_run_cancels_the_call_and_propagates() -> None:
+    policy = Policy(workers={"min": 0, "max": 1}, wall_time=100)
+    with Host() as host:
+        name = host.add_provider(str(TEST_PROVIDERS / "echo.py"), policy=policy)
+        fired = threading.Event()
+        timer = threading.Thread(target=_interrupt_when_busy, args=(host, name, fired))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                host.run(f"{name}.slow", {"seconds": 90})
+        finally:
+            timer.join()
+        assert fired.is_set()
+        deadline = time.monotonic() + EXIT_BOUND_S
+        while True:
+            stats = host.stats()[name]
+            if stats["calls"].get("Cancelled") == 1 and stats["workers"]["busy"] == 0:
+                break
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.05)
+        # The provider still serves: a fresh worker answers the next call.
+        assert host.call(f"{name}.echo", {"value": "after"}) == "after"
+
+
+def test_keyboard_interrupt_in_host_call_propagates_too() -> None:
+    with Host() as host:
+        name = host.add_provider(str(TEST_PROVIDERS / "echo.py"))
+        fired = threading.Event()
+        timer = threading.Thread(target=_interrupt_when_busy, args=(host, name, fired))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                host.call(f"{name}.slow", {"seconds": 90})
+        finally:
+            timer.join()
+        assert fired.is_set()
