@@ -23,6 +23,7 @@ from typing import Any
 from host.catalog import MAX_NAME_LENGTH, ActionDescriptor, Catalog, is_name
 from host.errors import Cancelled, InputInvalid, Outcome, ProviderUnavailable, SandboxError
 from host.futures import CallFuture
+from host.inputs import encode_input
 from host.reactor import (
     PENDING_PREFIX,
     STARTUP_TIMEOUT_S,
@@ -237,19 +238,17 @@ class Host:
         payload: bytes | None = None,
     ) -> PendingCall:
         self._check_open()
-        descriptor, _policy = self._find(action)
-        if not isinstance(input, dict):
-            raise InputInvalid(
-                f"the input must be a JSON object, got {type(input).__name__}", path="$"
-            )
-        call_id = f"c{next(self._ids)}"
-        try:  # encoded here, in the caller's thread: strict JSON only (no NaN, no objects)
-            frames = protocol.encode(protocol.Call(call_id, descriptor.name, input, payload))
-        except (TypeError, ValueError) as exc:
-            raise InputInvalid(f"the input is not JSON: {exc}", path="$") from None
-        problem = descriptor.input_validator.problem(input)
+        descriptor, policy = self._find(action)
+        # In the caller's thread: a private copy of plain JSON types, encoded once; the copy is
+        # what is validated and its encoding is exactly what the worker decodes (host.inputs).
+        plain, encoded = encode_input(
+            input, limit=policy.input, payload_size=0 if payload is None else len(payload)
+        )
+        problem = descriptor.input_validator.problem(plain)
         if problem is not None:
             raise InputInvalid(f"invalid input at {problem}", path=problem.path)
+        call_id = f"c{next(self._ids)}"
+        frames = protocol.encode_call(call_id, descriptor.name, encoded, payload)
         if timeout is not None and not (timeout > 0):
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         now = time.monotonic()
@@ -258,7 +257,7 @@ class Host:
             frames=frames,
             provider=descriptor.provider,
             descriptor=descriptor,
-            input=input,
+            input=plain,
             future=future,
             submitted=now,
             caller_deadline=None if timeout is None else now + timeout,
