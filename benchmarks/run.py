@@ -319,7 +319,7 @@ def bench_rtt_small(sizes: Sizes) -> list[dict[str, Any]]:
 
 
 def bench_rtt_large(sizes: Sizes) -> list[dict[str, Any]]:
-    policy = Policy(output=4 * 1024 * 1024)
+    policy = Policy(output=4 * 1024 * 1024, input=4 * 1024 * 1024)  # a 1 MiB string each way
     rows = []
     for label, size in (("64 KiB", 64 * 1024), ("1 MiB", 1024 * 1024)):
         r = rtt_rows(f"echo {label} string", "x" * size, sizes.large_calls, 10, policy)

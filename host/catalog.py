@@ -11,16 +11,40 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from host.validation import SchemaInvalid, SchemaValidator
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAX_DESCRIPTION = 4096
+#: Longest provider, namespace or action name: names travel in every CALL's envelope, which
+#: the worker bounds (``protocol.CALL_ENVELOPE_BYTES``).
+MAX_NAME_LENGTH = 128
+
+
+def is_name(value: object) -> TypeGuard[str]:
+    """A provider, namespace or action name: ASCII letters, digits and underscores, not
+    starting with a digit, at most :data:`MAX_NAME_LENGTH` long. ASCII only, so two names that
+    look alike are alike (no Unicode confusables), and without dots, so ``namespace.action`` is
+    read one way only."""
+    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and bool(
+        _IDENTIFIER.match(value)
+    )
+
+
+def same_name(a: str, b: str) -> bool:
+    """Names that differ only in case count as one: ``CTL`` next to ``ctl`` would let a provider
+    pass for another in a listing or a config, and routing must be unambiguous to a reader."""
+    return a.lower() == b.lower()
 
 
 class CatalogInvalid(ValueError):
     """What a worker announced is not a valid catalog."""
+
+
+class OutsideNamespace(CatalogInvalid):
+    """A provider announced an action (or a namespace) other than the one the engine bound it
+    to: its own name. A load error, so the provider does not start and serves nothing."""
 
 
 class SchemaRejected(CatalogInvalid):
@@ -64,18 +88,33 @@ _SORTABLE = ("name", "namespace", "full_name", "description", "provider", "safe_
 
 
 def descriptors_from_hello(
-    provider: str, actions: Sequence[Mapping[str, Any]]
+    provider: str,
+    actions: Sequence[Mapping[str, Any]],
+    *,
+    ref: str = "",
+    declared_namespace: object = None,
 ) -> list[ActionDescriptor]:
-    """Check and convert the ``actions`` list of a HELLO. Raises :class:`CatalogInvalid`."""
+    """Check and convert the ``actions`` list of a HELLO. Raises :class:`CatalogInvalid`.
+
+    ``provider`` is the name the engine gave the provider (or, if it gave none, the name the
+    provider declared), and it is the provider's namespace: an action in any other namespace,
+    or a ``declared_namespace`` other than it, is :class:`OutsideNamespace`. A provider owns its
+    namespace and nothing else, so no HELLO can put an action under another provider's name.
+    """
+    who = f"provider {provider!r}" + (f" ({ref})" if ref else "")
     result = []
     seen = set()
     for raw in actions:
         name, namespace = raw.get("name"), raw.get("namespace")
-        if not (isinstance(name, str) and _IDENTIFIER.match(name)):
+        if not is_name(name):
             raise CatalogInvalid(f"action name {str(name)[:60]!r} is not an identifier")
-        if not (isinstance(namespace, str) and _IDENTIFIER.match(namespace)):
+        if not is_name(namespace):
             raise CatalogInvalid(f"namespace {str(namespace)[:60]!r} is not an identifier")
         full = f"{namespace}.{name}"
+        if namespace != provider:
+            raise OutsideNamespace(
+                f"{who} declares action {full!r} outside its namespace {provider!r}"
+            )
         if full in seen:
             raise CatalogInvalid(f"action {full} is announced twice")
         seen.add(full)
@@ -107,6 +146,11 @@ def descriptors_from_hello(
                 input_validator=input_validator,
                 output_validator=output_validator,
             )
+        )
+    if declared_namespace is not None and declared_namespace != provider:
+        raise OutsideNamespace(
+            f"{who} declares the namespace {str(declared_namespace)[:60]!r} outside its "
+            f"namespace {provider!r}"
         )
     return result
 

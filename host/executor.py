@@ -111,7 +111,7 @@ class SandboxExecutor(Executor):
         policy = policy.merged({"workers": {"min": 0, "max": limit}})
         self._results = results
         self._host = Host()
-        self._host.add_provider(_PROVIDER, policy=policy, name="_executor")
+        self._host.add_provider(_PROVIDER, policy=policy, name="executor")
         self._lock = threading.Lock()
         self._shutdown = False
         self._futures: set[CallFuture] = set()

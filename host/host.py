@@ -19,10 +19,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from host.catalog import ActionDescriptor, Catalog
+from host.catalog import MAX_NAME_LENGTH, ActionDescriptor, Catalog, is_name
 from host.errors import Cancelled, InputInvalid, Outcome, ProviderUnavailable, SandboxError
 from host.futures import CallFuture
-from host.reactor import STARTUP_TIMEOUT_S, PendingCall, ProviderState, Reactor
+from host.inputs import encode_input
+from host.reactor import (
+    PENDING_PREFIX,
+    STARTUP_TIMEOUT_S,
+    PendingCall,
+    ProviderState,
+    Reactor,
+)
 from policies import Policy, load_config
 from sandbox import protocol
 
@@ -104,14 +111,22 @@ class Host:
 
         ``ref`` is ``package.module``, ``package.module:attribute`` or ``path/to/file.py``.
         Returns the provider's name (``name`` if given, else the name the provider declares).
-        Raises :class:`ProviderUnavailable` if it cannot start (import error, missing layer).
+        That name is also its namespace: every action it announces must be ``NAME.action``, or
+        it fails to load. A name another provider has (also in another case) is refused, with
+        ``ValueError`` for a given ``name``. Raises :class:`ProviderUnavailable` if it cannot
+        start (import error, missing layer, an action outside its namespace, a taken name).
         """
         self._check_open()
         policy = policy if policy is not None else Policy()
         if not isinstance(ref, str) or not ref.strip():
             raise ValueError("a provider reference must be a non-empty string")
+        if name is not None and not is_name(name):
+            raise ValueError(
+                "a provider name must be letters, digits and underscores (ASCII, not starting "
+                f"with a digit, at most {MAX_NAME_LENGTH} characters), got {name!r}"
+            )
         ref = _absolute_file_ref(ref)
-        key = name if name is not None else f"_pending{next(self._ids)}"
+        key = name if name is not None else f"{PENDING_PREFIX}{next(self._ids)}>"
         ready: Future[str] = Future()
         state = ProviderState(
             name=key, ref=ref, policy=policy, ready=ready, explicit_name=name is not None
@@ -143,7 +158,7 @@ class Host:
                     name=state.name,
                     ref=state.ref,
                     version=str(state.info.get("version", "")),
-                    namespace=str(state.info.get("namespace", state.name)),
+                    namespace=state.name,  # the namespace it is bound to (see catalog)
                     policy=state.policy,
                     layers=list(state.layers),
                     workers=len(state.workers),
@@ -232,19 +247,17 @@ class Host:
         payload: bytes | None = None,
     ) -> PendingCall:
         self._check_open()
-        descriptor = self._find(action)
-        if not isinstance(input, dict):
-            raise InputInvalid(
-                f"the input must be a JSON object, got {type(input).__name__}", path="$"
-            )
-        call_id = f"c{next(self._ids)}"
-        try:  # encoded here, in the caller's thread: strict JSON only (no NaN, no objects)
-            frames = protocol.encode(protocol.Call(call_id, descriptor.name, input, payload))
-        except (TypeError, ValueError) as exc:
-            raise InputInvalid(f"the input is not JSON: {exc}", path="$") from None
-        problem = descriptor.input_validator.problem(input)
+        descriptor, policy = self._find(action)
+        # In the caller's thread: a private copy of plain JSON types, encoded once; the copy is
+        # what is validated and its encoding is exactly what the worker decodes (host.inputs).
+        plain, encoded = encode_input(
+            input, limit=policy.input, payload_size=0 if payload is None else len(payload)
+        )
+        problem = descriptor.input_validator.problem(plain)
         if problem is not None:
             raise InputInvalid(f"invalid input at {problem}", path=problem.path)
+        call_id = f"c{next(self._ids)}"
+        frames = protocol.encode_call(call_id, descriptor.name, encoded, payload)
         if timeout is not None and not (timeout > 0):
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         now = time.monotonic()
@@ -253,7 +266,7 @@ class Host:
             frames=frames,
             provider=descriptor.provider,
             descriptor=descriptor,
-            input=input,
+            input=plain,
             future=future,
             submitted=now,
             caller_deadline=None if timeout is None else now + timeout,
@@ -263,10 +276,16 @@ class Host:
         reactor.accept(call)
         return call
 
-    def _find(self, action: str) -> ActionDescriptor:
+    def _find(self, action: str) -> tuple[ActionDescriptor, Policy]:
+        """The action's descriptor and the policy of the provider bound to its namespace. (The
+        loop checks again, when it queues the call, that the catalog still holds this very
+        descriptor: a provider removed and another loaded under its name in between never gets
+        a call validated against the old one's schema.)"""
         descriptor = self.catalog.find(action)
         if descriptor is not None:
-            return descriptor
+            state = self._reactor.providers.get(descriptor.provider)
+            if state is not None and not state.removed and state.name == descriptor.namespace:
+                return descriptor, state.policy
         namespace = action.partition(".")[0]
         if namespace and any(p.name == namespace for p in list(self._reactor.providers.values())):
             raise ProviderUnavailable(f"provider {namespace!r} has no action {action!r}")

@@ -38,8 +38,11 @@ from host.catalog import (
     ActionDescriptor,
     Catalog,
     CatalogInvalid,
+    OutsideNamespace,
     SchemaRejected,
     descriptors_from_hello,
+    is_name,
+    same_name,
 )
 from host.errors import (
     ERROR_TYPES,
@@ -93,6 +96,9 @@ BREAKER_THRESHOLD = 5
 BREAKER_COOLDOWN_S = 30.0
 #: A HELLO may carry this much catalog even when the policy's result limit is smaller.
 MAX_CATALOG_BYTES = 1024 * 1024
+#: How a provider added without a name is keyed until its HELLO names it; not a valid name, so
+#: it never stands for (or blocks) a name an engine or a provider may claim.
+PENDING_PREFIX = "<pending "
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
 
@@ -343,14 +349,26 @@ class Reactor:
 
     def add_provider(self, state: ProviderState) -> None:
         """Register a provider and start its first worker; ``state.ready`` tells the outcome."""
-        if state.name in self.providers:
+        holder = self.name_holder(state.name, state)
+        if holder is not None:
             assert state.ready is not None
             state.ready.set_exception(
-                ValueError(f"a provider named {state.name!r} is already loaded")
+                ValueError(
+                    f"a provider named {holder.name!r} is already loaded ({holder.ref}); "
+                    f"{state.ref} cannot be loaded as {state.name!r}"
+                )
             )
             return
         self.providers[state.name] = state
         self._spawn(state)
+
+    def name_holder(self, name: str, claimant: ProviderState) -> ProviderState | None:
+        """The provider other than ``claimant`` that has ``name`` (or a name differing only in
+        case), loaded or still starting; None if it is free."""
+        for other in self.providers.values():
+            if other is not claimant and not other.removed and same_name(other.name, name):
+                return other
+        return None
 
     def remove_provider(self, name: str) -> None:
         """Forget a provider: its actions leave the catalog and its workers are stopped."""
@@ -591,6 +609,13 @@ class Reactor:
         provider = self.providers.get(call.provider)
         if provider is None or provider.removed:
             self._finish(call, ProviderUnavailable(f"provider {call.provider!r} is not loaded"))
+            return
+        if self.catalog.find(call.descriptor.full_name) is not call.descriptor:
+            # Removed and loaded again (perhaps another provider under the same name) since
+            # the caller looked it up: the input was checked against another catalog entry.
+            self._finish(call, ProviderUnavailable(
+                f"provider {call.provider!r} was reloaded while the call was submitted"
+            ))  # fmt: skip
             return
         if call.future.cancelled():
             self._finish(call, Cancelled("the call was cancelled before it was queued"))
@@ -848,23 +873,34 @@ class Reactor:
         provider = worker.provider
         if provider.signature is None and not provider.explicit_name:
             declared = message.provider.get("name")
-            if not isinstance(declared, str) or not declared.isidentifier():
+            if not is_name(declared):
                 self._violation(worker, "the provider's name is not an identifier")
                 return
-            if declared in self.providers and self.providers[declared] is not provider:
-                worker.unavailable = f"a provider named {declared!r} is already loaded"
+            holder = self.name_holder(declared, provider)
+            if holder is not None:  # the first to claim a name keeps it; never a swap
+                worker.unavailable = (
+                    f"provider {provider.ref} declares the name {declared!r}, which provider "
+                    f"{holder.name!r} ({holder.ref}) already has"
+                )
                 self._kill(worker, "duplicate provider")
                 return
             del self.providers[provider.name]
             provider.name = declared
             self.providers[declared] = provider
-        signature = json.dumps(message.actions, sort_keys=True)
+        # What the provider claims to be, with its catalog: a later worker must claim the same.
+        claim = [message.provider.get("name"), message.provider.get("namespace"), message.actions]
+        signature = json.dumps(claim, sort_keys=True)
         if provider.signature is None:
             try:
-                descriptors = descriptors_from_hello(provider.name, message.actions)
-            except SchemaRejected as exc:  # the provider's mistake; workers leave this to us
+                descriptors = descriptors_from_hello(
+                    provider.name,
+                    message.actions,
+                    ref=provider.ref,
+                    declared_namespace=message.provider.get("namespace"),
+                )
+            except (SchemaRejected, OutsideNamespace) as exc:  # the provider's load error
                 worker.unavailable = str(exc)
-                self._kill(worker, "invalid schema")
+                self._kill(worker, "invalid catalog")
                 return
             except CatalogInvalid as exc:
                 self._violation(worker, f"invalid catalog: {exc}")
@@ -1142,7 +1178,7 @@ class Reactor:
             reason += f" (raised at {frame})"
         details: dict[str, Any] = {"traceback": traceback, "location": frame} if traceback else {}
         error_text = f"provider {provider.name!r} is unavailable: {reason}"
-        if provider.name.startswith("_pending"):
+        if provider.name.startswith(PENDING_PREFIX):
             error_text = f"provider {provider.ref!r} is unavailable: {reason}"
         if provider.ready is not None and not provider.ready.done():
             provider.ready.set_exception(ProviderUnavailable(error_text, **details))

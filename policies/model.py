@@ -239,6 +239,7 @@ _NORMALISERS: Final[dict[str, Callable[[object, str], object]]] = {
     "open_files": lambda v, w: _count(v, w, 16),
     "file_size": _minimum_size(0),
     "output": _minimum_size(1),
+    "input": _minimum_size(2),
     "log": _minimum_size(0),
     "network": _flag,
     "read": _paths,
@@ -266,6 +267,7 @@ _MEANINGS: Final[dict[str, str]] = {
     "open_files": "most file descriptors a worker may have open",
     "file_size": "largest file a worker may write",
     "output": "largest result an action may return",
+    "input": "largest input (encoded JSON) the host sends to an action",
     "log": "most stdout+stderr captured per action (the rest is dropped)",
     "network": "whether the worker may use the network",
     "read": "extra paths the worker may read",
@@ -304,6 +306,8 @@ class Policy:
     open_files: int = 64
     file_size: int = 16 * MiB
     output: int = 1 * MiB
+    #: Largest engine input (encoded JSON, plus any binary payload) the host sends to a worker.
+    input: int = 1 * MiB
     log: int = 64 * KiB
     network: bool = False
     read: tuple[str, ...] = ()
@@ -439,6 +443,7 @@ class Policy:
             "open_files": self.open_files,
             "file_size": self.file_size,
             "output": self.output,
+            "input": self.input,
             "log": self.log,
             "network": self.network,
             "read": list(self.read),
@@ -473,6 +478,7 @@ class Policy:
             "open_files": str(self.open_files),
             "file_size": format_size(self.file_size),
             "output": format_size(self.output),
+            "input": format_size(self.input),
             "log": format_size(self.log),
             "network": "allowed" if self.network else "denied",
             "read": listed(self.read),

@@ -86,6 +86,7 @@ SCHEMA: Final[dict[str, Any]] = {
                 "open_files": {"type": "integer", "minimum": 16},
                 "file_size": {"$ref": "#/$defs/size"},
                 "output": {"$ref": "#/$defs/size"},
+                "input": {"$ref": "#/$defs/size"},
                 "log": {"$ref": "#/$defs/size"},
                 "network": {"type": "boolean"},
                 "read": _PATHS,

@@ -80,8 +80,11 @@ class Action:
 class Provider:
     """A named, versioned collection of actions sharing a namespace.
 
-    ``namespace`` defaults to ``name``; it exists separately so two versions or forks of a
-    provider can be loaded side by side under different namespaces.
+    ``namespace`` defaults to ``name``. The host binds a provider to one namespace: the name the
+    engine loads it as (``add_provider(..., name=...)``, a config's ``[providers.NAME]``), else
+    the ``name`` declared here; a provider announcing an action in any other namespace fails to
+    load. A ``namespace`` other than ``name`` (a fork loaded beside the original, say) therefore
+    loads when the engine gives it that name.
     """
 
     def __init__(

@@ -24,6 +24,12 @@ from typing import Any
 DEFAULT_MAX_DEPTH = 100
 #: Largest message accepted when the caller does not say otherwise.
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+#: Deepest engine input the host sends (the input object itself is level 1). It is the same
+#: bound as for what a worker sends; the CALL body around the input adds one level, which
+#: :func:`decode_host_message` allows for, so every input the host accepts reaches the worker.
+MAX_INPUT_DEPTH = DEFAULT_MAX_DEPTH
+#: Room for the CALL body around an input (call id, action name: names are short identifiers).
+CALL_ENVELOPE_BYTES = 4 * 1024
 
 #: Error types a worker may report for a failed call. Everything else is decided by the host.
 WORKER_ERROR_TYPES = (
@@ -214,6 +220,25 @@ def encode_result(call_id: str, encoded_value: bytes, usage: Usage) -> list[byte
         )
     )
     return [Result.KIND, body]
+
+
+def encode_call(
+    call_id: str, action: str, encoded_input: bytes, payload: bytes | None = None
+) -> list[bytes]:
+    """A CALL whose input the host already encoded with :func:`dumps` (to check and measure
+    exactly the bytes that are sent): the body is spliced around it. Decodes exactly like
+    ``encode(Call(call_id, action, input, payload))``."""
+    body = b"".join(
+        (b'{"call_id":', dumps(call_id), b',"action":', dumps(action), b',"input":',
+         encoded_input, b"}")
+    )  # fmt: skip
+    return [Call.KIND, body] if payload is None else [Call.KIND, body, payload]
+
+
+def largest_call(input_limit: int) -> int:
+    """The biggest CALL (all frames) a worker accepts when its policy's ``input`` limit is
+    ``input_limit``: the host refuses larger inputs before sending, so every CALL fits."""
+    return input_limit + CALL_ENVELOPE_BYTES
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,9 +446,12 @@ def decode_host_message(
     frames: Sequence[bytes],
     *,
     max_size: int = DEFAULT_MAX_SIZE,
-    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_depth: int = MAX_INPUT_DEPTH + 1,
 ) -> HostMessage:
-    """Decode what the host sent (the worker trusts the host, but still checks the shape)."""
+    """Decode what the host sent (the worker trusts the host, but still checks the shape).
+
+    ``max_depth`` counts the CALL body, one level above the input; ``max_size`` should be
+    :func:`largest_call` of the worker's input limit."""
     return _decode(  # type: ignore[return-value]
         frames, _HOST_KINDS, allow_payload=True, max_size=max_size, max_depth=max_depth
     )

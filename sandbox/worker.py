@@ -119,7 +119,10 @@ class Worker:
         while True:
             try:
                 frames = self.socket.recv_multipart()
-                message = protocol.decode_host_message(frames)
+                # As large as the host may send under this policy (it refuses bigger inputs).
+                message = protocol.decode_host_message(
+                    frames, max_size=protocol.largest_call(self.policy.input)
+                )
             except protocol.ProtocolError as exc:
                 print(f"sandbox worker: bad message from host: {exc}", file=sys.stderr)
                 return 4

@@ -21,19 +21,21 @@ ECHO = provider_file("echo.py")
 
 def test_add_provider_returns_declared_or_given_name(host: Host) -> None:
     assert host.add_provider(ECHO) == "echo"
-    assert host.add_provider("providers.examples.text", name="words") == "words"
+    assert host.add_provider("providers.examples.text", name="text") == "text"
     with pytest.raises(ValueError, match="already loaded"):
-        host.add_provider(ECHO, name="words")
+        host.add_provider(ECHO, name="text")
     infos = {p.name: p for p in host.providers()}
     assert infos["echo"].version == "2.0"
-    assert infos["words"].namespace == "text"
+    assert infos["text"].namespace == "text"
     word_count = host.catalog.find("text.word_count")
-    assert word_count is not None and word_count.provider == "words"
+    assert word_count is not None and word_count.provider == "text"
 
 
-def test_two_providers_announcing_the_same_action_clash(host: Host) -> None:
+def test_a_provider_loaded_under_another_name_cannot_announce_its_own_namespace(
+    host: Host,
+) -> None:
     host.add_provider(ECHO)
-    with pytest.raises(ProviderUnavailable, match="clashes"):
+    with pytest.raises(ProviderUnavailable, match="outside its namespace 'again'"):
         host.add_provider(ECHO, name="again")
     assert [p.name for p in host.providers()] == ["echo"]
     assert host.call("echo.add", {"a": 1}) == 2

@@ -174,6 +174,7 @@ def test_policy_kwargs_are_normalised() -> None:
         allow_missing=True,
     )
     assert policy.memory == 256 * MiB
+    assert Policy().input == 1 * MiB and Policy(input="20MiB").input == 20 * MiB
     assert policy.wall_time == 2.0
     assert isinstance(policy.cpu_time, float)
     assert policy.workers == Workers(min=1, max=4)
@@ -198,6 +199,8 @@ def test_policy_kwargs_are_normalised() -> None:
         ({"processes": True}, "processes", "an integer"),
         ({"open_files": 8}, "open_files", "an integer >= 16"),
         ({"output": 0}, "output", "at least 1B"),
+        ({"input": 1}, "input", "at least 2B"),
+        ({"input": "big"}, "input", "a size such as 256MiB"),
         ({"network": 1}, "network", "a boolean"),
         ({"allow_missing": "yes"}, "allow_missing", "a boolean"),
         ({"read": "/data"}, "read", "a list of absolute paths"),

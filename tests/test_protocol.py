@@ -225,6 +225,34 @@ def test_call_with_empty_payload_keeps_it() -> None:
     assert decode_host_message(encode(call)) == call
 
 
+@FAST
+@given(calls)
+def test_a_spliced_call_decodes_like_an_encoded_one(call: Call) -> None:
+    from sandbox.protocol import dumps, encode_call
+
+    frames = encode_call(call.call_id, call.action, dumps(call.input), call.payload)
+    assert frames == encode(call)
+    assert decode_host_message(frames) == call
+
+
+def test_the_worker_accepts_a_call_at_the_input_depth_and_size_limits() -> None:
+    """What the host may send (an input nested MAX_INPUT_DEPTH deep, or as large as the input
+    limit) is what the worker's decoder accepts; one level more is refused."""
+    from sandbox.protocol import MAX_INPUT_DEPTH, dumps, encode_call, largest_call
+
+    value: Any = {}
+    for _ in range(MAX_INPUT_DEPTH - 1):
+        value = {"k": value}
+    frames = encode_call("c1", "a" * 128, dumps(value))
+    assert decode_host_message(frames) == Call("c1", "a" * 128, value)
+    with pytest.raises(ProtocolError, match="deeper"):
+        decode_host_message(encode_call("c1", "a", dumps({"k": value})))
+    limit = 3 * 1024 * 1024
+    text = "x" * (limit - len(b'{"s":""}'))
+    frames = encode_call("c" + "9" * 20, "a" * 128, dumps({"s": text}))
+    assert decode_host_message(frames, max_size=largest_call(limit)).input == {"s": text}
+
+
 def test_shutdown_round_trip() -> None:
     frames = encode(Shutdown())
     assert frames == [b"SHUTDOWN", b"{}"]

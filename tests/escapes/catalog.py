@@ -216,7 +216,7 @@ def other_worker_alive(run: Run, outcome: Outcome) -> tuple[bool, str]:
         if dead or not _value(outcome).get("hit") or time.monotonic() > deadline:
             break
         time.sleep(0.05)  # a signal that was accepted takes a moment to show
-    state = run.host._reactor.providers.get(f"echo_{run.label}")
+    state = run.host._reactor.providers.get("echo")
     replaced = state is None or run.echo.worker_id not in [w.worker_id for w in state.workers]
     escaped = bool(dead) or replaced
     return escaped, _describe(outcome) + (
@@ -974,7 +974,7 @@ class Arena:
         if attack.needs_echo:
             self._start_echo(run)
         try:
-            name = host.add_provider(ATTACKS, policy=run.policy, name=f"atk_{run.label}")
+            name = host.add_provider(ATTACKS, policy=run.policy, name="attacks")
         except ProviderUnavailable as exc:
             self._remove(run, [])
             return Verdict(attack.name, "unavailable", f"the provider refused to start: {exc}")
@@ -1010,7 +1010,7 @@ class Arena:
     def _start_echo(self, run: Run) -> None:
         host = run.host
         name = host.add_provider(ECHO, policy=run.policy.merged({"wall_time": 30, "cpu_time": 10}),
-                                 name=f"echo_{run.label}")  # fmt: skip
+                                 name="echo")  # fmt: skip
         workdir = host.call("echo.cwd", {})
         worker = host._reactor.providers[name].workers[0]
         processes = []
@@ -1024,7 +1024,7 @@ class Arena:
         """Remove the providers and wait until their workers have exited and been cleaned up."""
         host = run.host
         if run.echo is not None:
-            names = [*names, f"echo_{run.label}"]
+            names = [*names, "echo"]
         states = [host._reactor.providers.get(n) for n in names]
         workers = [w for s in states if s is not None for w in s.workers]
         for name in names:

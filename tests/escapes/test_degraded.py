@@ -133,14 +133,14 @@ def _rlimits_only() -> Policy:
 
 def test_supervisor_reaps_a_large_tree_before_the_host_gives_up(host: Host) -> None:
     marker = "escbig" + secrets.token_hex(4)
-    host.add_provider(ATTACKS, policy=_rlimits_only(), name="bomb")
-    (worker,) = host._reactor.providers["bomb"].workers
+    host.add_provider(ATTACKS, policy=_rlimits_only(), name="attacks")
+    (worker,) = host._reactor.providers["attacks"].workers
     inner = [p.pid for p in psutil.Process(worker.process.pid).children(recursive=True)]
     try:
         value = host.call("attacks.fork_bomb", {"limit": 2000, "child_seconds": 20,
                                                 "marker": marker})  # fmt: skip
         assert value["forked"] == 2000
-        host.remove_provider("bomb")
+        host.remove_provider("attacks")
         deadline = time.monotonic() + 15
         while not worker.process.exited and time.monotonic() < deadline:
             time.sleep(0.02)
