@@ -85,6 +85,13 @@ def probe() -> CgroupSupport:
         if not os.access(parent, os.W_OK):
             return CgroupSupport(0, f"cgroup v1: {parent} is not writable (needs root)")
         parents[controller] = parent
+    # cpuacct holds the tree's CPU counter the host reads per call (``host.usage``). Where it
+    # is mounted together with cpu (``cpu,cpuacct``), the cpu directory has it already.
+    accounting = f"{_ROOT}/cpuacct{own.get('cpuacct', '/')}".rstrip("/")
+    if os.path.realpath(accounting) != os.path.realpath(parents["cpu"]) and os.access(
+        accounting, os.W_OK
+    ):
+        parents["cpuacct"] = accounting
     return CgroupSupport(1, "cgroup v1 memory, pids and cpu hierarchies (as root)", parents)
 
 
