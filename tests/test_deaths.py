@@ -47,7 +47,7 @@ def cpu_load(processes: int = 2) -> Iterator[None]:
 def test_a_death_is_a_crash_never_a_protocol_violation(host: Host) -> None:
     policy = Policy(workers={"min": 0, "max": 2}, retries=1, wall_time=30)
     host.add_provider(LIAR, policy=policy)
-    how = ("kill", "exit", "segv")
+    how = ("kill", "exit", "segv", "drop")
     with cpu_load():
         futures = [
             host.submit("usage_liar.die", {"how": how[i % len(how)]}) for i in range(DYING_CALLS)

@@ -115,10 +115,31 @@ def spin_after_result(seconds: float, children: int = 0) -> str:
     return TOKEN
 
 
+def _drop_connections() -> None:
+    """Shut down every socket this process has: the host sees its connection close."""
+    import socket
+
+    for fd in range(3, 256):  # (the worker may not list /proc/self/fd)
+        try:
+            sock = socket.socket(fileno=fd)  # OSError for what is not a socket
+        except OSError:
+            continue
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.detach()  # leave the descriptor open: only the connection ends
+
+
 @provider.action(safe_rerun=True)
 def die(how: str) -> None:
-    """Die at once: ``exit`` (os._exit(3)), ``kill`` (SIGKILL itself) or ``segv`` (SIGSEGV)."""
-    if how == "kill":
+    """Die at once: ``exit`` (os._exit(3)), ``kill`` (SIGKILL itself), ``segv`` (SIGSEGV), or
+    ``drop`` (close the connection to the host, then exit 20 ms later: a death the host sees
+    as a disconnect first)."""
+    if how == "drop":
+        _drop_connections()
+        time.sleep(0.02)
+    elif how == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif how == "segv":
         signal.signal(signal.SIGSEGV, signal.SIG_DFL)
