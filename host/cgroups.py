@@ -92,7 +92,8 @@ def probe() -> CgroupSupport:
         accounting, os.W_OK
     ):
         parents["cpuacct"] = accounting
-    return CgroupSupport(1, "cgroup v1 memory, pids and cpu hierarchies (as root)", parents)
+    kinds = "memory, pids, cpu and cpuacct" if "cpuacct" in parents else "memory, pids and cpu"
+    return CgroupSupport(1, f"cgroup v1 {kinds} hierarchies (as root)", parents)
 
 
 #: Worker cgroups are named with this prefix; an empty one older than this is left over from a

@@ -24,6 +24,7 @@ from host.catalog import ActionDescriptor, Catalog
 from host.errors import Cancelled, InputInvalid, Outcome, ProviderUnavailable, SandboxError
 from host.futures import CallFuture
 from host.reactor import STARTUP_TIMEOUT_S, PendingCall, ProviderState, Reactor
+from host.usage import annotate_layers
 from policies import Policy, load_config
 from sandbox import protocol
 
@@ -146,7 +147,7 @@ class Host:
                     version=str(state.info.get("version", "")),
                     namespace=str(state.info.get("namespace", state.name)),
                     policy=state.policy,
-                    layers=list(state.layers),
+                    layers=annotate_layers(state.layers),
                     workers=len(state.workers),
                 )
             )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from host.cgroups import WorkerCgroup
+from host.cgroups import CgroupSupport, WorkerCgroup
 from host.errors import Usage
 from sandbox import protocol
 
@@ -202,3 +202,27 @@ def outside_cpu_allowance_s(cpu_time: float, age_s: float) -> float:
     is caught after about one ``cpu_time``, however often short calls come between; the pings
     of a worker idle for hours are not."""
     return cpu_time + IDLE_CPU_SHARE * age_s
+
+
+def lost_guarantees(support: CgroupSupport) -> tuple[str, ...]:
+    """What the host cannot measure or enforce itself on this machine (for ``doctor``)."""
+    if not support.version:
+        return LOST_WITHOUT_CGROUPS
+    if support.version == 1:
+        accounting = support.parents.get("cpuacct") or support.parents.get("cpu", "")
+        if not os.path.exists(f"{accounting}/cpuacct.usage"):
+            return (
+                "no cgroup v1 cpuacct hierarchy: " + LOST_WITHOUT_CGROUPS[0],
+                "usage (cpu_s) reported by the worker",
+            )
+    return ()
+
+
+def annotate_layers(layers: list[dict[str, object]]) -> list[dict[str, object]]:
+    """A worker's layer report, with what is lost where its cgroups layer did not apply."""
+    return [
+        {**row, "lost": list(LOST_WITHOUT_CGROUPS)}
+        if row.get("name") == "cgroups" and not row.get("applied")
+        else dict(row)
+        for row in layers
+    ]

@@ -99,3 +99,25 @@ def test_host_side_cpu_overshoot_is_small(host: Host) -> None:
         assert isinstance(outcome.error, CpuExceeded), outcome.error
         overshoot.append(outcome.usage.cpu_s - 1)
     assert statistics.median(overshoot) < 0.5, overshoot
+
+
+def test_without_a_cgroup_usage_is_marked_as_the_workers_claim(host: Host) -> None:
+    """Skipping cgroups loses the host's measurement: the outcome and the layer report say so."""
+    host.add_provider(LIAR, policy=Policy(skip=["cgroups"], allow_missing=True, cpu_time=10))
+    outcome = host.run("usage_liar.burn_and_hold", {"seconds": 0.2, "mebibytes": 16})
+    assert outcome.ok, outcome.error
+    assert outcome.usage.source == "worker"  # (the liar's own 0 s / 0 bytes, labelled as such)
+    assert outcome.usage.cpu_s == 0.0
+    (info,) = host.providers()
+    (row,) = [r for r in info.layers if r["name"] == "cgroups"]
+    assert not row["applied"]
+    assert any("cpu_time enforced only inside the worker" in lost for lost in row["lost"])
+
+
+def test_doctor_says_what_is_lost_without_cgroups() -> None:
+    from host.cgroups import CgroupSupport
+    from host.usage import lost_guarantees
+
+    assert lost_guarantees(probe()) == ()  # here (this test module needs cgroups)
+    lost = lost_guarantees(CgroupSupport(0, "none"))
+    assert any("reported by the worker" in text for text in lost)
