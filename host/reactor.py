@@ -504,6 +504,8 @@ class Reactor:
             for worker in list(provider.workers):
                 if worker.state is not State.READY or worker.kill_reason is not None:
                     continue
+                if worker.meter is not None and worker.meter.idle_from_ns is None:
+                    worker.meter.went_idle()  # idle since its HELLO: count from here
                 if self._outside_cpu_exceeded(worker, now):
                     continue
                 if worker.ping_sent and now - worker.ping_sent > HEARTBEAT_TIMEOUT_S:
@@ -529,12 +531,11 @@ class Reactor:
     def _outside_cpu_exceeded(self, worker: WorkerHandle, now: float) -> bool:
         """Kill a worker whose tree burns CPU between calls (a thread or child left spinning
         after a result): no call is charged for it, so it is bounded over the worker's life.
-        Checked at every heartbeat of an idle worker and before every dispatch."""
+        Checked at every heartbeat of an idle worker and at every dispatch (``start_call``
+        has just added the idle stretch then, so no further read is needed)."""
         meter = worker.meter
         if meter is None:
             return False
-        if meter.idle_from_ns is None and worker.call is None:  # idle since its HELLO
-            meter.went_idle()
         used = meter.outside_calls_s()
         policy = worker.provider.policy
         if used is None or used <= outside_cpu_allowance_s(policy.cpu_time, now - worker.spawned):
@@ -703,10 +704,10 @@ class Reactor:
         worker.logs.take()
         provider_stats = worker.provider.stats
         provider_stats.dispatched += 1
-        if self._outside_cpu_exceeded(worker, time.monotonic()):
+        metered = worker.meter is not None and worker.meter.start_call()
+        if metered and self._outside_cpu_exceeded(worker, time.monotonic()):
             worker.provider.queue.appendleft(call)  # killed instead: the call waits
             return
-        metered = worker.meter is not None and worker.meter.start_call()
         call.dispatched = time.monotonic()
         call.worker = worker
         worker.call = call
@@ -1195,6 +1196,7 @@ class Reactor:
         not_received = status.received is not None and status.received != call.call_id
         return (
             (sent_after_death or not_received)
+            and worker.pending_error is None  # the host ended it for this call: it ran
             and call.undelivered < MAX_UNDELIVERED
             and self._closing is None
             and not worker.provider.removed
