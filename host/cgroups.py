@@ -86,7 +86,15 @@ def probe() -> CgroupSupport:
         if not os.access(parent, os.W_OK):
             return CgroupSupport(0, f"cgroup v1: {parent} is not writable (needs root)")
         parents[controller] = parent
-    return CgroupSupport(1, "cgroup v1 memory, pids and cpu hierarchies (as root)", parents)
+    # cpuacct holds the tree's CPU counter the host reads per call (``host.usage``). Where it
+    # is mounted together with cpu (``cpu,cpuacct``), the cpu directory has it already.
+    accounting = f"{_ROOT}/cpuacct{own.get('cpuacct', '/')}".rstrip("/")
+    if os.path.realpath(accounting) != os.path.realpath(parents["cpu"]) and os.access(
+        accounting, os.W_OK
+    ):
+        parents["cpuacct"] = accounting
+    kinds = "memory, pids, cpu and cpuacct" if "cpuacct" in parents else "memory, pids and cpu"
+    return CgroupSupport(1, f"cgroup v1 {kinds} hierarchies (as root)", parents)
 
 
 #: Worker cgroups are named with this prefix; an empty one older than this is left over from a

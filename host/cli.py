@@ -244,6 +244,8 @@ def _command_doctor(args: argparse.Namespace) -> int:
             need = "required" if row["required"] else "optional"
             version = f" [{row['version']}]" if row["version"] else ""
             print(f"{row['layer']:<{width}}  {state:<9}  {need:<8}  {row['reason']}{version}")
+            for lost in row.get("lost", []):
+                print(f"{'':<{width}}  lost: {lost}")
         missing = [r["layer"] for r in report["layers"] if r["required"] and not r["available"]]
         print()
         print(

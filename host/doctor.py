@@ -11,6 +11,7 @@ import platform
 from typing import Any
 
 from host import cgroups
+from host.usage import lost_guarantees
 from policies import Policy
 
 
@@ -26,10 +27,13 @@ def diagnose() -> dict[str, Any]:
     rows = []
     for name, probe in probe_all().items():
         available, reason, version = probe.available, probe.reason, probe.version
+        row: dict[str, Any] = {}
         if name == "cgroups":
             available = support.version > 0
             reason = support.reason
             version = f"v{support.version}" if support.version else version
+            # Without them the host cannot measure or enforce the tree's CPU and memory itself.
+            row["lost"] = list(lost_guarantees(support))
         rows.append(
             {
                 "layer": name,
@@ -37,6 +41,7 @@ def diagnose() -> dict[str, Any]:
                 "required": name in required,
                 "reason": reason,
                 "version": version,
+                **row,
             }
         )
     ok = all(row["available"] for row in rows if row["required"])

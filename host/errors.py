@@ -13,18 +13,36 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Usage:
-    """What a call cost: wall seconds (host clock), CPU seconds and peak memory of the worker."""
+    """What a call cost: wall seconds (host clock), CPU seconds and peak memory of the worker.
+
+    ``source`` says who measured ``cpu_s`` and ``max_rss_bytes``: ``"cgroup"`` - the host, from
+    the kernel's counters for the worker's whole process tree (``max_rss_bytes`` is then the
+    tree's peak cgroup memory, page cache included); ``"worker"`` - the worker's own report,
+    which provider code can falsify (a worker without a cgroup); ``""`` - nothing ran. The
+    worker's report is kept in ``worker_reported`` for comparison and is never used to decide.
+    """
 
     wall_s: float = 0.0
     cpu_s: float = 0.0
     max_rss_bytes: int = 0
+    source: str = ""
+    #: The worker's own figures (cpu_s, max_rss_bytes), when it sent them: shown, not trusted.
+    worker_reported: tuple[float, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "wall_s": round(self.wall_s, 6),
             "cpu_s": round(self.cpu_s, 6),
             "max_rss_bytes": self.max_rss_bytes,
         }
+        if self.source:
+            data["source"] = self.source
+        if self.worker_reported is not None:
+            data["worker_reported"] = {
+                "cpu_s": round(self.worker_reported[0], 6),
+                "max_rss_bytes": self.worker_reported[1],
+            }
+        return data
 
 
 class SandboxError(Exception):

@@ -30,6 +30,7 @@ from host.reactor import (
     ProviderState,
     Reactor,
 )
+from host.usage import annotate_layers
 from policies import Policy, load_config
 from sandbox import protocol
 
@@ -160,7 +161,7 @@ class Host:
                     version=str(state.info.get("version", "")),
                     namespace=state.name,  # the namespace it is bound to (see catalog)
                     policy=state.policy,
-                    layers=list(state.layers),
+                    layers=annotate_layers(state.layers),
                     workers=len(state.workers),
                 )
             )

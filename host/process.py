@@ -76,6 +76,11 @@ class ExitStatus:
     max_rss_bytes: int = 0
     #: No report arrived: the supervisor itself died (or was killed by the host as a last resort).
     unreported: bool = False
+    #: When the init had reaped the worker (CLOCK_MONOTONIC, the host's ``time.monotonic``):
+    #: a call sent after this never reached the worker.
+    dead_by: float | None = None
+    #: The id of the last call the worker received (None: not reported).
+    received: str | None = None
 
     def describe(self) -> str:
         if self.signal is not None:
@@ -108,6 +113,9 @@ class ExitStatus:
             terminated=raw.get("terminated") is True,
             cpu_s=float(num("cpu_s", (int, float)) or 0.0),
             max_rss_bytes=int(num("max_rss_bytes", int) or 0),
+            dead_by=float(dead_by) if (dead_by := num("dead_by", (int, float))) is not None
+            else None,
+            received=raw.get("received") if isinstance(raw.get("received"), str) else None,
         )
 
 

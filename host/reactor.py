@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -66,6 +66,7 @@ from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
 from host.rules import check_worker_rules
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Transport
+from host.usage import TreeMeter, measured_usage, next_cpu_check_s, outside_cpu_allowance_s
 from host.zygote import ZygoteKeeper
 from policies import Policy
 from policies.paths import UnsafeRulePath
@@ -78,6 +79,11 @@ log = logging.getLogger("host")
 STARTUP_TIMEOUT_S = 20.0
 #: How long the supervisor gets to kill its tree and exit before the host SIGKILLs everything.
 KILL_GRACE_S = 2.0
+#: How long a disconnected worker's init gets to report a death before the host decides the
+#: connection was dropped under a live worker (an oversized or malformed frame) and kills it.
+DISCONNECT_GRACE_S = 0.25
+#: How often one call may be handed again because its worker had died before it was sent.
+MAX_UNDELIVERED = 3
 #: How long an idle worker gets to exit after SHUTDOWN before it is killed.
 SHUTDOWN_GRACE_S = 1.0
 #: Longest wait for a killed worker's report before its call's outcome is given without it.
@@ -135,6 +141,8 @@ class PendingCall:
     deadline_hit: float | None = None
     #: 1 for the first run; a safe_rerun action whose worker died may run again.
     attempts: int = 1
+    #: Times it was sent to a worker that was already dead (it ran nowhere; queued again).
+    undelivered: int = 0
     #: Deadlines armed for this call; cancelled when it finishes, so the timer heap does not
     #: keep every finished call (its future, input and closures) alive until its wall time.
     timers: list[_Timer] = field(default_factory=list)
@@ -170,6 +178,9 @@ class WorkerHandle:
     ping_seq: int = 0
     #: When the unanswered ping was sent (0: none outstanding).
     ping_sent: float = 0.0
+    #: The host's reader of the tree's CPU and memory counters (None: no cgroup).
+    meter: TreeMeter | None = None
+    spawned: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -457,6 +468,8 @@ class Reactor:
         worker = WorkerHandle(
             worker_id, token, provider, process, endpoint, LogCapture(provider.policy.log)
         )
+        if process.cgroup is not None:
+            worker.meter = TreeMeter.open(process.cgroup)
         provider.workers.append(worker)
         self._workers[worker_id.encode()] = worker
         self._by_endpoint[endpoint] = worker
@@ -523,6 +536,10 @@ class Reactor:
             for worker in list(provider.workers):
                 if worker.state is not State.READY or worker.kill_reason is not None:
                     continue
+                if worker.meter is not None and worker.meter.idle_from_ns is None:
+                    worker.meter.went_idle()  # idle since its HELLO: count from here
+                if self._outside_cpu_exceeded(worker, now):
+                    continue
                 if worker.ping_sent and now - worker.ping_sent > HEARTBEAT_TIMEOUT_S:
                     log.warning("worker %s does not answer heartbeats; killing it",
                                 worker.worker_id)
@@ -542,6 +559,23 @@ class Reactor:
                     self.transport.send(
                         worker.worker_id, protocol.encode(protocol.Ping(worker.ping_seq))
                     )
+
+    def _outside_cpu_exceeded(self, worker: WorkerHandle, now: float) -> bool:
+        """Kill a worker whose tree burns CPU between calls (a thread or child left spinning
+        after a result): no call is charged for it, so it is bounded over the worker's life.
+        Checked at every heartbeat of an idle worker and at every dispatch (``start_call``
+        has just added the idle stretch then, so no further read is needed)."""
+        meter = worker.meter
+        if meter is None:
+            return False
+        used = meter.outside_calls_s()
+        policy = worker.provider.policy
+        if used is None or used <= outside_cpu_allowance_s(policy.cpu_time, now - worker.spawned):
+            return False
+        log.warning("worker %s used %.2fs of CPU outside calls; killing it",
+                    worker.worker_id, used)
+        self._kill(worker, "cpu outside calls")
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Per provider: calls by outcome, latency, workers by state, restarts, queue depth."""
@@ -577,6 +611,8 @@ class Reactor:
         reported (within milliseconds), so the outcome carries the call's CPU and memory use.
         """
         if error is not None and worker.call is not None and not worker.call.done:
+            if worker.meter is not None:  # what it used so far, if no report comes in time
+                error.usage = measured_usage(worker.meter, None)
             worker.pending_error = error
             call = worker.call
             call.timers.append(
@@ -679,7 +715,7 @@ class Reactor:
             if idle is None:
                 break
             call = provider.queue.popleft()
-            if call.attempts == 1 and not call.future.set_running_or_notify_cancel():
+            if not call.future.running() and not call.future.set_running_or_notify_cancel():
                 self._finish(call, Cancelled("the call was cancelled while queued"))
                 continue
             self._dispatch(idle, call)
@@ -707,17 +743,53 @@ class Reactor:
         worker.logs.take()
         provider_stats = worker.provider.stats
         provider_stats.dispatched += 1
+        metered = worker.meter is not None and worker.meter.start_call()
+        if metered and self._outside_cpu_exceeded(worker, time.monotonic()):
+            worker.provider.queue.appendleft(call)  # killed instead: the call waits
+            return
         call.dispatched = time.monotonic()
         call.worker = worker
         worker.call = call
         worker.state = State.BUSY
         if not self.transport.send(worker.worker_id, call.frames):
-            self._finish(call, WorkerCrashed("the worker could not be reached"))
+            # No worker received it: it waits for the next worker, without counting a run.
+            call.worker, call.dispatched, worker.call = None, None, None
+            worker.provider.queue.appendleft(call)
             self._kill(worker, "unreachable")
             return
         wall = worker.provider.policy.wall_time
         deadline = self._at(call.dispatched + wall, lambda: self._wall_deadline(call, worker))
         call.timers.append(deadline)
+        if metered:
+            self._watch_cpu(worker, call)
+
+    def _watch_cpu(self, worker: WorkerHandle, call: PendingCall) -> None:
+        """Enforce ``cpu_time`` from the host: kill the tree once the call's CPU passes it.
+
+        The worker's own timer and RLIMIT_CPU stay as backstops, but provider code can disarm
+        the one and escape the other in a child; the cgroup's counter covers the whole tree.
+        The next look is as late as the tree could possibly reach the limit on every CPU of
+        the machine, and at least every ``CPU_POLL_S``: a long budget costs few reads, and the
+        overshoot stays within one poll interval per CPU.
+        """
+        if call.done or worker.call is not call or worker.kill_reason is not None:
+            return
+        assert worker.meter is not None
+        used = worker.meter.call_cpu_s()
+        if used is None:
+            return
+        budget = worker.provider.policy.cpu_time
+        if used > budget:
+            self._kill(worker, "cpu_time", CpuExceeded(
+                f"the action used more than its CPU-time limit of {budget:g}s "
+                "(measured by the host for the worker's whole process tree)",
+            ))
+            return
+        call.timers = [t for t in call.timers if t.action is not None]  # drop fired ones
+        call.timers.append(self._at(
+            time.monotonic() + next_cpu_check_s(budget - used),
+            lambda: self._watch_cpu(worker, call),
+        ))
 
     def _wall_deadline(self, call: PendingCall, worker: WorkerHandle) -> None:
         if call.done or worker.call is not call:
@@ -765,13 +837,12 @@ class Reactor:
                 worker.call = None
         logs = logs or ""
         if error is None:
-            cost = measured or Usage()
-            usage = Usage(wall, cost.cpu_s, cost.max_rss_bytes)
+            usage = replace(measured or Usage(), wall_s=wall)
             outcome = Outcome(
                 ok=True, value=value, usage=usage, logs=logs, attempts=call.attempts
             )
         else:
-            error.usage = Usage(wall, error.usage.cpu_s, error.usage.max_rss_bytes)
+            error.usage = replace(error.usage, wall_s=wall)
             if logs:
                 error.details.setdefault("logs", logs)
             outcome = Outcome.failure(error, logs, call.attempts)
@@ -829,8 +900,8 @@ class Reactor:
         if worker is None:
             log.warning("dropped a message from unknown peer %r", routing_id[:40])
             return
-        if worker.kill_reason is not None:
-            return  # it is being killed; whatever it says no longer matters
+        if worker.kill_reason is not None or worker.disconnected:
+            return  # it is being killed (or its connection broke): what it says no longer counts
         policy = worker.provider.policy
         try:
             message = protocol.decode_worker_message(frames, max_size=_largest_message(policy))
@@ -934,6 +1005,18 @@ class Reactor:
             self._violation(worker, "a result for a call it was not running")
             return
         worker.cpu_total_s = message.usage.cpu_total_s
+        usage = measured_usage(worker.meter, message.usage)
+        policy = worker.provider.policy
+        if usage.source == "cgroup" and usage.cpu_s > policy.cpu_time:
+            # Over the limit before the host's last look: the tree is killed as at the limit.
+            self._kill(worker, "cpu_time", CpuExceeded(
+                f"the action used more than its CPU-time limit of {policy.cpu_time:g}s "
+                "(measured by the host for the worker's whole process tree)",
+                usage=usage,
+            ))
+            return
+        if worker.meter is not None:
+            worker.meter.went_idle()
         # The call is over inside the worker. Take its logs (the worker flushed them before it
         # sent the result) and give the worker its next call *before* judging this one: the
         # output validation and waking the caller then overlap with the next call's run
@@ -943,11 +1026,11 @@ class Reactor:
         worker.state = State.READY
         worker.idle_since = time.monotonic()
         try:
-            self._recycle_if_due(worker, message.usage.max_rss_bytes)
+            self._recycle_if_due(worker, usage.max_rss_bytes)
             if self._closing is None:
                 self._pump(worker.provider)
         finally:  # whatever happened to the next call, this one gets its outcome
-            self._judge(call, message, body_size, worker.provider.policy, logs)
+            self._judge(call, message, body_size, policy, logs, usage)
         if self._closing is not None:
             self._close_step()
 
@@ -958,9 +1041,10 @@ class Reactor:
         body_size: int,
         policy: Policy,
         logs: str,
+        usage: Usage,
     ) -> None:
-        """Give a call the outcome its worker's RESULT or FAILURE earns (the host decides)."""
-        usage = Usage(0.0, message.usage.cpu_s, message.usage.max_rss_bytes)
+        """Give a call the outcome its worker's RESULT or FAILURE earns (the host decides);
+        ``usage`` is the host's measurement where it has one (see ``host.usage``)."""
         if isinstance(message, protocol.Failure):
             cls = ERROR_TYPES[message.error_type]
             error = cls(
@@ -1028,10 +1112,20 @@ class Reactor:
         worker = self._by_endpoint.get(endpoint)
         if worker is None or worker.kill_reason is not None or worker.process.exited:
             return
-        # Either it crashed (its exit status will say so) or libzmq dropped it for an oversized
-        # or malformed frame. Kill it; the supervisor's report tells which it was.
+        # Either it died (its init reports within milliseconds: the connection closes during
+        # the process's exit, just before its parent hears of it) or libzmq dropped it for an
+        # oversized or malformed frame. Decide nothing yet: a death reported within the grace
+        # is a crash; a worker still alive after it is killed, and that is the violation. The
+        # init also tells a worker that was already dying from one it killed for us (see
+        # ``sandbox.supervisor._exiting``), so a late report still reads as the crash it was.
         worker.disconnected = True
-        self._kill(worker, "disconnected")
+        if worker.state is State.READY:
+            worker.state = State.STOPPING  # no call may be handed to it meanwhile
+        self._at(time.monotonic() + DISCONNECT_GRACE_S, lambda: self._disconnect_overdue(worker))
+
+    def _disconnect_overdue(self, worker: WorkerHandle) -> None:
+        if worker.kill_reason is None and not worker.process.exited:
+            self._kill(worker, "disconnected")
 
     # ------------------------------------------------------------------ process output and exit
 
@@ -1072,6 +1166,13 @@ class Reactor:
     def _on_exit(self, worker: WorkerHandle, status: ExitStatus) -> None:
         provider = worker.provider
         call = worker.call
+        if call is not None and not call.done and self._never_delivered(worker, call, status):
+            log.info("call %s was sent to worker %s after it had died; queued again",
+                     call.call_id, worker.worker_id)
+            call.undelivered += 1
+            call.worker, call.dispatched, worker.call = None, None, None
+            provider.queue.appendleft(call)
+            call = None
         if call is not None and not call.done:
             death = self._death_outcome(worker, status)
             error = worker.pending_error or death
@@ -1102,6 +1203,8 @@ class Reactor:
             )
         for fd in (*worker.process.log_fds, worker.process.status_fd):
             self._forget_fd(fd)
+        if worker.meter is not None:
+            worker.meter.close()  # (before the cgroup is removed)
         worker.process.close()
         if worker.process.identity is not None:
             self._uids_in_use.discard(worker.process.identity[0])
@@ -1120,6 +1223,40 @@ class Reactor:
         if self._closing is None:
             self._pump(provider)
 
+    def _never_delivered(
+        self, worker: WorkerHandle, call: PendingCall, status: ExitStatus
+    ) -> bool:
+        """Whether ``call`` never reached its worker before it died, so it ran nowhere.
+
+        Sends are asynchronous: ``transport.send`` succeeding means libzmq took the frames,
+        not that the worker read them, and a worker that has just died still looks connected
+        until libzmq's I/O thread sees its socket close. "Received" therefore means what the
+        worker itself marked: it writes each call's id into a page shared with its init right
+        after reading the call and before any provider code runs for it (``CallReceipt``), and
+        the init reports the last id after the worker died. A different id means the call was
+        never read. Where no receipt is reported, the init's ``dead_by`` (CLOCK_MONOTONIC, the
+        same clock as ``time.monotonic`` here: no time namespace is used) is the fallback:
+        ``call.dispatched`` is taken before the send, so ``dispatched > dead_by`` means the
+        frames left after the worker was dead. Such a call is queued again without counting an
+        attempt. What remains: a call the worker read and died on before its first line ran
+        still counts as run (``WorkerCrashed``), which is the safe side. Both figures come from
+        processes that share a uid with provider code; a forged one could at worst re-run that
+        provider's own call, so it is accepted at most ``MAX_UNDELIVERED`` times per call.
+        """
+        sent_after_death = (
+            status.dead_by is not None
+            and call.dispatched is not None
+            and worker.spawned <= status.dead_by < call.dispatched
+        )
+        not_received = status.received is not None and status.received != call.call_id
+        return (
+            (sent_after_death or not_received)
+            and worker.pending_error is None  # the host ended it for this call: it ran
+            and call.undelivered < MAX_UNDELIVERED
+            and self._closing is None
+            and not worker.provider.removed
+        )
+
     def _should_retry(
         self, call: PendingCall, error: SandboxError, provider: ProviderState
     ) -> bool:
@@ -1133,7 +1270,11 @@ class Reactor:
         )
 
     def _death_outcome(self, worker: WorkerHandle, status: ExitStatus) -> SandboxError:
-        usage = Usage(0.0, max(0.0, status.cpu_s - worker.cpu_total_s), status.max_rss_bytes)
+        usage = measured_usage(worker.meter, None)
+        if usage.source != "cgroup":  # the init's count of the worker less its own last report
+            usage = Usage(
+                0.0, max(0.0, status.cpu_s - worker.cpu_total_s), status.max_rss_bytes, "worker"
+            )
         policy = worker.provider.policy
         killed_by_host = status.terminated and status.signal == signal.SIGKILL
         if worker.disconnected and (killed_by_host or status.unreported):
@@ -1146,7 +1287,8 @@ class Reactor:
         cpu_killed = status.signal == signal.SIGKILL and status.cpu_s >= (
             policy.lifetime_cpu_seconds() - 0.5
         )
-        if status.signal in cpu_signals or cpu_killed:
+        over_budget = usage.source == "cgroup" and usage.cpu_s > policy.cpu_time
+        if status.signal in cpu_signals or cpu_killed or over_budget:
             return CpuExceeded(
                 f"the action used more than its CPU-time limit of {policy.cpu_time:g}s",
                 usage=usage,

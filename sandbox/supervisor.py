@@ -23,10 +23,12 @@ an awkward moment.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import resource
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +56,34 @@ class StartState:
     private_tmp: bool = False
     #: What the worker may read and write, computed by the init before it builds the mounts.
     context: LayerContext | None = None
+    #: A page the init shares with the worker: the id of the last call the worker received.
+    receipt: CallReceipt | None = None
+
+
+#: Longest call id kept in a receipt (the host's ids are far shorter).
+RECEIPT_BYTES = 64
+
+
+class CallReceipt:
+    """The id of the last call the worker received, in memory shared with its init.
+
+    The worker marks a call here right after reading it and before any provider code runs for
+    it; the init reads it after the worker died and puts it in its report. So the host can
+    tell a call the worker never received - it ran nowhere and may simply be sent again - from
+    one it may have run. No system call is involved: a shared anonymous mapping made before
+    the fork. Provider code can overwrite it; the host bounds what a false receipt can do.
+    """
+
+    def __init__(self) -> None:
+        self._page = mmap.mmap(-1, RECEIPT_BYTES)  # MAP_SHARED | MAP_ANONYMOUS
+
+    def mark(self, call_id: str) -> None:
+        self._page[:] = call_id.encode("ascii", "replace")[:RECEIPT_BYTES].ljust(
+            RECEIPT_BYTES, b"\0"
+        )
+
+    def read(self) -> str:
+        return bytes(self._page).rstrip(b"\0").decode("ascii", "replace")
 
 
 def _read_spec() -> SpawnSpec:
@@ -116,8 +146,38 @@ def _kill_and_reap_everything() -> None:
             return
 
 
+#: ``PF_EXITING`` in /proc/<pid>/stat's flags: the process is in the kernel's exit path.
+_PF_EXITING = 0x4
+
+
+def _exiting(pid: int) -> bool:
+    """Whether ``pid`` is already dying on its own (in the exit path, or a zombie).
+
+    A process closes its files - its connection to the host - in the middle of its exit, before
+    it becomes a zombie and its parent is told. So the host can see the disconnect and ask us to
+    kill a worker that is already dying; the order "it died, then we were asked" is told here.
+    """
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return False  # another pid namespace's /proc: its <pid> is not our worker
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return fields[0] in (b"Z", b"X", b"x") or bool(int(fields[6]) & _PF_EXITING)
+    except (IndexError, ValueError):
+        return False
+
+
 def _supervise(worker_pid: int) -> dict[str, Any]:
-    """Wait for the worker to end, or for the host's SIGTERM; return the status report."""
+    """Wait for the worker to end, or for the host's SIGTERM; return the status report.
+
+    ``terminated`` in the report means the worker was alive when the host's request came and
+    we killed it; a worker that was already dying by then (see :func:`_exiting`) died on its
+    own, and the report says so, so the host never mistakes a crash for its own kill.
+    """
     terminated = False
     while True:
         info = signal.sigwaitinfo(_WAITED)
@@ -127,6 +187,8 @@ def _supervise(worker_pid: int) -> dict[str, Any]:
         if report is not None:
             return report
         if info.si_signo == signal.SIGTERM and not terminated:
+            if _exiting(worker_pid):
+                continue  # its SIGCHLD follows; the report says it died by itself
             terminated = True
             os.kill(worker_pid, signal.SIGKILL)
 
@@ -143,6 +205,9 @@ def _reap(worker_pid: int, terminated: bool) -> dict[str, Any] | None:
         if pid == worker_pid:
             return {
                 "worker_pid": worker_pid,
+                # CLOCK_MONOTONIC, the host's clock too (no time namespace is used): the worker
+                # was dead by then, so a call the host sent later never reached it.
+                "dead_by": time.monotonic(),
                 "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
                 "terminated": terminated,
@@ -210,6 +275,7 @@ def _run_init(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # without a pid namespace, orphans still come here
         _prepare_mounts(spec, policy, start)
+        start.receipt = CallReceipt()
         sys.stdout.flush()
         worker_pid = os.fork()
         if worker_pid == 0:
@@ -227,6 +293,7 @@ def _run_init(spec: SpawnSpec, policy: Policy, start: StartState) -> None:
             finally:
                 os._exit(worker_code)  # never fall back into the init's code
         report = _supervise(worker_pid)
+        report["received"] = start.receipt.read()
         _kill_and_reap_everything()
         try:
             os.write(spec.status_fd, json.dumps(report).encode() + b"\n")

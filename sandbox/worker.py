@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import zmq
 
     from providers import Action
-    from sandbox.supervisor import StartState
+    from sandbox.supervisor import CallReceipt, StartState
 
 #: Where the host's cgroups live (v1 hierarchies and the v2 tree are mounted beneath it).
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -108,6 +108,8 @@ class Worker:
     socket: zmq.Socket[bytes]
     memory: PeakMemory
     cpu_lifetime_s: int
+    #: Where the worker marks each call it received (shared with its init; see CallReceipt).
+    receipt: CallReceipt | None = None
 
     def send(self, message: protocol.WorkerMessage | list[bytes]) -> None:
         """Send a message, or frames already encoded (a RESULT, see :meth:`run_call`)."""
@@ -131,6 +133,8 @@ class Worker:
             if isinstance(message, protocol.Ping):
                 self.send(protocol.Pong(message.seq))
                 continue
+            if self.receipt is not None:  # before any provider code runs for this call
+                self.receipt.mark(message.call_id)
             self.send(self.run_call(message))
             remaining = self.cpu_lifetime_s - _cpu_seconds()
             if remaining < self.policy.cpu_time + 1:
@@ -388,7 +392,9 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
     actions = dict(provider.actions)
     provider_info = {k: v for k, v in provider.describe().items() if k != "actions"}
     _flush_std_streams()
-    worker = Worker(spec, policy, actions, socket, memory, policy.lifetime_cpu_seconds())
+    worker = Worker(
+        spec, policy, actions, socket, memory, policy.lifetime_cpu_seconds(), start.receipt
+    )
     try:
         worker.send(
             protocol.Hello(
