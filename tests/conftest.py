@@ -76,16 +76,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _confine(config: pytest.Config) -> None:
-    """Re-execute the run in its own namespaces (this process then only waits for it), with
-    the output capture suspended so the confined run writes to the real terminal."""
-    capture = config.pluginmanager.getplugin("capturemanager")
-    if capture is not None:
-        capture.suspend_global_capture()
-    try:
-        confinement.confine_or_continue()
-    finally:
+    """Re-execute the run in its own namespaces (this process then only waits for it).
+
+    pytest has suspended its output capture by now (it captures while loading conftests); it is
+    suspended again in case a plugin resumed it, so the confined run writes to the real
+    terminal, and left so: resuming it here would capture the whole session's report."""
+    if not confinement.confined():
+        capture = config.pluginmanager.getplugin("capturemanager")
         if capture is not None:
-            capture.resume_global_capture()
+            capture.suspend_global_capture()
+        confinement.confine_or_continue()
     if not confinement.confined():
         # Orphans of the run's tree come back to this process, so the leak check sees them.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
