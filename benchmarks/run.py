@@ -243,11 +243,23 @@ def wait_gone(tree: set[tuple[int, float]], cap: float) -> tuple[float, set[tupl
         time.sleep(0.001)
 
 
+def _is_worker(proc: psutil.Process) -> bool:
+    """A worker, not its launcher or init: under a root host it runs as a dedicated uid; under
+    a non-root host (one shared uid) it is the one process that installed a seccomp filter."""
+    if os.geteuid() == 0:
+        return bool(proc.uids().real >= WORKER_UID_BASE)
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            return any(line.split() == ["Seccomp:", "2"] for line in f)
+    except OSError:
+        return False
+
+
 def idle_worker_pids() -> list[int]:
     pids = []
     for proc in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if proc.uids().real >= WORKER_UID_BASE:
+            if _is_worker(proc):
                 pids.append(proc.pid)
     return pids
 

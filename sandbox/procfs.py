@@ -17,3 +17,15 @@ def processes_of(uid: int) -> Iterator[int]:
                     yield int(entry)
             except OSError:  # it exited while we looked
                 continue
+
+
+def tasks_of(uid: int) -> int:
+    """How many tasks (threads included) the processes of ``uid`` this process sees have:
+    ``RLIMIT_NPROC`` counts threads, not processes."""
+    count = 0
+    for pid in processes_of(uid):
+        try:
+            count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:  # it exited while we looked
+            continue
+    return count

@@ -1,4 +1,9 @@
-"""Shared fixtures. The autouse leak check fails any test that leaves a process behind."""
+"""Shared fixtures. The autouse leak check fails any test that leaves a process behind.
+
+Before any test runs, the run confines itself to a pid namespace of its own (see
+``tests/confinement.py``): whoever runs the suite, a test process can signal, see and leak only
+processes of the test run. If that is impossible here, the escape suite skips with the reason.
+"""
 
 from __future__ import annotations
 
@@ -12,34 +17,34 @@ import pytest
 
 from host import Host
 from policies import Policy
+from sandbox.libc import PR_SET_CHILD_SUBREAPER, prctl
+from tests import confinement
 
 TEST_PROVIDERS = Path(__file__).parent / "providers"
 #: How long a test's processes get to disappear after it ends (killing a tree is asynchronous).
 LEAK_GRACE_S = 5.0
 
 
-def _sandbox_processes() -> set[tuple[int, float]]:
-    """(pid, create time) of every process running the worker entry point, and every zombie."""
+def _run_processes() -> set[tuple[int, float]]:
+    """(pid, create time) of every process of this test run but this one, zombies included.
+
+    Confined (this process is pid 1 of the run's own namespace), that is every process in
+    ``/proc``: orphans are reparented to this process and nothing else is visible. Unconfined,
+    this process is a child subreaper (see :func:`pytest_configure`), so orphans of its tree are
+    reparented to it and the tree is the whole run; other users' or other runs' processes on
+    the machine are not counted, whatever they run.
+    """
     found = set()
-    for process in psutil.process_iter(["pid", "cmdline", "status", "create_time"]):
+    if confinement.confined():
+        processes = [p for p in psutil.process_iter() if p.pid != os.getpid()]
+    else:
+        processes = psutil.Process(os.getpid()).children(recursive=True)
+    for process in processes:
         try:
-            cmdline = process.info["cmdline"] or []
-            zombie = process.info["status"] == psutil.STATUS_ZOMBIE
-            if zombie or ("-m" in cmdline and "sandbox" in cmdline):
-                found.add((process.info["pid"], process.info["create_time"]))
+            found.add((process.pid, process.create_time()))
         except psutil.Error:
             continue
     return found
-
-
-def _descendants() -> set[tuple[int, float]]:
-    result = set()
-    for child in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            result.add((child.pid, child.create_time()))
-        except psutil.Error:
-            continue
-    return result
 
 
 def _describe(pids: set[tuple[int, float]]) -> str:
@@ -64,19 +69,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _confine(config)
     spawn = config.getoption("--spawn")
     if spawn:
         os.environ["SANDBOX_SPAWN"] = spawn
 
 
+def _confine(config: pytest.Config) -> None:
+    """Re-execute the run in its own namespaces (this process then only waits for it).
+
+    pytest has suspended its output capture by now (it captures while loading conftests); it is
+    suspended again in case a plugin resumed it, so the confined run writes to the real
+    terminal, and left so: resuming it here would capture the whole session's report."""
+    if not confinement.confined():
+        capture = config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.suspend_global_capture()
+        confinement.confine_or_continue()
+    if not confinement.confined():
+        # Orphans of the run's tree come back to this process, so the leak check sees them.
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unconfined, skip the escape suite: its attacks could reach the runner's other processes."""
+    why = confinement.unconfined_reason()
+    if why is None:
+        return
+    skip = pytest.mark.skip(reason=f"hostile tests need a confined run: {why}")
+    for item in items:
+        if "escapes" in item.path.parts:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
     """Fail the test if a worker, a grandchild or a zombie it created outlives it."""
-    before = _sandbox_processes() | _descendants()
+    before = _run_processes()
     yield
     deadline = time.monotonic() + LEAK_GRACE_S
     while True:
-        leaked = (_sandbox_processes() | _descendants()) - before
+        leaked = _run_processes() - before
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.05)

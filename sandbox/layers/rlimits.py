@@ -13,7 +13,7 @@ import resource
 
 from policies import Policy
 from sandbox.layers import LayerContext, LayerError, Probe
-from sandbox.procfs import processes_of
+from sandbox.procfs import tasks_of
 
 NAME = "rlimits"
 STAGE = "worker"
@@ -21,8 +21,9 @@ STAGE = "worker"
 
 
 def _count_processes_of(uid: int) -> int:
-    """How many processes ``uid`` already has: RLIMIT_NPROC counts them all, not just ours."""
-    return sum(1 for _ in processes_of(uid))
+    """How many tasks ``uid`` already has: RLIMIT_NPROC counts them all (threads too), not
+    just ours; counting processes only left a non-root worker less than the policy grants."""
+    return tasks_of(uid)
 
 
 def limits_for(policy: Policy) -> dict[int, int]:

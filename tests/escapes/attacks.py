@@ -463,15 +463,89 @@ def kill_parent() -> Result:
     return {"escaped": True, "errno": None, "detail": f"parent {parent} was killed"}
 
 
+#: The inode of the machine's initial pid namespace (PROC_PID_INIT_INO, fixed by the kernel).
+_INITIAL_PID_NAMESPACE = 0xEFFFFFFC
+
+
+def _ppids() -> dict[int, int]:
+    """pid -> parent pid of every process visible in /proc (raises OSError if /proc is hidden)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat_line = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after the last.
+        fields = stat_line[stat_line.rindex(b")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def kill_all_blast_radius(run_pid_namespace: int) -> str | None:
+    """Why ``kill(-1)`` from here could reach a process that is not the test run's, else None.
+
+    kill(-1) reaches every process of this pid namespace (and those nested in it) that this one
+    may signal, but its pid 1. That is harmless when the namespace is the test run's own (the
+    run is its pid 1, and says so in ``run_pid_namespace``), or when every process it may signal
+    is a descendant of this one (or there is none: ``kill(-1, 0)`` fails with ESRCH, which needs
+    no /proc, hidden by Landlock). Otherwise (the machine's namespace, another one, or /proc
+    unreadable) firing could kill a process of the person running the tests: do not.
+    """
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError as exc:
+        return f"cannot tell its own pid namespace ({exc.strerror})"
+    if namespace == _INITIAL_PID_NAMESPACE:
+        return "it is in the machine's initial pid namespace"
+    if run_pid_namespace and namespace == run_pid_namespace:
+        return None
+    try:
+        os.kill(-1, 0)  # ESRCH: there is no other process it could reach (its pid 1 aside)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass
+    try:
+        parents = _ppids()
+    except OSError as exc:
+        return f"cannot list /proc to see whom kill(-1) would reach ({exc.strerror})"
+    me = os.getpid()
+    for pid in sorted(parents):
+        if pid in (1, me):
+            continue
+        try:
+            os.kill(pid, 0)  # the permission check of a real signal, delivering nothing
+        except OSError:
+            continue
+        ancestor, seen = parents.get(pid, 0), set()
+        while ancestor not in (0, 1, me) and ancestor not in seen:
+            seen.add(ancestor)
+            ancestor = parents.get(ancestor, 0)
+        if ancestor != me:
+            return f"it may signal pid {pid}: not its own descendant, not the test run's"
+    return None
+
+
 @attack
-def kill_all(signum: int = int(signal.SIGUSR2)) -> Result:
+def kill_all(signum: int = int(signal.SIGUSR2), run_pid_namespace: int = 0) -> Result:
     """kill(-1, sig): every process we may signal (guarded). The kernel answers 0 as soon as
     it *looked at* another process, even if every one refused, so the return value proves
     nothing: the test judges by the effect (SIGUSR2 kills a process without a handler, and the
-    host counts the ones it receives)."""
+    host counts the ones it receives).
+
+    Besides the privilege guard, it fires only when it can see that every process the signal
+    could reach belongs to the test run (:func:`kill_all_blast_radius`); otherwise it reports
+    "escaped" without firing, since the sandbox left it a process outside to hit."""
     guard = _guard()
     if guard:
         return guard
+    outside = kill_all_blast_radius(int(run_pid_namespace))
+    if outside:
+        return {"escaped": True, "guarded": True, "errno": None,
+                "detail": f"would escape: {outside}; kill(-1) not attempted"}  # fmt: skip
     _block_usr2()
     try:
         os.kill(-1, int(signum))
@@ -500,6 +574,17 @@ def signal_pids(pids: list[int], signum: int = int(signal.SIGKILL)) -> Result:
             "detail": f"signalled {hit}; " + "; ".join(errors)}  # fmt: skip
 
 
+def _own_init_is_pid_1() -> bool:
+    """Whether pid 1 here is the sandbox's own init: our parent, in a pid namespace that is not
+    the machine's. (A non-root host's init runs as the worker's uid, so it may be signalled; it
+    is inside the sandbox, and the kernel ignores signals it has no handler for.)"""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return False
+    return os.getppid() == 1 and namespace != _INITIAL_PID_NAMESPACE
+
+
 @attack
 def signal_visible_pids() -> Result:
     """kill(pid, 0) every process visible in /proc: which ones outside our own could we signal?"""
@@ -510,7 +595,7 @@ def signal_visible_pids() -> Result:
     me = os.getpid()
     allowed = []
     for pid in pids:
-        if pid == me:
+        if pid == me or (pid == 1 and _own_init_is_pid_1()):
             continue
         try:
             os.kill(pid, 0)  # the permission check of a real signal, delivering nothing
@@ -639,28 +724,36 @@ def zmq_forge(path: str, routing_id: str) -> Result:
             probe.connect(path)
     except OSError as exc:
         return _err(exc)
-    import zmq
 
-    context = zmq.Context(io_threads=1)
-    try:
-        dealer = context.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.IDENTITY, routing_id.encode())
-        dealer.setsockopt(zmq.LINGER, 500)
-        dealer.connect(f"ipc://{path}")
-        forged = [
-            [b"HELLO", b'{"token": "forged", "pid": 1, "provider": {"name": "echo"}, '
-             b'"actions": [], "layers": []}'],
-            [b"RESULT", b'{"call_id": "c1", "value": "forged", "usage": {"cpu_s": 0, '
-             b'"max_rss_bytes": 0, "cpu_total_s": 0}}'],
-        ]  # fmt: skip
-        for frames in forged:
-            dealer.send_multipart(frames)
-        time.sleep(0.3)
-        dealer.close()
-    finally:
-        context.term()
+    def forge() -> int:
+        import zmq
+
+        context = zmq.Context(io_threads=1)
+        try:
+            dealer = context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.IDENTITY, routing_id.encode())
+            dealer.setsockopt(zmq.LINGER, 500)
+            dealer.connect(f"ipc://{path}")
+            forged = [
+                [b"HELLO", b'{"token": "forged", "pid": 1, "provider": {"name": "echo"}, '
+                 b'"actions": [], "layers": []}'],
+                [b"RESULT", b'{"call_id": "c1", "value": "forged", "usage": {"cpu_s": 0, '
+                 b'"max_rss_bytes": 0, "cpu_total_s": 0}}'],
+            ]  # fmt: skip
+            for frames in forged:
+                dealer.send_multipart(frames)
+            time.sleep(0.3)
+            dealer.close()
+        finally:
+            context.term()
+        return 0
+
+    # Connecting is the escape; the forging runs in a child, so a failure of libzmq there (it
+    # aborts when it cannot start its I/O thread, e.g. for want of RLIMIT_NPROC) is reported.
+    code, text = _in_child(forge)
+    sent = "sent forged frames" if code == 0 else f"could not send forged frames ({code}: {text})"
     return {"escaped": True, "errno": None,
-            "detail": f"connected to {path} and sent forged frames as {routing_id}"}  # fmt: skip
+            "detail": f"connected to {path}; {sent} as {routing_id}"}  # fmt: skip
 
 
 # --- privileges, namespaces, kernel interfaces ---------------------------------------------------

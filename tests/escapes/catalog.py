@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ import psutil
 
 from host import Host, Outcome, ProviderUnavailable
 from policies import LAYERS, Policy
+from tests import confinement
 
 ATTACKS = str(Path(__file__).with_name("attacks.py"))
 ECHO = str(Path(__file__).parent.parent / "providers" / "echo.py")
@@ -374,7 +375,11 @@ def no_marker_left(run: Run) -> tuple[bool, str]:
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    left_uid = _owned_by(run.worker_uid) if run.worker_uid else []
+    # A dedicated worker uid (root host) has no process but the worker's; a non-root host's
+    # workers share the runner's uid, whose processes are the whole test run: the autouse leak
+    # check covers those instead.
+    dedicated = run.worker_uid is not None and run.worker_uid != os.getuid()
+    left_uid = _owned_by(run.worker_uid) if dedicated else []
     return bool(left or left_uid), (
         f"processes named {marker!r} left: {left}; processes of uid {run.worker_uid} left: "
         f"{left_uid}"
@@ -427,6 +432,10 @@ class Attack:
     exclusive: bool = False
     #: A second provider (tests/providers/echo.py) is loaded first, as the victim.
     needs_echo: bool = False
+    #: It aims at processes or files of the host's own uid, so ``uid_drop`` stops it only by
+    #: giving the worker a uid of its own, which happens only under a root host (a non-root
+    #: host's workers share its uid; see :func:`expected_contained`).
+    aims_at_host_uid: bool = False
     after: After | None = None
 
 
@@ -527,7 +536,9 @@ def _env_secret(run: Run) -> dict[str, Any]:
 def _usr2_all(run: Run) -> dict[str, Any]:
     run.arena.ensure_decoy()
     run.notes["usr2_before"] = run.arena.usr2_count
-    return {"signum": int(signal.SIGUSR2)}
+    # The run's own pid namespace, where kill(-1) may fire (it holds only the run's processes).
+    namespace = confinement.pid_namespace() if confinement.confined() else 0
+    return {"signum": int(signal.SIGUSR2), "run_pid_namespace": namespace}
 
 
 def _marker(prefix: str, extra: Mapping[str, Any]) -> Callable[[Run], dict[str, Any]]:
@@ -651,42 +662,46 @@ CATALOG: tuple[Attack, ...] = (
            "sysrq_trigger", guarded=True),
     # --- the host process and other workers
     Attack("proc_host_environ", "read the host's /proc/<pid>/environ", HOST_PROCS,
-           "read_proc", _proc("environ"), same_sha(lambda run: run.arena.host_environ_sha)),
+           "read_proc", _proc("environ"), same_sha(lambda run: run.arena.host_environ_sha),
+           aims_at_host_uid=True),
     Attack("proc_host_mem", "read the host's memory through /proc/<pid>/mem",
-           ("landlock", "uid_drop", "pid_namespace"), "read_proc", _proc("mem"), same_hex),
+           ("landlock", "uid_drop", "pid_namespace"), "read_proc", _proc("mem"), same_hex,
+           aims_at_host_uid=True),
     Attack("proc_host_fd", "list the host's open files in /proc/<pid>/fd", HOST_PROCS,
            "read_proc", _proc("fd"),
            lambda run, outcome: (str(run.arena.canary) in _value(outcome).get("links", []),
-                                 _describe(outcome))),
+                                 _describe(outcome)), aims_at_host_uid=True),
     Attack("host_env_secret", "read the host's secret environment variable",
            HOST_PROCS, "find_env_secret",
            _env_secret,
-           same_sha(lambda run: run.arena.secret_env_sha)),
+           same_sha(lambda run: run.arena.secret_env_sha), aims_at_host_uid=True),
     Attack("proc1_cmdline", "read the command line of the machine's pid 1",
            ("landlock", "pid_namespace"), "read_proc",
            lambda run: {"pid": 1, "what": "cmdline"},
            same_sha(lambda run: run.arena.proc1_cmdline_sha)),
     Attack("kill_parent", "kill the supervisor: kill(getppid(), SIGKILL)",
-           ("landlock", "uid_drop", "pid_namespace"), "kill_parent", check=parent_killed),
+           ("landlock", "uid_drop", "pid_namespace"), "kill_parent", check=parent_killed,
+           aims_at_host_uid=True),
     Attack("kill_host", "signal the host process by its pid", HOST_PROCS, "kill_pid", _usr2,
-           signalled_host, exclusive=True),
+           signalled_host, exclusive=True, aims_at_host_uid=True),
     Attack("kill_all", "kill(-1): signal every process it may (SIGUSR2, to observe it)",
            ("pid_namespace", "uid_drop", "landlock"), "kill_all", _usr2_all, kill_all_effect,
-           guarded=True, exclusive=True, needs_echo=True),
+           guarded=True, exclusive=True, needs_echo=True, aims_at_host_uid=True),
     Attack("ptrace_host", "PTRACE_SEIZE the host",
            ("seccomp", "landlock", "uid_drop", "pid_namespace"), "ptrace_attach",
-           lambda run: {"pid": os.getpid()}, guarded=True),
+           lambda run: {"pid": os.getpid()}, guarded=True, aims_at_host_uid=True),
     Attack("process_vm_readv", "read the host's memory with process_vm_readv",
            ("seccomp", "landlock", "uid_drop", "pid_namespace"), "process_vm_readv",
            lambda run: {"pid": os.getpid(), "address": run.arena.secret_address,
-                        "length": len(run.arena.secret)}, same_hex),
+                        "length": len(run.arena.secret)}, same_hex, aims_at_host_uid=True),
     Attack("signal_other_worker", "SIGKILL another provider's worker processes",
            ("landlock", "pid_namespace", "uid_drop"), "signal_pids", _echo_pids,
-           other_worker_alive, needs_echo=True),
+           other_worker_alive, needs_echo=True, aims_at_host_uid=True),
     Attack("signal_visible_pids", "find any process outside the sandbox it may signal",
-           ("landlock", "pid_namespace", "uid_drop"), "signal_visible_pids"),
+           ("landlock", "pid_namespace", "uid_drop"), "signal_visible_pids", aims_at_host_uid=True),
     Attack("zmq_forge", "connect to another worker's ZeroMQ endpoint and forge its messages",
-           ("mount_namespace", "uid_drop"), "zmq_forge", _echo_endpoint, needs_echo=True),
+           ("mount_namespace", "uid_drop"), "zmq_forge", _echo_endpoint, needs_echo=True,
+           aims_at_host_uid=True),
     # --- network
     Attack("inet_socket", "open an AF_INET socket", ("seccomp",), "inet_socket"),
     Attack("tcp_connect", "connect to a TCP listener on the host's loopback",
@@ -779,8 +794,19 @@ def applied_layers(policy: Policy) -> frozenset[str]:
 
 def expected_contained(attack: Attack, applied: frozenset[str]) -> bool:
     """Whether ``attack`` should be contained when exactly ``applied`` layers hold."""
-    have = applied | {"host"} | MACHINE_FACTS
-    if attack.guarded and "uid_drop" not in have:
+    have = set(applied | {"host"} | MACHINE_FACTS)
+    if not HOST_IS_ROOT:
+        # A non-root host's worker is the host's own unprivileged uid: without a user namespace
+        # it holds no capability at all, as if uid_drop held. But it never gets a uid of its
+        # own, so uid_drop stops nothing that aims at the host's (same) uid.
+        if "user_namespace" not in applied:
+            have.add("uid_drop")
+        unprivileged = "uid_drop" in have
+        if attack.aims_at_host_uid:
+            have.discard("uid_drop")
+    else:
+        unprivileged = "uid_drop" in have
+    if attack.guarded and not unprivileged:
         return False  # the guard reports "escaped" without trying: the worker is privileged
     return any(all(part in have for part in option.split("+")) for option in attack.layers)
 
@@ -849,6 +875,45 @@ class Run:
     cleanups: list[Callable[[], object]] = field(default_factory=list)
 
 
+class RunLock:
+    """Exclusive attacks run alone; the others may run together (the degraded runs' threads).
+
+    Alone means with no other attack at all, not just no other exclusive one: under a non-root
+    host every worker shares the runner's uid, so a fork bomb's processes count against every
+    other worker's RLIMIT_NPROC, and one starting meanwhile could fail for want of a process.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True  # no new shared holder from now on
+            self._cond.wait_for(lambda: self._shared == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
 class Arena:
     """The targets and tripwires, set up by the trusted test process before any host exists."""
 
@@ -910,7 +975,7 @@ class Arena:
         self.proc1_cmdline_sha = hashlib.sha256(Path("/proc/1/cmdline").read_bytes()).hexdigest()
         self.usr2_count = 0
         self._old_usr2 = signal.signal(signal.SIGUSR2, self._on_usr2)
-        self.lock = threading.Lock()
+        self.lock = RunLock()
 
     @staticmethod
     def _start_decoy() -> subprocess.Popen[bytes]:
@@ -960,7 +1025,7 @@ class Arena:
         started = time.monotonic()
         policy = base.merged(dict(attack.policy)) if attack.policy else base
         run = Run(self, host, attack, policy, re.sub(r"\W", "_", label))
-        lock = self.lock if attack.exclusive else contextlib.nullcontext()
+        lock = self.lock.exclusive() if attack.exclusive else self.lock.shared()
         try:
             with lock:
                 return self._run(run, started)
