@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from host import fsutil
 from host.cgroups import WorkerCgroup
 from host.interpreter import launcher_command
 from host.zygote import ZygoteChild, ZygoteError, ZygoteKeeper
@@ -219,7 +219,7 @@ class WorkerProcess:
             if started is None:
                 started = self._fresh(spec, env)
         except BaseException:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            fsutil.remove_tree(self.workdir)
             raise
         self.launcher, spec_pipe, self.log_fds, self.status_fd, spec, preamble = started
         #: How the launcher was started: "zygote" or "fresh".
@@ -246,6 +246,7 @@ class WorkerProcess:
         self._status = bytearray()
         self.pid = self.launcher.pid
         self.exited = False
+        self._closed = False
 
     def _fresh(
         self, spec: SpawnSpec, env: dict[str, str]
@@ -343,21 +344,32 @@ class WorkerProcess:
             status.exit_code, status.signal = (rc, None) if rc >= 0 else (None, -rc)
         return status
 
-    def close(self) -> None:
-        """Close the host's pipe ends and remove the private working directory.
+    def close(self, remove_tree: Callable[[str], object] = fsutil.remove_tree) -> None:
+        """Close the host's pipe ends, remove the private working directory and the cgroup.
 
-        ``shutil.rmtree`` unlinks symlinks instead of following them, so a link the provider
-        planted in its workdir cannot make the host delete the target.
+        Runs once (a second call does nothing: a descriptor number closed twice may by then
+        belong to someone else) and never raises: each step goes on if another failed.
+        ``remove_tree`` removes the workdir; the reactor passes its janitor's, which does it
+        off the loop. Either way links are unlinked, never followed (``host.fsutil``), so a
+        link the provider planted in its workdir cannot make the host delete the target.
         """
+        if self._closed:
+            return
+        self._closed = True
         for fd in (*self.log_fds, self.status_fd):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self.launcher.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            self.launcher.close()
+        try:
+            remove_tree(self.workdir)
+        except Exception:  # pragma: no cover - the removers never raise
+            pass
         if self.cgroup is not None:
-            self.cgroup.remove()
+            with contextlib.suppress(Exception):
+                self.cgroup.remove()
 
 
 @dataclass

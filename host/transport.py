@@ -11,11 +11,12 @@ The endpoints live in a directory only the host's user can enter (0700).
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
+
+from host import fsutil
 
 #: Room for the JSON envelope around a result of ``policy.output`` bytes.
 ENVELOPE_BYTES = 64 * 1024
@@ -95,4 +96,4 @@ class Transport:
         self.monitor.close(linger=0)
         self.router.close(linger=0)
         self.context.term()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        fsutil.remove_tree(self.directory)
