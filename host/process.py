@@ -28,6 +28,7 @@ import psutil
 from host import fsutil
 from host.cgroups import WorkerCgroup
 from host.interpreter import launcher_command
+from host.orphans import start_time
 from host.zygote import ZygoteChild, ZygoteError, ZygoteKeeper
 from policies import Policy
 from sandbox.protocol import ZYGOTE_STATUS_FD, SpawnSpec, encode_preamble
@@ -90,11 +91,16 @@ class ExitStatus:
 
     @classmethod
     def parse(cls, data: bytes) -> ExitStatus:
-        """Parse the supervisor's report defensively (it shares a uid with untrusted code)."""
-        try:
-            raw: Any = json.loads(data.decode("utf-8", "replace").strip() or "null")
-        except ValueError:
-            raw = None
+        """Parse the supervisor's report defensively (it shares a uid with untrusted code).
+
+        The pipe carries JSON lines: the launcher's note of its init's pid, then the init's
+        report; the report is the last line that is not such a note.
+        """
+        raw: Any = None
+        for line in data.decode("utf-8", "replace").splitlines():
+            parsed = _json_object(line)
+            if parsed is not None and "init_pid" not in parsed:
+                raw = parsed
         if not isinstance(raw, dict):
             return cls(unreported=True)
 
@@ -109,6 +115,14 @@ class ExitStatus:
             cpu_s=float(num("cpu_s", (int, float)) or 0.0),
             max_rss_bytes=int(num("max_rss_bytes", int) or 0),
         )
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def worker_environment(policy: Policy) -> dict[str, str]:
@@ -247,6 +261,8 @@ class WorkerProcess:
         self.pid = self.launcher.pid
         self.exited = False
         self._closed = False
+        #: Told (pid, start time) of processes the host may inherit (``host.orphans``).
+        self.adopt: Callable[[int, int], None] | None = None
 
     def _fresh(
         self, spec: SpawnSpec, env: dict[str, str]
@@ -307,6 +323,16 @@ class WorkerProcess:
             if len(self._status) < MAX_STATUS_BYTES:
                 self._status += data
 
+    def init_pid(self) -> int | None:
+        """The pid of the worker's init, as its launcher reported it (None until it has)."""
+        for line in bytes(self._status).decode("utf-8", "replace").splitlines():
+            parsed = _json_object(line)
+            if parsed is not None:
+                pid = parsed.get("init_pid")
+                if isinstance(pid, int) and not isinstance(pid, bool) and pid > 1:
+                    return pid
+        return None
+
     @property
     def returncode(self) -> int | None:
         """The launcher's exit code once reaped (negative: the signal that ended it)."""
@@ -322,6 +348,12 @@ class WorkerProcess:
             descendants = psutil.Process(self.pid).children(recursive=True)
         except psutil.Error:
             descendants = []
+        adopt = self.adopt
+        if adopt is not None:  # killed, they may be re-parented to the host: it reaps them
+            for process in descendants:
+                start = start_time(process.pid)
+                if start is not None and process.is_running():  # (read from that process)
+                    adopt(process.pid, start)
         self.launcher.send_signal(signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_all()

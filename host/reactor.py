@@ -59,6 +59,7 @@ from host.errors import (
 )
 from host.futures import CallFuture
 from host.janitor import Janitor
+from host.orphans import Orphans, stat_of
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Transport
@@ -162,6 +163,8 @@ class WorkerHandle:
     ping_seq: int = 0
     #: When the unanswered ping was sent (0: none outstanding).
     ping_sent: float = 0.0
+    #: Whether the host has recorded the worker's init as a process it may inherit.
+    init_known: bool = False
 
 
 @dataclass(eq=False)
@@ -229,6 +232,8 @@ class Reactor:
         #: Processes of workers the host gave up on after failing to handle their events:
         #: killed, forgotten, and reaped here once they have exited (with when they were).
         self._abandoned: list[tuple[WorkerProcess, float]] = []
+        #: Processes the host started indirectly and may inherit (see ``host.orphans``).
+        self._orphans = Orphans()
         self._workdir_root = tempfile.mkdtemp(prefix="sandbox-work-")
         if os.geteuid() == 0:  # workers under their own uids enter their own workdir only
             os.chmod(self._workdir_root, 0o711)
@@ -533,6 +538,8 @@ class Reactor:
         worker = WorkerHandle(
             worker_id, token, provider, process, endpoint, LogCapture(provider.policy.log)
         )
+        process.adopt = self._orphans.expect
+        self._expect_launcher(process.launcher)
         provider.workers.append(worker)
         self._workers[worker_id.encode()] = worker
         self._by_endpoint[endpoint] = worker
@@ -551,6 +558,13 @@ class Reactor:
             worker_id, provider.name, process.pid, process.spawn_kind,
         )
         return worker
+
+    def _expect_launcher(self, launcher: object) -> None:
+        """A launcher the zygote forked is the zygote's child; if the zygote dies it is ours."""
+        start = getattr(launcher, "start_time", None)
+        pid = getattr(launcher, "pid", None)
+        if isinstance(start, int) and isinstance(pid, int):
+            self._orphans.expect(pid, start)
 
     def _take_spare(self, policy: Policy) -> SpareLauncher | None:
         """The spare launcher, with ``policy``'s limits on its cgroup, if it can serve."""
@@ -583,6 +597,8 @@ class Reactor:
                 support, f"{cgroups.NAME_PREFIX}s{secrets.token_hex(6)}", Policy()
             ),
         )
+        if self._spare is not None:
+            self._expect_launcher(self._spare.forked.child)
 
     def _discard_spare(self) -> None:
         spare, self._spare = self._spare, None
@@ -598,6 +614,9 @@ class Reactor:
                 self._guard(worker, "its heartbeat", self._tick_worker, worker, now)
         if self._abandoned:
             self._collect_abandoned()
+        self._guard(None, "the zygotes' exits", self.zygotes.poll)
+        if len(self._orphans):
+            self._guard(None, "reaping orphans", self._orphans.sweep)
 
     def _tick_worker(self, worker: WorkerHandle, now: float) -> None:
         provider = worker.provider
@@ -1124,13 +1143,27 @@ class Reactor:
                 self._pipes.unregister(fd)
 
     def _on_status_readable(self, worker: WorkerHandle) -> None:
-        if not worker.process.read_status():
+        done = worker.process.read_status()
+        if not worker.init_known:
+            self._expect_init(worker)
+        if not done:
             return
         self._forget_fd(worker.process.status_fd)
         status = worker.process.reap(timeout=KILL_GRACE_S)
         for fd in worker.process.log_fds:
             self._drain_log(worker, fd, limit=64)
         self._on_exit(worker, status)
+
+    def _expect_init(self, worker: WorkerHandle) -> None:
+        """Record the worker's init (its launcher named it): the host inherits it if the
+        launcher is killed. Only a child of that launcher is taken for it."""
+        pid = worker.process.init_pid()
+        if pid is None:
+            return
+        worker.init_known = True
+        stat = stat_of(pid)
+        if stat is not None and stat[0] == worker.process.pid:
+            self._orphans.expect(pid, stat[2])
 
     def _on_exit(self, worker: WorkerHandle, status: ExitStatus) -> None:
         provider = worker.provider
@@ -1310,6 +1343,7 @@ class Reactor:
         self._attempt("reaping abandoned workers", self._collect_abandoned, True)
         self._attempt("discarding the spare launcher", self._discard_spare)
         self._attempt("stopping the zygote", self.zygotes.close)
+        self._attempt("reaping orphans", self._orphans.drain, KILL_GRACE_S)
         self._attempt("closing the transport", self.transport.close)
         self._attempt("closing the pipe set", self._pipes.close)
         self._attempt("closing the wake-up pipe", os.close, self._wake_read)
