@@ -21,7 +21,6 @@ import queue
 import secrets
 import select
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -33,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from host import cgroups
+from host import cgroups, ownership
 from host.catalog import (
     ActionDescriptor,
     Catalog,
@@ -234,12 +233,22 @@ class Reactor:
         self._abandoned: list[tuple[WorkerProcess, float]] = []
         #: Processes the host started indirectly and may inherit (see ``host.orphans``).
         self._orphans = Orphans()
-        self._workdir_root = tempfile.mkdtemp(prefix="sandbox-work-")
-        if os.geteuid() == 0:  # workers under their own uids enter their own workdir only
-            os.chmod(self._workdir_root, 0o711)
         self.host_is_root = os.geteuid() == 0
-        self.transport = Transport(shared_with_other_uids=self.host_is_root)
+        # Everything on disk lives in one state directory whose lock says this host is alive,
+        # so a later host reclaims it if this one is killed (``host.ownership``). With root,
+        # 0711: workers under their own uids enter their own workdir and socket only.
+        self._state = ownership.HostState(shared_with_other_uids=self.host_is_root)
+        self._workdir_root = self._state.subdir("work")
+        self.transport = Transport(
+            shared_with_other_uids=self.host_is_root, directory=self._state.subdir("ipc")
+        )
         self.cgroup_support = cgroups.probe()
+        parents = list(self.cgroup_support.parents.values())
+        try:
+            self._state.write_owner(parents)
+        except OSError as exc:
+            log.warning("cannot record this host's ownership: %s", exc)
+        ownership.reclaim(self._janitor, parents)
         if self.cgroup_support.version:
             cgroups.remove_stale(self.cgroup_support)
         #: Dedicated uids of this host's live workers (never handed out twice).
@@ -504,7 +513,9 @@ class Reactor:
         elif self.cgroup_support.version and "cgroups" not in policy.skip:
             try:
                 group = cgroups.WorkerCgroup.create(
-                    self.cgroup_support, f"{cgroups.NAME_PREFIX}{worker_id[1:]}", policy
+                    self.cgroup_support,
+                    self._state.cgroup_name(f"{cgroups.NAME_PREFIX}{worker_id[1:]}"),
+                    policy,
                 )
             except OSError as exc:
                 cgroup_error = f"cannot create the worker's cgroup: {exc}"
@@ -591,11 +602,9 @@ class Reactor:
         ):
             return
         support = self.cgroup_support
+        name = self._state.cgroup_name(f"{cgroups.NAME_PREFIX}s{secrets.token_hex(6)}")
         self._spare = SpareLauncher.make(
-            self.zygotes,
-            lambda: cgroups.WorkerCgroup.create(
-                support, f"{cgroups.NAME_PREFIX}s{secrets.token_hex(6)}", Policy()
-            ),
+            self.zygotes, lambda: cgroups.WorkerCgroup.create(support, name, Policy())
         )
         if self._spare is not None:
             self._expect_launcher(self._spare.forked.child)
@@ -1349,6 +1358,7 @@ class Reactor:
         self._attempt("closing the wake-up pipe", os.close, self._wake_read)
         self._attempt("closing the wake-up pipe", os.close, self._wake_write)
         self._janitor.remove_tree(self._workdir_root)
+        self._janitor.submit(self._state.remove, "removing the host's state directory")
         if not self._janitor.close(timeout=JANITOR_CLOSE_TIMEOUT_S):
             log.warning("clean-up is still running after %gs; it goes on in the background",
                         JANITOR_CLOSE_TIMEOUT_S)
