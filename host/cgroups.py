@@ -118,8 +118,8 @@ def remove_stale(support: CgroupSupport) -> int:
             continue
         for entry in entries:
             path = f"{parent}/{entry}"
-            if not entry.startswith(NAME_PREFIX):
-                continue
+            if not entry.startswith(NAME_PREFIX) or "." in entry:
+                continue  # (a name with an owner's id is removed only once that owner is dead)
             try:
                 if now - os.stat(path).st_mtime > STALE_AFTER_S and not _read(
                     f"{path}/cgroup.procs"
@@ -128,6 +128,34 @@ def remove_stale(support: CgroupSupport) -> int:
                     removed += 1
             except OSError:
                 continue
+    return removed
+
+
+def remove_owned(parents: list[str], owner: str, timeout: float = 2.0) -> int:
+    """Remove the cgroups a dead host (id ``owner``) left under ``parents``; returns how many.
+
+    Names end with ``.<owner>`` (``host.ownership``), so only that host's cgroups are touched,
+    whatever their age; a process still in one (its host is dead: nothing should be) is killed
+    first. The caller has made sure the owner is dead (its lock was free).
+    """
+    removed = 0
+    suffix = f".{owner}"
+    for parent in parents:
+        real = os.path.realpath(parent)
+        if not real.startswith(f"{_ROOT}/") or real != parent.rstrip("/"):
+            continue  # never follow a recorded path out of the cgroup tree
+        try:
+            entries = os.listdir(parent)
+        except OSError:
+            continue
+        for entry in entries:
+            if not (entry.startswith("sandbox-") and entry.endswith(suffix)):
+                continue
+            group = WorkerCgroup(2 if os.path.exists(f"{_ROOT}/cgroup.controllers") else 1,
+                                 {"": f"{parent}/{entry}"})
+            group.kill_all()
+            if group.remove(timeout=timeout):
+                removed += 1
     return removed
 
 

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -26,8 +25,10 @@ from typing import Any, Protocol
 
 import psutil
 
+from host import fsutil
 from host.cgroups import WorkerCgroup
 from host.interpreter import launcher_command
+from host.orphans import start_time
 from host.zygote import ZygoteChild, ZygoteError, ZygoteKeeper
 from policies import Policy
 from sandbox.protocol import ZYGOTE_STATUS_FD, SpawnSpec, encode_preamble
@@ -95,11 +96,16 @@ class ExitStatus:
 
     @classmethod
     def parse(cls, data: bytes) -> ExitStatus:
-        """Parse the supervisor's report defensively (it shares a uid with untrusted code)."""
-        try:
-            raw: Any = json.loads(data.decode("utf-8", "replace").strip() or "null")
-        except ValueError:
-            raw = None
+        """Parse the supervisor's report defensively (it shares a uid with untrusted code).
+
+        The pipe carries JSON lines: the launcher's note of its init's pid, then the init's
+        report; the report is the last line that is not such a note.
+        """
+        raw: Any = None
+        for line in data.decode("utf-8", "replace").splitlines():
+            parsed = _json_object(line)
+            if parsed is not None and "init_pid" not in parsed:
+                raw = parsed
         if not isinstance(raw, dict):
             return cls(unreported=True)
 
@@ -117,6 +123,14 @@ class ExitStatus:
             else None,
             received=raw.get("received") if isinstance(raw.get("received"), str) else None,
         )
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def worker_environment(policy: Policy) -> dict[str, str]:
@@ -227,7 +241,7 @@ class WorkerProcess:
             if started is None:
                 started = self._fresh(spec, env)
         except BaseException:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            fsutil.remove_tree(self.workdir)
             raise
         self.launcher, spec_pipe, self.log_fds, self.status_fd, spec, preamble = started
         #: How the launcher was started: "zygote" or "fresh".
@@ -254,6 +268,9 @@ class WorkerProcess:
         self._status = bytearray()
         self.pid = self.launcher.pid
         self.exited = False
+        self._closed = False
+        #: Told (pid, start time) of processes the host may inherit (``host.orphans``).
+        self.adopt: Callable[[int, int], None] | None = None
 
     def _fresh(
         self, spec: SpawnSpec, env: dict[str, str]
@@ -314,6 +331,16 @@ class WorkerProcess:
             if len(self._status) < MAX_STATUS_BYTES:
                 self._status += data
 
+    def init_pid(self) -> int | None:
+        """The pid of the worker's init, as its launcher reported it (None until it has)."""
+        for line in bytes(self._status).decode("utf-8", "replace").splitlines():
+            parsed = _json_object(line)
+            if parsed is not None:
+                pid = parsed.get("init_pid")
+                if isinstance(pid, int) and not isinstance(pid, bool) and pid > 1:
+                    return pid
+        return None
+
     @property
     def returncode(self) -> int | None:
         """The launcher's exit code once reaped (negative: the signal that ended it)."""
@@ -329,6 +356,12 @@ class WorkerProcess:
             descendants = psutil.Process(self.pid).children(recursive=True)
         except psutil.Error:
             descendants = []
+        adopt = self.adopt
+        if adopt is not None:  # killed, they may be re-parented to the host: it reaps them
+            for process in descendants:
+                start = start_time(process.pid)
+                if start is not None and process.is_running():  # (read from that process)
+                    adopt(process.pid, start)
         self.launcher.send_signal(signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_all()
@@ -351,21 +384,32 @@ class WorkerProcess:
             status.exit_code, status.signal = (rc, None) if rc >= 0 else (None, -rc)
         return status
 
-    def close(self) -> None:
-        """Close the host's pipe ends and remove the private working directory.
+    def close(self, remove_tree: Callable[[str], object] = fsutil.remove_tree) -> None:
+        """Close the host's pipe ends, remove the private working directory and the cgroup.
 
-        ``shutil.rmtree`` unlinks symlinks instead of following them, so a link the provider
-        planted in its workdir cannot make the host delete the target.
+        Runs once (a second call does nothing: a descriptor number closed twice may by then
+        belong to someone else) and never raises: each step goes on if another failed.
+        ``remove_tree`` removes the workdir; the reactor passes its janitor's, which does it
+        off the loop. Either way links are unlinked, never followed (``host.fsutil``), so a
+        link the provider planted in its workdir cannot make the host delete the target.
         """
+        if self._closed:
+            return
+        self._closed = True
         for fd in (*self.log_fds, self.status_fd):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self.launcher.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            self.launcher.close()
+        try:
+            remove_tree(self.workdir)
+        except Exception:  # pragma: no cover - the removers never raise
+            pass
         if self.cgroup is not None:
-            self.cgroup.remove()
+            with contextlib.suppress(Exception):
+                self.cgroup.remove()
 
 
 @dataclass

@@ -21,7 +21,6 @@ import queue
 import secrets
 import select
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -33,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from host import cgroups
+from host import cgroups, ownership
 from host.catalog import (
     ActionDescriptor,
     Catalog,
@@ -61,6 +60,8 @@ from host.errors import (
     WorkerCrashed,
 )
 from host.futures import CallFuture
+from host.janitor import Janitor
+from host.orphans import Orphans, stat_of
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
 from host.rules import check_worker_rules
@@ -105,6 +106,8 @@ MAX_CATALOG_BYTES = 1024 * 1024
 #: How a provider added without a name is keyed until its HELLO names it; not a valid name, so
 #: it never stands for (or blocks) a name an engine or a provider may claim.
 PENDING_PREFIX = "<pending "
+#: Longest ``close`` waits for the workdirs' removal (it goes on in the background after).
+JANITOR_CLOSE_TIMEOUT_S = 60.0
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
 
@@ -181,6 +184,8 @@ class WorkerHandle:
     #: The host's reader of the tree's CPU and memory counters (None: no cgroup).
     meter: TreeMeter | None = None
     spawned: float = field(default_factory=time.monotonic)
+    #: Whether the host has recorded the worker's init as a process it may inherit.
+    init_known: bool = False
 
 
 @dataclass(eq=False)
@@ -215,6 +220,8 @@ class _Timer:
     #: None once cancelled: the entry stays in the heap (heapq cannot remove it) but holds
     #: nothing, and the loop skips it.
     action: Callable[[], None] | None = field(compare=False)
+    #: The worker the timer concerns: if its action raises, that worker is ended.
+    worker: WorkerHandle | None = field(default=None, compare=False)
 
 
 class Reactor:
@@ -241,12 +248,29 @@ class Reactor:
         self._fds: dict[int, tuple[WorkerHandle, str]] = {}
         self._closing: Future[None] | None = None
         self._stopped = False
-        self._workdir_root = tempfile.mkdtemp(prefix="sandbox-work-")
-        if os.geteuid() == 0:  # workers under their own uids enter their own workdir only
-            os.chmod(self._workdir_root, 0o711)
+        #: Removes workdirs (and other slow clean-up) off this loop; joined at close.
+        self._janitor = Janitor()
+        #: Processes of workers the host gave up on after failing to handle their events:
+        #: killed, forgotten, and reaped here once they have exited (with when they were).
+        self._abandoned: list[tuple[WorkerProcess, float]] = []
+        #: Processes the host started indirectly and may inherit (see ``host.orphans``).
+        self._orphans = Orphans()
         self.host_is_root = os.geteuid() == 0
-        self.transport = Transport(shared_with_other_uids=self.host_is_root)
+        # Everything on disk lives in one state directory whose lock says this host is alive,
+        # so a later host reclaims it if this one is killed (``host.ownership``). With root,
+        # 0711: workers under their own uids enter their own workdir and socket only.
+        self._state = ownership.HostState(shared_with_other_uids=self.host_is_root)
+        self._workdir_root = self._state.subdir("work")
+        self.transport = Transport(
+            shared_with_other_uids=self.host_is_root, directory=self._state.subdir("ipc")
+        )
         self.cgroup_support = cgroups.probe()
+        parents = list(self.cgroup_support.parents.values())
+        try:
+            self._state.write_owner(parents)
+        except OSError as exc:
+            log.warning("cannot record this host's ownership: %s", exc)
+        ownership.reclaim(self._janitor, parents)
         if self.cgroup_support.version:
             cgroups.remove_stale(self.cgroup_support)
         #: Dedicated uids of this host's live workers (never handed out twice).
@@ -320,15 +344,18 @@ class Reactor:
                 self._on_message_guarded(routing_id, frames)
         if self.transport.monitor in events:
             for endpoint in self.transport.disconnected_endpoints():
-                self._on_disconnect(endpoint)
+                self._guard(
+                    self._by_endpoint.get(endpoint), "its disconnection", self._on_disconnect,
+                    endpoint,
+                )
         ready_pipes = self._pipes.poll(0) if self._pipes.fileno() in events else []
         for fd, _ in ready_pipes:
             if fd in self._fds:
                 worker, kind = self._fds[fd]
                 if kind == "status":
-                    self._on_status_readable(worker)
+                    self._guard(worker, "its exit", self._on_status_readable, worker)
                 else:
-                    self._drain_log(worker, fd)
+                    self._guard(worker, "its output", self._drain_log, worker, fd)
         now = time.monotonic()
         while self._timers and self._timers[0].when <= now:
             timer = heapq.heappop(self._timers)
@@ -336,14 +363,108 @@ class Reactor:
             if action is None:
                 self._cancelled_timers -= 1
             else:
-                action()
+                self._guard(timer.worker, "a deadline", action)
         if self._closing is not None and not self._workers:
             self._stopped = True
 
-    def _at(self, when: float, action: Callable[[], None]) -> _Timer:
-        timer = _Timer(when, next(self._seq), action)
+    def _at(
+        self, when: float, action: Callable[[], None], worker: WorkerHandle | None = None
+    ) -> _Timer:
+        timer = _Timer(when, next(self._seq), action, worker)
         heapq.heappush(self._timers, timer)
         return timer
+
+    # ------------------------------------------------------------------ containing host failures
+
+    def _guard(
+        self, worker: WorkerHandle | None, what: str, handler: Callable[..., object], *args: Any
+    ) -> None:
+        """Run the handler of one event. If it raises, the host failed handling that worker
+        (a bug, or something the worker made the host choke on - a workdir too deep to
+        remove, say): that worker is ended, with an outcome for its call, and the loop every
+        other call depends on goes on."""
+        try:
+            handler(*args)
+        except Exception as exc:
+            name = f" of worker {worker.worker_id}" if worker is not None else ""
+            log.exception("the host failed handling %s%s", what, name)
+            if worker is not None:
+                self._abandon(worker, f"the host failed handling {what}: {type(exc).__name__}")
+
+    def _abandon(self, worker: WorkerHandle, reason: str) -> None:
+        """End a worker whose event the host could not handle, step by step, each on its own
+        (one failing must not stop the others): its call fails, its processes are killed, the
+        host forgets it, and its launcher is reaped later (``_collect_abandoned``)."""
+        provider = worker.provider
+        call = worker.call
+        if call is not None and not call.done:
+            error = WorkerCrashed(f"the worker was killed: {reason}")
+            try:
+                self._finish(call, error)
+            except Exception:
+                log.exception("failing call %s failed", call.call_id)
+                with contextlib.suppress(Exception):
+                    if not call.future.done():
+                        call.future.set_exception(error)
+                self._pending.discard(call)
+        worker.call = None
+        worker.kill_reason = worker.kill_reason or "host failure"
+        worker.state = State.STOPPING
+        process = worker.process
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("forgetting its pipes", lambda: self._forget_fds(process)),
+            ("closing its endpoint", lambda: self.transport.unbind(worker.endpoint)),
+            ("forgetting it", lambda: self._forget_worker(worker)),
+        ]
+        meter = worker.meter
+        if meter is not None:
+            steps.append(("closing its meter", meter.close))
+        if not process.exited:  # (once reaped, its pid may be another process's)
+            steps.insert(0, ("killing it", process.kill_everything))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("abandoning worker %s: %s failed", worker.worker_id, what)
+        self._abandoned.append((process, time.monotonic()))
+        if worker.pid is None and not provider.removed:  # it never started
+            self._guard(
+                None, "a failed start", self._provider_failed, provider,
+                f"the worker was killed: {reason}",
+            )
+        if self._closing is None and not provider.removed:
+            self._guard(None, "the provider's queue", self._pump, provider)
+
+    def _forget_fds(self, process: WorkerProcess) -> None:
+        for fd in (*process.log_fds, process.status_fd):
+            self._forget_fd(fd)
+
+    def _forget_worker(self, worker: WorkerHandle) -> None:
+        if worker.process.identity is not None:
+            self._uids_in_use.discard(worker.process.identity[0])
+        self._workers.pop(worker.worker_id.encode(), None)
+        self._by_endpoint.pop(worker.endpoint, None)
+        if worker in worker.provider.workers:
+            worker.provider.workers.remove(worker)
+
+    def _collect_abandoned(self, final: bool = False) -> None:
+        """Reap and clean up after abandoned workers that have exited (all of them, waiting a
+        little, when ``final``); one whose exit the host cannot learn is closed after a while."""
+        now = time.monotonic()
+        for entry in list(self._abandoned):
+            process, since = entry
+            try:
+                if final and not process.exited:
+                    with contextlib.suppress(TimeoutError):
+                        process.launcher.wait(KILL_GRACE_S)
+                exited = process.exited or process.launcher.poll() is not None
+                if not (exited or final or now - since > STARTUP_TIMEOUT_S):
+                    continue
+                process.exited = True
+                process.close(self._janitor.remove_tree)
+            except Exception:
+                log.exception("cleaning up after an abandoned worker failed")
+            self._abandoned.remove(entry)
 
     def _cancel(self, timer: _Timer) -> None:
         """Disarm a timer; rebuild the heap once most of it is cancelled entries."""
@@ -434,7 +555,9 @@ class Reactor:
         elif self.cgroup_support.version and "cgroups" not in policy.skip:
             try:
                 group = cgroups.WorkerCgroup.create(
-                    self.cgroup_support, f"{cgroups.NAME_PREFIX}{worker_id[1:]}", policy
+                    self.cgroup_support,
+                    self._state.cgroup_name(f"{cgroups.NAME_PREFIX}{worker_id[1:]}"),
+                    policy,
                 )
             except OSError as exc:
                 cgroup_error = f"cannot create the worker's cgroup: {exc}"
@@ -470,6 +593,8 @@ class Reactor:
         )
         if process.cgroup is not None:
             worker.meter = TreeMeter.open(process.cgroup)
+        process.adopt = self._orphans.expect
+        self._expect_launcher(process.launcher)
         provider.workers.append(worker)
         self._workers[worker_id.encode()] = worker
         self._by_endpoint[endpoint] = worker
@@ -478,7 +603,9 @@ class Reactor:
             self._pipes.register(fd, select.EPOLLIN)
         self._fds[process.status_fd] = (worker, "status")
         self._pipes.register(process.status_fd, select.EPOLLIN)
-        self._at(time.monotonic() + STARTUP_TIMEOUT_S, lambda: self._startup_expired(worker))
+        self._at(
+            time.monotonic() + STARTUP_TIMEOUT_S, lambda: self._startup_expired(worker), worker
+        )
         if self.zygotes.enabled and self.cgroup_support.version and self._spare is None:
             self._at(time.monotonic(), self._refill_spare)  # after this spawn's own work
         log.debug(
@@ -489,7 +616,13 @@ class Reactor:
 
     def _own_state(self) -> list[str]:
         """The host's places no worker rule may be, or hold (see ``host.rules``)."""
-        return [self._workdir_root, self.transport.directory, cgroups.ROOT]
+        return [self._state.directory, self._workdir_root, self.transport.directory, cgroups.ROOT]
+    def _expect_launcher(self, launcher: object) -> None:
+        """A launcher the zygote forked is the zygote's child; if the zygote dies it is ours."""
+        start = getattr(launcher, "start_time", None)
+        pid = getattr(launcher, "pid", None)
+        if isinstance(start, int) and isinstance(pid, int):
+            self._orphans.expect(pid, start)
 
     def _take_spare(self, policy: Policy) -> SpareLauncher | None:
         """The spare launcher, with ``policy``'s limits on its cgroup, if it can serve."""
@@ -516,12 +649,12 @@ class Reactor:
         ):
             return
         support = self.cgroup_support
+        name = self._state.cgroup_name(f"{cgroups.NAME_PREFIX}s{secrets.token_hex(6)}")
         self._spare = SpareLauncher.make(
-            self.zygotes,
-            lambda: cgroups.WorkerCgroup.create(
-                support, f"{cgroups.NAME_PREFIX}s{secrets.token_hex(6)}", Policy()
-            ),
+            self.zygotes, lambda: cgroups.WorkerCgroup.create(support, name, Policy())
         )
+        if self._spare is not None:
+            self._expect_launcher(self._spare.forked.child)
 
     def _discard_spare(self) -> None:
         spare, self._spare = self._spare, None
@@ -534,31 +667,37 @@ class Reactor:
         self._at(now + HEARTBEAT_INTERVAL_S, self._tick)
         for provider in list(self.providers.values()):
             for worker in list(provider.workers):
-                if worker.state is not State.READY or worker.kill_reason is not None:
-                    continue
-                if worker.meter is not None and worker.meter.idle_from_ns is None:
-                    worker.meter.went_idle()  # idle since its HELLO: count from here
-                if self._outside_cpu_exceeded(worker, now):
-                    continue
-                if worker.ping_sent and now - worker.ping_sent > HEARTBEAT_TIMEOUT_S:
-                    log.warning("worker %s does not answer heartbeats; killing it",
-                                worker.worker_id)
-                    provider.stats.hung += 1
-                    self._kill(worker, "hung")
-                    continue
-                active = [w for w in provider.workers if w.state is not State.STOPPING]
-                if (
-                    now - worker.idle_since > provider.policy.idle_timeout
-                    and len(active) > provider.policy.workers.min
-                ):
-                    self._stop_gracefully(worker, "idle")
-                    continue
-                if not worker.ping_sent and now - worker.idle_since >= HEARTBEAT_INTERVAL_S:
-                    worker.ping_seq += 1
-                    worker.ping_sent = now
-                    self.transport.send(
-                        worker.worker_id, protocol.encode(protocol.Ping(worker.ping_seq))
-                    )
+                self._guard(worker, "its heartbeat", self._tick_worker, worker, now)
+        if self._abandoned:
+            self._collect_abandoned()
+        self._guard(None, "the zygotes' exits", self.zygotes.poll)
+        if len(self._orphans):
+            self._guard(None, "reaping orphans", self._orphans.sweep)
+
+    def _tick_worker(self, worker: WorkerHandle, now: float) -> None:
+        provider = worker.provider
+        if worker.state is not State.READY or worker.kill_reason is not None:
+            return
+        if worker.meter is not None and worker.meter.idle_from_ns is None:
+            worker.meter.went_idle()  # idle since its HELLO: count from here
+        if self._outside_cpu_exceeded(worker, now):
+            return
+        if worker.ping_sent and now - worker.ping_sent > HEARTBEAT_TIMEOUT_S:
+            log.warning("worker %s does not answer heartbeats; killing it", worker.worker_id)
+            provider.stats.hung += 1
+            self._kill(worker, "hung")
+            return
+        active = [w for w in provider.workers if w.state is not State.STOPPING]
+        if (
+            now - worker.idle_since > provider.policy.idle_timeout
+            and len(active) > provider.policy.workers.min
+        ):
+            self._stop_gracefully(worker, "idle")
+            return
+        if not worker.ping_sent and now - worker.idle_since >= HEARTBEAT_INTERVAL_S:
+            worker.ping_seq += 1
+            worker.ping_sent = now
+            self.transport.send(worker.worker_id, protocol.encode(protocol.Ping(worker.ping_seq)))
 
     def _outside_cpu_exceeded(self, worker: WorkerHandle, now: float) -> bool:
         """Kill a worker whose tree burns CPU between calls (a thread or child left spinning
@@ -616,14 +755,16 @@ class Reactor:
             worker.pending_error = error
             call = worker.call
             call.timers.append(
-                self._at(time.monotonic() + OUTCOME_WAIT_S, lambda: self._finish(call, error))
+                self._at(
+                    time.monotonic() + OUTCOME_WAIT_S, lambda: self._finish(call, error), worker
+                )
             )
         if worker.kill_reason is not None or worker.process.exited:
             return
         worker.kill_reason = reason
         worker.state = State.STOPPING
         worker.process.terminate()
-        self._at(time.monotonic() + KILL_GRACE_S, lambda: self._escalate(worker))
+        self._at(time.monotonic() + KILL_GRACE_S, lambda: self._escalate(worker), worker)
 
     def _escalate(self, worker: WorkerHandle) -> None:
         if not worker.process.exited:
@@ -758,7 +899,9 @@ class Reactor:
             self._kill(worker, "unreachable")
             return
         wall = worker.provider.policy.wall_time
-        deadline = self._at(call.dispatched + wall, lambda: self._wall_deadline(call, worker))
+        deadline = self._at(
+            call.dispatched + wall, lambda: self._wall_deadline(call, worker), worker
+        )
         call.timers.append(deadline)
         if metered:
             self._watch_cpu(worker, call)
@@ -893,7 +1036,8 @@ class Reactor:
             log.exception("handling a message from %r failed", routing_id[:40])
             worker = self._workers.get(routing_id)
             if worker is not None:
-                self._violation(worker, f"its message made the host fail ({type(exc).__name__})")
+                reason = f"its message made the host fail ({type(exc).__name__})"
+                self._guard(worker, "its message", lambda: self._violation(worker, reason))
 
     def _on_message(self, routing_id: bytes, frames: list[bytes]) -> None:
         worker = self._workers.get(routing_id)
@@ -915,7 +1059,7 @@ class Reactor:
         elif isinstance(message, protocol.Retire):
             worker.state = State.STOPPING
             worker.kill_reason = "retired"
-            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker))
+            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker), worker)
         elif isinstance(message, protocol.Pong):
             if message.seq == worker.ping_seq:
                 worker.ping_sent = 0.0
@@ -925,7 +1069,7 @@ class Reactor:
     def _retire_overdue(self, worker: WorkerHandle) -> None:
         if not worker.process.exited:
             worker.process.terminate()
-            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._escalate(worker))
+            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._escalate(worker), worker)
 
     def _on_startup_message(self, worker: WorkerHandle, message: protocol.WorkerMessage) -> None:
         if not isinstance(message, protocol.Hello | protocol.Unavailable):
@@ -939,7 +1083,7 @@ class Reactor:
             worker.unavailable_traceback = message.traceback[-MAX_TRACEBACK_CHARS:]
             worker.state = State.STOPPING
             worker.kill_reason = "unavailable"  # it exits by itself; the exit handler reports
-            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker))
+            self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker), worker)
             return
         provider = worker.provider
         if provider.signature is None and not provider.explicit_name:
@@ -1099,7 +1243,7 @@ class Reactor:
         worker.state = State.STOPPING
         worker.kill_reason = reason
         self.transport.send(worker.worker_id, protocol.encode(protocol.Shutdown()))
-        self._at(time.monotonic() + SHUTDOWN_GRACE_S, lambda: self._retire_overdue(worker))
+        self._at(time.monotonic() + SHUTDOWN_GRACE_S, lambda: self._retire_overdue(worker), worker)
 
     def _violation(self, worker: WorkerHandle, reason: str) -> None:
         log.warning("worker %s violated the protocol: %s", worker.worker_id, reason)
@@ -1155,13 +1299,27 @@ class Reactor:
                 self._pipes.unregister(fd)
 
     def _on_status_readable(self, worker: WorkerHandle) -> None:
-        if not worker.process.read_status():
+        done = worker.process.read_status()
+        if not worker.init_known:
+            self._expect_init(worker)
+        if not done:
             return
         self._forget_fd(worker.process.status_fd)
         status = worker.process.reap(timeout=KILL_GRACE_S)
         for fd in worker.process.log_fds:
             self._drain_log(worker, fd, limit=64)
         self._on_exit(worker, status)
+
+    def _expect_init(self, worker: WorkerHandle) -> None:
+        """Record the worker's init (its launcher named it): the host inherits it if the
+        launcher is killed. Only a child of that launcher is taken for it."""
+        pid = worker.process.init_pid()
+        if pid is None:
+            return
+        worker.init_known = True
+        stat = stat_of(pid)
+        if stat is not None and stat[0] == worker.process.pid:
+            self._orphans.expect(pid, stat[2])
 
     def _on_exit(self, worker: WorkerHandle, status: ExitStatus) -> None:
         provider = worker.provider
@@ -1205,14 +1363,9 @@ class Reactor:
             self._forget_fd(fd)
         if worker.meter is not None:
             worker.meter.close()  # (before the cgroup is removed)
-        worker.process.close()
-        if worker.process.identity is not None:
-            self._uids_in_use.discard(worker.process.identity[0])
+        worker.process.close(self._janitor.remove_tree)
         self.transport.unbind(worker.endpoint)
-        self._workers.pop(worker.worker_id.encode(), None)
-        self._by_endpoint.pop(worker.endpoint, None)
-        if worker in provider.workers:
-            provider.workers.remove(worker)
+        self._forget_worker(worker)
         log.debug("worker %s ended: %s", worker.worker_id, status.describe())
         if start_failed:  # only once the worker is gone: it no longer counts as starting
             self._provider_failed(
@@ -1365,19 +1518,22 @@ class Reactor:
     def _close_step(self) -> None:
         """Stop idle workers now; busy ones once their call ends or the close timeout passes."""
         overdue = self._close_deadline is not None and time.monotonic() >= self._close_deadline
-        for provider in self.providers.values():
+        for provider in list(self.providers.values()):
             for worker in list(provider.workers):
-                if worker.kill_reason is not None:
-                    continue
-                if worker.state is State.READY:
-                    self._stop_gracefully(worker, "shutdown")
-                elif worker.state is State.BUSY and not overdue:
-                    continue
-                else:
-                    error = Cancelled("the host is closing") if worker.call is not None else None
-                    self._kill(worker, "shutdown", error)
+                self._guard(worker, "its shutdown", self._close_worker, worker, overdue)
         if not self._workers:
             self._stopped = True
+
+    def _close_worker(self, worker: WorkerHandle, overdue: bool) -> None:
+        if worker.kill_reason is not None:
+            return
+        if worker.state is State.READY:
+            self._stop_gracefully(worker, "shutdown")
+        elif worker.state is State.BUSY and not overdue:
+            return
+        else:
+            error = Cancelled("the host is closing") if worker.call is not None else None
+            self._kill(worker, "shutdown", error)
 
     def _fail_everything(self, reason: str) -> None:
         for worker in list(self._workers.values()):
@@ -1394,24 +1550,24 @@ class Reactor:
                 provider.ready.set_exception(ProviderUnavailable(reason))
 
     def _release(self) -> None:
+        """Free everything the loop owned. Each step runs even if an earlier one failed."""
         with self._pending_lock:
             self._stopped = True
         for worker in list(self._workers.values()):  # only after a crash: reap what is left
-            with contextlib.suppress(Exception):
-                worker.process.kill_everything()
-                worker.process.reap(timeout=KILL_GRACE_S)
-                worker.process.close()
-        with contextlib.suppress(Exception):
-            self._discard_spare()
-        with contextlib.suppress(Exception):
-            self.zygotes.close()
-        self.transport.close()
-        self._pipes.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
-        import shutil
-
-        shutil.rmtree(self._workdir_root, ignore_errors=True)
+            self._attempt(f"stopping worker {worker.worker_id}", self._end_now, worker)
+        self._attempt("reaping abandoned workers", self._collect_abandoned, True)
+        self._attempt("discarding the spare launcher", self._discard_spare)
+        self._attempt("stopping the zygote", self.zygotes.close)
+        self._attempt("reaping orphans", self._orphans.drain, KILL_GRACE_S)
+        self._attempt("closing the transport", self.transport.close)
+        self._attempt("closing the pipe set", self._pipes.close)
+        self._attempt("closing the wake-up pipe", os.close, self._wake_read)
+        self._attempt("closing the wake-up pipe", os.close, self._wake_write)
+        self._janitor.remove_tree(self._workdir_root)
+        self._janitor.submit(self._state.remove, "removing the host's state directory")
+        if not self._janitor.close(timeout=JANITOR_CLOSE_TIMEOUT_S):
+            log.warning("clean-up is still running after %gs; it goes on in the background",
+                        JANITOR_CLOSE_TIMEOUT_S)
         with self._pending_lock:
             leftover = list(self._pending)
             self._pending.clear()
@@ -1425,3 +1581,17 @@ class Reactor:
                 self._commands.get_nowait()
             except queue.Empty:
                 break
+
+    def _end_now(self, worker: WorkerHandle) -> None:
+        process = worker.process
+        if not process.exited:
+            process.kill_everything()
+            process.reap(timeout=KILL_GRACE_S)
+        process.close(self._janitor.remove_tree)
+
+    @staticmethod
+    def _attempt(what: str, step: Callable[..., object], *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception:
+            log.exception("host clean-up: %s failed", what)

@@ -11,11 +11,12 @@ The endpoints live in a directory only the host's user can enter (0700).
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
+
+from host import fsutil
 
 #: Room for the JSON envelope around a result of ``policy.output`` bytes.
 ENVELOPE_BYTES = 64 * 1024
@@ -24,7 +25,10 @@ ENVELOPE_BYTES = 64 * 1024
 class Transport:
     """Owned by the reactor thread: ZeroMQ sockets are not thread-safe."""
 
-    def __init__(self, *, shared_with_other_uids: bool = False) -> None:
+    def __init__(
+        self, *, shared_with_other_uids: bool = False, directory: str | None = None
+    ) -> None:
+        """``directory``: an empty directory to hold the endpoints (made here if None)."""
         self.context = zmq.Context(io_threads=1)
         self.router: zmq.Socket[bytes] = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -33,7 +37,7 @@ class Transport:
         self.router.setsockopt(zmq.RCVHWM, 1000)
         self.monitor: zmq.Socket[bytes] = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.monitor.setsockopt(zmq.LINGER, 0)
-        self.directory = tempfile.mkdtemp(prefix="sandbox-ipc-")
+        self.directory = directory or tempfile.mkdtemp(prefix="sandbox-ipc-")
         # 0700, or 0711 when workers run under their own uids: they may then reach their own
         # socket (chowned to them, mode 0600) by its exact name, but not list or open others.
         os.chmod(self.directory, 0o711 if shared_with_other_uids else 0o700)
@@ -95,4 +99,4 @@ class Transport:
         self.monitor.close(linger=0)
         self.router.close(linger=0)
         self.context.term()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        fsutil.remove_tree(self.directory)

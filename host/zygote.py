@@ -28,6 +28,7 @@ import subprocess
 import time
 
 from host.interpreter import launcher_command
+from host.orphans import stat_of
 from policies.paths import UnsafeRulePath
 
 log = logging.getLogger("host")
@@ -186,7 +187,13 @@ class Zygote:
         self.forks += 1
         pid = int(fields[0])
         self.outstanding.add(pid)
-        return ZygoteChild(self, pid, fds[0] if fds else None)
+        child = ZygoteChild(self, pid, fds[0] if fds else None)
+        # Read while it waits on its stdin (it cannot exit yet): its identity, for reaping it
+        # should the zygote die and leave it to us (``host.orphans``).
+        stat = stat_of(pid)
+        if stat is not None and stat[0] == self.pid:
+            child.start_time = stat[2]
+        return child
 
     def exit_status(self, pid: int, timeout: float) -> int | None:
         """The wait status of launcher ``pid`` once the zygote has reaped it; None if it has
@@ -245,6 +252,8 @@ class ZygoteChild:
         self.pidfd = pidfd
         self.returncode: int | None = None
         self._known = False
+        #: Its start time (clock ticks), when /proc could tell: its identity for reaping.
+        self.start_time: int | None = None
 
     def _settle(self, status: int | None) -> int | None:
         self._known = True
@@ -415,6 +424,13 @@ class ZygoteKeeper:
             if zygote.finished() and (zygote.dead or not zygote.outstanding):
                 zygote.close(timeout=0)
                 self.retired.remove(zygote)
+
+    def poll(self) -> None:
+        """Reap a zygote that died (it would stay a zombie until the next spawn)."""
+        for zygote in (self.current, self.successor):
+            if zygote is not None:
+                zygote.alive()
+        self._collect_retired()
 
     def close(self) -> None:
         """Stop every zygote (the host's workers are gone by now) and reap them."""

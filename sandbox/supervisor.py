@@ -351,6 +351,10 @@ def main() -> None:
     init_pid = os.fork()
     if init_pid == 0:
         _run_init(spec, policy, start)
+    try:  # the host may inherit the init if we are killed: it reaps it by this pid
+        os.write(spec.status_fd, json.dumps({"init_pid": init_pid}).encode() + b"\n")
+    except OSError:
+        pass
     os.close(spec.status_fd)
     _forward_until_exit(init_pid)
     os._exit(0)

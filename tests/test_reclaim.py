@@ -1,0 +1,84 @@
+"""What a SIGKILLed host left (its state directory with the ipc directory and workdirs, and
+its cgroups) is reclaimed by the next ``Host`` on the machine; what a live host owns - one in
+another pid namespace, where its pid means nothing - is never touched (liveness is its flock)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from host import Host
+from tests.conftest import provider_file
+
+REPO = Path(__file__).resolve().parent.parent
+ECHO = provider_file("echo.py")
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from host import Host
+    from policies import Policy
+    host = Host()
+    host.add_provider(sys.argv[1], policy=Policy(workers={"min": 2, "max": 2}))
+    while host.stats()["echo"]["workers"]["idle"] < 2:
+        time.sleep(0.05)
+    reactor = host._reactor
+    groups = [d for p in reactor.providers.values() for w in p.workers
+              if w.process.cgroup for d in w.process.cgroup.directories.values()]
+    print(reactor._state.directory, *groups, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def _start(*prefix: str) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen([*prefix, sys.executable, "-c", SCRIPT, ECHO], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.strip(), process.stderr.read() if process.stderr else ""
+    return process, line.split()
+
+
+def _wait_gone(paths: list[str], timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in paths if os.path.lexists(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a second pid namespace")
+def test_a_new_host_reclaims_what_a_killed_host_left_and_spares_a_live_one() -> None:
+    live, live_paths = _start("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
+    dead, dead_paths = _start()
+    try:
+        assert all(os.path.exists(p) for p in dead_paths + live_paths)
+        assert len(dead_paths) > 1  # a state directory and cgroups
+        dead.send_signal(signal.SIGKILL)
+        dead.wait(timeout=10)
+        with Host():  # reclaims on start (its janitor; joined when it closes)
+            pass
+        assert _wait_gone(dead_paths, 30) == []
+        assert all(os.path.exists(p) for p in live_paths), "a live host's state was touched"
+    finally:
+        for process in (dead, live):
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+        with Host():  # the live one is dead now: reclaim it too
+            pass
+        for child in __import__("psutil").Process().children():
+            if child.status() == "zombie":
+                os.waitpid(child.pid, os.WNOHANG)
+    assert _wait_gone(live_paths, 30) == []
