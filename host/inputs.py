@@ -16,7 +16,10 @@ The copy is made without recursion and stops at :data:`sandbox.protocol.MAX_INPU
 validators recurse). The size limit is the policy's ``input``, decided on the encoded bytes
 (plus the call's binary payload, if any): the worker accepts any CALL up to that size, so an
 input the host accepts always reaches the worker intact. Strings are counted while copying,
-so a 100 MB string is refused before it is encoded.
+so a 100 MB string is refused before it is encoded; so is every item (one byte at least) and
+every key (its quotes and colon), so a small object that *refers* to the same list many times
+(``x = [x, x]`` 30 times: 30 lists, 2**30 items once copied or encoded) is refused after about
+``input`` items, instead of being expanded in the host until it runs out of memory.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ def plain_copy(value: Any, *, max_depth: int, max_chars: int) -> tuple[dict[str,
 
     Raises :class:`InputInvalid` (with the JSON path) for a value of any other type, a key that
     is not a ``str``, a float that is not finite or nesting deeper than ``max_depth``, and
-    :class:`TooLarge` when its strings and keys hold more than ``max_chars`` characters in all
-    (their UTF-8 encoding is at least that long).
+    :class:`TooLarge` when its strings, keys and items need more than ``max_chars`` characters
+    in all (their encoding is at least that long).
 
     One loop per container kind, with locals for what it looks up: this runs on every call's
     input, and costs about as much as validating it.
@@ -81,7 +84,8 @@ def plain_copy(value: Any, *, max_depth: int, max_chars: int) -> tuple[dict[str,
                 for key, item in source.items():
                     if type(key) is not str:
                         raise _not_json(place, None, _what_key(key))
-                    chars += len(key)
+                    # At least '"key":' and one character of the value are sent.
+                    chars += len(key) + 4
                     kind = type(item)
                     if kind is str:
                         chars += len(item)
@@ -98,6 +102,7 @@ def plain_copy(value: Any, *, max_depth: int, max_chars: int) -> tuple[dict[str,
                     copy[key] = item
             else:
                 append = copy.append
+                chars += len(source)  # each item is sent as one character at least
                 for index, item in enumerate(source):
                     kind = type(item)
                     if kind is str:
