@@ -197,18 +197,32 @@ def _command_call(args: argparse.Namespace) -> int:
         print(json.dumps(data))
     elif outcome.ok:
         value = outcome.value
-        print(value if isinstance(value, str) else json.dumps(value, indent=2))
+        text = value if isinstance(value, str) else json.dumps(value, indent=2)
+        print(printable(text) if sys.stdout.isatty() else text)
         if outcome.logs:
-            sys.stderr.write(outcome.logs)
+            sys.stderr.write(printable(outcome.logs))
     else:
         assert outcome.error is not None
         if outcome.logs:
-            sys.stderr.write(outcome.logs)
-        print(f"{outcome.error.type}: {outcome.error.message}", file=sys.stderr)
+            sys.stderr.write(printable(outcome.logs))
+        print(printable(f"{outcome.error.type}: {outcome.error.message}"), file=sys.stderr)
         tb = outcome.error.details.get("traceback")
         if tb:
-            sys.stderr.write(str(tb))
+            sys.stderr.write(printable(str(tb)))
     return EXIT_OK if outcome.ok else EXIT_OUTCOME
+
+
+#: Control characters a terminal acts on (C0 but newline and tab, DEL, C1): worker text that
+#: carried them could move the cursor, erase the CLI's own lines or hide what follows.
+_CONTROL = {
+    c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))
+}
+
+
+def printable(text: str) -> str:
+    """``text`` (a worker's message, traceback, logs or descriptions: the worker chose every
+    character) with every control character a terminal would act on written as ``\\xNN``."""
+    return text.translate(_CONTROL)
 
 
 def _command_list(args: argparse.Namespace) -> int:
@@ -223,7 +237,7 @@ def _command_list(args: argparse.Namespace) -> int:
     width = max((len(d.full_name) for d in actions), default=10)
     for d in actions:
         rerun = " (safe to re-run)" if d.safe_rerun else ""
-        print(f"{d.full_name:<{width}}  {d.description}{rerun}")
+        print(printable(f"{d.full_name:<{width}}  {d.description}{rerun}"))
     return EXIT_OK
 
 
@@ -285,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = handlers[args.command](args)
         sys.stdout.flush()
     except UsageError as exc:
-        print(f"sandbox: error: {exc}", file=sys.stderr)
+        print(printable(f"sandbox: error: {exc}"), file=sys.stderr)
         code = EXIT_USAGE
     except Terminated:
         print("sandbox: terminated", file=sys.stderr)

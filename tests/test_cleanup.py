@@ -96,11 +96,20 @@ def test_removal_never_follows_a_link_and_gets_through_locked_directories(
 
 
 def test_a_wide_workdir_is_removed_off_the_loop() -> None:
-    """60,000 files: removed by the janitor while the loop serves other calls."""
+    """60,000 files in the host-side workdir (what a worker without a mount namespace leaves:
+    with one, its writes land on its own tmpfs and this directory stays empty) are removed by
+    the janitor while the loop serves other calls."""
     with Host() as host:
-        host.add_provider(LITTER, policy=Policy(wall_time=60, max_calls=1))
+        host.add_provider(LITTER, policy=Policy(wall_time=60))
         host.add_provider(ECHO)
-        workdir = host.call("litter.many_files", {"count": 60000})
+        (worker,) = host._reactor.providers["litter"].workers
+        workdir = worker.process.workdir
+        wide = os.path.join(workdir, "wide")
+        os.mkdir(wide)
+        for index in range(60000):
+            os.close(os.open(os.path.join(wide, str(index)), os.O_CREAT | os.O_WRONLY, 0o600))
+        with pytest.raises(WorkerCrashed):
+            host.call("litter.leave", {"code": 3})
         assert host.call("echo.add", {"a": 4}) == 5
         _wait_for(lambda: not os.path.exists(workdir), 120, "the wide workdir to be removed")
 

@@ -52,9 +52,9 @@ def test_kill_all_without_the_runs_namespace_does_not_fire(
 ) -> None:
     """End to end, under 'rlimits only' (the worker shares this pid namespace and, as non-root,
     this uid): told nothing about the run, the attack must report the escape and not fire."""
-    host.add_provider(ATTACKS, policy=degraded_policies()["rlimits only"], name="atk")
+    host.add_provider(ATTACKS, policy=degraded_policies()["rlimits only"], name="attacks")
     value = host.call("attacks.kill_all", {"signum": int(signal.SIGUSR2), "run_pid_namespace": 0})
     assert value["escaped"] is True and value.get("guarded") is True, value
     assert bystander.poll() is None, "kill(-1) fired: the bystander died"
-    host.remove_provider("atk")
+    host.remove_provider("attacks")
     assert os.getpid() == 1  # confined: nothing outside the run was ever at risk
