@@ -170,15 +170,20 @@ def _remove(path: str, report: RemovalReport) -> None:
                 report.problem(f"{path}: {exc.strerror}")
             return
         _remove_contents(top, report)  # closes top
-        try:
-            os.rmdir(name, dir_fd=parent)
-            report.removed += 1
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            report.problem(f"{path}: {exc.strerror}")
+        _rmdir(name, parent, path, report)
     finally:
         os.close(parent)
+
+
+def _rmdir(name: str, dir_fd: int, label: str, report: RemovalReport) -> None:
+    """Remove the (emptied) directory ``name`` of ``dir_fd``; a failure is reported as ``label``."""
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+        report.removed += 1
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        report.problem(f"{label}: {exc.strerror}")
 
 
 def _remove_contents(top: int, report: RemovalReport) -> None:
@@ -230,12 +235,6 @@ def _remove_contents(top: int, report: RemovalReport) -> None:
                 return
             os.close(fd)
             fd = up
-            try:
-                os.rmdir(level.name, dir_fd=fd)
-                report.removed += 1
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                report.problem(f"{level.name!r}: {exc.strerror}")
+            _rmdir(level.name, fd, repr(level.name), report)
     finally:
         os.close(fd)
