@@ -10,11 +10,11 @@ people and for the reclaimer's cgroup sweep.
 Liveness is decided by the lock, never by the pid: hosts run in different pid namespaces
 (containers, every test run here), where a pid means nothing, but the kernel drops a dead
 process's locks in any namespace. The directory is published complete - made under a hidden
-name, locked, then renamed - so no reclaimer ever sees one whose lock is not yet held. A new
-``Host`` takes the lock of every state directory whose owner is gone, renames it out of the way
-(only one reclaimer can), and has its janitor remove the tree (``host.fsutil``: no link
-followed) and the dead host's cgroups. Nothing whose lock is held is ever touched, and nothing
-here raises into ``Host()``: problems are logged.
+name, its lock file locked before it gets the name ``lock``, then renamed - so no reclaimer
+ever sees a lock that is not yet held. A new ``Host`` takes the lock of every state directory
+whose owner is gone, renames it out of the way (only one reclaimer can), and has its janitor
+remove the tree (``host.fsutil``: no link followed) and the dead host's cgroups. Nothing whose
+lock is held is ever touched, and nothing here raises into ``Host()``: problems are logged.
 """
 
 from __future__ import annotations
@@ -56,11 +56,16 @@ class HostState:
         os.mkdir(staging, 0o700)
         try:
             os.chmod(staging, mode)
+            # The lock is taken under a name no reclaimer opens, then renamed to ``lock``: a
+            # file named ``lock`` is always held already. (Created as ``lock`` and locked
+            # after, another host's sweep could open and lock it in between, judge this
+            # host dead, and take its directory away while it starts.)
+            unlocked = os.path.join(staging, "lock.new")
             self._lock = os.open(
-                os.path.join(staging, "lock"),
-                os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                unlocked, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
             )
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(unlocked, os.path.join(staging, "lock"))
             self.directory = os.path.join(self.parent, f"{PREFIX}{self.id}")
             os.rename(staging, self.directory)  # published with its lock already held
         except BaseException:

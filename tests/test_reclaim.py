@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -109,3 +110,40 @@ def _reap_the_killed_hosts_orphans() -> None:
                 os.waitpid(pid, os.WNOHANG)
         quiet = 0 if found else quiet + 1
         time.sleep(0.1)
+
+
+def test_hosts_starting_together_never_reclaim_one_another(tmp_path: Path) -> None:
+    """Hosts that start at the same moment each sweep the state directories: one being set up
+    right then must never look dead to the others (its lock file exists before it is locked),
+    or the new host's own ``flock`` fails and ``Host()`` raises (seen in CI: four hosts started
+    in threads, one got ``BlockingIOError``)."""
+    from host.janitor import Janitor
+    from host.ownership import HostState, reclaim
+
+    errors: list[BaseException] = []
+    created: list[HostState] = []
+    janitor = Janitor()
+
+    def churn() -> None:
+        for _ in range(150):
+            try:
+                state = HostState(shared_with_other_uids=False, parent=str(tmp_path))
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            created.append(state)
+            reclaim(janitor, [], parent=str(tmp_path))
+            assert os.path.isdir(state.directory), "a live host's directory was reclaimed"
+
+    threads = [threading.Thread(target=churn) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, f"{len(errors)} host(s) failed to start: {errors[0]!r}"
+        assert all(os.path.isdir(s.directory) for s in created)
+    finally:
+        for state in created:
+            state.remove()
+        janitor.close(timeout=30)

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1149,7 +1150,8 @@ def in_parallel(jobs: dict[str, Callable[[], dict[str, Verdict]]]) -> dict[str, 
             t.join(0.05)  # keep the main thread running Python: signal handlers run there
     if errors:
         key, exc = next(iter(errors.items()))
-        raise RuntimeError(f"the {key!r} run failed: {exc!r}") from exc
+        where = "".join(traceback.format_exception(exc)[-6:])  # CI shows only the summary
+        raise RuntimeError(f"the {key!r} run failed: {exc!r}\n{where}") from exc
     return results
 
 
