@@ -83,9 +83,20 @@ SCRIPT = textwrap.dedent(
     if mode == "zygote" and "zygote" in victims:
         targets.append(reactor.zygotes.current.pid)
         targets.append(reactor._spare.forked.child.pid)
+    def tree(pid):
+        return [pid] + [d for c in children(pid) for d in tree(c)]
+
+    doomed = {d for pid in targets for d in tree(pid)}
     for pid in targets:
         os.kill(pid, signal.SIGKILL)
-    after_kill = settle(10)
+    # The kernel may take seconds to finish a killed process's exit (tearing down its memory
+    # and namespaces) on a loaded machine; that is not the host's doing. Once every doomed
+    # process is dead (a zombie or gone), the host has a few heartbeats to reap what is its.
+    deadline = time.monotonic() + 60
+    while any((s := stat(pid)) is not None and s[0] != "Z" for pid in doomed):
+        assert time.monotonic() < deadline, "the killed processes did not die"
+        time.sleep(0.05)
+    after_kill = settle(5)
     # (a call may still meet a dying worker; the host replaces it)
     served = any(host.run("echo.add", {"a": 1}).value == 2 or time.sleep(0.5)
                  for _ in range(10))

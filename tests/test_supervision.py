@@ -53,6 +53,14 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def _gone_or_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited (it may vanish between any two looks at it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _worker_processes() -> dict[int, int]:
     """uid -> pid of every worker process (they run under dedicated uids when the host is root)."""
     found = {}
@@ -382,8 +390,7 @@ def test_a_hung_idle_worker_is_killed_and_replaced(host: Host) -> None:
     _wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, 5,
               "the worker to stop itself")
     _wait_for(lambda: host.stats()["faulty"]["hung"] >= 1, 20, "the heartbeat to notice")
-    _wait_for(lambda: not psutil.pid_exists(pid) or
-              psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, "the hung worker to die")
+    _wait_for(lambda: _gone_or_zombie(pid), 10, "the hung worker to die")
     fresh = host.call("faulty.token")
     assert fresh != frozen
     stats = host.stats()["faulty"]
