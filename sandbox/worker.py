@@ -314,6 +314,7 @@ def layer_context(spec: protocol.SpawnSpec, policy: Policy, private_tmp: bool) -
         gid=spec.gid,
         cgroup=tuple(spec.cgroup),
         cgroup_error=spec.cgroup_error,
+        state=tuple(state),
     )
 
 

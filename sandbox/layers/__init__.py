@@ -57,6 +57,11 @@ class LayerContext:
     #: ``controller:path`` lines of the cgroup(s) the host put this worker in, or why none.
     cgroup: tuple[str, ...] = ()
     cgroup_error: str = ""
+    #: The host's own places (see :mod:`policies.paths`) the rule paths were checked against,
+    #: or None when they were not checked (a layer test's hand-made context). When set, the
+    #: Landlock layer checks again what each rule's opened inode resolves to: a path swapped
+    #: for a symlink after the check would otherwise be granted where it now points.
+    state: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import stat
 from collections.abc import Iterable
 
 from policies import Policy
+from policies.paths import unsafe_reason
 from sandbox.layers import LayerContext, LayerError, Probe
 from sandbox.libc import PR_GET_NO_NEW_PRIVS, PR_SET_NO_NEW_PRIVS, libc, prctl
 
@@ -222,12 +223,36 @@ def _unique(paths: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def _add_path_rule(ruleset_fd: int, path: str, access: int) -> bool:
+#: The worker's private /tmp: a fresh tmpfs of its own mount namespace, not a rule path the
+#: worker checked (it holds nothing of the host's).
+PRIVATE_TMP = "/tmp"
+
+
+def _recheck_opened(fd: int, path: str, state: tuple[str, ...]) -> None:
+    """Refuse the rule unless the inode ``fd`` names is still a place it may grant.
+
+    The worker checked ``path`` (:mod:`policies.paths`) before this layer opened it; a
+    component swapped for a symlink in between (by an earlier worker that could write there)
+    would make the rule grant where the link points. What the kernel opened is what the rule
+    grants, so its path is what is checked here."""
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as exc:
+        raise LayerError(f"cannot tell what the rule {path!r} opened: {exc.strerror}") from None
+    reason = unsafe_reason(opened, state)
+    if reason is not None:
+        raise LayerError(f"refusing the rule {path!r}: it now opens {opened!r}, and {reason}")
+
+
+def _add_path_rule(
+    ruleset_fd: int, path: str, access: int, state: tuple[str, ...] | None = None
+) -> bool:
     """Allow ``access`` beneath ``path``; False (and no rule) when the path does not exist.
 
     The path is opened with ``O_PATH``: that needs no read permission and does not open a
     device, it only names the inode the rule is attached to. For a non-directory the rights
-    are masked to :data:`ACCESS_FS_FILE`, or the kernel refuses the rule with EINVAL.
+    are masked to :data:`ACCESS_FS_FILE`, or the kernel refuses the rule with EINVAL. With
+    ``state``, the opened inode is checked again (:func:`_recheck_opened`).
     """
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -236,6 +261,8 @@ def _add_path_rule(ruleset_fd: int, path: str, access: int) -> bool:
     except OSError as exc:
         raise LayerError(f"open {path}: {exc.strerror}") from None
     try:
+        if state is not None:
+            _recheck_opened(fd, path, state)
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             access &= ACCESS_FS_FILE
         attr = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
@@ -252,6 +279,14 @@ def _add_path_rule(ruleset_fd: int, path: str, access: int) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def _state_for(path: str, context: LayerContext) -> tuple[str, ...] | None:
+    """What ``path``'s opened inode is checked against: the host's state for the rule paths
+    the worker checked; None (no check) for the fixed system paths and the private /tmp."""
+    if context.state is None or path in SYSTEM_READ_PATHS or path in SYSTEM_WRITE_PATHS:
+        return None
+    return None if path == PRIVATE_TMP else context.state
 
 
 def _ensure_no_new_privs() -> None:
@@ -312,8 +347,13 @@ def apply(policy: Policy, context: LayerContext) -> str:
     except OSError as exc:
         raise LayerError(f"landlock_create_ruleset: {exc.strerror}") from None
     try:
-        ro_added = sum(_add_path_rule(ruleset_fd, p, ACCESS_FS_READ_ONLY) for p in read_only)
-        rw_added = sum(_add_path_rule(ruleset_fd, p, fs_rights) for p in read_write)
+        ro_added = sum(
+            _add_path_rule(ruleset_fd, p, ACCESS_FS_READ_ONLY, _state_for(p, context))
+            for p in read_only
+        )
+        rw_added = sum(
+            _add_path_rule(ruleset_fd, p, fs_rights, _state_for(p, context)) for p in read_write
+        )
         _ensure_no_new_privs()
         try:
             _syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset_fd, 0)
