@@ -42,7 +42,14 @@ _UINT = struct.Struct(">I")
 
 
 class ProtocolViolation(Exception):
-    """The peer broke the protocol or the budget; the connection is finished."""
+    """The peer broke the protocol or the budget; the connection is finished.
+
+    ``events``: what the same ``receive_data`` call completed before the offending byte (a
+    whole message followed by garbage in one read still counts as sent)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.events: list[Event] = []
 
 
 @dataclass(frozen=True)
@@ -208,11 +215,14 @@ class Connection:
         if not data:
             self._close()
             return [ConnectionClosed()]
+        events: list[Event] = []
         try:
-            return self._receive(memoryview(data))
-        except ProtocolViolation:
+            self._receive(memoryview(data), events)
+        except ProtocolViolation as exc:
             self._close()
+            exc.events = events
             raise
+        return events
 
     def _close(self) -> None:
         self.phase = Phase.CLOSED
@@ -222,8 +232,7 @@ class Connection:
         self._frames = []
         self._charged = 0
 
-    def _receive(self, view: memoryview) -> list[Event]:
-        events: list[Event] = []
+    def _receive(self, view: memoryview, events: list[Event]) -> None:
         pos, end = 0, len(view)
         while pos < end:
             if self.phase is Phase.GREETING:
@@ -279,7 +288,6 @@ class Connection:
                     continue
                 frame, self._payload = bytes(self._payload), bytearray()
             self._frame_done(frame, events)
-        return events
 
     def _check_greeting(self, start: int) -> None:
         """Check the greeting bytes from ``start`` on, as they arrive."""
