@@ -1382,6 +1382,7 @@ class Reactor:
         if worker.state is State.STARTING:
             worker.unavailable = f"the worker violated the protocol during start-up: {reason}"
         error = ProtocolViolation(f"the worker was killed: {reason}")
+        self._close_channel(worker)  # nothing it sends from here on is read
         self._kill(worker, "protocol violation", error)
 
     def _on_disconnect(self, worker: WorkerHandle) -> None:

@@ -34,6 +34,8 @@ GREETING_SIZE = 64
 #: Largest command (READY, PING, PONG, ERROR) accepted; a READY with the two properties is
 #: well under 600 bytes, a PING at most 24.
 MAX_COMMAND_BYTES = 4096
+#: The smallest budget: room for the greeting, or for one command with its header.
+MIN_BUDGET = GREETING_SIZE + MAX_COMMAND_BYTES + 9
 #: Outstanding PINGs the codec remembers (a PONG must answer one of them).
 MAX_OUTSTANDING_PINGS = 4
 MECHANISM = b"NULL".ljust(20, b"\x00")
@@ -161,6 +163,7 @@ class Connection:
     _pings: deque[bytes] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
+        self.set_budget(self.budget)
         ready = encode_properties(
             ((b"Socket-Type", self.socket_type), (b"Identity", self.identity))
         )
@@ -190,6 +193,8 @@ class Connection:
         return encode_command(b"PING", struct.pack(">H", ttl_deciseconds) + context)
 
     def set_budget(self, budget: int) -> None:
+        if budget < MIN_BUDGET:
+            raise ValueError(f"a budget is at least {MIN_BUDGET} bytes")
         self.budget = budget
 
     # ------------------------------------------------------------------ incoming
@@ -315,7 +320,7 @@ class Connection:
                 raise ProtocolViolation("a command with the MORE flag")
             if self._frames:
                 raise ProtocolViolation("a command inside a multipart message")
-            if size > min(MAX_COMMAND_BYTES, self.budget):
+            if size > MAX_COMMAND_BYTES:
                 raise ProtocolViolation(f"a command of {size} bytes")
         else:
             if self.phase is not Phase.TRAFFIC:
@@ -323,7 +328,8 @@ class Connection:
             if self.max_frames is not None and len(self._frames) >= self.max_frames:
                 raise ProtocolViolation(f"a message of more than {self.max_frames} frames")
             cost = header_len + size
-            if self._charged + cost > self.budget:
+            # (9: room for the next frame's header, held before it is charged)
+            if self._charged + cost + 9 > self.budget:
                 raise ProtocolViolation(
                     f"a message over the budget of {self.budget} bytes "
                     f"(a frame of {size} bytes after {self._charged})"
