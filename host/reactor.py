@@ -203,6 +203,9 @@ class WorkerHandle:
     spawned: float = field(default_factory=time.monotonic)
     #: Whether the host has recorded the worker's init as a process it may inherit.
     init_known: bool = False
+    #: Whether the worker must switch to its dedicated uid (a root host's ``uid_drop``); if
+    #: not, its connection may also come from the host's own uid (the layer may be skipped).
+    uid_drop_required: bool = True
 
 
 @dataclass(eq=False)
@@ -607,6 +610,7 @@ class Reactor:
         worker = WorkerHandle(
             worker_id, token, provider, process, channel, LogCapture(provider.policy.log)
         )
+        worker.uid_drop_required = "uid_drop" in required
         if process.cgroup is not None:
             worker.meter = TreeMeter.open(process.cgroup)
         process.adopt = self._orphans.expect
@@ -1120,9 +1124,11 @@ class Reactor:
         otherwise, which is what a worker's user namespace maps to outside it), and its pid
         must be in the tree under the worker's launcher. None: it is the worker's."""
         identity = worker.process.identity
-        expected_uid = identity[0] if identity is not None else os.getuid()
-        if uid != expected_uid:
-            return f"peer uid {uid}, not the worker's {expected_uid}"
+        allowed = {identity[0]} if identity is not None else {os.getuid()}
+        if not worker.uid_drop_required:  # the worker may still run as the host's uid
+            allowed.add(os.getuid())
+        if uid not in allowed:
+            return f"peer uid {uid}, not the worker's {sorted(allowed)}"
         launcher = worker.process.pid
         current = pid
         for _ in range(MAX_TREE_DEPTH):
