@@ -203,9 +203,6 @@ class WorkerHandle:
     spawned: float = field(default_factory=time.monotonic)
     #: Whether the host has recorded the worker's init as a process it may inherit.
     init_known: bool = False
-    #: Whether the worker must switch to its dedicated uid (a root host's ``uid_drop``); if
-    #: not, its connection may also come from the host's own uid (the layer may be skipped).
-    uid_drop_required: bool = True
 
 
 @dataclass(eq=False)
@@ -610,7 +607,6 @@ class Reactor:
         worker = WorkerHandle(
             worker_id, token, provider, process, channel, LogCapture(provider.policy.log)
         )
-        worker.uid_drop_required = "uid_drop" in required
         if process.cgroup is not None:
             worker.meter = TreeMeter.open(process.cgroup)
         process.adopt = self._orphans.expect
@@ -1120,13 +1116,13 @@ class Reactor:
 
     def _peer_refusal(self, worker: WorkerHandle, pid: int, uid: int) -> str | None:
         """Why a connection whose peer the kernel names (``SO_PEERCRED``) is not the worker's:
-        its uid must be the worker's (the dedicated uid of a root host; the host's own uid
-        otherwise, which is what a worker's user namespace maps to outside it), and its pid
-        must be in the tree under the worker's launcher. None: it is the worker's."""
+        its pid must be in the tree under the worker's launcher, and its uid the worker's: the
+        dedicated uid of a root host's worker, or the host's own uid (what a worker's user
+        namespace maps to outside it; and a root host's worker that has not switched uids
+        yet: one telling the host that a required layer failed, or whose policy skips
+        ``uid_drop``). None: it is the worker's."""
         identity = worker.process.identity
-        allowed = {identity[0]} if identity is not None else {os.getuid()}
-        if not worker.uid_drop_required:  # the worker may still run as the host's uid
-            allowed.add(os.getuid())
+        allowed = {os.getuid()} | ({identity[0]} if identity is not None else set())
         if uid not in allowed:
             return f"peer uid {uid}, not the worker's {sorted(allowed)}"
         launcher = worker.process.pid
