@@ -105,6 +105,15 @@ def test_a_message_of_endless_more_frames_is_a_violation_within_the_budget(
     assert outcome.usage.wall_s < 5  # ended by the host at once, not by the wall time
 
 
+def test_a_frame_over_the_budget_is_a_violation_at_its_header(
+    flooded: tuple[Host, list[object], list[BaseException]],
+) -> None:
+    host, _, _ = flooded
+    outcome, _ = _flood(host, "huge_frame", megabytes=256)
+    assert isinstance(outcome.error, ProtocolViolation), outcome
+    assert outcome.usage.wall_s < 5
+
+
 def test_unasked_for_padded_pongs_are_a_violation_at_the_first(
     flooded: tuple[Host, list[object], list[BaseException]],
 ) -> None:

@@ -77,6 +77,19 @@ def more_frames(megabytes: int = 256) -> int:
 
 
 @provider.action
+def huge_frame(megabytes: int = 256) -> int:
+    """A two-frame RESULT whose second frame is announced (and streamed) far over the limit."""
+    sock = _connection()
+    size = megabytes * MiB
+    head = _frame(b"RESULT", more=True) + bytes((0x02,)) + struct.pack(">Q", size)
+    chunk = b"h" * (64 * 1024)
+    written = _write(sock, iter([head]), 1)
+    written += _write(sock, iter(lambda: chunk, None), size)
+    _linger()
+    return written
+
+
+@provider.action
 def padded_pongs(count: int = 1500, size: int = 1_000_000) -> int:
     """``count`` PONG messages the host never asked for, each padded with spaces to ``size``."""
     sock = _connection()
