@@ -3,9 +3,10 @@
     python -m benchmarks.core [--calls N]
 
 Prints (and with --json, emits) the median and p99 warm round trip of ``text.echo`` through
-``host.call`` next to a raw pyzmq REQ/REP round trip over ipc between two processes (the floor for
-our transport), and the time from ``add_provider`` to the first result. Ratios, not absolute
-numbers, are what to compare: these machines are shared and noisy.
+``host.call`` next to a raw pyzmq REQ/REP round trip over ipc between two processes and the kernel
+floor (a length-prefixed echo over a Unix socketpair between two Python processes), and the time
+from ``add_provider`` to the first result. Ratios, not absolute numbers, are what to compare:
+these machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import argparse
 import json
 import multiprocessing
 import os
+import socket
 import statistics
+import struct
 import tempfile
 import time
 from typing import Any
@@ -49,6 +52,55 @@ def _echo_server(endpoint: str) -> None:
         socket.send(message)
     socket.close(linger=0)
     context.term()
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            raise EOFError
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _socketpair_server(sock: socket.socket) -> None:
+    while True:
+        (size,) = struct.unpack(">I", _recv_exactly(sock, 4))
+        if size == 0:
+            break
+        sock.sendall(struct.pack(">I", size) + _recv_exactly(sock, size))
+    sock.close()
+
+
+def raw_socketpair(calls: int, payload: bytes) -> list[float]:
+    """The kernel floor: a length-prefixed echo over a Unix socketpair to a separate Python
+    process (no ZeroMQ, no JSON): the least any transport between two processes can cost."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    server = multiprocessing.get_context("spawn").Process(
+        target=_socketpair_server, args=(theirs,)
+    )
+    server.start()
+    theirs.close()
+    message = struct.pack(">I", len(payload)) + payload
+
+    def once() -> None:
+        ours.sendall(message)
+        (size,) = struct.unpack(">I", _recv_exactly(ours, 4))
+        _recv_exactly(ours, size)
+
+    for _ in range(200):  # warm up
+        once()
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        once()
+        samples.append(time.perf_counter() - start)
+    ours.sendall(struct.pack(">I", 0))
+    server.join(10)
+    ours.close()
+    return samples
 
 
 def raw_pyzmq(calls: int, payload: bytes) -> list[float]:
@@ -96,6 +148,7 @@ def host_echo(calls: int) -> tuple[list[float], float]:
 
 def run(calls: int) -> dict[str, Any]:
     raw = raw_pyzmq(calls, json.dumps({"value": "hello"}).encode())
+    floor = raw_socketpair(calls, b"hello")
     ours, first = host_echo(calls)
     starts = []
     for _ in range(5):
@@ -103,6 +156,7 @@ def run(calls: int) -> dict[str, Any]:
         starts.append(t)
     return {
         "machine": f"{os.cpu_count()} cpus, {os.uname().sysname} {os.uname().release}",
+        "unix_socketpair_rtt": _summary(floor),
         "raw_pyzmq_rtt": _summary(raw),
         "host_call_rtt": _summary(ours),
         "ratio_median": round(statistics.median(ours) / statistics.median(raw), 2),
@@ -123,10 +177,10 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"machine: {result['machine']}")
-    for key in ("raw_pyzmq_rtt", "host_call_rtt"):
+    for key in ("unix_socketpair_rtt", "raw_pyzmq_rtt", "host_call_rtt"):
         r = result[key]
         print(
-            f"{key:<16} median {r['median_us']:>8} us   p99 {r['p99_us']:>8} us"
+            f"{key:<20} median {r['median_us']:>8} us   p99 {r['p99_us']:>8} us"
             f"   n={r['samples']}"
         )
     print(f"host.call / raw pyzmq (median): {result['ratio_median']}x")

@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from benchmarks import peers
-from benchmarks.core import raw_pyzmq
+from benchmarks.core import raw_pyzmq, raw_socketpair
 from host import Host
 from policies import Policy
 
@@ -314,7 +314,12 @@ def rtt_rows(name: str, value: Any, calls: int, warm: int, policy: Policy) -> di
     with Host() as host:
         host.add_provider("providers.examples.text", policy=policy)
         ours = timed(lambda: host.call(ECHO, payload), calls, warm)
-    samples = {"raw pyzmq": raw_pyzmq(calls, json.dumps(payload).encode())}
+    encoded = json.dumps(payload).encode()
+    # The kernel floor (a Unix socketpair between two Python processes) and raw pyzmq.
+    samples = {
+        "unix socketpair": raw_socketpair(calls, encoded),
+        "raw pyzmq": raw_pyzmq(calls, encoded),
+    }
     samples.update(peer_rtts(payload, calls, warm))
     return {"name": name, "ours": ms(ours), "peers": {k: ms(v) for k, v in samples.items()}}
 

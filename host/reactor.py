@@ -1,10 +1,11 @@
-"""The host's event loop: one thread that owns the socket, the workers and every deadline.
+"""The host's event loop: one thread that owns the wire, the workers and every deadline.
 
-ZeroMQ sockets are not thread-safe and ``PR_SET_PDEATHSIG`` fires when the *thread* that spawned
-a process ends, so one long-lived thread does all I/O and all spawning. Other threads talk to it
-through a command queue and a wake-up pipe. Every call reaches exactly one outcome here: results,
-failures, deadlines, worker deaths, protocol violations and shutdown all end in ``_finish``, which
-ignores a second attempt to finish the same call.
+The wire's state (``host.transport``) is the loop's alone, and ``PR_SET_PDEATHSIG`` fires when
+the *thread* that spawned a process ends, so one long-lived thread does all I/O and all
+spawning. Other threads talk to it through a command queue and a wake-up pipe. Every call
+reaches exactly one outcome here: results, failures, deadlines, worker deaths, protocol
+violations and shutdown all end in ``_finish``, which ignores a second attempt to finish the
+same call.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-import zmq
-
-from host import cgroups, ownership
+from host import cgroups, ownership, zmtp
 from host.catalog import (
     ActionDescriptor,
     Catalog,
@@ -66,7 +65,7 @@ from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
 from host.rules import check_worker_rules
 from host.stats import ProviderStats
-from host.transport import ENVELOPE_BYTES, Transport
+from host.transport import ENVELOPE_BYTES, Channel, Transport
 from host.usage import TreeMeter, measured_usage, next_cpu_check_s, outside_cpu_allowance_s
 from host.zygote import ZygoteKeeper
 from policies import Policy
@@ -103,6 +102,12 @@ BREAKER_THRESHOLD = 5
 BREAKER_COOLDOWN_S = 30.0
 #: A HELLO may carry this much catalog even when the policy's result limit is smaller.
 MAX_CATALOG_BYTES = 1024 * 1024
+#: Connections with the wrong credentials a worker's endpoint refuses before the worker fails.
+MAX_REFUSED_CONNECTIONS = 8
+#: Deepest process tree walked from a connecting pid up to the worker's launcher.
+MAX_TREE_DEPTH = 16
+#: Largest PONG body: ``{"seq":N}`` with N a counter; padding is not a PONG.
+MAX_PONG_BYTES = 64
 #: How a provider added without a name is keyed until its HELLO names it; not a valid name, so
 #: it never stands for (or blocks) a name an engine or a provider may claim.
 PENDING_PREFIX = "<pending "
@@ -113,8 +118,20 @@ LOG_CHUNK = 64 * 1024
 
 
 def _largest_message(policy: Policy) -> int:
-    """The biggest message a worker may send: its result limit (or a catalog), plus envelope."""
+    """The biggest message a worker may send: its result limit (or a catalog), plus envelope.
+    It is the wire's budget until the worker's HELLO; ``_largest_result`` after it."""
     return max(policy.output, MAX_CATALOG_BYTES) + ENVELOPE_BYTES
+
+
+def _largest_result(policy: Policy) -> int:
+    """The biggest message a worker that said HELLO may send: a RESULT, plus envelope."""
+    return policy.output + ENVELOPE_BYTES
+
+
+def _outbox_limit(policy: Policy) -> int:
+    """What the host may have queued for one worker: a CALL (with its payload) and the small
+    control messages around it, with room for the framing."""
+    return protocol.largest_call(policy.input) + ENVELOPE_BYTES
 
 
 class State(Enum):
@@ -159,7 +176,7 @@ class WorkerHandle:
     token: str
     provider: ProviderState
     process: WorkerProcess
-    endpoint: str
+    channel: Channel
     logs: LogCapture
     state: State = State.STARTING
     call: PendingCall | None = None
@@ -244,7 +261,8 @@ class Reactor:
         self._cancelled_timers = 0
         self._seq = itertools.count()
         self._workers: dict[bytes, WorkerHandle] = {}
-        self._by_endpoint: dict[str, WorkerHandle] = {}
+        #: Each worker's endpoint (its listener, then its one connection) by fd.
+        self._wire_fds: dict[int, WorkerHandle] = {}
         self._fds: dict[int, tuple[WorkerHandle, str]] = {}
         self._closing: Future[None] | None = None
         self._stopped = False
@@ -275,15 +293,15 @@ class Reactor:
             cgroups.remove_stale(self.cgroup_support)
         #: Dedicated uids of this host's live workers (never handed out twice).
         self._uids_in_use: set[int] = set()
-        # Workers' pipes (two log pipes and a status pipe each) sit in one epoll set, which the
-        # ZeroMQ poller watches as a single fd: a loop iteration then costs the same with one
-        # worker or hundreds (zmq_poll rebuilds and scans its whole item list every time).
+        # Workers' pipes (two log pipes and a status pipe each) sit in one epoll set and their
+        # wire endpoints in another, which the poller watches as one fd each: a loop iteration
+        # then costs the same with one worker or hundreds. The wire is handled first in every
+        # iteration, so a result that arrived with its worker's death still counts.
         self._pipes = select.epoll()
-        self._poller = zmq.Poller()
-        self._poller.register(self.transport.router, zmq.POLLIN)
-        self._poller.register(self.transport.monitor, zmq.POLLIN)
-        self._poller.register(self._wake_read, zmq.POLLIN)
-        self._poller.register(self._pipes.fileno(), zmq.POLLIN)
+        self._wire = select.epoll()
+        self._poller = select.poll()
+        for fd in (self._wake_read, self._wire.fileno(), self._pipes.fileno()):
+            self._poller.register(fd, select.POLLIN)
         self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
         self._close_deadline: float | None = None
         #: Calls handed to the loop and not finished, so none is lost if the loop stops.
@@ -326,6 +344,11 @@ class Reactor:
         if self._timers:
             timeout_ms = max(0, math.ceil((self._timers[0].when - time.monotonic()) * 1000))
         events = dict(self._poller.poll(timeout_ms))
+        if self._wire.fileno() in events:
+            for fd, mask in self._wire.poll(0):
+                worker = self._wire_fds.get(fd)
+                if worker is not None:
+                    self._guard(worker, "its connection", self._on_wire, worker, mask)
         if self._wake_read in events:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_read, 4096)
@@ -339,15 +362,6 @@ class Reactor:
                     command()
                 except Exception:  # one bad command must not take every other call down
                     log.exception("host command failed")
-        if self.transport.router in events:
-            for routing_id, frames in self.transport.receive():
-                self._on_message_guarded(routing_id, frames)
-        if self.transport.monitor in events:
-            for endpoint in self.transport.disconnected_endpoints():
-                self._guard(
-                    self._by_endpoint.get(endpoint), "its disconnection", self._on_disconnect,
-                    endpoint,
-                )
         ready_pipes = self._pipes.poll(0) if self._pipes.fileno() in events else []
         for fd, _ in ready_pipes:
             if fd in self._fds:
@@ -413,7 +427,7 @@ class Reactor:
         process = worker.process
         steps: list[tuple[str, Callable[[], object]]] = [
             ("forgetting its pipes", lambda: self._forget_fds(process)),
-            ("closing its endpoint", lambda: self.transport.unbind(worker.endpoint)),
+            ("closing its endpoint", lambda: self._close_channel(worker)),
             ("forgetting it", lambda: self._forget_worker(worker)),
         ]
         meter = worker.meter
@@ -443,7 +457,6 @@ class Reactor:
         if worker.process.identity is not None:
             self._uids_in_use.discard(worker.process.identity[0])
         self._workers.pop(worker.worker_id.encode(), None)
-        self._by_endpoint.pop(worker.endpoint, None)
         if worker in worker.provider.workers:
             worker.provider.workers.remove(worker)
 
@@ -543,10 +556,13 @@ class Reactor:
             self._provider_failed(provider, str(exc))
             return None
         try:
-            endpoint = self.transport.bind_worker(worker_id, _largest_message(policy))
-        except zmq.ZMQError as exc:
+            channel = self.transport.listen(
+                worker_id, budget=_largest_message(policy), outbox_limit=_outbox_limit(policy)
+            )
+        except OSError as exc:
             self._provider_failed(provider, f"cannot open an ipc endpoint: {exc}")
             return None
+        endpoint = channel.endpoint
         group: cgroups.WorkerCgroup | None = None
         cgroup_error = self.cgroup_support.reason
         spare = self._take_spare(policy)
@@ -581,7 +597,7 @@ class Reactor:
                 spare=spare.forked if spare is not None else None,
             )
         except OSError as exc:
-            self.transport.unbind(endpoint)
+            channel.close()
             if spare is not None:
                 spare.forked.discard()
             if group is not None:
@@ -589,7 +605,7 @@ class Reactor:
             self._provider_failed(provider, f"cannot start a worker: {exc}")
             return None
         worker = WorkerHandle(
-            worker_id, token, provider, process, endpoint, LogCapture(provider.policy.log)
+            worker_id, token, provider, process, channel, LogCapture(provider.policy.log)
         )
         if process.cgroup is not None:
             worker.meter = TreeMeter.open(process.cgroup)
@@ -597,7 +613,7 @@ class Reactor:
         self._expect_launcher(process.launcher)
         provider.workers.append(worker)
         self._workers[worker_id.encode()] = worker
-        self._by_endpoint[endpoint] = worker
+        self._watch_wire(worker)
         for fd in process.log_fds:
             self._fds[fd] = (worker, "log")
             self._pipes.register(fd, select.EPOLLIN)
@@ -697,7 +713,7 @@ class Reactor:
         if not worker.ping_sent and now - worker.idle_since >= HEARTBEAT_INTERVAL_S:
             worker.ping_seq += 1
             worker.ping_sent = now
-            self.transport.send(worker.worker_id, protocol.encode(protocol.Ping(worker.ping_seq)))
+            self._send(worker, protocol.encode(protocol.Ping(worker.ping_seq)))
 
     def _outside_cpu_exceeded(self, worker: WorkerHandle, now: float) -> bool:
         """Kill a worker whose tree burns CPU between calls (a thread or child left spinning
@@ -892,7 +908,7 @@ class Reactor:
         call.worker = worker
         worker.call = call
         worker.state = State.BUSY
-        if not self.transport.send(worker.worker_id, call.frames):
+        if not self._send(worker, call.frames):
             # No worker received it: it waits for the next worker, without counting a run.
             call.worker, call.dispatched, worker.call = None, None, None
             worker.provider.queue.appendleft(call)
@@ -1027,28 +1043,142 @@ class Reactor:
 
     # ------------------------------------------------------------------ messages from workers
 
-    def _on_message_guarded(self, routing_id: bytes, frames: list[bytes]) -> None:
+    # ------------------------------------------------------------------ the wire
+
+    def _watch_wire(self, worker: WorkerHandle, write: bool = False) -> None:
+        """Watch the worker's endpoint (its listener, or its connection once accepted)."""
+        fd = worker.channel.fileno()
+        if fd < 0:
+            return
+        mask = select.EPOLLIN | (select.EPOLLOUT if write else 0)
+        if fd in self._wire_fds:
+            self._wire.modify(fd, mask)
+        else:
+            self._wire_fds[fd] = worker
+            self._wire.register(fd, mask)
+
+    def _unwatch_wire(self, worker: WorkerHandle) -> None:
+        fd = worker.channel.fileno()
+        if fd >= 0 and self._wire_fds.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self._wire.unregister(fd)
+
+    def _close_channel(self, worker: WorkerHandle) -> None:
+        self._unwatch_wire(worker)
+        worker.channel.close()
+
+    def _send(self, worker: WorkerHandle, frames: list[bytes]) -> bool:
+        """Send without blocking; False when the peer is gone or its outbox is full."""
+        channel = worker.channel
+        had_backlog = channel.wants_write
+        if not channel.send(frames):
+            return False
+        if channel.wants_write and not had_backlog:
+            self._watch_wire(worker, write=True)
+        return True
+
+    def _on_wire(self, worker: WorkerHandle, mask: int) -> None:
+        channel = worker.channel
+        if channel.conn is None:
+            self._accept(worker)
+            return
+        if mask & select.EPOLLOUT:
+            if not channel.flush():
+                self._lost_connection(worker)
+                return
+            if not channel.wants_write:
+                self._watch_wire(worker)
+        if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+            self._read_wire(worker)
+
+    def _accept(self, worker: WorkerHandle) -> None:
+        """The worker's connection: taken if the kernel says it is the worker's, refused if
+        not; after the first one taken, the endpoint is gone (no second connection)."""
+        channel = worker.channel
+        accepted = channel.accept()
+        if accepted is None:
+            return
+        conn, pid, uid, _gid = accepted
+        refusal = self._peer_refusal(worker, pid, uid)
+        if refusal is not None:
+            conn.close()
+            channel.refused += 1
+            log.warning("worker %s: refused a connection to its endpoint: %s",
+                        worker.worker_id, refusal)
+            if channel.refused >= MAX_REFUSED_CONNECTIONS:
+                self._close_channel(worker)
+                self._violation(worker, f"{channel.refused} connections to its endpoint with "
+                                f"the wrong credentials ({refusal})")
+            return
+        self._unwatch_wire(worker)
+        channel.adopt(conn)
+        self._watch_wire(worker, write=channel.wants_write)
+
+    def _peer_refusal(self, worker: WorkerHandle, pid: int, uid: int) -> str | None:
+        """Why a connection whose peer the kernel names (``SO_PEERCRED``) is not the worker's:
+        its pid must be in the tree under the worker's launcher, and its uid the worker's: the
+        dedicated uid of a root host's worker, or the host's own uid (what a worker's user
+        namespace maps to outside it; and a root host's worker that has not switched uids
+        yet: one telling the host that a required layer failed, or whose policy skips
+        ``uid_drop``). None: it is the worker's."""
+        identity = worker.process.identity
+        allowed = {os.getuid()} | ({identity[0]} if identity is not None else set())
+        if uid not in allowed:
+            return f"peer uid {uid}, not the worker's {sorted(allowed)}"
+        launcher = worker.process.pid
+        current = pid
+        for _ in range(MAX_TREE_DEPTH):
+            if current == launcher:
+                return None
+            stat = stat_of(current) if current > 1 else None
+            if stat is None:
+                break
+            current = stat[0]
+        return f"peer pid {pid} is not in the worker's process tree"
+
+    def _read_wire(self, worker: WorkerHandle) -> None:
+        """What the worker's connection brought (bounded per event): its messages, its end of
+        file, or its violation of the protocol or the budget, which ends the worker at once."""
+        channel = worker.channel
+        events, violation = channel.read()
+        for event in events:
+            if isinstance(event, zmtp.Message):
+                self._on_message_guarded(worker, event.frames)
+            elif isinstance(event, zmtp.ConnectionClosed):
+                self._unwatch_wire(worker)
+                self._on_disconnect(worker)
+            if worker.channel.closed:
+                return
+        if violation is not None:
+            self._close_channel(worker)
+            if worker.kill_reason is None:
+                self._violation(worker, f"its connection broke the wire protocol: {violation}")
+
+    def _lost_connection(self, worker: WorkerHandle) -> None:
+        self._unwatch_wire(worker)
+        self._on_disconnect(worker)
+
+    def _on_message_guarded(self, worker: WorkerHandle, frames: list[bytes]) -> None:
         """A message that makes the host raise is that worker's protocol violation, never the
         end of the loop every other call depends on."""
         try:
-            self._on_message(routing_id, frames)
+            self._on_message(worker, frames)
         except Exception as exc:
-            log.exception("handling a message from %r failed", routing_id[:40])
-            worker = self._workers.get(routing_id)
-            if worker is not None:
-                reason = f"its message made the host fail ({type(exc).__name__})"
-                self._guard(worker, "its message", lambda: self._violation(worker, reason))
+            log.exception("handling a message from worker %s failed", worker.worker_id)
+            reason = f"its message made the host fail ({type(exc).__name__})"
+            self._guard(worker, "its message", lambda: self._violation(worker, reason))
 
-    def _on_message(self, routing_id: bytes, frames: list[bytes]) -> None:
-        worker = self._workers.get(routing_id)
-        if worker is None:
-            log.warning("dropped a message from unknown peer %r", routing_id[:40])
-            return
+    def _on_message(self, worker: WorkerHandle, frames: list[bytes]) -> None:
         if worker.kill_reason is not None or worker.disconnected:
             return  # it is being killed (or its connection broke): what it says no longer counts
-        policy = worker.provider.policy
+        if frames[0] == protocol.Pong.KIND and (
+            not worker.ping_sent or len(frames) != 2 or len(frames[1]) > MAX_PONG_BYTES
+        ):  # (checked before decoding: a padded or unasked-for PONG costs the host nothing)
+            self._violation(worker, "a PONG the host did not ask for")
+            return
+        budget = worker.channel.codec.budget
         try:
-            message = protocol.decode_worker_message(frames, max_size=_largest_message(policy))
+            message = protocol.decode_worker_message(frames, max_size=budget)
         except protocol.ProtocolError as exc:
             self._violation(worker, str(exc))
             return
@@ -1061,8 +1191,10 @@ class Reactor:
             worker.kill_reason = "retired"
             self._at(time.monotonic() + KILL_GRACE_S, lambda: self._retire_overdue(worker), worker)
         elif isinstance(message, protocol.Pong):
-            if message.seq == worker.ping_seq:
-                worker.ping_sent = 0.0
+            if message.seq != worker.ping_seq:
+                self._violation(worker, "a PONG for another PING")
+                return
+            worker.ping_sent = 0.0
         else:
             self._violation(worker, f"unexpected {type(message).__name__} after start-up")
 
@@ -1133,6 +1265,8 @@ class Reactor:
             self._violation(worker, "its catalog differs from the provider's first worker")
             return
         worker.pid = message.pid
+        # After the HELLO the largest message it may send is a RESULT.
+        worker.channel.codec.set_budget(_largest_result(provider.policy))
         worker.state = State.READY
         worker.idle_since = time.monotonic()
         provider.failures = 0
@@ -1242,7 +1376,7 @@ class Reactor:
         """Ask an idle worker to exit (SHUTDOWN); kill it if it does not within the grace."""
         worker.state = State.STOPPING
         worker.kill_reason = reason
-        self.transport.send(worker.worker_id, protocol.encode(protocol.Shutdown()))
+        self._send(worker, protocol.encode(protocol.Shutdown()))
         self._at(time.monotonic() + SHUTDOWN_GRACE_S, lambda: self._retire_overdue(worker), worker)
 
     def _violation(self, worker: WorkerHandle, reason: str) -> None:
@@ -1250,15 +1384,15 @@ class Reactor:
         if worker.state is State.STARTING:
             worker.unavailable = f"the worker violated the protocol during start-up: {reason}"
         error = ProtocolViolation(f"the worker was killed: {reason}")
+        self._close_channel(worker)  # nothing it sends from here on is read
         self._kill(worker, "protocol violation", error)
 
-    def _on_disconnect(self, endpoint: str) -> None:
-        worker = self._by_endpoint.get(endpoint)
-        if worker is None or worker.kill_reason is not None or worker.process.exited:
+    def _on_disconnect(self, worker: WorkerHandle) -> None:
+        if worker.kill_reason is not None or worker.process.exited:
             return
         # Either it died (its init reports within milliseconds: the connection closes during
-        # the process's exit, just before its parent hears of it) or libzmq dropped it for an
-        # oversized or malformed frame. Decide nothing yet: a death reported within the grace
+        # the process's exit, just before its parent hears of it) or it closed its connection
+        # and lives on. Decide nothing yet: a death reported within the grace
         # is a crash; a worker still alive after it is killed, and that is the violation. The
         # init also tells a worker that was already dying from one it killed for us (see
         # ``sandbox.supervisor._exiting``), so a late report still reads as the crash it was.
@@ -1305,6 +1439,8 @@ class Reactor:
         if not done:
             return
         self._forget_fd(worker.process.status_fd)
+        if worker.channel.conn is not None and not worker.channel.closed:
+            self._read_wire(worker)  # what it wrote before it died is in the socket: it counts
         status = worker.process.reap(timeout=KILL_GRACE_S)
         for fd in worker.process.log_fds:
             self._drain_log(worker, fd, limit=64)
@@ -1364,7 +1500,7 @@ class Reactor:
         if worker.meter is not None:
             worker.meter.close()  # (before the cgroup is removed)
         worker.process.close(self._janitor.remove_tree)
-        self.transport.unbind(worker.endpoint)
+        self._close_channel(worker)
         self._forget_worker(worker)
         log.debug("worker %s ended: %s", worker.worker_id, status.describe())
         if start_failed:  # only once the worker is gone: it no longer counts as starting
@@ -1381,9 +1517,9 @@ class Reactor:
     ) -> bool:
         """Whether ``call`` never reached its worker before it died, so it ran nowhere.
 
-        Sends are asynchronous: ``transport.send`` succeeding means libzmq took the frames,
-        not that the worker read them, and a worker that has just died still looks connected
-        until libzmq's I/O thread sees its socket close. "Received" therefore means what the
+        Sends are asynchronous: ``Channel.send`` succeeding means the kernel took the bytes,
+        not that the worker read them (its libzmq I/O thread may have read them for a worker
+        that was already dying). "Received" therefore means what the
         worker itself marked: it writes each call's id into a page shared with its init right
         after reading the call and before any provider code runs for it (``CallReceipt``), and
         the init reports the last id after the worker died. A different id means the call was
@@ -1432,8 +1568,7 @@ class Reactor:
         killed_by_host = status.terminated and status.signal == signal.SIGKILL
         if worker.disconnected and (killed_by_host or status.unreported):
             return ProtocolViolation(
-                "the worker's connection was dropped (a frame over the size limit or malformed);"
-                " it was killed",
+                "the worker closed its connection to the host and lived on; it was killed",
                 usage=usage,
             )
         cpu_signals = {signal.SIGXCPU, signal.SIGPROF}
@@ -1561,6 +1696,7 @@ class Reactor:
         self._attempt("reaping orphans", self._orphans.drain, KILL_GRACE_S)
         self._attempt("closing the transport", self.transport.close)
         self._attempt("closing the pipe set", self._pipes.close)
+        self._attempt("closing the wire set", self._wire.close)
         self._attempt("closing the wake-up pipe", os.close, self._wake_read)
         self._attempt("closing the wake-up pipe", os.close, self._wake_write)
         self._janitor.remove_tree(self._workdir_root)
@@ -1583,6 +1719,7 @@ class Reactor:
                 break
 
     def _end_now(self, worker: WorkerHandle) -> None:
+        worker.channel.close()
         process = worker.process
         if not process.exited:
             process.kill_everything()

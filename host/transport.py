@@ -1,102 +1,218 @@
-"""The host's end of the wire: one ZeroMQ ROUTER, one ipc endpoint per worker.
+"""The host's end of the wire: one Unix socket per worker, spoken by our own ZMTP codec.
 
-Every option that could drop a message or hang is set on purpose: ``ROUTER_MANDATORY`` (sending to
-a gone peer fails loudly instead of vanishing), ``LINGER 0`` (closing never waits), bounded HWMs
-and a ``MAXMSGSIZE`` per endpoint. libzmq drops a connection that sends an oversized frame without
-telling the ROUTER which peer it was; binding each worker to its *own* endpoint makes the socket
-monitor's DISCONNECTED event name the worker, so the host can kill it for the violation.
-The endpoints live in a directory only the host's user can enter (0700).
+The worker end is a real pyzmq DEALER connecting over ``ipc://``; the host's end is no libzmq
+socket but :mod:`host.zmtp` over a plain ``AF_UNIX`` socket, so everything a worker can make the
+host hold is bounded by the codec's budget (see ``host.zmtp``) and the reads here:
+
+- Each worker gets its own listening socket at the path it connects to (mode 0600, in a
+  directory only the host's user can enter, or 0711 when workers run under their own uids).
+  Exactly one connection is accepted: its ``SO_PEERCRED`` is checked by the caller (uid, and
+  the pid must be in the worker's process tree), and once one is taken the listener is closed
+  and its path unlinked, so a second connection is impossible (a connect gets ENOENT, or
+  ECONNREFUSED through a bind mount of the old path).
+- Reads are non-blocking and bounded per event (``READ_CHUNKS`` x ``READ_CHUNK``); the
+  outbox is bounded (a worker that stops reading cannot make the host queue without end).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import struct
 import tempfile
 
-import zmq
-from zmq.utils.monitor import parse_monitor_message
-
-from host import fsutil
+from host import fsutil, zmtp
 
 #: Room for the JSON envelope around a result of ``policy.output`` bytes.
 ENVELOPE_BYTES = 64 * 1024
+#: Bytes read per ``recv`` and ``recv`` calls per readiness event: the loop comes back for more.
+READ_CHUNK = 64 * 1024
+READ_CHUNKS = 16
+_CRED = struct.Struct("3i")
+
+
+class Channel:
+    """One worker's endpoint: a listener until the worker connects, then that connection."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        budget: int,
+        outbox_limit: int,
+        peer_identity: bytes,
+        max_frames: int | None,
+        owner: tuple[int, int] | None = None,
+    ) -> None:
+        self.path = path
+        self.endpoint = f"ipc://{path}"
+        self.outbox_limit = outbox_limit
+        self.codec = zmtp.Connection(
+            budget=budget, peer_identity=peer_identity, max_frames=max_frames
+        )
+        self.listener: socket.socket | None = socket.socket(
+            socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        )
+        try:
+            self.listener.bind(path)
+            os.chmod(path, 0o600)
+            if owner is not None:  # the worker will switch to this uid: it must reach it
+                os.chown(path, *owner)
+            self.listener.listen(1)
+        except BaseException:
+            self.close()
+            raise
+        self.conn: socket.socket | None = None
+        self._outbox = bytearray()
+        self.closed = False
+        #: Connections refused (wrong credentials) before the worker's own arrived.
+        self.refused = 0
+
+    def fileno(self) -> int:
+        current = self.conn if self.conn is not None else self.listener
+        return current.fileno() if current is not None else -1
+
+    # ------------------------------------------------------------------ the one connection
+
+    def accept(self) -> tuple[socket.socket, int, int, int] | None:
+        """A waiting connection and its peer's (pid, uid, gid) from the kernel, or None."""
+        if self.listener is None:
+            return None
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        pid, uid, gid = _CRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+        )
+        return conn, pid, uid, gid
+
+    def adopt(self, conn: socket.socket) -> None:
+        """Take ``conn`` as the worker's connection: no other is ever accepted."""
+        conn.setblocking(False)
+        self.conn = conn
+        self._close_listener()
+        self._outbox += self.codec.data_to_send()  # greeting and READY
+        self.flush()
+
+    def _close_listener(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    # ------------------------------------------------------------------ traffic
+
+    def read(self) -> tuple[list[zmtp.Event], str | None]:
+        """What the peer sent since the last look (bounded), and a violation if it broke the
+        protocol or the budget (the events before it still count). End of file is a
+        :class:`zmtp.ConnectionClosed` event."""
+        events: list[zmtp.Event] = []
+        conn = self.conn
+        if conn is None or self.closed:
+            return events, None
+        for _ in range(READ_CHUNKS):
+            try:
+                data = conn.recv(READ_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            try:
+                events += self.codec.receive_data(data)
+            except zmtp.ProtocolViolation as exc:
+                events += exc.events
+                return events, str(exc)
+            if not data:
+                break
+        out = self.codec.data_to_send()
+        if out and not self._queue(out):
+            return events, "it does not read what the host sends"
+        return events, None
+
+    def send(self, frames: list[bytes]) -> bool:
+        """Queue one message; False when the peer is gone or the outbox would overflow."""
+        if self.conn is None or self.closed or self.codec.phase is zmtp.Phase.CLOSED:
+            return False
+        return self._queue(self.codec.send_message(frames))
+
+    def _queue(self, data: bytes) -> bool:
+        if len(self._outbox) + len(data) > self.outbox_limit:
+            return False
+        if self._outbox:
+            self._outbox += data
+            return True
+        assert self.conn is not None
+        try:
+            sent = self.conn.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return False
+        if sent < len(data):
+            self._outbox += memoryview(data)[sent:]
+        return True
+
+    def flush(self) -> bool:
+        """Write what the outbox holds; False if the peer is gone."""
+        if self.conn is None:
+            return True
+        while self._outbox:
+            try:
+                sent = self.conn.send(self._outbox)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                self._outbox.clear()
+                return False
+            del self._outbox[:sent]
+        return True
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._outbox)
+
+    def close(self) -> None:
+        self.closed = True
+        self._close_listener()
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.close()
+        self._outbox = bytearray()
 
 
 class Transport:
-    """Owned by the reactor thread: ZeroMQ sockets are not thread-safe."""
+    """The directory of the endpoints and the channels in it."""
 
     def __init__(
         self, *, shared_with_other_uids: bool = False, directory: str | None = None
     ) -> None:
         """``directory``: an empty directory to hold the endpoints (made here if None)."""
-        self.context = zmq.Context(io_threads=1)
-        self.router: zmq.Socket[bytes] = self.context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.SNDHWM, 1000)
-        self.router.setsockopt(zmq.RCVHWM, 1000)
-        self.monitor: zmq.Socket[bytes] = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self.monitor.setsockopt(zmq.LINGER, 0)
         self.directory = directory or tempfile.mkdtemp(prefix="sandbox-ipc-")
         # 0700, or 0711 when workers run under their own uids: they may then reach their own
         # socket (chowned to them, mode 0600) by its exact name, but not list or open others.
         os.chmod(self.directory, 0o711 if shared_with_other_uids else 0o700)
 
-    def bind_worker(self, worker_id: str, max_message_bytes: int) -> str:
-        """A fresh endpoint for one worker, accepting messages up to ``max_message_bytes``."""
-        self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
-        endpoint = f"ipc://{self.directory}/{worker_id}"
-        self.router.bind(endpoint)
-        os.chmod(endpoint.removeprefix("ipc://"), 0o600)
-        return endpoint
-
-    def unbind(self, endpoint: str) -> None:
-        try:
-            self.router.unbind(endpoint)
-        except zmq.ZMQError:
-            pass
-        try:
-            os.unlink(endpoint.removeprefix("ipc://"))
-        except OSError:
-            pass
-
-    def send(self, worker_id: str, frames: list[bytes]) -> bool:
-        """Send without blocking; False when the peer is gone or its queue is full."""
-        try:
-            self.router.send_multipart([worker_id.encode(), *frames], flags=zmq.NOBLOCK)
-        except zmq.ZMQError:
-            return False
-        return True
-
-    def receive(self, limit: int = 256) -> list[tuple[bytes, list[bytes]]]:
-        """Everything waiting (up to ``limit`` messages): (routing id, frames)."""
-        messages = []
-        for _ in range(limit):
-            try:
-                frames = self.router.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            messages.append((frames[0], frames[1:]))
-        return messages
-
-    def disconnected_endpoints(self) -> list[str]:
-        """Endpoints whose connection libzmq dropped since the last look."""
-        endpoints: list[str] = []
-        while True:
-            try:
-                frames = self.monitor.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return endpoints
-            event = parse_monitor_message(frames)
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                endpoints.append(event["endpoint"].decode())
+    def listen(
+        self,
+        worker_id: str,
+        *,
+        budget: int,
+        outbox_limit: int,
+        max_frames: int | None = 2,
+        owner: tuple[int, int] | None = None,
+    ) -> Channel:
+        """A fresh endpoint for one worker, holding at most ``budget`` bytes of its messages."""
+        return Channel(
+            os.path.join(self.directory, worker_id),
+            budget=budget,
+            outbox_limit=outbox_limit,
+            peer_identity=worker_id.encode(),
+            max_frames=max_frames,
+            owner=owner,
+        )
 
     def close(self) -> None:
-        try:
-            self.router.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.monitor.close(linger=0)
-        self.router.close(linger=0)
-        self.context.term()
         fsutil.remove_tree(self.directory)

@@ -514,8 +514,10 @@ def _echo_workdir_open(run: Run) -> str:
 def _echo_endpoint(run: Run) -> dict[str, Any]:
     assert run.echo is not None
     directory = run.arena.ipc_directory(run.host)
+    # Where the echo worker's endpoint was: the host takes one connection (the worker's own,
+    # checked by SO_PEERCRED) and then closes and unlinks it, so nothing is listed any more.
     listed = sorted(os.listdir(directory))
-    assert run.echo.worker_id in listed, (run.echo.worker_id, listed)
+    assert run.echo.worker_id not in listed, (run.echo.worker_id, listed)
     return {"path": os.path.join(directory, run.echo.worker_id), "routing_id": run.echo.worker_id}
 
 
@@ -701,7 +703,7 @@ CATALOG: tuple[Attack, ...] = (
     Attack("signal_visible_pids", "find any process outside the sandbox it may signal",
            ("landlock", "pid_namespace", "uid_drop"), "signal_visible_pids", aims_at_host_uid=True),
     Attack("zmq_forge", "connect to another worker's ZeroMQ endpoint and forge its messages",
-           ("mount_namespace", "uid_drop"), "zmq_forge", _echo_endpoint, needs_echo=True,
+           ("host", "mount_namespace", "uid_drop"), "zmq_forge", _echo_endpoint, needs_echo=True,
            aims_at_host_uid=True),
     # --- network
     Attack("inet_socket", "open an AF_INET socket", ("seccomp",), "inet_socket"),

@@ -1,0 +1,189 @@
+"""Wire floods from a real hostile worker (``tests/providers/flooder.py``).
+
+The flooder writes raw ZMTP on its own connection to the host, below the worker's SDK and its
+libzmq, or opens a second connection to its endpoint. Whatever it does, the host's memory grows
+by at most twice the largest message the policy allows (the host's codec holds at most its
+budget for one worker: ``host.zmtp``), the call ends in ``ProtocolViolation`` (or, for the
+second connection, which the host makes impossible, in the action's own result), and another
+provider's calls go on being served throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from host import Host, ProtocolViolation
+from host.reactor import _largest_message
+from policies import Policy
+from tests.conftest import provider_file
+
+ECHO = provider_file("echo.py")
+FLOODER = provider_file("flooder.py")
+POLICY = Policy(wall_time=8, output="4MiB")
+#: The growth allowed: twice the largest message the flooder's policy lets it send.
+ALLOWED_GROWTH = 2 * _largest_message(POLICY)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+class PeakGrowth:
+    """The host process's peak RSS over a stretch, less its RSS at the start (the kernel's
+    high-water mark, reset through ``/proc/self/clear_refs``)."""
+
+    def __enter__(self) -> PeakGrowth:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        self.start = _status_kib("VmRSS") * 1024
+        self.growth = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.growth = _status_kib("VmHWM") * 1024 - self.start
+
+
+@pytest.fixture
+def flooded(host: Host) -> Iterator[tuple[Host, list[object], list[BaseException]]]:
+    """The host with the flooder and echo loaded, and echo calls running meanwhile."""
+    host.add_provider(FLOODER, policy=POLICY)
+    host.add_provider(ECHO, policy=Policy(workers={"min": 1, "max": 2}))
+    assert host.call("echo.add", {"a": 1}) == 2
+    stop = threading.Event()
+    good: list[object] = []
+    errors: list[BaseException] = []
+
+    def good_calls() -> None:
+        while not stop.is_set():
+            try:
+                good.append(host.call("echo.add", {"a": 1}))
+            except BaseException as exc:
+                errors.append(exc)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=good_calls)
+    thread.start()
+    try:
+        yield host, good, errors
+    finally:
+        stop.set()
+        thread.join(30)
+    assert errors == []
+    assert good and all(v == 2 for v in good)
+    assert host.call("flooder.fine", {"x": 1}) == 2  # a fresh worker serves the provider
+
+
+def _flood(host: Host, action: str, **args: Any) -> tuple[Any, int]:
+    with PeakGrowth() as peak:
+        outcome = host.run(f"flooder.{action}", args)
+    assert peak.growth <= ALLOWED_GROWTH, (
+        f"the host grew by {peak.growth / 2**20:.1f} MiB "
+        f"(allowed {ALLOWED_GROWTH / 2**20:.1f} MiB)"
+    )
+    return outcome, peak.growth
+
+
+def test_a_message_of_endless_more_frames_is_a_violation_within_the_budget(
+    flooded: tuple[Host, list[object], list[BaseException]],
+) -> None:
+    host, _, _ = flooded
+    outcome, _ = _flood(host, "more_frames", megabytes=256)
+    assert isinstance(outcome.error, ProtocolViolation), outcome
+    assert "more than 2 frames" in outcome.error.message or "budget" in outcome.error.message
+    assert outcome.usage.wall_s < 5  # ended by the host at once, not by the wall time
+
+
+def test_a_frame_over_the_budget_is_a_violation_at_its_header(
+    flooded: tuple[Host, list[object], list[BaseException]],
+) -> None:
+    host, _, _ = flooded
+    outcome, _ = _flood(host, "huge_frame", megabytes=256)
+    assert isinstance(outcome.error, ProtocolViolation), outcome
+    assert outcome.usage.wall_s < 5
+
+
+def test_unasked_for_padded_pongs_are_a_violation_at_the_first(
+    flooded: tuple[Host, list[object], list[BaseException]],
+) -> None:
+    host, _, _ = flooded
+    outcome, _ = _flood(host, "padded_pongs", count=1500, size=1_000_000)
+    assert isinstance(outcome.error, ProtocolViolation), outcome
+    assert "PONG" in outcome.error.message
+
+
+def test_garbage_on_its_own_connection_is_one_violation(
+    flooded: tuple[Host, list[object], list[BaseException]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host, _, _ = flooded
+    with caplog.at_level(logging.WARNING, logger="host"):
+        outcome, _ = _flood(host, "garbage", megabytes=64)
+    assert isinstance(outcome.error, ProtocolViolation), outcome
+    assert len(caplog.records) < 20  # one violation, not a record per junk message
+
+
+def test_a_second_connection_to_a_workers_endpoint_is_impossible(
+    flooded: tuple[Host, list[object], list[BaseException]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host, _, _ = flooded
+    with caplog.at_level(logging.WARNING, logger="host"):
+        outcome, _ = _flood(host, "second_connection", megabytes=128, messages=20_000)
+    assert outcome.ok, outcome
+    assert outcome.value["connected"] is False
+    assert outcome.value["error"] in ("ENOENT", "ECONNREFUSED")
+    assert len(caplog.records) < 20
+
+
+def test_a_connection_from_outside_the_workers_tree_is_refused(
+    host: Host, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outsider racing the worker to its endpoint (here: the test process, spinning on the
+    directory from before the worker is spawned) is refused by ``SO_PEERCRED``: its pid is not
+    in the worker's tree (and under a root host its uid is not the worker's). The worker's own
+    connection is still taken."""
+    directory = host._reactor.transport.directory
+    stop = threading.Event()
+    outcomes: list[str] = []
+
+    def intrude() -> None:
+        tried: set[str] = set()
+        while not stop.is_set():
+            for name in os.listdir(directory):
+                if name in tried:
+                    continue
+                tried.add(name)
+                sock = socket.socket(socket.AF_UNIX)
+                try:
+                    sock.connect(os.path.join(directory, name))
+                    sock.settimeout(5)
+                    outcomes.append("closed" if sock.recv(1) == b"" else "served")
+                except OSError as exc:
+                    outcomes.append(type(exc).__name__)
+                finally:
+                    sock.close()
+
+    thread = threading.Thread(target=intrude)
+    thread.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="host"):
+            host.add_provider(ECHO, policy=Policy(workers={"min": 1, "max": 1}))
+            assert host.call("echo.add", {"a": 41}) == 42
+    finally:
+        stop.set()
+        thread.join(30)
+    assert "served" not in outcomes
+    if outcomes == ["closed"]:  # it got there first (as it nearly always does): refused
+        assert any("refused a connection" in r.getMessage() for r in caplog.records)
