@@ -39,7 +39,7 @@ from host.catalog import (
     CatalogInvalid,
     OutsideNamespace,
     SchemaRejected,
-    descriptors_from_hello,
+    checked_catalog,
     is_name,
     same_name,
 )
@@ -61,6 +61,7 @@ from host.errors import (
 )
 from host.futures import CallFuture
 from host.janitor import Janitor
+from host.lanes import Lane
 from host.orphans import Orphans, stat_of
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
@@ -68,6 +69,7 @@ from host.rules import check_worker_rules
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Transport
 from host.usage import TreeMeter, measured_usage, next_cpu_check_s, outside_cpu_allowance_s
+from host.validation import DeadlineExceeded, Problem
 from host.zygote import ZygoteKeeper
 from policies import Policy
 from policies.paths import UnsafeRulePath
@@ -108,8 +110,14 @@ MAX_CATALOG_BYTES = 1024 * 1024
 PENDING_PREFIX = "<pending "
 #: Longest ``close`` waits for the workdirs' removal (it goes on in the background after).
 JANITOR_CLOSE_TIMEOUT_S = 60.0
+#: A HELLO at most this big from a provider already loaded is compared on the loop (the common
+#: respawn); the first HELLO of a provider, or a bigger one, is handled on its lane.
+QUICK_HELLO_BYTES = 64 * 1024
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
+#: A result at most this big whose output schema the fast path covers is judged on the loop
+#: (linear work: tens of microseconds); anything else is validated on the provider's lane.
+QUICK_RESULT_BYTES = 16 * 1024
 
 
 def _largest_message(policy: Policy) -> int:
@@ -186,6 +194,8 @@ class WorkerHandle:
     spawned: float = field(default_factory=time.monotonic)
     #: Whether the host has recorded the worker's init as a process it may inherit.
     init_known: bool = False
+    #: Whether its HELLO arrived (it may be being checked, off the loop).
+    hello_seen: bool = False
 
 
 @dataclass(eq=False)
@@ -211,6 +221,8 @@ class ProviderState:
     breaker_until: float = 0.0
     last_failure: str = ""
     stats: ProviderStats = field(default_factory=ProviderStats)
+    #: Where this provider's costly host-side work runs (output validation), off the loop.
+    lane: Lane = field(default_factory=lambda: Lane("sandbox-lane"))
 
 
 @dataclass(order=True)
@@ -289,6 +301,8 @@ class Reactor:
         #: Calls handed to the loop and not finished, so none is lost if the loop stops.
         self._pending: set[PendingCall] = set()
         self._pending_lock = threading.Lock()
+        #: Calls whose result is being validated on their provider's lane.
+        self._validating: set[PendingCall] = set()
 
     # ------------------------------------------------------------------ thread-safe entry points
 
@@ -364,7 +378,7 @@ class Reactor:
                 self._cancelled_timers -= 1
             else:
                 self._guard(timer.worker, "a deadline", action)
-        if self._closing is not None and not self._workers:
+        if self._closing is not None and not self._workers and not self._validating:
             self._stopped = True
 
     def _at(
@@ -461,7 +475,7 @@ class Reactor:
                 if not (exited or final or now - since > STARTUP_TIMEOUT_S):
                     continue
                 process.exited = True
-                process.close(self._janitor.remove_tree)
+                process.close(self._janitor.remove_tree, self._janitor.submit)
             except Exception:
                 log.exception("cleaning up after an abandoned worker failed")
             self._abandoned.remove(entry)
@@ -970,6 +984,7 @@ class Reactor:
         if call.done:
             return
         call.done = True
+        self._validating.discard(call)
         worker = call.worker
         end = call.deadline_hit if call.deadline_hit is not None else time.monotonic()
         wall = end - (call.dispatched if call.dispatched is not None else call.submitted)
@@ -1053,7 +1068,7 @@ class Reactor:
             self._violation(worker, str(exc))
             return
         if worker.state is State.STARTING:
-            self._on_startup_message(worker, message)
+            self._on_startup_message(worker, message, sum(len(frame) for frame in frames))
         elif isinstance(message, protocol.Result | protocol.Failure):
             self._on_call_message(worker, message, len(frames[1]))
         elif isinstance(message, protocol.Retire):
@@ -1071,7 +1086,12 @@ class Reactor:
             worker.process.terminate()
             self._at(time.monotonic() + KILL_GRACE_S, lambda: self._escalate(worker), worker)
 
-    def _on_startup_message(self, worker: WorkerHandle, message: protocol.WorkerMessage) -> None:
+    def _on_startup_message(
+        self, worker: WorkerHandle, message: protocol.WorkerMessage, size: int
+    ) -> None:
+        if worker.hello_seen:
+            self._violation(worker, f"{type(message).__name__} while its HELLO was checked")
+            return
         if not isinstance(message, protocol.Hello | protocol.Unavailable):
             self._violation(worker, f"{type(message).__name__} before HELLO")
             return
@@ -1104,15 +1124,59 @@ class Reactor:
             self.providers[declared] = provider
         # What the provider claims to be, with its catalog: a later worker must claim the same.
         claim = [message.provider.get("name"), message.provider.get("namespace"), message.actions]
-        signature = json.dumps(claim, sort_keys=True)
+        worker.hello_seen = True
+        if provider.signature is not None and size <= QUICK_HELLO_BYTES:
+            self._on_hello_checked(worker, message, json.dumps(claim, sort_keys=True), None)
+            return
+        # Work in proportion to the catalog (up to MAX_CATALOG_BYTES of it): on the lane.
+        name, ref, known = provider.name, provider.ref, provider.signature
+
+        def job() -> None:
+            signature = json.dumps(claim, sort_keys=True)
+            result: list[ActionDescriptor] | CatalogInvalid | None = None
+            if known is None or signature != known:
+                try:
+                    result = checked_catalog(
+                        name, message.actions, signature, ref=ref,
+                        declared_namespace=message.provider.get("namespace"),
+                    )
+                except CatalogInvalid as exc:
+                    result = exc
+            with contextlib.suppress(RuntimeError):  # the host closed meanwhile
+                self.submit(lambda: self._guard(
+                    worker, "its HELLO", self._on_hello_checked, worker, message, signature,
+                    result,
+                ))  # fmt: skip
+
+        provider.lane.submit(job)
+
+    def _on_hello_checked(
+        self,
+        worker: WorkerHandle,
+        message: protocol.Hello,
+        signature: str,
+        checked: list[ActionDescriptor] | CatalogInvalid | None,
+    ) -> None:
+        """Go on with a HELLO whose catalog was checked (``checked``: its descriptors or why it
+        was rejected; None if it was not checked, being that of a worker before it)."""
+        if (
+            worker.kill_reason is not None
+            or worker.disconnected
+            or worker.state is not State.STARTING
+            or self._workers.get(worker.worker_id.encode()) is not worker
+        ):
+            return  # killed, or gone, while it was checked
+        provider = worker.provider
         if provider.signature is None:
             try:
-                descriptors = descriptors_from_hello(
-                    provider.name,
-                    message.actions,
-                    ref=provider.ref,
-                    declared_namespace=message.provider.get("namespace"),
-                )
+                if checked is None:  # (the first worker's was rejected meanwhile)
+                    checked = checked_catalog(
+                        provider.name, message.actions, signature, ref=provider.ref,
+                        declared_namespace=message.provider.get("namespace"),
+                    )
+                if isinstance(checked, CatalogInvalid):
+                    raise checked
+                descriptors = checked
             except (SchemaRejected, OutsideNamespace) as exc:  # the provider's load error
                 worker.unavailable = str(exc)
                 self._kill(worker, "invalid catalog")
@@ -1207,20 +1271,83 @@ class Reactor:
                 ),
                 logs=logs,
             )
+        elif body_size <= QUICK_RESULT_BYTES and call.descriptor.output_validator.quick(
+            message.value
+        ):
+            self._finish(call, None, message.value, usage, logs=logs)
         else:
-            problem = call.descriptor.output_validator.problem(message.value)
-            if problem is not None:
-                self._finish(
-                    call,
-                    OutputInvalid(
-                        f"the result does not match the output schema at {problem}",
-                        usage=usage,
-                        path=problem.path,
-                    ),
-                    logs=logs,
-                )
-            else:
-                self._finish(call, None, message.value, usage, logs=logs)
+            self._validate_off_loop(call, message.value, policy, logs, usage)
+
+    def _validate_off_loop(
+        self, call: PendingCall, value: Any, policy: Policy, logs: str, usage: Usage
+    ) -> None:
+        """Validate a result on its provider's lane: the loop goes on supervising. The time
+        counts against the call: past its wall time or the caller's timeout (whichever comes
+        first) it ends as Timeout, whatever the validation would have said."""
+        assert call.dispatched is not None
+        wall_end = call.dispatched + policy.wall_time
+        deadline = wall_end
+        if call.caller_deadline is not None:
+            deadline = min(deadline, call.caller_deadline)
+        provider = self.providers.get(call.provider)
+        if provider is None:  # (removed while the call ran)
+            self._finish(call, ProviderUnavailable(f"provider {call.provider!r} was removed"))
+            return
+        self._validating.add(call)
+        call.timers.append(self._at(wall_end, lambda: self._validation_overdue(call, policy)))
+        validator = call.descriptor.output_validator
+
+        def job() -> None:
+            timed_out = False
+            problem: Problem | None = None
+            try:
+                problem = validator.problem(value, deadline)
+            except DeadlineExceeded:
+                timed_out = True
+            with contextlib.suppress(RuntimeError):  # the host closed meanwhile
+                self.submit(lambda: self._validated(call, value, problem, timed_out, usage, logs))
+
+        provider.lane.submit(job)
+
+    def _validated(
+        self,
+        call: PendingCall,
+        value: Any,
+        problem: Problem | None,
+        timed_out: bool,
+        usage: Usage,
+        logs: str,
+    ) -> None:
+        if call.done:
+            return
+        if timed_out:
+            elapsed = time.monotonic() - call.submitted
+            self._finish(call, Timeout(
+                f"the call's deadline passed after {elapsed:.3f}s while its result was being "
+                "validated", usage=usage,
+            ), logs=logs)  # fmt: skip
+        elif problem is not None:
+            self._finish(
+                call,
+                OutputInvalid(
+                    f"the result does not match the output schema at {problem}",
+                    usage=usage,
+                    path=problem.path,
+                ),
+                logs=logs,
+            )
+        else:
+            self._finish(call, None, value, usage, logs=logs)
+        if self._closing is not None:
+            self._close_step()
+
+    def _validation_overdue(self, call: PendingCall, policy: Policy) -> None:
+        if call.done:
+            return
+        self._finish(call, Timeout(
+            f"the action ran longer than its wall-time limit of {policy.wall_time:g}s "
+            "(its result was still being validated)"
+        ))  # fmt: skip
 
     def _recycle_if_due(self, worker: WorkerHandle, peak: int) -> None:
         """Retire a worker between calls after ``max_calls`` or ``max_memory_growth``."""
@@ -1363,7 +1490,7 @@ class Reactor:
             self._forget_fd(fd)
         if worker.meter is not None:
             worker.meter.close()  # (before the cgroup is removed)
-        worker.process.close(self._janitor.remove_tree)
+        worker.process.close(self._janitor.remove_tree, self._janitor.submit)
         self.transport.unbind(worker.endpoint)
         self._forget_worker(worker)
         log.debug("worker %s ended: %s", worker.worker_id, status.describe())
@@ -1521,7 +1648,10 @@ class Reactor:
         for provider in list(self.providers.values()):
             for worker in list(provider.workers):
                 self._guard(worker, "its shutdown", self._close_worker, worker, overdue)
-        if not self._workers:
+        if overdue:
+            for call in list(self._validating):
+                self._finish(call, Cancelled("the host is closing"))
+        if not self._workers and not self._validating:
             self._stopped = True
 
     def _close_worker(self, worker: WorkerHandle, overdue: bool) -> None:
@@ -1587,7 +1717,7 @@ class Reactor:
         if not process.exited:
             process.kill_everything()
             process.reap(timeout=KILL_GRACE_S)
-        process.close(self._janitor.remove_tree)
+        process.close(self._janitor.remove_tree, self._janitor.submit)
 
     @staticmethod
     def _attempt(what: str, step: Callable[..., object], *args: Any) -> None:
