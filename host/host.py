@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from host.catalog import MAX_NAME_LENGTH, ActionDescriptor, Catalog, is_name
-from host.errors import Cancelled, InputInvalid, Outcome, ProviderUnavailable, SandboxError
+from host.errors import (
+    Cancelled,
+    InputInvalid,
+    Outcome,
+    ProviderUnavailable,
+    SandboxError,
+    Timeout,
+)
 from host.futures import CallFuture
 from host.inputs import encode_input
 from host.reactor import (
@@ -31,6 +38,7 @@ from host.reactor import (
     Reactor,
 )
 from host.usage import annotate_layers
+from host.validation import DeadlineExceeded
 from policies import Policy, load_config
 from sandbox import protocol
 
@@ -254,14 +262,23 @@ class Host:
         plain, encoded = encode_input(
             input, limit=policy.input, payload_size=0 if payload is None else len(payload)
         )
-        problem = descriptor.input_validator.problem(plain)
+        if timeout is not None and not (timeout > 0):
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        now = time.monotonic()
+        # Bounded (host.bounded) and within the caller's timeout, which it counts against.
+        try:
+            problem = descriptor.input_validator.problem(
+                plain, None if timeout is None else now + timeout
+            )
+        except DeadlineExceeded:
+            raise Timeout(
+                f"the call's timeout passed after {time.monotonic() - now:.3f}s while its "
+                "input was being validated"
+            ) from None
         if problem is not None:
             raise InputInvalid(f"invalid input at {problem}", path=problem.path)
         call_id = f"c{next(self._ids)}"
         frames = protocol.encode_call(call_id, descriptor.name, encoded, payload)
-        if timeout is not None and not (timeout > 0):
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
-        now = time.monotonic()
         call = PendingCall(
             call_id=call_id,
             frames=frames,
