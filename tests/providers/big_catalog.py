@@ -23,7 +23,7 @@ for index in range(COUNT):
         name=f"a{index}",
         input={
             "type": "object",
-            "properties": {f"x{index}": {"type": "integer", "format": "int32"}},
+            "properties": {"x": {"type": "integer", "minimum": -index - 1, "format": "int32"}},
             "patternProperties": {f"^y{index}": {"type": "string"}},
         },
         output={"anyOf": [{"type": "integer", "minimum": -index}, {"type": "null"}]},
