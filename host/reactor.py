@@ -115,9 +115,12 @@ JANITOR_CLOSE_TIMEOUT_S = 60.0
 QUICK_HELLO_BYTES = 64 * 1024
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
-#: A result at most this big whose output schema the fast path covers is judged on the loop
-#: (linear work: tens of microseconds); anything else is validated on the provider's lane.
+#: A result at most this big is first judged on the loop, by the fast path or by at most
+#: QUICK_STEPS keyword evaluations (about QUICK_SECONDS); one that needs more, or a bigger
+#: one, is validated on the provider's lane.
 QUICK_RESULT_BYTES = 16 * 1024
+QUICK_STEPS = 2000
+QUICK_SECONDS = 0.002
 
 
 def _largest_message(policy: Policy) -> int:
@@ -1271,12 +1274,16 @@ class Reactor:
                 ),
                 logs=logs,
             )
-        elif body_size <= QUICK_RESULT_BYTES and call.descriptor.output_validator.quick(
-            message.value
-        ):
-            self._finish(call, None, message.value, usage, logs=logs)
         else:
-            self._validate_off_loop(call, message.value, policy, logs, usage)
+            verdict: Problem | bool | None = False
+            if body_size <= QUICK_RESULT_BYTES:
+                verdict = call.descriptor.output_validator.trial(
+                    message.value, QUICK_STEPS, QUICK_SECONDS
+                )
+            if isinstance(verdict, bool):  # (undecided)
+                self._validate_off_loop(call, message.value, policy, logs, usage)
+            else:
+                self._validated(call, message.value, verdict, False, usage, logs)
 
     def _validate_off_loop(
         self, call: PendingCall, value: Any, policy: Policy, logs: str, usage: Usage

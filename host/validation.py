@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
 from host.bounded import (
+    MAX_REFS,
+    MAX_STEPS,
     BoundedValidator,
     BudgetExceeded,
     DeadlineExceeded,
@@ -145,6 +148,24 @@ class SchemaValidator:
         except RecursionError:
             return False  # a very deep instance: let jsonschema give the verdict
 
+    def trial(self, instance: Any, steps: int, seconds: float) -> Problem | bool | None:
+        """:meth:`problem` within a small budget (``steps`` keyword evaluations, about
+        ``seconds``): its verdict, or False if it could not decide within it."""
+        if self.quick(instance):
+            return None
+        try:
+            error: ValidationError | None = run_bounded(
+                lambda: best_match(self._validator.iter_errors(instance)),
+                time.monotonic() + seconds, steps=steps, refs=steps,
+            )
+        except (DeadlineExceeded, BudgetExceeded):
+            return False
+        except Exception:
+            return False  # (let the full validation give its message)
+        if error is None:
+            return None
+        return Problem(json_path(error.absolute_path), error.message)
+
     def problem(self, instance: Any, deadline: float | None = None) -> Problem | None:
         """Why ``instance`` does not match, or None. Bounded: at most ``host.bounded.MAX_STEPS``
         keyword evaluations (a schema that needs more is a problem of its own), and past
@@ -161,7 +182,10 @@ class SchemaValidator:
         except DeadlineExceeded:
             raise
         except BudgetExceeded as exc:
-            return Problem("$", f"the schema is too costly to apply to this value ({exc})")
+            return Problem(
+                "$", f"the schema is too costly to apply to this value ({exc}: at most "
+                f"{MAX_STEPS:,} steps, {MAX_REFS:,} $ref expansions)",
+            )
         except Exception as exc:
             return Problem("$", f"the schema cannot be applied: {type(exc).__name__}: {exc}")
         if error is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from host import Host, InputInvalid, OutputInvalid, Timeout
+from host import Host, InputInvalid, OutputInvalid, ProviderUnavailable, Timeout
 from policies import Policy
 from tests.conftest import provider_file
 
@@ -120,9 +120,11 @@ def test_input_validation_is_bounded_for_the_caller(shared: Host) -> None:
 
 
 def test_a_lookahead_pattern_is_refused_with_the_action_and_the_pattern() -> None:
-    with Host() as host:
-        with pytest.raises(Exception, match=r"lookahead\.code.*\(\?=\.\*\[0-9\]\).*RE2"):
-            host.add_provider(provider_file("lookahead.py"))
+    with (
+        Host() as host,
+        pytest.raises(ProviderUnavailable, match=r"lookahead\.code.*\(\?=\.\*\[0-9\]\).*RE2"),
+    ):
+        host.add_provider(provider_file("lookahead.py"))
 
 
 def test_a_quiet_host_keeps_its_latency() -> None:
