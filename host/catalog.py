@@ -181,6 +181,18 @@ _CHECKED_LOCK = threading.Lock()
 checks_run = 0
 
 
+def _catalog_key(provider: str, ref: str, signature: str) -> bytes:
+    return hashlib.sha256(
+        json.dumps([provider, ref, signature]).encode("utf-8", "surrogatepass")
+    ).digest()
+
+
+def cached_catalog(provider: str, signature: str, *, ref: str = "") -> bool:
+    """Whether :func:`checked_catalog` would answer from its cache (cheap: a hash)."""
+    with _CHECKED_LOCK:
+        return _catalog_key(provider, ref, signature) in _CHECKED
+
+
 def checked_catalog(
     provider: str,
     actions: Sequence[Mapping[str, Any]],
@@ -192,9 +204,7 @@ def checked_catalog(
     """:func:`descriptors_from_hello`, once per distinct catalog: ``signature`` is the canonical
     JSON of what the worker announced (name, namespace, actions). Raises as it does."""
     global checks_run
-    key = hashlib.sha256(
-        json.dumps([provider, ref, signature]).encode("utf-8", "surrogatepass")
-    ).digest()
+    key = _catalog_key(provider, ref, signature)
     with _CHECKED_LOCK:
         known = _CHECKED.get(key)
         if known is not None:

@@ -39,6 +39,7 @@ from host.catalog import (
     CatalogInvalid,
     OutsideNamespace,
     SchemaRejected,
+    cached_catalog,
     checked_catalog,
     is_name,
     same_name,
@@ -1128,9 +1129,15 @@ class Reactor:
         # What the provider claims to be, with its catalog: a later worker must claim the same.
         claim = [message.provider.get("name"), message.provider.get("namespace"), message.actions]
         worker.hello_seen = True
-        if provider.signature is not None and size <= QUICK_HELLO_BYTES:
-            self._on_hello_checked(worker, message, json.dumps(claim, sort_keys=True), None)
-            return
+        if size <= QUICK_HELLO_BYTES:
+            signature = json.dumps(claim, sort_keys=True)
+            if provider.signature is not None:
+                self._on_hello_checked(worker, message, signature, None)
+                return
+            if cached_catalog(provider.name, signature, ref=provider.ref):
+                # (checked before, by this host or another of this process: a lookup)
+                self._on_hello_checked(worker, message, signature, None)
+                return
         # Work in proportion to the catalog (up to MAX_CATALOG_BYTES of it): on the lane.
         name, ref, known = provider.name, provider.ref, provider.signature
 
@@ -1172,7 +1179,7 @@ class Reactor:
         provider = worker.provider
         if provider.signature is None:
             try:
-                if checked is None:  # (the first worker's was rejected meanwhile)
+                if checked is None:  # cached (see above): a lookup
                     checked = checked_catalog(
                         provider.name, message.actions, signature, ref=provider.ref,
                         declared_namespace=message.provider.get("namespace"),
