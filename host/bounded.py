@@ -61,10 +61,14 @@ def compiled(pattern: str) -> Any:
     return re2.compile(pattern, _OPTIONS)
 
 
-def unsupported_pattern(pattern: str) -> str | None:
-    """Why RE2 cannot run ``pattern`` (backreference, lookaround...), or None if it can."""
+def unsupported_pattern(pattern: str, cache: bool = True) -> str | None:
+    """Why RE2 cannot run ``pattern`` (backreference, lookaround...), or None if it can.
+    ``cache=False`` for a pattern that is a value, not a schema's (``format: regex``)."""
     try:
-        compiled(pattern)
+        if cache:
+            compiled(pattern)
+        else:
+            re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):

@@ -10,6 +10,7 @@ relevant error when there are several (``best_match``), so a user sees one clear
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from host.bounded import (
     DeadlineExceeded,
     run_bounded,
     schema_problem,
+    unsupported_pattern,
 )
 from host.fastschema import compile_schema
 
@@ -36,7 +38,25 @@ __all__ = ["DeadlineExceeded", "Problem", "SchemaInvalid", "SchemaValidator"]
 #: The ``format`` checkers of draft 2020-12. jsonschema registers a checker only when the
 #: package it needs imports (the ``format-nongpl`` extra this project depends on), and skips a
 #: format it has no checker for: an instance would then pass unchecked.
-_FORMATS: FormatChecker = Draft202012Validator.FORMAT_CHECKER
+_FORMATS: FormatChecker = FormatChecker()
+_FORMATS.checkers = dict(Draft202012Validator.FORMAT_CHECKER.checkers)
+#: Longest string ``format: regex`` compiles with Python's ``re`` (whose parser is Python code:
+#: a 1 MB pattern took 3 s); a longer one is a regex only if RE2 compiles it (linear).
+MAX_PYTHON_REGEX = 4096
+
+
+def _is_regex(instance: object) -> bool:
+    if not isinstance(instance, str):
+        return True
+    if unsupported_pattern(instance, cache=False) is None:
+        return True
+    if len(instance) > MAX_PYTHON_REGEX:
+        return False
+    re.compile(instance)  # (re.error: not a regex)
+    return True
+
+
+_FORMATS.checkers["regex"] = (_is_regex, re.error)
 
 #: The formats draft 2020-12 defines (jsonschema's documented list for it), every one of which
 #: the host validates; see :func:`unchecked_formats`.
