@@ -11,6 +11,7 @@ import json
 import operator
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ def descriptors_from_hello(
     result = []
     seen = set()
     for raw in actions:
+        time.sleep(0)  # (off the loop: its turn for the GIL comes between two actions)
         name, namespace = raw.get("name"), raw.get("namespace")
         if not is_name(name):
             raise CatalogInvalid(f"action name {str(name)[:60]!r} is not an identifier")

@@ -1315,7 +1315,7 @@ class Reactor:
             timed_out = False
             problem: Problem | None = None
             try:
-                problem = validator.problem(value, deadline)
+                problem = validator.problem(value, deadline, polite=True)
             except DeadlineExceeded:
                 timed_out = True
             with contextlib.suppress(RuntimeError):  # the host closed meanwhile

@@ -186,7 +186,9 @@ class SchemaValidator:
             return None
         return Problem(json_path(error.absolute_path), error.message)
 
-    def problem(self, instance: Any, deadline: float | None = None) -> Problem | None:
+    def problem(
+        self, instance: Any, deadline: float | None = None, polite: bool = False
+    ) -> Problem | None:
         """Why ``instance`` does not match, or None. Bounded: at most ``host.bounded.MAX_STEPS``
         keyword evaluations (a schema that needs more is a problem of its own), and past
         ``deadline`` (a ``time.monotonic()`` value) it raises :class:`DeadlineExceeded`, the only
@@ -197,7 +199,8 @@ class SchemaValidator:
             return None
         try:
             error: ValidationError | None = run_bounded(
-                lambda: best_match(self._validator.iter_errors(instance)), deadline
+                lambda: best_match(self._validator.iter_errors(instance)), deadline,
+                polite=polite,
             )
         except DeadlineExceeded:
             raise
