@@ -1063,13 +1063,21 @@ class Reactor:
         if worker is None:
             log.warning("dropped a message from unknown peer %r", routing_id[:40])
             return
-        if worker.kill_reason is not None or worker.disconnected:
-            return  # it is being killed (or its connection broke): what it says no longer counts
+        if worker.kill_reason is not None:
+            return  # it is being killed: what it says no longer counts
         policy = worker.provider.policy
         try:
             message = protocol.decode_worker_message(frames, max_size=_largest_message(policy))
         except protocol.ProtocolError as exc:
-            self._violation(worker, str(exc))
+            if not worker.disconnected:
+                self._violation(worker, str(exc))
+            return
+        if worker.disconnected and not (
+            worker.state is State.STARTING and isinstance(message, protocol.Unavailable)
+        ):
+            # Its connection broke: what it says no longer counts - except the reason a
+            # starting worker gives for not serving, sent just before it exits, which the
+            # monitor's disconnection event can overtake on a busy host.
             return
         if worker.state is State.STARTING:
             self._on_startup_message(worker, message, sum(len(frame) for frame in frames))
