@@ -90,8 +90,11 @@ DISCONNECT_GRACE_S = 0.25
 MAX_UNDELIVERED = 3
 #: How long an idle worker gets to exit after SHUTDOWN before it is killed.
 SHUTDOWN_GRACE_S = 1.0
-#: Longest wait for a killed worker's report before its call's outcome is given without it.
+#: Longest wait for a killed worker's report before its call's outcome is given without it
+#: (and for a starting worker's UNAVAILABLE once its exit is known).
 OUTCOME_WAIT_S = 0.05
+#: The exit code of a worker that sent UNAVAILABLE (``sandbox.worker.EXIT_UNAVAILABLE``).
+WORKER_EXIT_UNAVAILABLE = 3
 #: Workers of a root host run as uids from this range, one per worker (never a real user's).
 DEDICATED_UID_BASE = 1_900_000_000
 DEDICATED_UID_SPAN = 10_000_000
@@ -1457,6 +1460,17 @@ class Reactor:
         status = worker.process.reap(timeout=KILL_GRACE_S)
         for fd in worker.process.log_fds:
             self._drain_log(worker, fd, limit=64)
+        if (
+            worker.state is State.STARTING
+            and worker.unavailable is None
+            and status.exit_code == WORKER_EXIT_UNAVAILABLE
+        ):
+            # It exited saying why (UNAVAILABLE), and the report of its exit overtook the
+            # message on a busy host: give the message a moment to arrive.
+            self._at(
+                time.monotonic() + OUTCOME_WAIT_S, lambda: self._on_exit(worker, status), worker
+            )
+            return
         self._on_exit(worker, status)
 
     def _expect_init(self, worker: WorkerHandle) -> None:
