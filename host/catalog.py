@@ -6,9 +6,13 @@ untrusted input, so every entry is checked (names, schemas) before it is accepte
 
 from __future__ import annotations
 
+import hashlib
+import json
 import operator
 import re
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -20,6 +24,8 @@ _MAX_DESCRIPTION = 4096
 #: Longest provider, namespace or action name: names travel in every CALL's envelope, which
 #: the worker bounds (``protocol.CALL_ENVELOPE_BYTES``).
 MAX_NAME_LENGTH = 128
+#: Most actions one provider may announce. (Each schema is bounded too: ``host.bounded``.)
+MAX_ACTIONS = 1000
 
 
 def is_name(value: object) -> TypeGuard[str]:
@@ -51,6 +57,10 @@ class SchemaRejected(CatalogInvalid):
     """A schema the worker announced is not valid JSON Schema: the provider's mistake, not a
     protocol violation. Workers leave the meta-schema check to the host (they do not import
     jsonschema), so this is where a typo in a hand-written schema is found."""
+
+
+class CatalogTooLarge(SchemaRejected):
+    """More actions than :data:`MAX_ACTIONS`: a load error, like a rejected schema."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +112,15 @@ def descriptors_from_hello(
     namespace and nothing else, so no HELLO can put an action under another provider's name.
     """
     who = f"provider {provider!r}" + (f" ({ref})" if ref else "")
+    if len(actions) > MAX_ACTIONS:
+        raise CatalogTooLarge(
+            f"{who} announces {len(actions):,} actions; a provider may have at most "
+            f"{MAX_ACTIONS:,}"
+        )
     result = []
     seen = set()
     for raw in actions:
+        time.sleep(0)  # (off the loop: its turn for the GIL comes between two actions)
         name, namespace = raw.get("name"), raw.get("namespace")
         if not is_name(name):
             raise CatalogInvalid(f"action name {str(name)[:60]!r} is not an identifier")
@@ -153,6 +169,63 @@ def descriptors_from_hello(
             f"namespace {provider!r}"
         )
     return result
+
+
+#: Catalogs already checked, by a hash of what decides the check's result, most recent last:
+#: a respawned worker, or the same provider loaded again (even after its catalog was rejected),
+#: costs a lookup, not a check. Values: the descriptors, or the rejection (type and message).
+_CHECKED: OrderedDict[bytes, list[ActionDescriptor] | tuple[type[CatalogInvalid], str]] = (
+    OrderedDict()
+)
+_CHECKED_MAX = 64
+_CHECKED_LOCK = threading.Lock()
+#: Catalog checks run in this process (not answered from the cache); read by tests.
+checks_run = 0
+
+
+def _catalog_key(provider: str, ref: str, signature: str) -> bytes:
+    return hashlib.sha256(
+        json.dumps([provider, ref, signature]).encode("utf-8", "surrogatepass")
+    ).digest()
+
+
+def cached_catalog(provider: str, signature: str, *, ref: str = "") -> bool:
+    """Whether :func:`checked_catalog` would answer from its cache (cheap: a hash)."""
+    with _CHECKED_LOCK:
+        return _catalog_key(provider, ref, signature) in _CHECKED
+
+
+def checked_catalog(
+    provider: str,
+    actions: Sequence[Mapping[str, Any]],
+    signature: str,
+    *,
+    ref: str = "",
+    declared_namespace: object = None,
+) -> list[ActionDescriptor]:
+    """:func:`descriptors_from_hello`, once per distinct catalog: ``signature`` is the canonical
+    JSON of what the worker announced (name, namespace, actions). Raises as it does."""
+    global checks_run
+    key = _catalog_key(provider, ref, signature)
+    with _CHECKED_LOCK:
+        known = _CHECKED.get(key)
+        if known is not None:
+            _CHECKED.move_to_end(key)
+    if known is None:
+        checks_run += 1
+        try:
+            known = descriptors_from_hello(
+                provider, actions, ref=ref, declared_namespace=declared_namespace
+            )
+        except CatalogInvalid as exc:
+            known = (type(exc), str(exc))
+        with _CHECKED_LOCK:
+            _CHECKED[key] = known
+            while len(_CHECKED) > _CHECKED_MAX:
+                _CHECKED.popitem(last=False)
+    if isinstance(known, tuple):
+        raise known[0](known[1])
+    return known
 
 
 class Catalog:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import itertools
 import os
 import threading
@@ -20,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from host.catalog import MAX_NAME_LENGTH, ActionDescriptor, Catalog, is_name
-from host.errors import Cancelled, InputInvalid, Outcome, ProviderUnavailable, SandboxError
+from host.errors import (
+    Cancelled,
+    InputInvalid,
+    Outcome,
+    ProviderUnavailable,
+    SandboxError,
+    Timeout,
+)
 from host.futures import CallFuture
 from host.inputs import encode_input
 from host.reactor import (
@@ -31,6 +39,7 @@ from host.reactor import (
     Reactor,
 )
 from host.usage import annotate_layers
+from host.validation import DeadlineExceeded
 from policies import Policy, load_config
 from sandbox import protocol
 
@@ -64,6 +73,21 @@ class ProviderInfo:
     workers: int
 
 
+_frozen = False
+
+
+def _freeze_imports() -> None:
+    """Once per process: move what exists now (mostly modules: jsonschema and its format
+    checkers alone are 150,000 objects) to the collector's permanent generation. A full
+    collection, which any thread's allocations can trigger and which holds the GIL, then scans
+    only what came later: it took 80-130 ms here, a stall of the loop and of every provider's
+    calls, before it was done; a few ms after."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+
+
 class Host:
     """Runs untrusted providers in confined workers and calls their actions.
 
@@ -94,6 +118,7 @@ class Host:
             from sandbox.libc import PR_SET_DUMPABLE, prctl
 
             prctl(PR_SET_DUMPABLE, 0)
+        _freeze_imports()
         self.catalog = Catalog()
         self._reactor = Reactor(self.catalog, search_path=[os.getcwd()], spawn=spawn)
         self._thread = threading.Thread(target=self._reactor.run, name="sandbox-host", daemon=True)
@@ -254,14 +279,23 @@ class Host:
         plain, encoded = encode_input(
             input, limit=policy.input, payload_size=0 if payload is None else len(payload)
         )
-        problem = descriptor.input_validator.problem(plain)
+        if timeout is not None and not (timeout > 0):
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        now = time.monotonic()
+        # Bounded (host.bounded) and within the caller's timeout, which it counts against.
+        try:
+            problem = descriptor.input_validator.problem(
+                plain, None if timeout is None else now + timeout
+            )
+        except DeadlineExceeded:
+            raise Timeout(
+                f"the call's timeout passed after {time.monotonic() - now:.3f}s while its "
+                "input was being validated"
+            ) from None
         if problem is not None:
             raise InputInvalid(f"invalid input at {problem}", path=problem.path)
         call_id = f"c{next(self._ids)}"
         frames = protocol.encode_call(call_id, descriptor.name, encoded, payload)
-        if timeout is not None and not (timeout > 0):
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
-        now = time.monotonic()
         call = PendingCall(
             call_id=call_id,
             frames=frames,

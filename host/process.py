@@ -384,7 +384,11 @@ class WorkerProcess:
             status.exit_code, status.signal = (rc, None) if rc >= 0 else (None, -rc)
         return status
 
-    def close(self, remove_tree: Callable[[str], object] = fsutil.remove_tree) -> None:
+    def close(
+        self,
+        remove_tree: Callable[[str], object] = fsutil.remove_tree,
+        later: Callable[[Callable[[], object], str], None] | None = None,
+    ) -> None:
         """Close the host's pipe ends, remove the private working directory and the cgroup.
 
         Runs once (a second call does nothing: a descriptor number closed twice may by then
@@ -392,6 +396,8 @@ class WorkerProcess:
         ``remove_tree`` removes the workdir; the reactor passes its janitor's, which does it
         off the loop. Either way links are unlinked, never followed (``host.fsutil``), so a
         link the provider planted in its workdir cannot make the host delete the target.
+        ``later(job, what)``, if given, runs the cgroup's removal (which waits for the tree's
+        last processes to leave it) in the background too.
         """
         if self._closed:
             return
@@ -407,9 +413,13 @@ class WorkerProcess:
             remove_tree(self.workdir)
         except Exception:  # pragma: no cover - the removers never raise
             pass
-        if self.cgroup is not None:
-            with contextlib.suppress(Exception):
-                self.cgroup.remove()
+        group = self.cgroup
+        if group is not None:
+            if later is not None:
+                later(group.remove, f"removing cgroup {group.directories}")
+            else:
+                with contextlib.suppress(Exception):
+                    group.remove()
 
 
 @dataclass

@@ -38,7 +38,8 @@ from host.catalog import (
     CatalogInvalid,
     OutsideNamespace,
     SchemaRejected,
-    descriptors_from_hello,
+    cached_catalog,
+    checked_catalog,
     is_name,
     same_name,
 )
@@ -60,6 +61,7 @@ from host.errors import (
 )
 from host.futures import CallFuture
 from host.janitor import Janitor
+from host.lanes import Lane
 from host.orphans import Orphans, stat_of
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
@@ -67,6 +69,7 @@ from host.rules import check_worker_rules
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Channel, Transport
 from host.usage import TreeMeter, measured_usage, next_cpu_check_s, outside_cpu_allowance_s
+from host.validation import DeadlineExceeded, Problem
 from host.zygote import ZygoteKeeper
 from policies import Policy
 from policies.paths import UnsafeRulePath
@@ -86,8 +89,11 @@ DISCONNECT_GRACE_S = 0.25
 MAX_UNDELIVERED = 3
 #: How long an idle worker gets to exit after SHUTDOWN before it is killed.
 SHUTDOWN_GRACE_S = 1.0
-#: Longest wait for a killed worker's report before its call's outcome is given without it.
+#: Longest wait for a killed worker's report before its call's outcome is given without it
+#: (and for a starting worker's UNAVAILABLE once its exit is known).
 OUTCOME_WAIT_S = 0.05
+#: The exit code of a worker that sent UNAVAILABLE (``sandbox.worker.EXIT_UNAVAILABLE``).
+WORKER_EXIT_UNAVAILABLE = 3
 #: Workers of a root host run as uids from this range, one per worker (never a real user's).
 DEDICATED_UID_BASE = 1_900_000_000
 DEDICATED_UID_SPAN = 10_000_000
@@ -113,8 +119,17 @@ MAX_PONG_BYTES = 64
 PENDING_PREFIX = "<pending "
 #: Longest ``close`` waits for the workdirs' removal (it goes on in the background after).
 JANITOR_CLOSE_TIMEOUT_S = 60.0
+#: A HELLO at most this big from a provider already loaded is compared on the loop (the common
+#: respawn); the first HELLO of a provider, or a bigger one, is handled on its lane.
+QUICK_HELLO_BYTES = 64 * 1024
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
+#: A result at most this big is first judged on the loop, by the fast path or by at most
+#: QUICK_STEPS keyword evaluations (about QUICK_SECONDS); one that needs more, or a bigger
+#: one, is validated on the provider's lane.
+QUICK_RESULT_BYTES = 16 * 1024
+QUICK_STEPS = 2000
+QUICK_SECONDS = 0.002
 
 
 def _largest_message(policy: Policy) -> int:
@@ -203,6 +218,8 @@ class WorkerHandle:
     spawned: float = field(default_factory=time.monotonic)
     #: Whether the host has recorded the worker's init as a process it may inherit.
     init_known: bool = False
+    #: Whether its HELLO arrived (it may be being checked, off the loop).
+    hello_seen: bool = False
 
 
 @dataclass(eq=False)
@@ -228,6 +245,8 @@ class ProviderState:
     breaker_until: float = 0.0
     last_failure: str = ""
     stats: ProviderStats = field(default_factory=ProviderStats)
+    #: Where this provider's costly host-side work runs (output validation), off the loop.
+    lane: Lane = field(default_factory=lambda: Lane("sandbox-lane"))
 
 
 @dataclass(order=True)
@@ -307,6 +326,8 @@ class Reactor:
         #: Calls handed to the loop and not finished, so none is lost if the loop stops.
         self._pending: set[PendingCall] = set()
         self._pending_lock = threading.Lock()
+        #: Calls whose result is being validated on their provider's lane.
+        self._validating: set[PendingCall] = set()
 
     # ------------------------------------------------------------------ thread-safe entry points
 
@@ -378,7 +399,7 @@ class Reactor:
                 self._cancelled_timers -= 1
             else:
                 self._guard(timer.worker, "a deadline", action)
-        if self._closing is not None and not self._workers:
+        if self._closing is not None and not self._workers and not self._validating:
             self._stopped = True
 
     def _at(
@@ -474,7 +495,7 @@ class Reactor:
                 if not (exited or final or now - since > STARTUP_TIMEOUT_S):
                     continue
                 process.exited = True
-                process.close(self._janitor.remove_tree)
+                process.close(self._janitor.remove_tree, self._janitor.submit)
             except Exception:
                 log.exception("cleaning up after an abandoned worker failed")
             self._abandoned.remove(entry)
@@ -986,6 +1007,7 @@ class Reactor:
         if call.done:
             return
         call.done = True
+        self._validating.discard(call)
         worker = call.worker
         end = call.deadline_hit if call.deadline_hit is not None else time.monotonic()
         wall = end - (call.dispatched if call.dispatched is not None else call.submitted)
@@ -1169,8 +1191,8 @@ class Reactor:
             self._guard(worker, "its message", lambda: self._violation(worker, reason))
 
     def _on_message(self, worker: WorkerHandle, frames: list[bytes]) -> None:
-        if worker.kill_reason is not None or worker.disconnected:
-            return  # it is being killed (or its connection broke): what it says no longer counts
+        if worker.kill_reason is not None:
+            return  # it is being killed: what it says no longer counts
         if frames[0] == protocol.Pong.KIND and (
             not worker.ping_sent or len(frames) != 2 or len(frames[1]) > MAX_PONG_BYTES
         ):  # (checked before decoding: a padded or unasked-for PONG costs the host nothing)
@@ -1180,10 +1202,18 @@ class Reactor:
         try:
             message = protocol.decode_worker_message(frames, max_size=budget)
         except protocol.ProtocolError as exc:
-            self._violation(worker, str(exc))
+            if not worker.disconnected:
+                self._violation(worker, str(exc))
+            return
+        if worker.disconnected and not (
+            worker.state is State.STARTING and isinstance(message, protocol.Unavailable)
+        ):
+            # Its connection broke: what it says no longer counts - except the reason a
+            # starting worker gives for not serving, sent just before it exits, which the
+            # monitor's disconnection event can overtake on a busy host.
             return
         if worker.state is State.STARTING:
-            self._on_startup_message(worker, message)
+            self._on_startup_message(worker, message, sum(len(frame) for frame in frames))
         elif isinstance(message, protocol.Result | protocol.Failure):
             self._on_call_message(worker, message, len(frames[1]))
         elif isinstance(message, protocol.Retire):
@@ -1203,7 +1233,12 @@ class Reactor:
             worker.process.terminate()
             self._at(time.monotonic() + KILL_GRACE_S, lambda: self._escalate(worker), worker)
 
-    def _on_startup_message(self, worker: WorkerHandle, message: protocol.WorkerMessage) -> None:
+    def _on_startup_message(
+        self, worker: WorkerHandle, message: protocol.WorkerMessage, size: int
+    ) -> None:
+        if worker.hello_seen:
+            self._violation(worker, f"{type(message).__name__} while its HELLO was checked")
+            return
         if not isinstance(message, protocol.Hello | protocol.Unavailable):
             self._violation(worker, f"{type(message).__name__} before HELLO")
             return
@@ -1236,15 +1271,65 @@ class Reactor:
             self.providers[declared] = provider
         # What the provider claims to be, with its catalog: a later worker must claim the same.
         claim = [message.provider.get("name"), message.provider.get("namespace"), message.actions]
-        signature = json.dumps(claim, sort_keys=True)
+        worker.hello_seen = True
+        if size <= QUICK_HELLO_BYTES:
+            signature = json.dumps(claim, sort_keys=True)
+            if provider.signature is not None:
+                self._on_hello_checked(worker, message, signature, None)
+                return
+            if cached_catalog(provider.name, signature, ref=provider.ref):
+                # (checked before, by this host or another of this process: a lookup)
+                self._on_hello_checked(worker, message, signature, None)
+                return
+        # Work in proportion to the catalog (up to MAX_CATALOG_BYTES of it): on the lane.
+        name, ref, known = provider.name, provider.ref, provider.signature
+
+        def job() -> None:
+            signature = json.dumps(claim, sort_keys=True)
+            result: list[ActionDescriptor] | CatalogInvalid | None = None
+            if known is None or signature != known:
+                try:
+                    result = checked_catalog(
+                        name, message.actions, signature, ref=ref,
+                        declared_namespace=message.provider.get("namespace"),
+                    )
+                except CatalogInvalid as exc:
+                    result = exc
+            with contextlib.suppress(RuntimeError):  # the host closed meanwhile
+                self.submit(lambda: self._guard(
+                    worker, "its HELLO", self._on_hello_checked, worker, message, signature,
+                    result,
+                ))  # fmt: skip
+
+        provider.lane.submit(job)
+
+    def _on_hello_checked(
+        self,
+        worker: WorkerHandle,
+        message: protocol.Hello,
+        signature: str,
+        checked: list[ActionDescriptor] | CatalogInvalid | None,
+    ) -> None:
+        """Go on with a HELLO whose catalog was checked (``checked``: its descriptors or why it
+        was rejected; None if it was not checked, being that of a worker before it)."""
+        if (
+            worker.kill_reason is not None
+            or worker.disconnected
+            or worker.state is not State.STARTING
+            or self._workers.get(worker.worker_id.encode()) is not worker
+        ):
+            return  # killed, or gone, while it was checked
+        provider = worker.provider
         if provider.signature is None:
             try:
-                descriptors = descriptors_from_hello(
-                    provider.name,
-                    message.actions,
-                    ref=provider.ref,
-                    declared_namespace=message.provider.get("namespace"),
-                )
+                if checked is None:  # cached (see above): a lookup
+                    checked = checked_catalog(
+                        provider.name, message.actions, signature, ref=provider.ref,
+                        declared_namespace=message.provider.get("namespace"),
+                    )
+                if isinstance(checked, CatalogInvalid):
+                    raise checked
+                descriptors = checked
             except (SchemaRejected, OutsideNamespace) as exc:  # the provider's load error
                 worker.unavailable = str(exc)
                 self._kill(worker, "invalid catalog")
@@ -1342,19 +1427,86 @@ class Reactor:
                 logs=logs,
             )
         else:
-            problem = call.descriptor.output_validator.problem(message.value)
-            if problem is not None:
-                self._finish(
-                    call,
-                    OutputInvalid(
-                        f"the result does not match the output schema at {problem}",
-                        usage=usage,
-                        path=problem.path,
-                    ),
-                    logs=logs,
+            verdict: Problem | bool | None = False
+            if body_size <= QUICK_RESULT_BYTES:
+                verdict = call.descriptor.output_validator.trial(
+                    message.value, QUICK_STEPS, QUICK_SECONDS
                 )
+            if isinstance(verdict, bool):  # (undecided)
+                self._validate_off_loop(call, message.value, policy, logs, usage)
             else:
-                self._finish(call, None, message.value, usage, logs=logs)
+                self._validated(call, message.value, verdict, False, usage, logs)
+
+    def _validate_off_loop(
+        self, call: PendingCall, value: Any, policy: Policy, logs: str, usage: Usage
+    ) -> None:
+        """Validate a result on its provider's lane: the loop goes on supervising. The time
+        counts against the call: past its wall time or the caller's timeout (whichever comes
+        first) it ends as Timeout, whatever the validation would have said."""
+        assert call.dispatched is not None
+        wall_end = call.dispatched + policy.wall_time
+        deadline = wall_end
+        if call.caller_deadline is not None:
+            deadline = min(deadline, call.caller_deadline)
+        provider = self.providers.get(call.provider)
+        if provider is None:  # (removed while the call ran)
+            self._finish(call, ProviderUnavailable(f"provider {call.provider!r} was removed"))
+            return
+        self._validating.add(call)
+        call.timers.append(self._at(wall_end, lambda: self._validation_overdue(call, policy)))
+        validator = call.descriptor.output_validator
+
+        def job() -> None:
+            timed_out = False
+            problem: Problem | None = None
+            try:
+                problem = validator.problem(value, deadline, polite=True)
+            except DeadlineExceeded:
+                timed_out = True
+            with contextlib.suppress(RuntimeError):  # the host closed meanwhile
+                self.submit(lambda: self._validated(call, value, problem, timed_out, usage, logs))
+
+        provider.lane.submit(job)
+
+    def _validated(
+        self,
+        call: PendingCall,
+        value: Any,
+        problem: Problem | None,
+        timed_out: bool,
+        usage: Usage,
+        logs: str,
+    ) -> None:
+        if call.done:
+            return
+        if timed_out:
+            elapsed = time.monotonic() - call.submitted
+            self._finish(call, Timeout(
+                f"the call's deadline passed after {elapsed:.3f}s while its result was being "
+                "validated", usage=usage,
+            ), logs=logs)  # fmt: skip
+        elif problem is not None:
+            self._finish(
+                call,
+                OutputInvalid(
+                    f"the result does not match the output schema at {problem}",
+                    usage=usage,
+                    path=problem.path,
+                ),
+                logs=logs,
+            )
+        else:
+            self._finish(call, None, value, usage, logs=logs)
+        if self._closing is not None:
+            self._close_step()
+
+    def _validation_overdue(self, call: PendingCall, policy: Policy) -> None:
+        if call.done:
+            return
+        self._finish(call, Timeout(
+            f"the action ran longer than its wall-time limit of {policy.wall_time:g}s "
+            "(its result was still being validated)"
+        ))  # fmt: skip
 
     def _recycle_if_due(self, worker: WorkerHandle, peak: int) -> None:
         """Retire a worker between calls after ``max_calls`` or ``max_memory_growth``."""
@@ -1444,6 +1596,17 @@ class Reactor:
         status = worker.process.reap(timeout=KILL_GRACE_S)
         for fd in worker.process.log_fds:
             self._drain_log(worker, fd, limit=64)
+        if (
+            worker.state is State.STARTING
+            and worker.unavailable is None
+            and status.exit_code == WORKER_EXIT_UNAVAILABLE
+        ):
+            # It exited saying why (UNAVAILABLE), and the report of its exit overtook the
+            # message on a busy host: give the message a moment to arrive.
+            self._at(
+                time.monotonic() + OUTCOME_WAIT_S, lambda: self._on_exit(worker, status), worker
+            )
+            return
         self._on_exit(worker, status)
 
     def _expect_init(self, worker: WorkerHandle) -> None:
@@ -1499,7 +1662,7 @@ class Reactor:
             self._forget_fd(fd)
         if worker.meter is not None:
             worker.meter.close()  # (before the cgroup is removed)
-        worker.process.close(self._janitor.remove_tree)
+        worker.process.close(self._janitor.remove_tree, self._janitor.submit)
         self._close_channel(worker)
         self._forget_worker(worker)
         log.debug("worker %s ended: %s", worker.worker_id, status.describe())
@@ -1656,7 +1819,10 @@ class Reactor:
         for provider in list(self.providers.values()):
             for worker in list(provider.workers):
                 self._guard(worker, "its shutdown", self._close_worker, worker, overdue)
-        if not self._workers:
+        if overdue:
+            for call in list(self._validating):
+                self._finish(call, Cancelled("the host is closing"))
+        if not self._workers and not self._validating:
             self._stopped = True
 
     def _close_worker(self, worker: WorkerHandle, overdue: bool) -> None:
@@ -1724,7 +1890,7 @@ class Reactor:
         if not process.exited:
             process.kill_everything()
             process.reap(timeout=KILL_GRACE_S)
-        process.close(self._janitor.remove_tree)
+        process.close(self._janitor.remove_tree, self._janitor.submit)
 
     @staticmethod
     def _attempt(what: str, step: Callable[..., object], *args: Any) -> None:

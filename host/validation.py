@@ -10,7 +10,9 @@ relevant error when there are several (``best_match``), so a user sees one clear
 from __future__ import annotations
 
 import json
+import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,12 +21,42 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
+from host.bounded import (
+    MAX_REFS,
+    MAX_STEPS,
+    BoundedValidator,
+    BudgetExceeded,
+    DeadlineExceeded,
+    run_bounded,
+    schema_problem,
+    unsupported_pattern,
+)
 from host.fastschema import compile_schema
+
+__all__ = ["DeadlineExceeded", "Problem", "SchemaInvalid", "SchemaValidator"]
 
 #: The ``format`` checkers of draft 2020-12. jsonschema registers a checker only when the
 #: package it needs imports (the ``format-nongpl`` extra this project depends on), and skips a
 #: format it has no checker for: an instance would then pass unchecked.
-_FORMATS: FormatChecker = Draft202012Validator.FORMAT_CHECKER
+_FORMATS: FormatChecker = FormatChecker()
+_FORMATS.checkers = dict(Draft202012Validator.FORMAT_CHECKER.checkers)
+#: Longest string ``format: regex`` compiles with Python's ``re`` (whose parser is Python code:
+#: a 1 MB pattern took 3 s); a longer one is a regex only if RE2 compiles it (linear).
+MAX_PYTHON_REGEX = 4096
+
+
+def _is_regex(instance: object) -> bool:
+    if not isinstance(instance, str):
+        return True
+    if unsupported_pattern(instance, cache=False) is None:
+        return True
+    if len(instance) > MAX_PYTHON_REGEX:
+        return False
+    re.compile(instance)  # (re.error: not a regex)
+    return True
+
+
+_FORMATS.checkers["regex"] = (_is_regex, re.error)
 
 #: The formats draft 2020-12 defines (jsonschema's documented list for it), every one of which
 #: the host validates; see :func:`unchecked_formats`.
@@ -79,12 +111,17 @@ _CHECKED_LOCK = threading.Lock()
 
 
 def _check_schema(schema: Any, what: str) -> None:
-    """Raise :class:`SchemaInvalid` unless ``schema`` is valid JSON Schema (draft 2020-12)."""
+    """Raise :class:`SchemaInvalid` unless ``schema`` is valid JSON Schema (draft 2020-12) the
+    host can apply with bounded work (``host.bounded.schema_problem``)."""
     try:
         key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         key = None  # not JSON: the check below says so
     if key is not None:
+        # Before the meta-schema check, whose own cost must stay bounded too.
+        reason = schema_problem(schema, len(key.encode()))
+        if reason is not None:
+            raise SchemaInvalid(f"{what}: {reason}")
         with _CHECKED_LOCK:
             if key in _CHECKED:
                 _CHECKED.move_to_end(key)
@@ -110,23 +147,68 @@ class SchemaValidator:
             raise SchemaInvalid(f"{what}: a schema must be a JSON object")
         _check_schema(schema, what)
         self.schema = schema
-        self._validator = Draft202012Validator(schema, format_checker=_FORMATS)
+        if isinstance(schema, dict) and "$schema" in schema:  # (the dialect, checked above)
+            schema = {k: v for k, v in schema.items() if k != "$schema"}
+        self._validator = BoundedValidator(schema, format_checker=_FORMATS)
         #: Accepts valid instances without jsonschema when the schema is simple enough; None
         #: otherwise. Rejections always go to jsonschema, for its message and its verdict.
         self._fast = compile_schema(schema)
 
-    def problem(self, instance: Any) -> Problem | None:
-        """Why ``instance`` does not match, or None. Never raises: a schema the provider
-        declared may still be broken in ways ``check_schema`` does not see (a ``$ref`` to
-        nowhere), and that must fail the call, not the host."""
-        if self._fast is not None:
-            try:
-                if self._fast(instance):
-                    return None
-            except RecursionError:
-                pass  # a very deep instance: let jsonschema give the verdict
+    @property
+    def has_fast_path(self) -> bool:
+        return self._fast is not None
+
+    def quick(self, instance: Any) -> bool:
+        """True if the fast path accepts ``instance`` (work linear in its size, patterns on
+        RE2); False means only :meth:`problem` can tell."""
+        if self._fast is None:
+            return False
         try:
-            error: ValidationError | None = best_match(self._validator.iter_errors(instance))
+            return self._fast(instance)
+        except RecursionError:
+            return False  # a very deep instance: let jsonschema give the verdict
+
+    def trial(self, instance: Any, steps: int, seconds: float) -> Problem | bool | None:
+        """:meth:`problem` within a small budget (``steps`` keyword evaluations, about
+        ``seconds``): its verdict, or False if it could not decide within it."""
+        if self.quick(instance):
+            return None
+        try:
+            error: ValidationError | None = run_bounded(
+                lambda: best_match(self._validator.iter_errors(instance)),
+                time.monotonic() + seconds, steps=steps, refs=steps,
+            )
+        except (DeadlineExceeded, BudgetExceeded):
+            return False
+        except Exception:
+            return False  # (let the full validation give its message)
+        if error is None:
+            return None
+        return Problem(json_path(error.absolute_path), error.message)
+
+    def problem(
+        self, instance: Any, deadline: float | None = None, polite: bool = False
+    ) -> Problem | None:
+        """Why ``instance`` does not match, or None. Bounded: at most ``host.bounded.MAX_STEPS``
+        keyword evaluations (a schema that needs more is a problem of its own), and past
+        ``deadline`` (a ``time.monotonic()`` value) it raises :class:`DeadlineExceeded`, the only
+        exception it raises: a schema the provider declared may still be broken in ways
+        ``check_schema`` does not see (a ``$ref`` to nowhere), and that must fail the call, not
+        the host."""
+        if self.quick(instance):
+            return None
+        try:
+            error: ValidationError | None = run_bounded(
+                lambda: best_match(self._validator.iter_errors(instance)), deadline,
+                polite=polite,
+            )
+        except DeadlineExceeded:
+            raise
+        except BudgetExceeded as exc:
+            return Problem(
+                "$", f"the schema is too costly to apply to this value ({exc}: at most "
+                f"{MAX_STEPS:,} steps, {MAX_REFS:,} $ref expansions)",
+            )
         except Exception as exc:
             return Problem("$", f"the schema cannot be applied: {type(exc).__name__}: {exc}")
         if error is None:

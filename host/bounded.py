@@ -1,0 +1,328 @@
+"""Bounded JSON Schema validation: no schema a provider declares, applied to any value, can cost
+more than a fixed amount of work.
+
+Schemas come from providers (untrusted), and so do results. jsonschema as it is has three ways to
+spend time out of proportion to its input, all measured on the host's loop thread before this
+module existed: ``pattern`` uses Python's backtracking ``re`` (``^(a+)+$`` against 30 ``a`` and a
+``b`` held the GIL for seconds), ``uniqueItems`` falls back to comparing every pair (an 18 KB
+array took 2 s), and ``$ref`` is expanded afresh at every use (17 levels of a definition that
+refers twice to the next cost 2**17 expansions for the integer ``1``). Here:
+
+- every regular expression a schema holds (``pattern``, the keys of ``patternProperties``, and
+  the ones ``additionalProperties``/``unevaluatedProperties`` apply) runs on RE2
+  (``google-re2``), whose matching time is linear in the text. RE2 has no backreferences and no
+  lookaround, which ECMA-262 (the dialect JSON Schema names) has: a schema using them is rejected
+  when the catalog is checked (:func:`unsupported_pattern`), naming the action and the pattern;
+- ``uniqueItems`` hashes a canonical form of each item (linear; JSON Schema's equality: ``1`` and
+  ``1.0`` equal, ``true`` and ``1`` not, object key order irrelevant);
+- every keyword evaluation spends one step of a budget (:data:`MAX_STEPS`), every ``$ref`` or
+  ``$dynamicRef`` expansion one of a smaller one (:data:`MAX_REFS`), and past a deadline (the
+  call's own) the validation stops: :class:`BudgetExceeded` / :class:`DeadlineExceeded`.
+
+The keyword implementations are jsonschema's own functions, rebound to a namespace where ``re``
+is RE2 and ``uniq`` is the linear one (the function objects are copied, jsonschema itself is not
+changed for anyone else in the process), so their verdicts and messages stay jsonschema's.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import re2
+from jsonschema import Draft202012Validator, _keywords, _utils, validators
+
+#: Keyword evaluations one validation may make (a keyword applied to one instance node is one).
+MAX_STEPS = 1_000_000
+#: ``$ref``/``$dynamicRef`` expansions one validation may make.
+MAX_REFS = 20_000
+#: Steps between two looks at the clock when a deadline is set.
+_CLOCK_EVERY = 256
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # a pattern RE2 rejects is reported by us, not printed by RE2
+
+
+class BudgetExceeded(Exception):
+    """The validation needed more work than a schema may cost."""
+
+
+class DeadlineExceeded(Exception):
+    """The validation was still running when the call's deadline passed."""
+
+
+@functools.lru_cache(maxsize=2048)
+def compiled(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (cached); raises ``re2.error`` if RE2 cannot compile it."""
+    return re2.compile(pattern, _OPTIONS)
+
+
+def unsupported_pattern(pattern: str, cache: bool = True) -> str | None:
+    """Why RE2 cannot run ``pattern`` (backreference, lookaround...), or None if it can.
+    ``cache=False`` for a pattern that is a value, not a schema's (``format: regex``)."""
+    try:
+        if cache:
+            compiled(pattern)
+        else:
+            re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        return str(reason)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def search(pattern: str, text: str) -> bool:
+    return compiled(pattern).search(text) is not None
+
+
+class _Re2Module:
+    """Stands for ``re`` inside the rebound jsonschema functions (they call ``re.search``)."""
+
+    @staticmethod
+    def search(pattern: str, text: str) -> Any:
+        return compiled(pattern).search(text)
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable form of a JSON value; equal forms <=> equal under JSON Schema's rules."""
+    if value is True or value is False:
+        return ("b", value)
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, int | float):
+        return ("n", value)  # 1 == 1.0 and hash(1) == hash(1.0), as JSON Schema wants
+    if isinstance(value, list | tuple):
+        return ("l", tuple(_canonical(item) for item in value))
+    if isinstance(value, dict):
+        return ("d", frozenset((key, _canonical(item)) for key, item in value.items()))
+    if value is None:
+        return ("z",)
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def uniq(container: Any) -> bool:
+    """Whether all items are distinct, in time linear in the container's size."""
+    seen: set[Any] = set()
+    for item in container:
+        form = _canonical(item)
+        if form in seen:
+            return False
+        seen.add(form)
+    return True
+
+
+class _Budget:
+    __slots__ = ("deadline", "polite", "refs", "steps")
+
+    def __init__(self, deadline: float | None, steps: int, refs: int, polite: bool) -> None:
+        self.steps = steps
+        self.refs = refs
+        self.deadline = deadline
+        self.polite = polite
+
+
+class _Local(threading.local):
+    budget: _Budget | None = None
+
+
+_LOCAL = _Local()
+
+
+def _spend(ref: bool = False) -> None:
+    budget = _LOCAL.budget
+    if budget is None:
+        return
+    budget.steps -= 1
+    if budget.steps <= 0:
+        raise BudgetExceeded("validating needed more schema steps than it may take")
+    if ref:
+        budget.refs -= 1
+        if budget.refs <= 0:
+            raise BudgetExceeded("validating needed more $ref expansions than it may take")
+    if budget.steps % _CLOCK_EVERY == 0:
+        deadline = budget.deadline
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceeded("the call's deadline passed during validation")
+        if budget.polite:
+            # Off the loop: let a thread waiting for the GIL (the loop) have it now, rather
+            # than after the interpreter's 5 ms switch interval.
+            time.sleep(0)
+
+
+def run_bounded(
+    work: Callable[[], Any],
+    deadline: float | None = None,
+    steps: int = MAX_STEPS,
+    refs: int = MAX_REFS,
+    polite: bool = False,
+) -> Any:
+    """Run ``work`` (a validation) with a fresh budget of ``steps`` and ``refs`` on this thread;
+    ``deadline`` is a ``time.monotonic()`` value past which it stops with
+    :class:`DeadlineExceeded`. ``polite``: yield the GIL every few hundred steps (for work off
+    the loop, so the loop's turns come at once)."""
+    outer = _LOCAL.budget
+    _LOCAL.budget = _Budget(deadline, steps, refs, polite)
+    try:
+        return work()
+    finally:
+        _LOCAL.budget = outer
+
+
+def _rebind(function: Any, namespace: dict[str, Any]) -> Any:
+    """A copy of ``function`` whose globals are ``namespace``."""
+    copy = types.FunctionType(
+        function.__code__, namespace, function.__name__, function.__defaults__,
+        function.__closure__,
+    )
+    copy.__kwdefaults__ = function.__kwdefaults__
+    copy.__qualname__ = function.__qualname__
+    return copy
+
+
+def _counted_finder(function: Any) -> Any:
+    def finder(validator: Any, instance: Any, schema: Any) -> Any:
+        _spend(ref=isinstance(schema, dict) and ("$ref" in schema or "$dynamicRef" in schema))
+        return function(validator, instance, schema)
+
+    return finder
+
+
+def _build_keywords() -> dict[str, Any]:
+    utils_ns = dict(vars(_utils))
+    utils_ns["re"] = _Re2Module
+    utils_ns["uniq"] = uniq
+    for name in ("find_evaluated_item_indexes_by_schema", "find_evaluated_property_keys_by_schema"):
+        # (they recurse through their own global name, so the counted copy is what recurses)
+        utils_ns[name] = _counted_finder(_rebind(getattr(_utils, name), utils_ns))
+    keywords_ns = dict(vars(_keywords))
+    keywords_ns["re"] = _Re2Module
+    keywords_ns["uniq"] = uniq
+    for name in (
+        "find_additional_properties",
+        "find_evaluated_item_indexes_by_schema",
+        "find_evaluated_property_keys_by_schema",
+    ):
+        keywords_ns[name] = (
+            utils_ns[name] if name.startswith("find_evaluated") else
+            _rebind(getattr(_utils, name), utils_ns)
+        )
+    result = {}
+    for keyword, function in Draft202012Validator.VALIDATORS.items():
+        if getattr(function, "__module__", None) == _keywords.__name__:
+            function = _rebind(function, keywords_ns)
+        result[keyword] = _counted(function, ref=keyword in ("$ref", "$dynamicRef"))
+    return result
+
+
+def _counted(function: Any, ref: bool) -> Any:
+    def keyword(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any] | None:
+        _spend(ref)
+        result: Iterator[Any] | None = function(validator, value, instance, schema)
+        return result
+
+    keyword.__name__ = function.__name__
+    return keyword
+
+
+#: Draft 2020-12 with every keyword counted, RE2 for regular expressions and a linear
+#: ``uniqueItems``. Used only inside :func:`run_bounded` (outside it, it is unbounded but still
+#: linear in regexes and ``uniqueItems``).
+BoundedValidator: Any = validators.create(
+    meta_schema=Draft202012Validator.META_SCHEMA,
+    validators=_build_keywords(),
+    type_checker=Draft202012Validator.TYPE_CHECKER,
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+    id_of=Draft202012Validator.ID_OF,
+    # (no ``version``: that would register the class as *the* validator of draft 2020-12 for
+    # every user of jsonschema in the process)
+    applicable_validators=Draft202012Validator._APPLICABLE_VALIDATORS,
+)
+
+
+#: The only dialect a schema may name (``$schema``, at its root only).
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+#: Limits on one schema a provider declares (checked before anything else looks at it).
+MAX_SCHEMA_BYTES = 256 * 1024
+MAX_SCHEMA_DEPTH = 64
+
+#: Keywords whose value is a subschema, a list of them, or a map of names to them.
+_ONE = frozenset({
+    "items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "contains",
+    "propertyNames", "not", "if", "then", "else",
+})  # fmt: skip
+_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_MAP = frozenset({"properties", "$defs", "definitions", "dependentSchemas", "patternProperties"})
+#: Keywords the meta-schema checks with ``uniqueItems`` over string arrays: a non-string item
+#: there would send jsonschema's own check to its quadratic comparison.
+_STRING_ARRAYS = frozenset({"required", "type"})
+
+
+def schema_problem(schema: Any, size: int) -> str | None:
+    """Why ``schema`` (``size`` bytes serialized) may not be used, before any meta-schema check
+    or validation touches it: too big, too deep, a dialect other than 2020-12 or a ``$schema``
+    below the root (jsonschema would switch to another, unbounded, validator there), a string
+    array the meta-schema checks for uniqueness holding something else, or a regular expression
+    RE2 cannot run. None if it may be used. Work linear in the schema's size."""
+    if size > MAX_SCHEMA_BYTES:
+        return f"the schema is {size:,} bytes; the limit is {MAX_SCHEMA_BYTES:,}"
+    # Every container, with its depth: the depth limit and the ``$schema`` rule hold everywhere.
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            return f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
+        if isinstance(value, dict):
+            if "$schema" in value and (value is not schema or value["$schema"] != DIALECT):
+                return (
+                    f"$schema {str(value['$schema'])[:80]!r} is not allowed there: only "
+                    f"{DIALECT!r}, at the root"
+                )
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    # Subschemas: their regular expressions and string arrays.
+    schemas: list[Any] = [schema]
+    while schemas:
+        node = schemas.pop()
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                reason = unsupported_pattern(value)
+                if reason is not None:
+                    return _pattern_message(value, reason)
+            elif key in _STRING_ARRAYS and isinstance(value, list):
+                if not all(isinstance(item, str) for item in value):
+                    return f"{key!r} must be a list of strings"
+            elif key == "dependentRequired" and isinstance(value, dict) and not all(
+                isinstance(names, list) and all(isinstance(n, str) for n in names)
+                for names in value.values()
+            ):
+                return "'dependentRequired' must map names to lists of strings"
+            if key in _ONE:
+                schemas.append(value)
+            elif key in _LIST and isinstance(value, list):
+                schemas.extend(value)
+            elif key in _MAP and isinstance(value, dict):
+                if key == "patternProperties":
+                    for pattern in value:
+                        reason = unsupported_pattern(pattern)
+                        if reason is not None:
+                            return _pattern_message(pattern, reason)
+                schemas.extend(value.values())
+    return None
+
+
+def _pattern_message(pattern: str, reason: str) -> str:
+    return (
+        f"the pattern {pattern[:200]!r} cannot be run by RE2, the linear-time engine the host "
+        f"uses ({reason}); backreferences and lookaround are not supported"
+    )

@@ -1,0 +1,82 @@
+"""A hostile provider whose schemas make validating cheap-looking values expensive, for the
+host's stall tests. Each attack is bounded (seconds on an unbounded validator, not hours):
+
+- ``backtrack``: ``^(a+)+$`` against 26 ``a`` and a ``!``: ~2**26 steps of a backtracking
+  engine (Python's ``re``, which holds the GIL), linear on RE2;
+- ``unique``: ``uniqueItems`` over 1,500 objects (18 KB): jsonschema cannot sort objects, so it
+  compares every pair;
+- ``doubled``: 17 definitions each referring twice to the next: 2**17 ``$ref`` expansions to
+  check the integer 1.
+
+The same schemas are the inputs of ``take_*``, for the caller's side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers import Provider
+
+provider = Provider("stall", version="1.0")
+
+BACKTRACK = {"type": "string", "pattern": "^(a+)+$"}
+HOSTILE_TEXT = "a" * 26 + "!"
+UNIQUE = {"type": "array", "uniqueItems": True}
+LEVELS = 17
+
+
+def _doubled() -> dict[str, Any]:
+    defs: dict[str, Any] = {
+        f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+        for i in range(LEVELS)
+    }
+    defs[f"d{LEVELS}"] = {"type": "integer"}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+DOUBLED = _doubled()
+EMPTY = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+@provider.action(input=EMPTY, output=BACKTRACK)
+def backtrack() -> str:
+    return HOSTILE_TEXT
+
+
+@provider.action(input=EMPTY, output=UNIQUE)
+def unique() -> list[dict[str, int]]:
+    return [{"k": i} for i in range(1500)]
+
+
+@provider.action(input=EMPTY, output=DOUBLED)
+def doubled() -> int:
+    return 1
+
+
+@provider.action(
+    input={"type": "object", "properties": {"text": BACKTRACK}, "required": ["text"]},
+    output={"type": "integer"},
+)
+def take_text(text: str) -> int:
+    return len(text)
+
+
+@provider.action(
+    input={"type": "object", "properties": {"items": UNIQUE}, "required": ["items"]},
+    output={"type": "integer"},
+)
+def take_items(items: list[Any]) -> int:
+    return len(items)
+
+
+@provider.action(
+    input={
+        "type": "object",
+        "properties": {"n": {"$ref": "#/$defs/d0"}},
+        "required": ["n"],
+        "$defs": DOUBLED["$defs"],
+    },
+    output={"type": "integer"},
+)
+def take_number(n: int) -> int:
+    return n

@@ -1,0 +1,122 @@
+"""``host.bounded``: the same verdicts as jsonschema, in bounded time, on every path a schema
+can send a value down (no sandbox here: these are the validator's own properties)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema._utils import uniq as jsonschema_uniq
+
+from host.bounded import schema_problem, uniq
+from host.validation import SchemaInvalid, SchemaValidator
+
+SLOW_KEY = "a" * 30 + "!"
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([0.0, 1.0, 1.5, -2.0])
+    | st.sampled_from(["", "a", "b"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("ab"), inner,
+                                                                max_size=2),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_values, max_size=6))
+def test_unique_items_agrees_with_jsonschema(items: list[Any]) -> None:
+    assert uniq(items) == jsonschema_uniq(items), items
+
+
+@pytest.mark.parametrize(
+    "schema, instance, valid",
+    [
+        ({"pattern": "^(a+)+$"}, SLOW_KEY, False),
+        ({"patternProperties": {"^(a+)+$": {}}, "additionalProperties": False}, {SLOW_KEY: 1},
+         False),
+        ({"patternProperties": {"^(a+)+$": {}}, "unevaluatedProperties": False}, {SLOW_KEY: 1},
+         False),
+        ({"propertyNames": {"pattern": "^(a+)+$"}}, {SLOW_KEY: 1}, False),
+        ({"uniqueItems": True}, [{"k": i} for i in range(3000)], True),
+        ({"uniqueItems": True}, [{"k": i} for i in range(3000)] + [{"k": 0.0}], False),
+    ],
+)
+def test_every_regex_and_unique_items_path_is_linear(
+    schema: dict[str, Any], instance: Any, valid: bool
+) -> None:
+    """Each of these took seconds (or far longer) with jsonschema's own keywords."""
+    validator = SchemaValidator(schema, what="test")
+    start = time.monotonic()
+    assert (validator.problem(instance) is None) == valid
+    assert time.monotonic() - start < 1.0
+
+
+def test_refs_inside_unevaluated_properties_are_counted() -> None:
+    defs: dict[str, Any] = {
+        f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+        for i in range(24)
+    }
+    defs["d24"] = {"properties": {"a": {}}}
+    schema = {"$defs": defs, "$ref": "#/$defs/d0", "unevaluatedProperties": False}
+    validator = SchemaValidator(schema, what="test")
+    start = time.monotonic()
+    problem = validator.problem({"a": 1})
+    assert time.monotonic() - start < 5.0
+    assert problem is not None and "too costly" in problem.message
+
+
+@pytest.mark.parametrize(
+    "schema, reason",
+    [
+        ({"properties": {"x": {"$schema": "http://json-schema.org/draft-07/schema#"}}},
+         "not allowed there"),
+        ({"$schema": "http://json-schema.org/draft-07/schema#"}, "not allowed there"),
+        ({"pattern": "(a)\\1"}, "RE2"),
+        ({"patternProperties": {"(?<=a)b": {}}}, "RE2"),
+        ({"required": ["a", 1] * 10}, "list of strings"),
+        ({"items": {"items": {}}, "enum": [{"$schema": 1}]}, "not allowed there"),
+        ({"items": {"items": {"pattern": "^[a-z]+$"}}}, None),
+    ],
+)
+def test_schema_problems(schema: dict[str, Any], reason: str | None) -> None:
+    found = schema_problem(schema, 100)
+    if reason is None:
+        assert found is None
+    else:
+        assert found is not None and reason in found
+        with pytest.raises(SchemaInvalid, match="test"):
+            SchemaValidator(schema, what="test")
+
+
+def test_depth_and_size_limits() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(70):
+        node["not"] = {}
+        node = node["not"]
+    assert "deeper" in (schema_problem(deep, 100) or "")
+    assert "limit" in (schema_problem({}, 300 * 1024) or "")
+
+
+def test_the_root_dialect_is_accepted() -> None:
+    validator = SchemaValidator(
+        {"$schema": "https://json-schema.org/draft/2020-12/schema", "$ref": "#/$defs/a",
+         "$defs": {"a": {"type": "integer"}}},
+        what="test",
+    )
+    assert validator.problem(1) is None
+    assert validator.problem("x") is not None
+
+
+def test_format_regex_of_a_huge_value_is_bounded() -> None:
+    """``format: regex`` compiled the value with Python's ``re``, whose parser is Python code: a
+    300 KB pattern took 3 s. RE2 compiles it in linear time; a long one RE2 cannot compile is
+    not taken for a regex."""
+    validator = SchemaValidator({"type": "string", "format": "regex"}, what="test")
+    start = time.monotonic()
+    assert validator.problem("(a|b)*" * 50000) is None
+    assert validator.problem("(?=a)" * 2000) is not None
+    assert validator.problem("(?=a)b") is None  # short: Python's re decides, as before
+    assert time.monotonic() - start < 2.0

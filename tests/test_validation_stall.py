@@ -1,0 +1,134 @@
+"""Schemas a provider declares cannot stall the host: validation is bounded (RE2 patterns, a
+linear ``uniqueItems``, a budget on ``$ref`` expansion and total work), output validation runs
+off the loop, and its time counts against the call's own deadline.
+
+Each attack is a real provider (``tests/providers/stall.py``) whose schema cost seconds on the
+unbounded validator, on the loop thread, so every provider's calls waited. Here another
+provider's calls on the same host keep their latency while it runs: the bound is generous (the
+host's own baseline plus 0.4 s), the stalls it catches were 1.6-4.4 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from host import Host, InputInvalid, OutputInvalid, ProviderUnavailable, Timeout
+from policies import Policy
+from tests.conftest import provider_file
+
+STALL = provider_file("stall.py")
+ECHO = provider_file("echo.py")
+HOSTILE_TEXT = "a" * 26 + "!"
+#: Slack over the baseline a probe call may take while an attack runs.
+SLACK_S = 0.4
+
+
+@pytest.fixture
+def shared() -> Iterator[Host]:
+    with Host() as host:
+        host.add_provider(STALL, policy=Policy(wall_time=20))
+        host.add_provider(ECHO)
+        yield host
+
+
+def _probe(host: Host) -> float:
+    start = time.monotonic()
+    assert host.call("echo.add", {"a": 1}) == 2
+    return time.monotonic() - start
+
+
+def _latency_during(host: Host, attack: Callable[[], Any]) -> tuple[Any, float, float]:
+    """Run ``attack`` in a thread while probing echo.add; (its result, the baseline's worst
+    probe, the worst probe during the attack)."""
+    baseline = max(_probe(host) for _ in range(20))
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(attack())
+        except Exception as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    during = [_probe(host)]
+    while thread.is_alive():
+        during.append(_probe(host))
+    thread.join()
+    return result[0], baseline, max(during)
+
+
+def _run(host: Host, action: str, **kwargs: Any) -> Any:
+    return host.run(action, {}, **kwargs)
+
+
+def test_backtracking_pattern_is_linear_and_stalls_no_one(shared: Host) -> None:
+    outcome, baseline, worst = _latency_during(shared, lambda: _run(shared, "stall.backtrack"))
+    assert not outcome.ok and isinstance(outcome.error, OutputInvalid), outcome
+    assert "does not match" in str(outcome.error)
+    assert worst <= baseline + SLACK_S, (baseline, worst)
+
+
+def test_unique_items_over_objects_is_linear(shared: Host) -> None:
+    outcome, baseline, worst = _latency_during(shared, lambda: _run(shared, "stall.unique"))
+    assert outcome.ok, outcome.error
+    assert len(outcome.value) == 1500
+    assert worst <= baseline + SLACK_S, (baseline, worst)
+
+
+def test_doubled_refs_hit_the_budget_and_stall_no_one(shared: Host) -> None:
+    outcome, baseline, worst = _latency_during(shared, lambda: _run(shared, "stall.doubled"))
+    assert not outcome.ok and isinstance(outcome.error, OutputInvalid), outcome
+    assert "too costly" in str(outcome.error) and "$ref" in str(outcome.error)
+    assert worst <= baseline + SLACK_S, (baseline, worst)
+
+
+def test_the_callers_timeout_is_honoured_during_validation(shared: Host) -> None:
+    """Validation time is the call's time: a call whose result is still being validated when
+    the caller's timeout passes ends as Timeout, never ok late."""
+    outcomes = [shared.run("stall.doubled", {}, timeout=0.15) for _ in range(3)]
+    for outcome in outcomes:
+        assert not outcome.ok and isinstance(outcome.error, Timeout), outcome
+        assert outcome.usage.wall_s < 1.0, outcome.usage
+
+
+def test_the_worker_serves_other_calls_while_a_result_is_validated(shared: Host) -> None:
+    futures = [shared.submit("stall.doubled") for _ in range(3)]
+    assert shared.call("echo.add", {"a": 2}) == 3
+    for future in futures:
+        assert isinstance(future.exception(timeout=30), OutputInvalid)
+
+
+def test_input_validation_is_bounded_for_the_caller(shared: Host) -> None:
+    """The same hostile schemas as inputs: the caller's thread pays a bounded cost."""
+    start = time.monotonic()
+    with pytest.raises(InputInvalid, match="does not match"):
+        shared.call("stall.take_text", {"text": HOSTILE_TEXT})
+    assert shared.call("stall.take_items", {"items": [{"k": i} for i in range(1500)]}) == 1500
+    with pytest.raises(InputInvalid, match="too costly"):
+        shared.call("stall.take_number", {"n": 1})
+    with pytest.raises(Timeout, match="input was being validated"):
+        shared.call("stall.take_number", {"n": 1}, timeout=0.05)
+    # (each of these took 1.6-4.4 s unbounded; a generous bound for all four together)
+    assert time.monotonic() - start < 3.0
+
+
+def test_a_lookahead_pattern_is_refused_with_the_action_and_the_pattern() -> None:
+    with (
+        Host() as host,
+        pytest.raises(ProviderUnavailable, match=r"lookahead\.code.*\(\?=\.\*\[0-9\]\).*RE2"),
+    ):
+        host.add_provider(provider_file("lookahead.py"))
+
+
+def test_a_quiet_host_keeps_its_latency() -> None:
+    """The baseline the bounds above compare to is a real one: a median probe is quick."""
+    with Host() as host:
+        host.add_provider(ECHO)
+        assert statistics.median(_probe(host) for _ in range(20)) < SLACK_S
