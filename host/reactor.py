@@ -11,6 +11,8 @@ same call.
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import heapq
 import hmac
 import itertools
@@ -25,7 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -128,8 +130,27 @@ LOG_CHUNK = 64 * 1024
 #: QUICK_STEPS keyword evaluations (about QUICK_SECONDS); one that needs more, or a bigger
 #: one, is validated on the provider's lane.
 QUICK_RESULT_BYTES = 16 * 1024
+#: A message body bigger than this is decoded (JSON, depth and text checks: ~1 s per MB for a
+#: value of many small containers) on the provider's lane, not on the loop.
+DECODE_ON_LOOP_BYTES = 64 * 1024
 QUICK_STEPS = 2000
 QUICK_SECONDS = 0.002
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while JSON is decoded: the decoder holds the GIL throughout, and
+    the collections its hundreds of thousands of new containers trigger doubled that time
+    (they cannot form cycles, so nothing is missed). Left as it was found: if the collector
+    was already off (an embedding engine's choice, or another decode), it stays off."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _largest_message(policy: Policy) -> int:
@@ -220,6 +241,11 @@ class WorkerHandle:
     init_known: bool = False
     #: Whether its HELLO arrived (it may be being checked, off the loop).
     hello_seen: bool = False
+    #: A big message of this worker is being decoded on its provider's lane; what happens to
+    #: the worker meanwhile (its next messages, a protocol violation, the connection's end,
+    #: its exit) is held here and handled, in order, once that message has been.
+    decoding: bool = False
+    held: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -1165,16 +1191,55 @@ class Reactor:
         events, violation = channel.read()
         for event in events:
             if isinstance(event, zmtp.Message):
-                self._on_message_guarded(worker, event.frames)
+                self._in_order(worker, functools.partial(
+                    self._on_message_guarded, worker, event.frames
+                ))  # fmt: skip
             elif isinstance(event, zmtp.ConnectionClosed):
                 self._unwatch_wire(worker)
-                self._on_disconnect(worker)
+                self._in_order(worker, functools.partial(self._on_disconnect, worker))
             if worker.channel.closed:
                 return
         if violation is not None:
-            self._close_channel(worker)
-            if worker.kill_reason is None:
-                self._violation(worker, f"its connection broke the wire protocol: {violation}")
+            self._close_channel(worker)  # (nothing more is read; the verdict keeps its turn)
+            self._in_order(worker, functools.partial(self._wire_violation, worker, violation))
+
+    def _wire_violation(self, worker: WorkerHandle, violation: str) -> None:
+        if worker.kill_reason is None:
+            self._violation(worker, f"its connection broke the wire protocol: {violation}")
+
+    def _in_order(self, worker: WorkerHandle, event: Callable[[], None]) -> None:
+        """Handle ``event`` now, or after the big message being decoded off the loop."""
+        if worker.decoding:
+            worker.held.append(event)
+        else:
+            event()
+
+    def _decode_off_loop(self, worker: WorkerHandle, frames: list[bytes], budget: int) -> None:
+        """Decode a big message on the provider's lane; the loop goes on supervising, and the
+        worker's later events wait for it (``WorkerHandle.held``)."""
+        worker.decoding = True
+
+        def job() -> None:
+            decoded: protocol.WorkerMessage | Exception
+            try:
+                with _collector_paused():
+                    decoded = protocol.decode_worker_message(frames, max_size=budget)
+            except Exception as exc:  # (ProtocolError; anything else is reported the same way)
+                decoded = exc
+            with contextlib.suppress(RuntimeError):  # the host closed meanwhile
+                self.submit(functools.partial(self._decoded, worker, frames, decoded))
+
+        worker.provider.lane.submit(job)
+
+    def _decoded(
+        self, worker: WorkerHandle, frames: list[bytes], decoded: protocol.WorkerMessage | Exception
+    ) -> None:
+        worker.decoding = False
+        try:
+            self._guard(worker, "its message", self._on_decoded, worker, frames, decoded)
+        finally:
+            while worker.held and not worker.decoding:
+                self._guard(worker, "its next event", worker.held.pop(0))
 
     def _lost_connection(self, worker: WorkerHandle) -> None:
         self._unwatch_wire(worker)
@@ -1199,12 +1264,26 @@ class Reactor:
             self._violation(worker, "a PONG the host did not ask for")
             return
         budget = worker.channel.codec.budget
-        try:
-            message = protocol.decode_worker_message(frames, max_size=budget)
-        except protocol.ProtocolError as exc:
-            if not worker.disconnected:
-                self._violation(worker, str(exc))
+        if len(frames) == 2 and len(frames[1]) > DECODE_ON_LOOP_BYTES:
+            self._decode_off_loop(worker, frames, budget)
             return
+        decoded: protocol.WorkerMessage | Exception
+        try:
+            decoded = protocol.decode_worker_message(frames, max_size=budget)
+        except protocol.ProtocolError as exc:
+            decoded = exc
+        self._on_decoded(worker, frames, decoded)
+
+    def _on_decoded(
+        self, worker: WorkerHandle, frames: list[bytes], decoded: protocol.WorkerMessage | Exception
+    ) -> None:
+        if worker.kill_reason is not None:
+            return  # killed while it was decoded: what it said no longer counts
+        if isinstance(decoded, Exception):
+            if not worker.disconnected:
+                self._violation(worker, str(decoded))
+            return
+        message = decoded
         if worker.disconnected and not (
             worker.state is State.STARTING and isinstance(message, protocol.Unavailable)
         ):
@@ -1621,6 +1700,9 @@ class Reactor:
             self._orphans.expect(pid, stat[2])
 
     def _on_exit(self, worker: WorkerHandle, status: ExitStatus) -> None:
+        if worker.decoding:  # what it sent before it died is judged first
+            worker.held.append(functools.partial(self._on_exit, worker, status))
+            return
         provider = worker.provider
         call = worker.call
         if call is not None and not call.done and self._never_delivered(worker, call, status):

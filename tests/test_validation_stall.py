@@ -37,6 +37,14 @@ def shared() -> Iterator[Host]:
         yield host
 
 
+@pytest.fixture
+def big_results() -> Iterator[Host]:
+    with Host() as host:
+        host.add_provider(STALL, policy=Policy(wall_time=20, output=4 * 1024 * 1024))
+        host.add_provider(ECHO)
+        yield host
+
+
 def _probe(host: Host) -> float:
     start = time.monotonic()
     assert host.call("echo.add", {"a": 1}) == 2
@@ -132,3 +140,17 @@ def test_a_quiet_host_keeps_its_latency() -> None:
     with Host() as host:
         host.add_provider(ECHO)
         assert statistics.median(_probe(host) for _ in range(20)) < SLACK_S
+
+
+def test_a_big_result_is_decoded_off_the_loop(big_results: Host) -> None:
+    """Decoding a result (JSON, then the depth and text checks) costs time in proportion to
+    what the worker sent: 3.6 MB of small lists took seconds on the loop, during which every
+    provider's calls waited."""
+    from tests.providers.stall import NESTED_ITEMS
+
+    outcome, baseline, worst = _latency_during(
+        big_results, lambda: _run(big_results, "stall.nested")
+    )
+    assert outcome.ok, outcome.error
+    assert len(outcome.value) == NESTED_ITEMS and outcome.value[7] == [[[[7]]]]
+    assert worst <= baseline + SLACK_S, (baseline, worst)

@@ -80,3 +80,13 @@ def take_items(items: list[Any]) -> int:
 )
 def take_number(n: int) -> int:
     return n
+
+
+#: ``nested``: a result of many small containers (3.6 MB of ``[[[[[i]]]]]``): decoding and
+#: checking it costs the host about a second per MB, which must not be the loop's second.
+NESTED_ITEMS = 200_000
+
+
+@provider.action(input=EMPTY, output={"type": "array"})
+def nested() -> list[Any]:
+    return [[[[[i]]]] for i in range(NESTED_ITEMS)]
