@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from typing import Any
 
 import zmq
@@ -62,6 +61,18 @@ from host.errors import (
 from host.futures import CallFuture
 from host.janitor import Janitor
 from host.orphans import Orphans, stat_of
+from host.pool import (
+    BACKOFF_FIRST_S,  # noqa: F401  (re-exported: the pool's figures, where tests look)
+    BACKOFF_MAX_S,  # noqa: F401
+    BREAKER_COOLDOWN_S,
+    BREAKER_THRESHOLD,  # noqa: F401
+    MAX_UNDELIVERED,  # noqa: F401
+    Limits,
+    Pool,
+    Spawn,
+    State,
+    WakeAt,
+)
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
 from host.rules import check_worker_rules
@@ -83,8 +94,6 @@ KILL_GRACE_S = 2.0
 #: How long a disconnected worker's init gets to report a death before the host decides the
 #: connection was dropped under a live worker (an oversized or malformed frame) and kills it.
 DISCONNECT_GRACE_S = 0.25
-#: How often one call may be handed again because its worker had died before it was sent.
-MAX_UNDELIVERED = 3
 #: How long an idle worker gets to exit after SHUTDOWN before it is killed.
 SHUTDOWN_GRACE_S = 1.0
 #: Longest wait for a killed worker's report before its call's outcome is given without it.
@@ -95,12 +104,6 @@ DEDICATED_UID_SPAN = 10_000_000
 #: Idle workers are pinged this often; one that has not answered within the timeout is hung.
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TIMEOUT_S = 3.0
-#: Start-up failures in a row: back-off doubles from the first up to the cap; at the threshold
-#: the circuit breaker opens and calls fail fast for the cool-down.
-BACKOFF_FIRST_S = 0.1
-BACKOFF_MAX_S = 5.0
-BREAKER_THRESHOLD = 5
-BREAKER_COOLDOWN_S = 30.0
 #: A HELLO may carry this much catalog even when the policy's result limit is smaller.
 MAX_CATALOG_BYTES = 1024 * 1024
 #: How a provider added without a name is keyed until its HELLO names it; not a valid name, so
@@ -115,13 +118,6 @@ LOG_CHUNK = 64 * 1024
 def _largest_message(policy: Policy) -> int:
     """The biggest message a worker may send: its result limit (or a catalog), plus envelope."""
     return max(policy.output, MAX_CATALOG_BYTES) + ENVELOPE_BYTES
-
-
-class State(Enum):
-    STARTING = "starting"
-    READY = "ready"
-    BUSY = "busy"
-    STOPPING = "stopping"
 
 
 @dataclass(eq=False)
@@ -161,7 +157,6 @@ class WorkerHandle:
     process: WorkerProcess
     endpoint: str
     logs: LogCapture
-    state: State = State.STARTING
     call: PendingCall | None = None
     pid: int | None = None
     #: Why the host is killing this worker, if it is: the outcome already given to its call.
@@ -174,10 +169,6 @@ class WorkerHandle:
     #: The outcome decided for the running call when the host killed the worker; it is given
     #: once the supervisor reports (so it carries CPU and memory use) or after the grace time.
     pending_error: SandboxError | None = None
-    calls: int = 0
-    #: Peak memory of the worker's first call: the baseline for ``max_memory_growth``.
-    first_peak: int = 0
-    idle_since: float = 0.0
     ping_seq: int = 0
     #: When the unanswered ping was sent (0: none outstanding).
     ping_sent: float = 0.0
@@ -187,6 +178,24 @@ class WorkerHandle:
     #: Whether the host has recorded the worker's init as a process it may inherit.
     init_known: bool = False
 
+    # Its state, when it went idle, and its call count live in its provider's pool (the
+    # pool's decisions depend on them); these read and report changes to it.
+    @property
+    def state(self) -> State:
+        return self.provider.pool.state(self)
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self.provider.pool.set_state(self, state, time.monotonic())
+
+    @property
+    def idle_since(self) -> float:
+        return self.provider.pool.idle_since(self)
+
+    @idle_since.setter
+    def idle_since(self, when: float) -> None:
+        self.provider.pool.set_idle_since(self, when)
+
 
 @dataclass(eq=False)
 class ProviderState:
@@ -195,8 +204,6 @@ class ProviderState:
     name: str
     ref: str
     policy: Policy
-    workers: list[WorkerHandle] = field(default_factory=list)
-    queue: deque[PendingCall] = field(default_factory=deque)
     #: Resolved with the provider's name at its first HELLO (``add_provider`` waits on it).
     ready: Future[str] | None = None
     signature: str | None = None
@@ -204,13 +211,22 @@ class ProviderState:
     layers: list[dict[str, Any]] = field(default_factory=list)
     explicit_name: bool = False
     removed: bool = False
-    #: Start-up failures in a row, when the next start may be tried, and until when the
-    #: circuit breaker makes calls fail fast.
-    failures: int = 0
-    next_spawn: float = 0.0
-    breaker_until: float = 0.0
-    last_failure: str = ""
     stats: ProviderStats = field(default_factory=ProviderStats)
+    #: Its queue, its workers' places, back-off and breaker: the pool's decisions (``host.pool``).
+    pool: Pool[PendingCall, WorkerHandle] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = Pool(Limits.of(self.policy))
+
+    @property
+    def workers(self) -> list[WorkerHandle]:
+        """Its workers, in the order they were started (a copy)."""
+        return self.pool.workers
+
+    @property
+    def queue(self) -> deque[PendingCall]:
+        """The calls waiting for a worker (the pool's own queue: read it, do not change it)."""
+        return self.pool.queue
 
 
 @dataclass(order=True)
@@ -444,8 +460,7 @@ class Reactor:
             self._uids_in_use.discard(worker.process.identity[0])
         self._workers.pop(worker.worker_id.encode(), None)
         self._by_endpoint.pop(worker.endpoint, None)
-        if worker in worker.provider.workers:
-            worker.provider.workers.remove(worker)
+        worker.provider.pool.gone(worker)
 
     def _collect_abandoned(self, final: bool = False) -> None:
         """Reap and clean up after abandoned workers that have exited (all of them, waiting a
@@ -509,8 +524,8 @@ class Reactor:
             return
         provider.removed = True
         self.catalog.remove_provider(name)
-        while provider.queue:
-            self._finish(provider.queue.popleft(), ProviderUnavailable("the provider was removed"))
+        for call in provider.pool.drain():
+            self._finish(call, ProviderUnavailable("the provider was removed"))
         for worker in list(provider.workers):
             if worker.call is not None:
                 self._finish(worker.call, Cancelled("the provider was removed"))
@@ -595,7 +610,7 @@ class Reactor:
             worker.meter = TreeMeter.open(process.cgroup)
         process.adopt = self._orphans.expect
         self._expect_launcher(process.launcher)
-        provider.workers.append(worker)
+        provider.pool.spawned(worker)
         self._workers[worker_id.encode()] = worker
         self._by_endpoint[endpoint] = worker
         for fd in process.log_fds:
@@ -687,11 +702,7 @@ class Reactor:
             provider.stats.hung += 1
             self._kill(worker, "hung")
             return
-        active = [w for w in provider.workers if w.state is not State.STOPPING]
-        if (
-            now - worker.idle_since > provider.policy.idle_timeout
-            and len(active) > provider.policy.workers.min
-        ):
+        if provider.pool.idle_expired(worker, now):
             self._stop_gracefully(worker, "idle")
             return
         if not worker.ping_sent and now - worker.idle_since >= HEARTBEAT_INTERVAL_S:
@@ -733,8 +744,8 @@ class Reactor:
                     "starting": states["starting"],
                     "stopping": states["stopping"],
                 },
-                queue=len(provider.queue),
-                breaker_open=time.monotonic() < provider.breaker_until,
+                queue=len(provider.pool.queue),
+                breaker_open=provider.pool.breaker_open(time.monotonic()),
             )
         return result
 
@@ -800,50 +811,22 @@ class Reactor:
         if self._closing is not None:
             self._finish(call, Cancelled("the host is closing"))
             return
-        now = time.monotonic()
-        if now < provider.breaker_until or (
-            provider.failures and now < provider.next_spawn and not self._serving(provider)
-        ):
-            self._finish(call, ProviderUnavailable(self._unavailable_text(provider, now)))
+        refusal = provider.pool.enqueue(call, time.monotonic(), provider.name)
+        if refusal is not None:
+            kind = Overloaded if refusal.kind == "overloaded" else ProviderUnavailable
+            self._finish(call, kind(refusal.text))
             return
-        if len(provider.queue) >= provider.policy.queue and not any(
-            w.state is State.READY for w in provider.workers
-        ):
-            self._finish(
-                call,
-                Overloaded(
-                    f"provider {provider.name!r} has {len(provider.queue)} calls waiting "
-                    f"(its queue limit); try again later"
-                ),
-            )
-            return
-        provider.queue.append(call)
         if call.caller_deadline is not None:
             call.timers.append(self._at(call.caller_deadline, lambda: self._caller_deadline(call)))
         self._pump(provider)
-
-    def _serving(self, provider: ProviderState) -> bool:
-        return any(w.state in (State.READY, State.BUSY) for w in provider.workers)
-
-    def _unavailable_text(self, provider: ProviderState, now: float) -> str:
-        if now < provider.breaker_until:
-            state = (
-                f"circuit open after {provider.failures} failed starts in a row; retried in "
-                f"{provider.breaker_until - now:.1f}s"
-            )
-        else:
-            state = f"{provider.failures} failed starts in a row; next try in " + (
-                f"{max(0.0, provider.next_spawn - now):.1f}s"
-            )
-        return f"provider {provider.name!r} is unavailable ({state}): {provider.last_failure}"
 
     def cancel(self, call: PendingCall) -> None:
         """Cancel a queued call (drop it) or a running one (kill its worker)."""
         if call.done:
             return
         provider = self.providers.get(call.provider)
-        if provider is not None and call in provider.queue:
-            provider.queue.remove(call)
+        if provider is not None:
+            provider.pool.withdraw(call)
         if call.worker is not None and call.worker.call is call:
             self._kill(call.worker, "cancelled", Cancelled("the call was cancelled"))
         else:
@@ -851,34 +834,22 @@ class Reactor:
 
     def _pump(self, provider: ProviderState) -> None:
         """Hand queued calls to idle workers; start workers while calls wait and room remains."""
-        while provider.queue:
-            idle = next((w for w in provider.workers if w.state is State.READY), None)
-            if idle is None:
-                break
-            call = provider.queue.popleft()
+        pool = provider.pool
+        while (next_call := pool.next_dispatch()) is not None:
+            call, idle = next_call
             if not call.future.running() and not call.future.set_running_or_notify_cancel():
                 self._finish(call, Cancelled("the call was cancelled while queued"))
                 continue
             self._dispatch(idle, call)
         if self._closing is not None or provider.removed:
             return
-        starting = sum(1 for w in provider.workers if w.state is State.STARTING)
-        wanted = max(len(provider.queue) - starting, provider.policy.workers.min - len(
-            [w for w in provider.workers if w.state is not State.STOPPING]
-        ))
-        now = time.monotonic()
-        while wanted > 0 and self._live(provider) < provider.policy.workers.max:
-            if now < provider.next_spawn or now < provider.breaker_until:
-                when = max(provider.next_spawn, provider.breaker_until)
-                self._at(when, lambda: self._pump(provider))
-                break
-            if self._spawn(provider) is None:
-                break
-            wanted -= 1
-
-    def _live(self, provider: ProviderState) -> int:
-        """Workers that count against ``workers.max`` (a stopping one still holds its slot)."""
-        return len(provider.workers)
+        decision = pool.scale(time.monotonic())
+        if isinstance(decision, WakeAt):
+            self._at(decision.when, lambda: self._pump(provider))
+        elif isinstance(decision, Spawn):
+            for _ in range(decision.count):
+                if self._spawn(provider) is None:
+                    break
 
     def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
         worker.logs.take()
@@ -886,16 +857,16 @@ class Reactor:
         provider_stats.dispatched += 1
         metered = worker.meter is not None and worker.meter.start_call()
         if metered and self._outside_cpu_exceeded(worker, time.monotonic()):
-            worker.provider.queue.appendleft(call)  # killed instead: the call waits
+            worker.provider.pool.requeue(call)  # killed instead: the call waits
             return
         call.dispatched = time.monotonic()
         call.worker = worker
         worker.call = call
-        worker.state = State.BUSY
+        worker.provider.pool.dispatched(worker)
         if not self.transport.send(worker.worker_id, call.frames):
             # No worker received it: it waits for the next worker, without counting a run.
             call.worker, call.dispatched, worker.call = None, None, None
-            worker.provider.queue.appendleft(call)
+            worker.provider.pool.requeue(call)
             self._kill(worker, "unreachable")
             return
         wall = worker.provider.policy.wall_time
@@ -946,8 +917,8 @@ class Reactor:
         if call.done:
             return
         provider = self.providers.get(call.provider)
-        if provider is not None and call in provider.queue:
-            provider.queue.remove(call)
+        if provider is not None:
+            provider.pool.withdraw(call)
         elapsed = time.monotonic() - call.submitted
         error = Timeout(f"the call's timeout passed after {elapsed:.3f}s")
         if call.worker is not None and call.worker.call is call:
@@ -1135,8 +1106,6 @@ class Reactor:
         worker.pid = message.pid
         worker.state = State.READY
         worker.idle_since = time.monotonic()
-        provider.failures = 0
-        provider.breaker_until = 0.0
         if provider.ready is not None and not provider.ready.done():
             provider.ready.set_result(provider.name)
         self._pump(provider)
@@ -1224,15 +1193,7 @@ class Reactor:
 
     def _recycle_if_due(self, worker: WorkerHandle, peak: int) -> None:
         """Retire a worker between calls after ``max_calls`` or ``max_memory_growth``."""
-        worker.calls += 1
-        if worker.calls == 1:
-            worker.first_peak = peak
-        policy = worker.provider.policy
-        reason = ""
-        if policy.max_calls and worker.calls >= policy.max_calls:
-            reason = f"served {worker.calls} calls (max_calls)"
-        elif policy.max_memory_growth and peak - worker.first_peak > policy.max_memory_growth:
-            reason = f"peak memory grew by {peak - worker.first_peak} bytes (max_memory_growth)"
+        reason = worker.provider.pool.served(worker, peak)
         if reason:
             log.debug("recycling worker %s: %s", worker.worker_id, reason)
             worker.provider.stats.recycled += 1
@@ -1329,7 +1290,7 @@ class Reactor:
                      call.call_id, worker.worker_id)
             call.undelivered += 1
             call.worker, call.dispatched, worker.call = None, None, None
-            provider.queue.appendleft(call)
+            provider.pool.requeue(call)
             call = None
         if call is not None and not call.done:
             death = self._death_outcome(worker, status)
@@ -1341,7 +1302,7 @@ class Reactor:
                 call.attempts += 1
                 call.worker, call.dispatched = None, None
                 worker.call = None
-                provider.queue.appendleft(call)
+                provider.pool.requeue(call)
             else:
                 self._finish(call, error)
         expected = ("recycled", "idle", "shutdown", "provider removed")
@@ -1402,24 +1363,22 @@ class Reactor:
             and worker.spawned <= status.dead_by < call.dispatched
         )
         not_received = status.received is not None and status.received != call.call_id
-        return (
-            (sent_after_death or not_received)
-            and worker.pending_error is None  # the host ended it for this call: it ran
-            and call.undelivered < MAX_UNDELIVERED
-            and self._closing is None
-            and not worker.provider.removed
+        return worker.provider.pool.may_resend(
+            not_run=sent_after_death or not_received,
+            host_ended=worker.pending_error is not None,  # the host ended it for this call
+            undelivered=call.undelivered,
+            stopping=self._closing is not None or worker.provider.removed,
         )
 
     def _should_retry(
         self, call: PendingCall, error: SandboxError, provider: ProviderState
     ) -> bool:
         """Only a worker's death is retried, only for safe_rerun actions, within ``retries``."""
-        return (
-            type(error) is WorkerCrashed
-            and call.descriptor.safe_rerun
-            and call.attempts <= provider.policy.retries
-            and self._closing is None
-            and not provider.removed
+        return provider.pool.should_retry(
+            attempts=call.attempts,
+            safe_rerun=call.descriptor.safe_rerun,
+            crashed=type(error) is WorkerCrashed,
+            stopping=self._closing is not None or provider.removed,
         )
 
     def _death_outcome(self, worker: WorkerHandle, status: ExitStatus) -> SandboxError:
@@ -1480,23 +1439,15 @@ class Reactor:
         if provider.signature is None:  # it never started: ``add_provider`` fails, forget it
             self.providers.pop(provider.name, None)
             provider.removed = True
-        now = time.monotonic()
-        provider.failures += 1
-        provider.last_failure = reason
         provider.stats.failed_starts += 1
-        provider.next_spawn = now + min(
-            BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (provider.failures - 1)
-        )
-        if provider.failures >= BREAKER_THRESHOLD:
-            provider.breaker_until = now + BREAKER_COOLDOWN_S
+        opened, stranded = provider.pool.start_failed(reason, time.monotonic())
+        if opened:
             log.warning(
                 "provider %s: %d failed starts in a row; failing calls fast for %gs",
-                provider.name, provider.failures, BREAKER_COOLDOWN_S,
+                provider.name, provider.pool.failures, BREAKER_COOLDOWN_S,
             )
-        starting = any(w.state is State.STARTING for w in provider.workers)
-        if not starting and not any(w.state is State.READY for w in provider.workers):
-            while provider.queue:
-                self._finish(provider.queue.popleft(), ProviderUnavailable(error_text, **details))
+        for call in stranded:
+            self._finish(call, ProviderUnavailable(error_text, **details))
 
     # ------------------------------------------------------------------ shutdown
 
@@ -1507,8 +1458,8 @@ class Reactor:
         self._close_deadline = time.monotonic() + timeout
         self._discard_spare()
         for provider in self.providers.values():
-            while provider.queue:
-                self._finish(provider.queue.popleft(), Cancelled("the host is closing"))
+            for call in provider.pool.drain():
+                self._finish(call, Cancelled("the host is closing"))
             if provider.ready is not None and not provider.ready.done():
                 provider.ready.set_exception(ProviderUnavailable("the host is closing"))
         self._close_step()
@@ -1543,7 +1494,7 @@ class Reactor:
             with contextlib.suppress(Exception):
                 worker.process.kill_everything()
         for provider in self.providers.values():
-            for call in provider.queue:
+            for call in list(provider.pool.queue):
                 with contextlib.suppress(Exception):
                     self._finish(call, ProviderUnavailable(reason))
             if provider.ready is not None and not provider.ready.done():
