@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
     from policies import Policy
 
-#: Start-up failures in a row: back-off doubles from the first up to the cap; at the threshold
-#: the circuit breaker opens and calls fail fast for the cool-down.
+#: The defaults of the figures in ``Limits`` (the reactor passes its own module's, which tests
+#: may shorten). Start-up failures in a row: back-off doubles from the first up to the cap; at
+#: the threshold the circuit breaker opens and calls fail fast for the cool-down.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 BREAKER_THRESHOLD = 5
@@ -47,7 +48,7 @@ class State(Enum):
 
 @dataclass(frozen=True)
 class Limits:
-    """The part of a policy the pool decides with."""
+    """The part of a policy the pool decides with, and the host's own figures."""
 
     min_workers: int = 0
     max_workers: int = 1
@@ -56,9 +57,15 @@ class Limits:
     retries: int = 0
     max_calls: int = 0
     max_memory_growth: int = 0
+    backoff_first_s: float = BACKOFF_FIRST_S
+    backoff_max_s: float = BACKOFF_MAX_S
+    breaker_threshold: int = BREAKER_THRESHOLD
+    breaker_cooldown_s: float = BREAKER_COOLDOWN_S
+    max_undelivered: int = MAX_UNDELIVERED
 
     @classmethod
-    def of(cls, policy: Policy) -> Limits:
+    def of(cls, policy: Policy, **figures: Any) -> Limits:
+        """A policy's limits; ``figures``: the host's own (``backoff_first_s`` ...)."""
         return cls(
             min_workers=policy.workers.min,
             max_workers=policy.workers.max,
@@ -67,6 +74,7 @@ class Limits:
             retries=policy.retries,
             max_calls=policy.max_calls,
             max_memory_growth=policy.max_memory_growth,
+            **figures,
         )
 
 
@@ -239,8 +247,13 @@ class Pool(Generic[C, W]):
         """After a worker died under a call: whether the call never ran (``not_run``: the
         worker's receipt or its time of death says so), so it goes back to the queue without
         counting an attempt. Not when the host itself ended the worker for this call, and at
-        most ``MAX_UNDELIVERED`` times per call."""
-        return not_run and not host_ended and undelivered < MAX_UNDELIVERED and not stopping
+        most ``max_undelivered`` times per call."""
+        return (
+            not_run
+            and not host_ended
+            and undelivered < self.limits.max_undelivered
+            and not stopping
+        )
 
     # ------------------------------------------------------------------ workers
 
@@ -305,10 +318,13 @@ class Pool(Generic[C, W]):
         would ever take them."""
         self.failures += 1
         self.last_failure = reason
-        self.next_spawn = now + min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
-        opened = self.failures >= BREAKER_THRESHOLD
+        limits = self.limits
+        self.next_spawn = now + min(
+            limits.backoff_max_s, limits.backoff_first_s * 2 ** (self.failures - 1)
+        )
+        opened = self.failures >= limits.breaker_threshold
         if opened:
-            self.breaker_until = now + BREAKER_COOLDOWN_S
+            self.breaker_until = now + limits.breaker_cooldown_s
         if self.count(State.STARTING, State.READY) == 0:
             return opened, self.drain()
         return opened, []

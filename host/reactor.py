@@ -61,18 +61,7 @@ from host.errors import (
 from host.futures import CallFuture
 from host.janitor import Janitor
 from host.orphans import Orphans, stat_of
-from host.pool import (
-    BACKOFF_FIRST_S,  # noqa: F401  (re-exported: the pool's figures, where tests look)
-    BACKOFF_MAX_S,  # noqa: F401
-    BREAKER_COOLDOWN_S,
-    BREAKER_THRESHOLD,  # noqa: F401
-    MAX_UNDELIVERED,  # noqa: F401
-    Limits,
-    Pool,
-    Spawn,
-    State,
-    WakeAt,
-)
+from host.pool import Limits, Pool, Spawn, State, WakeAt
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
 from host.rules import check_worker_rules
@@ -94,6 +83,8 @@ KILL_GRACE_S = 2.0
 #: How long a disconnected worker's init gets to report a death before the host decides the
 #: connection was dropped under a live worker (an oversized or malformed frame) and kills it.
 DISCONNECT_GRACE_S = 0.25
+#: How often one call may be handed again because its worker had died before it was sent.
+MAX_UNDELIVERED = 3
 #: How long an idle worker gets to exit after SHUTDOWN before it is killed.
 SHUTDOWN_GRACE_S = 1.0
 #: Longest wait for a killed worker's report before its call's outcome is given without it.
@@ -104,6 +95,12 @@ DEDICATED_UID_SPAN = 10_000_000
 #: Idle workers are pinged this often; one that has not answered within the timeout is hung.
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TIMEOUT_S = 3.0
+#: Start-up failures in a row: back-off doubles from the first up to the cap; at the threshold
+#: the circuit breaker opens and calls fail fast for the cool-down.
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+BREAKER_THRESHOLD = 5
+BREAKER_COOLDOWN_S = 30.0
 #: A HELLO may carry this much catalog even when the policy's result limit is smaller.
 MAX_CATALOG_BYTES = 1024 * 1024
 #: How a provider added without a name is keyed until its HELLO names it; not a valid name, so
@@ -216,7 +213,15 @@ class ProviderState:
     pool: Pool[PendingCall, WorkerHandle] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pool = Pool(Limits.of(self.policy))
+        # The host's figures are read here, when the provider is added (tests shorten them).
+        self.pool = Pool(Limits.of(
+            self.policy,
+            backoff_first_s=BACKOFF_FIRST_S,
+            backoff_max_s=BACKOFF_MAX_S,
+            breaker_threshold=BREAKER_THRESHOLD,
+            breaker_cooldown_s=BREAKER_COOLDOWN_S,
+            max_undelivered=MAX_UNDELIVERED,
+        ))
 
     @property
     def workers(self) -> list[WorkerHandle]:
@@ -1444,7 +1449,7 @@ class Reactor:
         if opened:
             log.warning(
                 "provider %s: %d failed starts in a row; failing calls fast for %gs",
-                provider.name, provider.pool.failures, BREAKER_COOLDOWN_S,
+                provider.name, provider.pool.failures, provider.pool.limits.breaker_cooldown_s,
             )
         for call in stranded:
             self._finish(call, ProviderUnavailable(error_text, **details))

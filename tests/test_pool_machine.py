@@ -17,10 +17,6 @@ from hypothesis.stateful import (
 )
 
 from host.pool import (
-    BACKOFF_FIRST_S,
-    BACKOFF_MAX_S,
-    BREAKER_COOLDOWN_S,
-    BREAKER_THRESHOLD,
     MAX_UNDELIVERED,
     Limits,
     Pool,
@@ -60,9 +56,19 @@ class PoolMachine(RuleBasedStateMachine):
         idle=st.sampled_from([1.0, 10.0, 60.0]),
         retries=st.integers(0, 2),
         max_calls=st.integers(0, 3),
+        threshold=st.integers(1, 5),
+        cooldown=st.sampled_from([1.0, 30.0]),
     )
     def limits(
-        self, low: int, extra: int, queue: int, idle: float, retries: int, max_calls: int
+        self,
+        low: int,
+        extra: int,
+        queue: int,
+        idle: float,
+        retries: int,
+        max_calls: int,
+        threshold: int,
+        cooldown: float,
     ) -> None:
         self.pool = Pool(
             Limits(
@@ -73,6 +79,8 @@ class PoolMachine(RuleBasedStateMachine):
                 retries=retries,
                 max_calls=max_calls,
                 max_memory_growth=1000,
+                breaker_threshold=threshold,
+                breaker_cooldown_s=cooldown,
             )
         )
         self.pump()
@@ -160,11 +168,12 @@ class PoolMachine(RuleBasedStateMachine):
         waiting = list(self.pool.queue)
         opened, stranded = self.pool.start_failed("boom", self.now)
         assert self.pool.failures == failures
-        backoff = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+        limits = self.pool.limits
+        backoff = min(limits.backoff_max_s, limits.backoff_first_s * 2 ** (failures - 1))
         assert self.pool.next_spawn == self.now + backoff
-        assert opened == (failures >= BREAKER_THRESHOLD)
+        assert opened == (failures >= limits.breaker_threshold)
         if opened:
-            assert self.pool.breaker_until == self.now + BREAKER_COOLDOWN_S
+            assert self.pool.breaker_until == self.now + limits.breaker_cooldown_s
         # Calls that no worker could ever take fail; otherwise they wait.
         assert stranded == (waiting if stuck else [])
         for call in stranded:
@@ -329,9 +338,9 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def breaker_timing(self) -> None:
         pool = self.pool
-        if pool.failures >= BREAKER_THRESHOLD:
+        if pool.failures >= pool.limits.breaker_threshold:
             assert self.failed_at is not None
-            assert pool.breaker_until == self.failed_at + BREAKER_COOLDOWN_S
+            assert pool.breaker_until == self.failed_at + pool.limits.breaker_cooldown_s
         elif pool.failures == 0:
             assert pool.breaker_until == 0.0
 
