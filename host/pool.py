@@ -156,6 +156,20 @@ class Pool(Generic[C, W]):
     def breaker_open(self, now: float) -> bool:
         return now < self.breaker_until
 
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The pool's part of ``host.stats()``: workers by state, queue depth, breaker."""
+        return {
+            "workers": {
+                "live": len(self.slots),
+                "idle": self.count(State.READY),
+                "busy": self.count(State.BUSY),
+                "starting": self.count(State.STARTING),
+                "stopping": self.count(State.STOPPING),
+            },
+            "queue": len(self.queue),
+            "breaker_open": self.breaker_open(now),
+        }
+
     def unavailable_text(self, name: str, now: float) -> str:
         if now < self.breaker_until:
             state = (

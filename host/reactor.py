@@ -738,20 +738,8 @@ class Reactor:
         for provider in self.providers.values():
             if provider.removed or provider.signature is None:
                 continue
-            states = {s.value: 0 for s in State}
-            for worker in provider.workers:
-                states[worker.state.value] += 1
-            result[provider.name] = provider.stats.snapshot(
-                workers={
-                    "live": len(provider.workers),
-                    "idle": states["ready"],
-                    "busy": states["busy"],
-                    "starting": states["starting"],
-                    "stopping": states["stopping"],
-                },
-                queue=len(provider.pool.queue),
-                breaker_open=provider.pool.breaker_open(time.monotonic()),
-            )
+            pool = provider.pool.snapshot(time.monotonic())
+            result[provider.name] = provider.stats.snapshot(**pool)
         return result
 
     def _startup_expired(self, worker: WorkerHandle) -> None:

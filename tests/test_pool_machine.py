@@ -336,6 +336,16 @@ class PoolMachine(RuleBasedStateMachine):
         assert active >= pool.limits.min_workers or room == 0
 
     @invariant()
+    def the_snapshot_counts_every_worker_once(self) -> None:
+        snap = self.pool.snapshot(self.now)
+        workers = snap["workers"]
+        assert workers["live"] == len(self.pool.slots) == sum(
+            workers[k] for k in ("idle", "busy", "starting", "stopping")
+        )
+        assert snap["queue"] == len(self.pool.queue)
+        assert snap["breaker_open"] == (self.now < self.pool.breaker_until)
+
+    @invariant()
     def breaker_timing(self) -> None:
         pool = self.pool
         if pool.failures >= pool.limits.breaker_threshold:
