@@ -311,6 +311,17 @@ class Pool(Generic[C, W]):
             active > self.limits.min_workers
         )
 
+    def on_close(self, worker: W, overdue: bool) -> Literal["stop", "wait", "kill"]:
+        """While the host closes (not already being stopped): an idle worker is asked to
+        stop; a busy one may finish its call until the close timeout (``overdue``); any other
+        (starting, stopping on its own, or busy past the timeout) is killed."""
+        state = self.state(worker)
+        if state is State.READY:
+            return "stop"
+        if state is State.BUSY and not overdue:
+            return "wait"
+        return "kill"
+
     def scale(self, now: float) -> Spawn | WakeAt | None:
         """How many workers to start now: one per waiting call not already covered by a
         starting worker, and enough to keep ``min_workers``, within ``max_workers``; while

@@ -1471,11 +1471,10 @@ class Reactor:
     def _close_worker(self, worker: WorkerHandle, overdue: bool) -> None:
         if worker.kill_reason is not None:
             return
-        if worker.state is State.READY:
+        action = worker.provider.pool.on_close(worker, overdue)
+        if action == "stop":
             self._stop_gracefully(worker, "shutdown")
-        elif worker.state is State.BUSY and not overdue:
-            return
-        else:
+        elif action == "kill":
             error = Cancelled("the host is closing") if worker.call is not None else None
             self._kill(worker, "shutdown", error)
 

@@ -373,3 +373,15 @@ def test_a_call_is_resent_without_an_attempt_at_most_max_undelivered_times() -> 
     assert resend == [True] * MAX_UNDELIVERED + [False, False]
     assert not pool.may_resend(not_run=False, host_ended=False, undelivered=0, stopping=False)
     assert not pool.may_resend(not_run=True, host_ended=False, undelivered=0, stopping=True)
+
+
+def test_closing_stops_idle_workers_waits_for_busy_ones_and_kills_the_rest() -> None:
+    pool: Pool[int, int] = Pool(Limits(max_workers=4))
+    for worker, state in enumerate(State):
+        pool.spawned(worker)
+        pool.set_state(worker, state, 0.0)
+    actions = {state: pool.on_close(w, overdue=False) for w, state in enumerate(State)}
+    assert actions == {
+        State.STARTING: "kill", State.READY: "stop", State.BUSY: "wait", State.STOPPING: "kill"
+    }
+    assert pool.on_close(list(State).index(State.BUSY), overdue=True) == "kill"
