@@ -296,6 +296,10 @@ class Pool(Generic[C, W]):
         if slot is not None:
             slot.idle_since = when
 
+    def calls_served(self, worker: W) -> int:
+        slot = self.slots.get(worker)
+        return 0 if slot is None else slot.calls
+
     def gone(self, worker: W) -> None:
         """The worker exited (or was abandoned): its slot is free."""
         self.slots.pop(worker, None)

@@ -193,6 +193,11 @@ class WorkerHandle:
     def idle_since(self, when: float) -> None:
         self.provider.pool.set_idle_since(self, when)
 
+    @property
+    def calls(self) -> int:
+        """Calls it has finished (what ``max_calls`` counts)."""
+        return self.provider.pool.calls_served(self)
+
 
 @dataclass(eq=False)
 class ProviderState:
