@@ -330,11 +330,18 @@ class Pool(Generic[C, W]):
         """How many workers to start now: one per waiting call not already covered by a
         starting worker, and enough to keep ``min_workers``, within ``max_workers``; while
         back-off or the breaker forbids a start, when to look again."""
-        starting = self.count(State.STARTING)
-        active = len(self.slots) - self.count(State.STOPPING)
-        wanted = max(len(self.queue) - starting, self.limits.min_workers - active)
         room = self.limits.max_workers - len(self.slots)
-        if wanted <= 0 or room <= 0:
+        if room <= 0 or not (self.queue or self.limits.min_workers):
+            return None  # (the common case, decided without a look at each worker)
+        starting = stopping = 0
+        for slot in self.slots.values():
+            if slot.state is State.STARTING:
+                starting += 1
+            elif slot.state is State.STOPPING:
+                stopping += 1
+        active = len(self.slots) - stopping
+        wanted = max(len(self.queue) - starting, self.limits.min_workers - active)
+        if wanted <= 0:
             return None
         if now < self.next_spawn or now < self.breaker_until:
             return WakeAt(max(self.next_spawn, self.breaker_until))
