@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from typing import Any
 
 from host import cgroups, ownership, zmtp
@@ -65,6 +64,7 @@ from host.futures import CallFuture
 from host.janitor import Janitor
 from host.lanes import Lane
 from host.orphans import Orphans, stat_of
+from host.pool import Limits, Pool, Spawn, State, WakeAt
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
 from host.rules import check_worker_rules
@@ -170,13 +170,6 @@ def _outbox_limit(policy: Policy) -> int:
     return protocol.largest_call(policy.input) + ENVELOPE_BYTES
 
 
-class State(Enum):
-    STARTING = "starting"
-    READY = "ready"
-    BUSY = "busy"
-    STOPPING = "stopping"
-
-
 @dataclass(eq=False)
 class PendingCall:
     """One call from submission to outcome."""
@@ -214,7 +207,6 @@ class WorkerHandle:
     process: WorkerProcess
     channel: Channel
     logs: LogCapture
-    state: State = State.STARTING
     call: PendingCall | None = None
     pid: int | None = None
     #: Why the host is killing this worker, if it is: the outcome already given to its call.
@@ -227,10 +219,6 @@ class WorkerHandle:
     #: The outcome decided for the running call when the host killed the worker; it is given
     #: once the supervisor reports (so it carries CPU and memory use) or after the grace time.
     pending_error: SandboxError | None = None
-    calls: int = 0
-    #: Peak memory of the worker's first call: the baseline for ``max_memory_growth``.
-    first_peak: int = 0
-    idle_since: float = 0.0
     ping_seq: int = 0
     #: When the unanswered ping was sent (0: none outstanding).
     ping_sent: float = 0.0
@@ -247,6 +235,29 @@ class WorkerHandle:
     decoding: bool = False
     held: list[Callable[[], None]] = field(default_factory=list)
 
+    # Its state, when it went idle, and its call count live in its provider's pool (the
+    # pool's decisions depend on them); these read and report changes to it.
+    @property
+    def state(self) -> State:
+        return self.provider.pool.state(self)
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self.provider.pool.set_state(self, state, time.monotonic())
+
+    @property
+    def idle_since(self) -> float:
+        return self.provider.pool.idle_since(self)
+
+    @idle_since.setter
+    def idle_since(self, when: float) -> None:
+        self.provider.pool.set_idle_since(self, when)
+
+    @property
+    def calls(self) -> int:
+        """Calls it has finished (what ``max_calls`` counts)."""
+        return self.provider.pool.calls_served(self)
+
 
 @dataclass(eq=False)
 class ProviderState:
@@ -255,8 +266,6 @@ class ProviderState:
     name: str
     ref: str
     policy: Policy
-    workers: list[WorkerHandle] = field(default_factory=list)
-    queue: deque[PendingCall] = field(default_factory=deque)
     #: Resolved with the provider's name at its first HELLO (``add_provider`` waits on it).
     ready: Future[str] | None = None
     signature: str | None = None
@@ -264,15 +273,32 @@ class ProviderState:
     layers: list[dict[str, Any]] = field(default_factory=list)
     explicit_name: bool = False
     removed: bool = False
-    #: Start-up failures in a row, when the next start may be tried, and until when the
-    #: circuit breaker makes calls fail fast.
-    failures: int = 0
-    next_spawn: float = 0.0
-    breaker_until: float = 0.0
-    last_failure: str = ""
     stats: ProviderStats = field(default_factory=ProviderStats)
     #: Where this provider's costly host-side work runs (output validation), off the loop.
     lane: Lane = field(default_factory=lambda: Lane("sandbox-lane"))
+    #: Its queue, its workers' places, back-off and breaker: the pool's decisions (``host.pool``).
+    pool: Pool[PendingCall, WorkerHandle] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The host's figures are read here, when the provider is added (tests shorten them).
+        self.pool = Pool(Limits.of(
+            self.policy,
+            backoff_first_s=BACKOFF_FIRST_S,
+            backoff_max_s=BACKOFF_MAX_S,
+            breaker_threshold=BREAKER_THRESHOLD,
+            breaker_cooldown_s=BREAKER_COOLDOWN_S,
+            max_undelivered=MAX_UNDELIVERED,
+        ))
+
+    @property
+    def workers(self) -> list[WorkerHandle]:
+        """Its workers, in the order they were started (a copy)."""
+        return self.pool.workers
+
+    @property
+    def queue(self) -> deque[PendingCall]:
+        """The calls waiting for a worker (the pool's own queue: read it, do not change it)."""
+        return self.pool.queue
 
 
 @dataclass(order=True)
@@ -504,8 +530,7 @@ class Reactor:
         if worker.process.identity is not None:
             self._uids_in_use.discard(worker.process.identity[0])
         self._workers.pop(worker.worker_id.encode(), None)
-        if worker in worker.provider.workers:
-            worker.provider.workers.remove(worker)
+        worker.provider.pool.gone(worker)
 
     def _collect_abandoned(self, final: bool = False) -> None:
         """Reap and clean up after abandoned workers that have exited (all of them, waiting a
@@ -569,8 +594,8 @@ class Reactor:
             return
         provider.removed = True
         self.catalog.remove_provider(name)
-        while provider.queue:
-            self._finish(provider.queue.popleft(), ProviderUnavailable("the provider was removed"))
+        for call in provider.pool.drain():
+            self._finish(call, ProviderUnavailable("the provider was removed"))
         for worker in list(provider.workers):
             if worker.call is not None:
                 self._finish(worker.call, Cancelled("the provider was removed"))
@@ -658,7 +683,7 @@ class Reactor:
             worker.meter = TreeMeter.open(process.cgroup)
         process.adopt = self._orphans.expect
         self._expect_launcher(process.launcher)
-        provider.workers.append(worker)
+        provider.pool.spawned(worker)
         self._workers[worker_id.encode()] = worker
         self._watch_wire(worker)
         for fd in process.log_fds:
@@ -750,11 +775,7 @@ class Reactor:
             provider.stats.hung += 1
             self._kill(worker, "hung")
             return
-        active = [w for w in provider.workers if w.state is not State.STOPPING]
-        if (
-            now - worker.idle_since > provider.policy.idle_timeout
-            and len(active) > provider.policy.workers.min
-        ):
+        if provider.pool.idle_expired(worker, now):
             self._stop_gracefully(worker, "idle")
             return
         if not worker.ping_sent and now - worker.idle_since >= HEARTBEAT_INTERVAL_S:
@@ -785,20 +806,8 @@ class Reactor:
         for provider in self.providers.values():
             if provider.removed or provider.signature is None:
                 continue
-            states = {s.value: 0 for s in State}
-            for worker in provider.workers:
-                states[worker.state.value] += 1
-            result[provider.name] = provider.stats.snapshot(
-                workers={
-                    "live": len(provider.workers),
-                    "idle": states["ready"],
-                    "busy": states["busy"],
-                    "starting": states["starting"],
-                    "stopping": states["stopping"],
-                },
-                queue=len(provider.queue),
-                breaker_open=time.monotonic() < provider.breaker_until,
-            )
+            pool = provider.pool.snapshot(time.monotonic())
+            result[provider.name] = provider.stats.snapshot(**pool)
         return result
 
     def _startup_expired(self, worker: WorkerHandle) -> None:
@@ -863,50 +872,22 @@ class Reactor:
         if self._closing is not None:
             self._finish(call, Cancelled("the host is closing"))
             return
-        now = time.monotonic()
-        if now < provider.breaker_until or (
-            provider.failures and now < provider.next_spawn and not self._serving(provider)
-        ):
-            self._finish(call, ProviderUnavailable(self._unavailable_text(provider, now)))
+        refusal = provider.pool.enqueue(call, time.monotonic(), provider.name)
+        if refusal is not None:
+            kind = Overloaded if refusal.kind == "overloaded" else ProviderUnavailable
+            self._finish(call, kind(refusal.text))
             return
-        if len(provider.queue) >= provider.policy.queue and not any(
-            w.state is State.READY for w in provider.workers
-        ):
-            self._finish(
-                call,
-                Overloaded(
-                    f"provider {provider.name!r} has {len(provider.queue)} calls waiting "
-                    f"(its queue limit); try again later"
-                ),
-            )
-            return
-        provider.queue.append(call)
         if call.caller_deadline is not None:
             call.timers.append(self._at(call.caller_deadline, lambda: self._caller_deadline(call)))
         self._pump(provider)
-
-    def _serving(self, provider: ProviderState) -> bool:
-        return any(w.state in (State.READY, State.BUSY) for w in provider.workers)
-
-    def _unavailable_text(self, provider: ProviderState, now: float) -> str:
-        if now < provider.breaker_until:
-            state = (
-                f"circuit open after {provider.failures} failed starts in a row; retried in "
-                f"{provider.breaker_until - now:.1f}s"
-            )
-        else:
-            state = f"{provider.failures} failed starts in a row; next try in " + (
-                f"{max(0.0, provider.next_spawn - now):.1f}s"
-            )
-        return f"provider {provider.name!r} is unavailable ({state}): {provider.last_failure}"
 
     def cancel(self, call: PendingCall) -> None:
         """Cancel a queued call (drop it) or a running one (kill its worker)."""
         if call.done:
             return
         provider = self.providers.get(call.provider)
-        if provider is not None and call in provider.queue:
-            provider.queue.remove(call)
+        if provider is not None:
+            provider.pool.withdraw(call)
         if call.worker is not None and call.worker.call is call:
             self._kill(call.worker, "cancelled", Cancelled("the call was cancelled"))
         else:
@@ -914,34 +895,22 @@ class Reactor:
 
     def _pump(self, provider: ProviderState) -> None:
         """Hand queued calls to idle workers; start workers while calls wait and room remains."""
-        while provider.queue:
-            idle = next((w for w in provider.workers if w.state is State.READY), None)
-            if idle is None:
-                break
-            call = provider.queue.popleft()
+        pool = provider.pool
+        while (next_call := pool.next_dispatch()) is not None:
+            call, idle = next_call
             if not call.future.running() and not call.future.set_running_or_notify_cancel():
                 self._finish(call, Cancelled("the call was cancelled while queued"))
                 continue
             self._dispatch(idle, call)
         if self._closing is not None or provider.removed:
             return
-        starting = sum(1 for w in provider.workers if w.state is State.STARTING)
-        wanted = max(len(provider.queue) - starting, provider.policy.workers.min - len(
-            [w for w in provider.workers if w.state is not State.STOPPING]
-        ))
-        now = time.monotonic()
-        while wanted > 0 and self._live(provider) < provider.policy.workers.max:
-            if now < provider.next_spawn or now < provider.breaker_until:
-                when = max(provider.next_spawn, provider.breaker_until)
-                self._at(when, lambda: self._pump(provider))
-                break
-            if self._spawn(provider) is None:
-                break
-            wanted -= 1
-
-    def _live(self, provider: ProviderState) -> int:
-        """Workers that count against ``workers.max`` (a stopping one still holds its slot)."""
-        return len(provider.workers)
+        decision = pool.scale(time.monotonic())
+        if isinstance(decision, WakeAt):
+            self._at(decision.when, lambda: self._pump(provider))
+        elif isinstance(decision, Spawn):
+            for _ in range(decision.count):
+                if self._spawn(provider) is None:
+                    break
 
     def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
         worker.logs.take()
@@ -949,16 +918,16 @@ class Reactor:
         provider_stats.dispatched += 1
         metered = worker.meter is not None and worker.meter.start_call()
         if metered and self._outside_cpu_exceeded(worker, time.monotonic()):
-            worker.provider.queue.appendleft(call)  # killed instead: the call waits
+            worker.provider.pool.requeue(call)  # killed instead: the call waits
             return
         call.dispatched = time.monotonic()
         call.worker = worker
         worker.call = call
-        worker.state = State.BUSY
+        worker.provider.pool.dispatched(worker)
         if not self._send(worker, call.frames):
             # No worker received it: it waits for the next worker, without counting a run.
             call.worker, call.dispatched, worker.call = None, None, None
-            worker.provider.queue.appendleft(call)
+            worker.provider.pool.requeue(call)
             self._kill(worker, "unreachable")
             return
         wall = worker.provider.policy.wall_time
@@ -1009,8 +978,8 @@ class Reactor:
         if call.done:
             return
         provider = self.providers.get(call.provider)
-        if provider is not None and call in provider.queue:
-            provider.queue.remove(call)
+        if provider is not None:
+            provider.pool.withdraw(call)
         elapsed = time.monotonic() - call.submitted
         error = Timeout(f"the call's timeout passed after {elapsed:.3f}s")
         if call.worker is not None and call.worker.call is call:
@@ -1433,8 +1402,6 @@ class Reactor:
         worker.channel.codec.set_budget(_largest_result(provider.policy))
         worker.state = State.READY
         worker.idle_since = time.monotonic()
-        provider.failures = 0
-        provider.breaker_until = 0.0
         if provider.ready is not None and not provider.ready.done():
             provider.ready.set_result(provider.name)
         self._pump(provider)
@@ -1589,15 +1556,7 @@ class Reactor:
 
     def _recycle_if_due(self, worker: WorkerHandle, peak: int) -> None:
         """Retire a worker between calls after ``max_calls`` or ``max_memory_growth``."""
-        worker.calls += 1
-        if worker.calls == 1:
-            worker.first_peak = peak
-        policy = worker.provider.policy
-        reason = ""
-        if policy.max_calls and worker.calls >= policy.max_calls:
-            reason = f"served {worker.calls} calls (max_calls)"
-        elif policy.max_memory_growth and peak - worker.first_peak > policy.max_memory_growth:
-            reason = f"peak memory grew by {peak - worker.first_peak} bytes (max_memory_growth)"
+        reason = worker.provider.pool.served(worker, peak)
         if reason:
             log.debug("recycling worker %s: %s", worker.worker_id, reason)
             worker.provider.stats.recycled += 1
@@ -1710,7 +1669,7 @@ class Reactor:
                      call.call_id, worker.worker_id)
             call.undelivered += 1
             call.worker, call.dispatched, worker.call = None, None, None
-            provider.queue.appendleft(call)
+            provider.pool.requeue(call)
             call = None
         if call is not None and not call.done:
             death = self._death_outcome(worker, status)
@@ -1722,7 +1681,7 @@ class Reactor:
                 call.attempts += 1
                 call.worker, call.dispatched = None, None
                 worker.call = None
-                provider.queue.appendleft(call)
+                provider.pool.requeue(call)
             else:
                 self._finish(call, error)
         expected = ("recycled", "idle", "shutdown", "provider removed")
@@ -1783,24 +1742,22 @@ class Reactor:
             and worker.spawned <= status.dead_by < call.dispatched
         )
         not_received = status.received is not None and status.received != call.call_id
-        return (
-            (sent_after_death or not_received)
-            and worker.pending_error is None  # the host ended it for this call: it ran
-            and call.undelivered < MAX_UNDELIVERED
-            and self._closing is None
-            and not worker.provider.removed
+        return worker.provider.pool.may_resend(
+            not_run=sent_after_death or not_received,
+            host_ended=worker.pending_error is not None,  # the host ended it for this call
+            undelivered=call.undelivered,
+            stopping=self._closing is not None or worker.provider.removed,
         )
 
     def _should_retry(
         self, call: PendingCall, error: SandboxError, provider: ProviderState
     ) -> bool:
         """Only a worker's death is retried, only for safe_rerun actions, within ``retries``."""
-        return (
-            type(error) is WorkerCrashed
-            and call.descriptor.safe_rerun
-            and call.attempts <= provider.policy.retries
-            and self._closing is None
-            and not provider.removed
+        return provider.pool.should_retry(
+            attempts=call.attempts,
+            safe_rerun=call.descriptor.safe_rerun,
+            crashed=type(error) is WorkerCrashed,
+            stopping=self._closing is not None or provider.removed,
         )
 
     def _death_outcome(self, worker: WorkerHandle, status: ExitStatus) -> SandboxError:
@@ -1860,23 +1817,15 @@ class Reactor:
         if provider.signature is None:  # it never started: ``add_provider`` fails, forget it
             self.providers.pop(provider.name, None)
             provider.removed = True
-        now = time.monotonic()
-        provider.failures += 1
-        provider.last_failure = reason
         provider.stats.failed_starts += 1
-        provider.next_spawn = now + min(
-            BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (provider.failures - 1)
-        )
-        if provider.failures >= BREAKER_THRESHOLD:
-            provider.breaker_until = now + BREAKER_COOLDOWN_S
+        opened, stranded = provider.pool.start_failed(reason, time.monotonic())
+        if opened:
             log.warning(
                 "provider %s: %d failed starts in a row; failing calls fast for %gs",
-                provider.name, provider.failures, BREAKER_COOLDOWN_S,
+                provider.name, provider.pool.failures, provider.pool.limits.breaker_cooldown_s,
             )
-        starting = any(w.state is State.STARTING for w in provider.workers)
-        if not starting and not any(w.state is State.READY for w in provider.workers):
-            while provider.queue:
-                self._finish(provider.queue.popleft(), ProviderUnavailable(error_text, **details))
+        for call in stranded:
+            self._finish(call, ProviderUnavailable(error_text, **details))
 
     # ------------------------------------------------------------------ shutdown
 
@@ -1887,8 +1836,8 @@ class Reactor:
         self._close_deadline = time.monotonic() + timeout
         self._discard_spare()
         for provider in self.providers.values():
-            while provider.queue:
-                self._finish(provider.queue.popleft(), Cancelled("the host is closing"))
+            for call in provider.pool.drain():
+                self._finish(call, Cancelled("the host is closing"))
             if provider.ready is not None and not provider.ready.done():
                 provider.ready.set_exception(ProviderUnavailable("the host is closing"))
         self._close_step()
@@ -1910,11 +1859,10 @@ class Reactor:
     def _close_worker(self, worker: WorkerHandle, overdue: bool) -> None:
         if worker.kill_reason is not None:
             return
-        if worker.state is State.READY:
+        action = worker.provider.pool.on_close(worker, overdue)
+        if action == "stop":
             self._stop_gracefully(worker, "shutdown")
-        elif worker.state is State.BUSY and not overdue:
-            return
-        else:
+        elif action == "kill":
             error = Cancelled("the host is closing") if worker.call is not None else None
             self._kill(worker, "shutdown", error)
 
@@ -1926,7 +1874,7 @@ class Reactor:
             with contextlib.suppress(Exception):
                 worker.process.kill_everything()
         for provider in self.providers.values():
-            for call in provider.queue:
+            for call in list(provider.pool.queue):
                 with contextlib.suppress(Exception):
                     self._finish(call, ProviderUnavailable(reason))
             if provider.ready is not None and not provider.ready.done():
