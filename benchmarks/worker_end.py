@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import signal
 import socket
 import statistics
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -235,8 +236,8 @@ def _codec_round_trips(
     return _timed(messages, once)
 
 
-class _Fd:
-    """Where a socket stood in a worker's arguments (its descriptor travels on its own)."""
+#: Where a socket stood in a worker's arguments (its descriptor travels on its own).
+_FD = "<inherited socket>"
 
 
 class Launcher:
@@ -245,11 +246,16 @@ class Launcher:
     per variant would cost seconds of imports on this machine, a fork costs milliseconds."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.pipe, theirs = context.Pipe()
-        self.process = context.Process(target=_launcher, args=(theirs,), daemon=True)
-        self.process.start()
+        # A plain subprocess, not multiprocessing's: no resource tracker outlives the run.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker_end", "--launcher-fd", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
         theirs.close()
+        self._sock = ours
+        self.pipe = Pipe(ours.fileno())
 
     def start(self, target: Callable[..., None], *args: Any) -> Pipe:
         """Fork a worker running ``target(*args, pipe)``; sockets in ``args`` (or in a list
@@ -259,7 +265,7 @@ class Launcher:
         def strip(value: Any) -> Any:
             if isinstance(value, socket.socket):
                 fds.append(value.fileno())
-                return _Fd()
+                return _FD
             if isinstance(value, list):
                 return [strip(v) for v in value]
             return value
@@ -267,13 +273,14 @@ class Launcher:
         plain = [strip(a) for a in args]
         self.pipe.send((target.__name__, plain, len(fds)))
         for fd in fds:
-            reduction.send_handle(self.pipe, fd, self.process.pid or 0)
+            reduction.send_handle(self.pipe, fd, self.process.pid)
         return self.pipe
 
     def close(self) -> None:
         self.pipe.send(None)
-        self.process.join(10)
+        self.process.wait(10)
         self.pipe.close()
+        self._sock.detach()
 
 
 def _launcher(pipe: Pipe) -> None:
@@ -300,8 +307,8 @@ def _launcher(pipe: Pipe) -> None:
 
 
 def _fill(value: Any, socks: deque[socket.socket]) -> Any:
-    """``value`` with each :class:`_Fd` replaced by the next of ``socks``."""
-    if isinstance(value, _Fd):
+    """``value`` with each ``_FD`` replaced by the next of ``socks``."""
+    if value == _FD:
         return socks.popleft()
     if isinstance(value, list):
         return [_fill(v, socks) for v in value]
@@ -560,7 +567,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating the order")
     parser.add_argument("--kill-trials", type=int, default=20, help="workers killed after send")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--launcher-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.launcher_fd is not None:
+        _launcher(Pipe(args.launcher_fd))
+        return
     result = run(args.calls, args.rounds, args.kill_trials)
     if args.json:
         print(json.dumps(result, indent=2))
