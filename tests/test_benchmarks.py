@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import profile, run
+from benchmarks import profile, run, worker_end
 
 
 def test_suite_runs_with_tiny_sizes(tmp_path: Path) -> None:
@@ -38,3 +38,21 @@ def test_profile_tool_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "wall per call" in out and "total CPU per call" in out  # (50 calls: few ticks)
     assert "200 calls" in out and "timer heap" in out
+
+
+def test_worker_end_variants_echo_every_call_and_a_codec_reply_outlives_its_worker() -> None:
+    """``python -m benchmarks.worker_end``: each of the four wires completes every round trip
+    with the CALL echoed back (a wrong echo raises), counted by the worker too; and a reply our
+    codec wrote is in the kernel when ``sendall`` returns, so it reaches the host even though
+    the worker is SIGKILLed right after (pyzmq's may not: no assertion on it)."""
+    result = worker_end.run(calls=50, rounds=2, kill_trials=3)
+    assert [r["order"] for r in result["rounds"]] == [
+        list(worker_end.VARIANTS), list(reversed(worker_end.VARIANTS))
+    ]
+    for r in result["rounds"]:
+        assert set(r["figures"]) == set(worker_end.VARIANTS)
+        for name, figures in r["figures"].items():
+            assert figures["samples"] == 50 and figures["worker_served"] == 50, name
+            assert isinstance(figures["worker_cpu_us_per_rt"], numbers.Real), name
+    assert result["kill_after_send"]["codec socketpair"] == {"trials": 3, "replies_arrived": 3}
+    assert result["kill_after_send"]["pyzmq DEALER"]["trials"] == 3
