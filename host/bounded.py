@@ -120,9 +120,12 @@ def uniq(container: Any) -> bool:
 
 
 class _Budget:
-    __slots__ = ("deadline", "polite", "refs", "steps")
+    __slots__ = ("deadline", "every", "polite", "refs", "steps")
 
-    def __init__(self, deadline: float | None, steps: int, refs: int, polite: bool) -> None:
+    def __init__(
+        self, deadline: float | None, steps: int, refs: int, polite: bool, every: int
+    ) -> None:
+        self.every = every
         self.steps = steps
         self.refs = refs
         self.deadline = deadline
@@ -147,7 +150,7 @@ def _spend(ref: bool = False) -> None:
         budget.refs -= 1
         if budget.refs <= 0:
             raise BudgetExceeded("validating needed more $ref expansions than it may take")
-    if budget.steps % _CLOCK_EVERY == 0:
+    if budget.steps % budget.every == 0:
         deadline = budget.deadline
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceeded("the call's deadline passed during validation")
@@ -163,13 +166,15 @@ def run_bounded(
     steps: int = MAX_STEPS,
     refs: int = MAX_REFS,
     polite: bool = False,
+    clock_every: int = _CLOCK_EVERY,
 ) -> Any:
     """Run ``work`` (a validation) with a fresh budget of ``steps`` and ``refs`` on this thread;
     ``deadline`` is a ``time.monotonic()`` value past which it stops with
     :class:`DeadlineExceeded`. ``polite``: yield the GIL every few hundred steps (for work off
-    the loop, so the loop's turns come at once)."""
+    the loop, so the loop's turns come at once). ``clock_every``: steps between two looks at the
+    clock (1 on the loop, where a budget of milliseconds must hold whatever one step costs)."""
     outer = _LOCAL.budget
-    _LOCAL.budget = _Budget(deadline, steps, refs, polite)
+    _LOCAL.budget = _Budget(deadline, steps, refs, polite, max(1, clock_every))
     try:
         return work()
     finally:
@@ -318,6 +323,48 @@ def schema_problem(schema: Any, size: int) -> str | None:
                         if reason is not None:
                             return _pattern_message(pattern, reason)
                 schemas.extend(value.values())
+    return None
+
+
+#: Formats whose checker (``rfc3987``'s backtracking regex) costs far more than linear time and
+#: memory per character: never tried on the loop.
+_COSTLY_FORMATS = frozenset({"iri", "iri-reference"})
+#: Nodes an ``enum``/``const`` value may hold for a trial on the loop (comparing an instance
+#: against each member is one step for all of them).
+MAX_LOOP_ENUM_NODES = 1000
+
+
+def _nodes(value: Any, limit: int) -> int:
+    """Nodes of a JSON value, counting stops past ``limit``."""
+    count = 0
+    stack = [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def loop_unsafe(schema: Any) -> str | None:
+    """Why ``schema`` holds a keyword whose single step cannot be bounded in time on the loop
+    (a costly ``format``, a huge ``enum``/``const``), or None. Linear in the schema's size."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key == "format" and value in _COSTLY_FORMATS:
+                    return f"format {value!r}"
+                if key in ("enum", "const") and _nodes(value, MAX_LOOP_ENUM_NODES) > (
+                    MAX_LOOP_ENUM_NODES
+                ):
+                    return f"{key} with more than {MAX_LOOP_ENUM_NODES:,} nodes"
+                stack.append(value)
     return None
 
 

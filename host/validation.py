@@ -27,6 +27,7 @@ from host.bounded import (
     BoundedValidator,
     BudgetExceeded,
     DeadlineExceeded,
+    loop_unsafe,
     run_bounded,
     schema_problem,
     unsupported_pattern,
@@ -153,6 +154,8 @@ class SchemaValidator:
         #: Accepts valid instances without jsonschema when the schema is simple enough; None
         #: otherwise. Rejections always go to jsonschema, for its message and its verdict.
         self._fast = compile_schema(schema)
+        #: Why a trial on the loop must not be attempted (one step of it is unbounded), or None.
+        self.loop_unsafe = loop_unsafe(schema)
 
     @property
     def has_fast_path(self) -> bool:
@@ -173,10 +176,12 @@ class SchemaValidator:
         ``seconds``): its verdict, or False if it could not decide within it."""
         if self.quick(instance):
             return None
+        if self.loop_unsafe is not None:
+            return False
         try:
             error: ValidationError | None = run_bounded(
                 lambda: best_match(self._validator.iter_errors(instance)),
-                time.monotonic() + seconds, steps=steps, refs=steps,
+                time.monotonic() + seconds, steps=steps, refs=steps, clock_every=1,
             )
         except (DeadlineExceeded, BudgetExceeded):
             return False
