@@ -7,6 +7,14 @@ with Host() as host:
 """
 
 import logging
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
+try:
+    #: The installed distribution's version, read from its metadata (never a second copy).
+    __version__ = _dist_version("actionsandbox")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 from host.catalog import ActionDescriptor, Catalog
 from host.errors import (
@@ -55,4 +63,5 @@ __all__ = [
     "Timeout",
     "Usage",
     "WorkerCrashed",
+    "__version__",
 ]

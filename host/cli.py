@@ -61,6 +61,13 @@ def _add_sources(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata, the one source of truth)."""
+    from host import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sandbox",
@@ -68,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "With neither --provider nor --config, the built-in example providers "
         "(text, hostile) are loaded.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 

@@ -563,3 +563,18 @@ def test_demo() -> None:
         assert last.startswith("NOT contained: "), last
         assert last.removeprefix("NOT contained: ").split("; ") == not_contained
         assert proc.returncode == 1, describe(proc)
+
+
+def test_version_comes_from_package_metadata() -> None:
+    """``sandbox --version`` and ``host.__version__`` report the installed distribution's
+    version (issue 14)."""
+    from importlib.metadata import version
+
+    import host
+
+    assert host.__version__ == version("actionsandbox")
+    done = subprocess.run(
+        [sys.executable, "-m", "host.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"sandbox {version('actionsandbox')}"
