@@ -74,6 +74,8 @@ class ActionDescriptor:
     output_schema: dict[str, Any]
     provider: str
     safe_rerun: bool = False
+    #: Exception names the action raises on purpose (SDK ``raises=``): not fuzzing findings.
+    raises: tuple[str, ...] = ()
     input_validator: SchemaValidator = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
     output_validator: SchemaValidator = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
@@ -140,6 +142,9 @@ def descriptors_from_hello(
         safe_rerun = raw.get("safe_rerun", False)
         if not isinstance(safe_rerun, bool):
             raise CatalogInvalid(f"{full}: safe_rerun must be a boolean")
+        raises = raw.get("raises", [])
+        if not (isinstance(raises, list) and len(raises) <= 64 and all(map(is_name, raises))):
+            raise CatalogInvalid(f"{full}: raises must be a list of exception names")
         input_schema, output_schema = raw.get("input_schema"), raw.get("output_schema")
         try:
             input_validator = SchemaValidator(
@@ -159,6 +164,7 @@ def descriptors_from_hello(
                 output_schema=output_schema,  # type: ignore[arg-type]
                 provider=provider,
                 safe_rerun=safe_rerun,
+                raises=tuple(raises),
                 input_validator=input_validator,
                 output_validator=output_validator,
             )

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sleep, memory bomb, fork bomb, escapes, crashes, floods) under a strict policy and "
         "prints what each attempted, its outcome and what it cost.",
     )
+    from host.fuzz.cli import add_parser as add_fuzz
+
+    add_fuzz(commands, _add_sources)
     return parser
 
 
@@ -285,6 +288,12 @@ def _command_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _command_fuzz(args: argparse.Namespace) -> int:
+    from host.fuzz.cli import run
+
+    return run(args, _open_host, UsageError, BUILTIN_PROVIDERS, printable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
     parser = build_parser()
@@ -300,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _command_list,
         "doctor": _command_doctor,
         "demo": _command_demo,
+        "fuzz": _command_fuzz,
     }
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None

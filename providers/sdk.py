@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -58,6 +58,9 @@ class Action:
     output_schema: dict[str, Any]
     safe_rerun: bool
     function: Callable[..., object]
+    #: Names of the exceptions the action raises on purpose (``raises=[ValueError]``): the
+    #: fuzzer does not report them as failures; the host treats them as any ActionFailed.
+    raises: tuple[str, ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -74,6 +77,7 @@ class Action:
             "input_schema": copy.deepcopy(self.input_schema),
             "output_schema": copy.deepcopy(self.output_schema),
             "safe_rerun": self.safe_rerun,
+            **({"raises": list(self.raises)} if self.raises else {}),
         }
 
 
@@ -124,6 +128,7 @@ class Provider:
         output: dict[str, Any] | None = None,
         description: str | None = None,
         safe_rerun: bool = False,
+        raises: Sequence[type[BaseException]] = (),
     ) -> Callable[[F], F]: ...
 
     def action(
@@ -136,13 +141,15 @@ class Provider:
         output: dict[str, Any] | None = None,
         description: str | None = None,
         safe_rerun: bool = False,
+        raises: Sequence[type[BaseException]] = (),
     ) -> F | Callable[[F], F]:
         """Register a function as an action; usable bare (``@p.action``) or called.
 
         ``input``/``output`` override the schemas derived from annotations (an explicit
         schema always wins, and lets authors express what annotations cannot).
         ``description`` defaults to the first docstring paragraph. The function is returned
-        unchanged.
+        unchanged. ``raises`` lists exception classes the action raises on purpose (bad input
+        it cannot describe in a schema): ``sandbox fuzz`` does not count them as failures.
         """
         if function is not None and not callable(function):
             raise ProviderError(
@@ -158,6 +165,7 @@ class Provider:
                 output_schema=output,
                 description=description,
                 safe_rerun=safe_rerun,
+                raises=raises,
             )
             return fn
 
@@ -174,6 +182,7 @@ class Provider:
         output_schema: dict[str, Any] | None,
         description: str | None,
         safe_rerun: bool,
+        raises: Sequence[type[BaseException]] = (),
     ) -> Action:
         if not callable(fn):
             raise ProviderError(f"provider {self.name!r}: cannot register non-callable {fn!r}")
@@ -192,6 +201,12 @@ class Provider:
             raise ProviderError(f"action {full_name!r}: description must be a string")
         if not isinstance(safe_rerun, bool):
             raise ProviderError(f"action {full_name!r}: safe_rerun must be a bool")
+        if isinstance(raises, (str, type)) or not all(
+            isinstance(e, type) and issubclass(e, BaseException) for e in raises
+        ):
+            raise ProviderError(
+                f"action {full_name!r}: raises must be a list of exception classes"
+            )
 
         if input_schema is None:
             in_schema = derive_input_schema(fn, full_name)
@@ -221,6 +236,7 @@ class Provider:
             output_schema=out_schema,
             safe_rerun=safe_rerun,
             function=fn,
+            raises=tuple(e.__name__ for e in raises),
         )
         self.actions[action_name] = action
         return action

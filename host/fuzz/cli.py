@@ -1,0 +1,169 @@
+"""``sandbox fuzz``: the subcommand's arguments and its run (``host.cli`` only registers it).
+
+Exit codes as the rest of the CLI: 0 no finding, 1 at least one finding, 2 a usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from host.fuzz.checks import CHECKS, MODES, OPT_IN
+
+if TYPE_CHECKING:
+    from host.fuzz.runner import ActionReport, FuzzOptions
+
+
+def add_parser(commands: Any, add_sources: Any) -> None:
+    """Register ``fuzz`` on the CLI's subparsers (``add_sources`` adds --provider/--config)."""
+    fuzz = commands.add_parser(
+        "fuzz",
+        help="throw schema-derived inputs at every action, confined, and report failures",
+        description="Property-based fuzzing: Hypothesis generates inputs from each action's "
+        "input schema and every example runs confined under the provider's policy. Each "
+        "distinct failure is shrunk and printed with a 'sandbox call' line that reproduces it. "
+        "Exit code 0 no failure, 1 at least one, 2 a usage or configuration error.",
+    )
+    fuzz.add_argument("actions", nargs="*", metavar="ACTION", help="only these actions")
+    add_sources(fuzz)
+    fuzz.add_argument("--max-examples", type=int, default=100, metavar="N")
+    fuzz.add_argument("--seed", type=int, metavar="N", help="Hypothesis's seed (reproducible run)")
+    fuzz.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="wall-time cap per example"
+    )
+    fuzz.add_argument("--max-time", type=float, metavar="S", help="stop each action after S s")
+    fuzz.add_argument("--checks", metavar="NAME,...", help=f"only these of {', '.join(CHECKS)}")
+    fuzz.add_argument("--exclude-checks", metavar="NAME,...", default="")
+    fuzz.add_argument("--mode", choices=MODES, default="positive")
+    fuzz.add_argument(
+        "--database", metavar="PATH|none", default=".sandbox/fuzz-examples",
+        help="Hypothesis's example database (failures are tried first next time)",
+    )
+    fuzz.add_argument("--workers", type=int, default=1, metavar="N", help="actions in parallel")
+    fuzz.add_argument("--no-shrink", action="store_true")
+    fuzz.add_argument("--report", metavar="junit=PATH", help="also write a JUnit XML report")
+    fuzz.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def _names(text: str, flag: str, usage_error: type[Exception]) -> set[str]:
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = names - set(CHECKS)
+    if unknown:
+        raise usage_error(
+            f"{flag}: unknown check {sorted(unknown)[0]!r}; known: {', '.join(CHECKS)}"
+        )
+    return names
+
+
+def options_from(args: argparse.Namespace, usage_error: type[Exception]) -> FuzzOptions:
+    """Check the flags (a bad one is ``usage_error``, exit 2) and make the options."""
+    from host.fuzz.runner import FuzzOptions
+
+    if args.max_examples < 1:
+        raise usage_error("--max-examples must be at least 1")
+    if not args.timeout > 0:
+        raise usage_error("--timeout must be a positive number of seconds")
+    if args.max_time is not None and not args.max_time > 0:
+        raise usage_error("--max-time must be a positive number of seconds")
+    if args.workers < 1:
+        raise usage_error("--workers must be at least 1")
+    if args.report is not None and not args.report.startswith("junit="):
+        raise usage_error("--report: expected junit=PATH")
+    checks = set(CHECKS) - OPT_IN
+    if args.checks:
+        checks = _names(args.checks, "--checks", usage_error)
+    checks -= _names(args.exclude_checks, "--exclude-checks", usage_error)
+    return FuzzOptions(
+        max_examples=args.max_examples,
+        seed=args.seed,
+        timeout=args.timeout,
+        max_time=args.max_time,
+        checks=frozenset(checks),
+        mode=args.mode,
+        database=None if args.database == "none" else args.database,
+        shrink=not args.no_shrink,
+    )
+
+
+def sources_of(args: argparse.Namespace, builtin: tuple[str, ...]) -> list[str]:
+    """The ``sandbox call`` arguments that load the same providers."""
+    out: list[str] = []
+    if args.config:
+        out += ["--config", args.config]
+    for ref in args.provider or ([] if args.config else list(builtin)):
+        out += ["--provider", ref]
+    return out
+
+
+def _progress(report: ActionReport, done: bool) -> None:
+    rate = report.examples / report.seconds if report.seconds else 0.0
+    end = "\n" if done or not sys.stderr.isatty() else "\r"
+    if done or sys.stderr.isatty():
+        sys.stderr.write(
+            f"{report.action}: {report.examples} examples, {len(report.findings)} failures, "
+            f"{rate:.1f} examples/s{end}"
+        )
+        sys.stderr.flush()
+
+
+def run(
+    args: argparse.Namespace, open_host: Any, usage_error: type[Exception],
+    builtin: tuple[str, ...], printable: Any,
+) -> int:
+    """The command: 0 no finding, 1 findings."""
+    from host.fuzz.runner import fuzz_action
+
+    options = options_from(args, usage_error)
+    host = open_host(args)
+    try:
+        known = {d.full_name: d for d in host.catalog.find_all()}
+        for name in args.actions:
+            if name not in known:
+                raise usage_error(f"unknown action {name!r}; known actions: {', '.join(known)}")
+        chosen = [known[n] for n in (args.actions or known)]
+        sources = sources_of(args, builtin)
+        started = time.monotonic()
+        quiet = None if args.json else _progress
+        with ThreadPoolExecutor(max_workers=args.workers) as pool:
+            reports = list(
+                pool.map(lambda d: fuzz_action(host, d, options, sources, quiet), chosen)
+            )
+        elapsed = time.monotonic() - started
+    except BaseException:
+        host.close(timeout=0)
+        raise
+    finally:
+        host.close()
+    ok = not any(r.findings for r in reports)
+    data = {"ok": ok, "seed": options.seed, "actions": [r.to_dict() for r in reports]}
+    if args.report:
+        from host.fuzz.junit import write_junit
+
+        write_junit(args.report.partition("=")[2], reports)
+    if args.json:
+        print(json.dumps(data))
+    else:
+        _summary(reports, elapsed, printable)
+    return 0 if ok else 1
+
+
+def _summary(reports: list[ActionReport], elapsed: float, printable: Any) -> None:
+    width = max((len(r.action) for r in reports), default=6)
+    print(f"{'action':<{width}}  examples  failures  examples/s  worst wall")
+    for r in reports:
+        rate = r.examples / r.seconds if r.seconds else 0.0
+        worst = f"{r.worst['usage']['wall_s']:.3f} s" if r.worst else "-"
+        print(f"{r.action:<{width}}  {r.examples:>8}  {len(r.findings):>8}  {rate:>10.1f}  {worst}")
+    total = sum(len(r.findings) for r in reports)
+    print(f"{total} distinct failure(s) in {elapsed:.1f} s")
+    for r in reports:
+        for f in r.findings:
+            print()
+            print(printable(f"{r.action}: {f.check} ({f.outcome}): {f.message}"))
+            print(printable(f"  Input: {json.dumps(f.input)}"))
+            print(printable(f"  Reproduce with: {f.reproduce}"))

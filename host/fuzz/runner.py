@@ -1,0 +1,263 @@
+"""Fuzz one action through a live :class:`~host.Host`: every example runs confined.
+
+Hypothesis drives the search; each example is one ``host.run`` call whose outcome is judged by
+the named checks (:data:`CHECKS`). A finding is raised as an exception whose *class* is its
+(check, outcome type), so Hypothesis keeps, shrinks and replays each distinct failure
+separately (its ``report_multiple_bugs``). Measured usage goes to ``hypothesis.target`` so the
+search climbs towards expensive inputs; once an action has timed out, the examples tried while
+shrinking get a lower deadline (the final replay of each failure gets the full one again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from host.fuzz.checks import CHECKS, OPT_IN
+
+if TYPE_CHECKING:
+    from host.catalog import ActionDescriptor
+    from host.errors import Outcome
+
+#: The per-example deadline while shrinking after a Timeout: this share of the full one.
+SHRINK_DEADLINE_SHARE = 0.25
+SHRINK_DEADLINE_FLOOR_S = 0.2
+
+
+@dataclass
+class FuzzOptions:
+    """What one fuzz run does; the CLI flags and ``fuzz_provider``'s keywords."""
+
+    max_examples: int = 100
+    seed: int | None = None
+    timeout: float = 5.0
+    max_time: float | None = None
+    checks: frozenset[str] = frozenset(CHECKS) - OPT_IN
+    mode: str = "positive"
+    #: A directory for Hypothesis's example database, or None for none.
+    database: str | None = ".sandbox/fuzz-examples"
+    shrink: bool = True
+    #: Base Hypothesis settings (the pytest plugin passes the active profile's).
+    settings: Any = None
+
+
+@dataclass
+class Finding:
+    """One distinct failure, shrunk."""
+
+    check: str
+    outcome: str
+    message: str
+    input: Any
+    usage: dict[str, Any]
+    reproduce: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "outcome": self.outcome,
+            "message": self.message,
+            "input": self.input,
+            "reproduce": self.reproduce,
+            "usage": self.usage,
+        }
+
+
+@dataclass
+class ActionReport:
+    action: str
+    examples: int = 0
+    seconds: float = 0.0
+    findings: list[Finding] = field(default_factory=list)
+    #: The input that cost the most wall time, with its usage (even when no limit was hit).
+    worst: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "action": self.action,
+            "examples": self.examples,
+            "seconds": round(self.seconds, 3),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+        if self.worst is not None:
+            data["worst"] = self.worst
+        return data
+
+
+class _Found(Exception):
+    """A finding, raised inside the Hypothesis test; subclassed per (check, outcome)."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(f"{finding.check}: {finding.outcome}: {finding.message}")
+        self.finding = finding
+
+
+_KINDS: dict[tuple[str, str], type[_Found]] = {}
+_KINDS_LOCK = threading.Lock()
+
+
+def _kind(check: str, outcome: str) -> type[_Found]:
+    with _KINDS_LOCK:
+        key = (check, outcome)
+        if key not in _KINDS:
+            _KINDS[key] = type(f"{check}__{outcome}", (_Found,), {})
+        return _KINDS[key]
+
+
+def reproduce_command(action: str, value: Any, sources: Sequence[str], timeout: float) -> str:
+    """The ``sandbox call`` line that runs this input again under the same providers, policy
+    (from the same --config) and timeout."""
+    payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return shlex.join(["sandbox", "call", action, payload, *sources, "--timeout", f"{timeout:g}"])
+
+
+def judge(
+    descriptor: ActionDescriptor, outcome: Outcome, positive: bool
+) -> tuple[str, str, str] | None:
+    """(check, outcome type, message) that ``outcome`` fails, or None."""
+    if not positive:
+        if outcome.error is not None and outcome.error.type == "InputInvalid":
+            return None
+        kind = "ok" if outcome.error is None else outcome.error.type
+        return ("negative_data_rejection", kind, "a schema-invalid input was not refused")
+    if outcome.error is None:
+        return None
+    kind = outcome.error.type
+    if kind == "ActionFailed" and outcome.error.details.get("exception_type") in descriptor.raises:
+        return None
+    for check, kinds in CHECKS.items():
+        if kind in kinds:
+            return (check, kind, outcome.error.message)
+    return None
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def fuzz_action(
+    host: Any,
+    descriptor: ActionDescriptor,
+    options: FuzzOptions,
+    sources: Sequence[str],
+    progress: Callable[[ActionReport, bool], None] | None = None,
+) -> ActionReport:
+    """Fuzz one action; the report has each distinct failure once, shrunk, with its reproduce
+    line. ``sources`` are the CLI arguments that load the same providers (--provider/--config)."""
+    from hypothesis import HealthCheck, Phase, given, settings, target
+    from hypothesis.control import current_build_context
+    from hypothesis.database import DirectoryBasedExampleDatabase
+    from hypothesis.errors import Flaky
+
+    from providers.testing import from_schema, invalid_from_schema
+
+    name = descriptor.full_name
+    report = ActionReport(name)
+    schema = descriptor.input_schema
+    positive = from_schema(schema).map(lambda v: (True, v))
+    negative = invalid_from_schema(schema).map(lambda v: (False, v))
+    strategy = {"positive": positive, "negative": negative, "all": positive | negative}[
+        options.mode
+    ]
+    started = time.monotonic()
+    state = {"timed_out": False, "last_progress": started}
+    worst_wall = -1.0
+
+    def body(example: tuple[bool, Any]) -> None:
+        nonlocal worst_wall
+        is_positive, value = example
+        if options.max_time is not None and time.monotonic() - started > options.max_time:
+            return
+        final = current_build_context().is_final
+        timeout = options.timeout
+        if state["timed_out"] and not final:
+            timeout = max(SHRINK_DEADLINE_FLOOR_S, options.timeout * SHRINK_DEADLINE_SHARE)
+        outcome = host.run(name, value, timeout=timeout)
+        report.examples += 1
+        usage = outcome.usage
+        if outcome.error is None or outcome.error.type != "InputInvalid":
+            target(usage.wall_s, label="wall_s")
+            target(usage.cpu_s, label="cpu_s")
+            target(usage.max_rss_bytes / 2**20, label="max_rss_mib")
+            if usage.wall_s > worst_wall:
+                worst_wall = usage.wall_s
+                report.worst = {"input": value, "usage": usage.to_dict()}
+        verdict = judge(descriptor, outcome, is_positive)
+        if verdict is None and is_positive and outcome.ok and "determinism" in options.checks:
+            again = host.run(name, value, timeout=options.timeout)
+            if not again.ok or _canonical(again.value) != _canonical(outcome.value):
+                verdict = ("determinism", "ok", "the same input gave a different result")
+        if progress is not None and time.monotonic() - state["last_progress"] > 1.0:
+            state["last_progress"] = time.monotonic()
+            report.seconds = time.monotonic() - started
+            progress(report, False)
+        if verdict is None or verdict[0] not in options.checks:
+            return
+        check, kind, message = verdict
+        if kind in ("Timeout", "CpuExceeded"):
+            state["timed_out"] = True
+        raise _kind(check, kind)(
+            Finding(check, kind, message, value, usage.to_dict(),
+                    reproduce_command(name, value, sources, options.timeout))
+        )
+
+    base = options.settings if options.settings is not None else settings()
+    phases = [p for p in base.phases if options.shrink or p is not Phase.shrink]
+    database = (
+        DirectoryBasedExampleDatabase(options.database) if options.database is not None else None
+    )
+    test = settings(
+        base,
+        max_examples=options.max_examples,
+        deadline=None,
+        database=database,
+        phases=phases,
+        report_multiple_bugs=True,
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+        print_blob=False,
+    )(given(strategy)(body))
+    if options.seed is not None:
+        from hypothesis import seed as with_seed
+
+        test = with_seed(options.seed)(test)
+    # One database key per action (the body is the same function for all of them).
+    test._hypothesis_internal_database_key = hashlib.sha256(  # type: ignore[attr-defined]
+        json.dumps([list(sources), name, options.mode]).encode()
+    ).digest()
+    found: list[_Found] = []
+    try:
+        test()
+    except _Found as exc:
+        found.append(exc)
+    except BaseExceptionGroup as group:
+        leaves = group.subgroup(lambda e: isinstance(e, _Found))
+        found.extend(f for f in _leaves(leaves) if isinstance(f, _Found))
+        if leaves is None or group.subgroup(lambda e: not isinstance(e, _Found)) is not None:
+            raise
+    except Flaky as exc:  # a failure that did not happen again on replay: still a finding
+        found.extend(f for f in _leaves(exc) if isinstance(f, _Found))
+    seen: set[tuple[str, str]] = set()
+    for one in found:
+        key = (one.finding.check, one.finding.outcome)
+        if key not in seen:
+            seen.add(key)
+            report.findings.append(one.finding)
+    report.seconds = time.monotonic() - started
+    if progress is not None:
+        progress(report, True)
+    return report
+
+
+def _leaves(exc: BaseException | None) -> list[BaseException]:
+    if exc is None:
+        return []
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
