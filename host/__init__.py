@@ -13,6 +13,7 @@ from host.errors import (
     ActionFailed,
     Cancelled,
     CpuExceeded,
+    HostUnavailable,
     InputInvalid,
     MemoryExceeded,
     Outcome,
@@ -29,6 +30,7 @@ from host.errors import (
 from host.executor import SandboxExecutor
 from host.futures import CallFuture
 from host.host import Host, ProviderInfo
+from host.remote import HostGroup, RemoteHost
 
 # A library stays quiet unless the application configures logging.
 logging.getLogger("host").addHandler(logging.NullHandler())
@@ -41,6 +43,8 @@ __all__ = [
     "Catalog",
     "CpuExceeded",
     "Host",
+    "HostGroup",
+    "HostUnavailable",
     "InputInvalid",
     "MemoryExceeded",
     "Outcome",
@@ -50,6 +54,7 @@ __all__ = [
     "ProtocolViolation",
     "ProviderInfo",
     "ProviderUnavailable",
+    "RemoteHost",
     "SandboxError",
     "SandboxExecutor",
     "Timeout",

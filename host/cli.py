@@ -13,8 +13,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+
+from host.remote.commands import add_parsers as add_remote_parsers
 
 EXIT_OK = 0
 EXIT_OUTCOME = 1
@@ -25,6 +27,8 @@ EXIT_TERMINATED = 143
 
 #: Loaded when neither --provider nor --config is given, so the CLI works right after install.
 BUILTIN_PROVIDERS = ("providers.examples.text", "providers.examples.hostile")
+#: ``keygen`` and ``serve`` (host.remote.commands), filled in by ``build_parser``.
+_REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 class UsageError(Exception):
@@ -112,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sleep, memory bomb, fork bomb, escapes, crashes, floods) under a strict policy and "
         "prints what each attempted, its outcome and what it cost.",
     )
+    _REMOTE_HANDLERS.update(add_remote_parsers(commands))
     return parser
 
 
@@ -292,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _command_list,
         "doctor": _command_doctor,
         "demo": _command_demo,
+        **_REMOTE_HANDLERS,
     }
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
