@@ -322,5 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # run as host.cli, so modules importing it share its UsageError
+    from host.cli import main as _main
+
+    raise SystemExit(_main())
