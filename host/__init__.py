@@ -21,6 +21,7 @@ from host.errors import (
     ActionFailed,
     Cancelled,
     CpuExceeded,
+    HostUnavailable,
     InputInvalid,
     MemoryExceeded,
     Outcome,
@@ -37,6 +38,7 @@ from host.errors import (
 from host.executor import SandboxExecutor
 from host.futures import CallFuture
 from host.host import Host, ProviderInfo
+from host.remote import HostGroup, RemoteHost
 
 # A library stays quiet unless the application configures logging.
 logging.getLogger("host").addHandler(logging.NullHandler())
@@ -49,6 +51,8 @@ __all__ = [
     "Catalog",
     "CpuExceeded",
     "Host",
+    "HostGroup",
+    "HostUnavailable",
     "InputInvalid",
     "MemoryExceeded",
     "Outcome",
@@ -58,6 +62,7 @@ __all__ = [
     "ProtocolViolation",
     "ProviderInfo",
     "ProviderUnavailable",
+    "RemoteHost",
     "SandboxError",
     "SandboxExecutor",
     "Timeout",

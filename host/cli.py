@@ -13,8 +13,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+
+from host.remote.commands import add_parsers as add_remote_parsers
 
 EXIT_OK = 0
 EXIT_OUTCOME = 1
@@ -25,6 +27,8 @@ EXIT_TERMINATED = 143
 
 #: Loaded when neither --provider nor --config is given, so the CLI works right after install.
 BUILTIN_PROVIDERS = ("providers.examples.text", "providers.examples.hostile")
+#: ``keygen`` and ``serve`` (host.remote.commands), filled in by ``build_parser``.
+_REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 class UsageError(Exception):
@@ -123,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     from host.fuzz.cli import add_parser as add_fuzz
 
     add_fuzz(commands, _add_sources)
+    _REMOTE_HANDLERS.update(add_remote_parsers(commands))
     return parser
 
 
@@ -310,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": _command_doctor,
         "demo": _command_demo,
         "fuzz": _command_fuzz,
+        **_REMOTE_HANDLERS,
     }
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
@@ -334,5 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # run as host.cli, so modules importing it share its UsageError
+    from host.cli import main as _main
+
+    raise SystemExit(_main())

@@ -133,6 +133,16 @@ class Overloaded(SandboxError):
     """The provider's queue of waiting calls is full; the call was refused at once."""
 
 
+class HostUnavailable(SandboxError):
+    """A remote host could not be reached, refused this client, or went away during the call.
+
+    ``details["delivered"]`` is False when the request never left this process (no connection,
+    refused key, a draining server that refused it): the call certainly did not run and may be
+    sent elsewhere. True means it was sent and may have run (``host.remote.HostGroup`` re-sends
+    such a call only when its action is ``safe_rerun``).
+    """
+
+
 ERROR_TYPES: dict[str, type[SandboxError]] = {
     cls.__name__: cls
     for cls in (

@@ -1,0 +1,140 @@
+"""The ``sandbox keygen`` and ``sandbox serve`` subcommands (registered by ``host.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from typing import Any
+
+_TCP = re.compile(r"tcp://(?P<address>[^:/]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})\Z")
+_ADDR_PORT = re.compile(r"(?P<address>[^:/]*):(?P<port>\d{1,5})\Z")
+
+
+def add_parsers(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Add the two subcommands to ``commands``; returns their handlers by name."""
+    keygen = commands.add_parser(
+        "keygen",
+        help="write a CURVE key pair for sandbox serve or a client",
+        description="Write DIR/NAME.key (public: give it to the other side) and "
+        "DIR/NAME.key_secret (secret, mode 0600), in pyzmq's zmq.auth certificate format.",
+    )
+    keygen.add_argument("directory", metavar="DIR")
+    keygen.add_argument("name", metavar="NAME")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the providers of a config to remote engines (ZeroMQ, CURVE)",
+        description="Serve the providers of --config to RemoteHost clients over ZeroMQ with "
+        "CURVE encryption; only the public keys in --authorized may connect. SIGTERM drains: "
+        "running calls finish (up to --drain-timeout), new ones are refused.",
+    )
+    serve.add_argument("--bind", required=True, metavar="tcp://ADDR:PORT")
+    serve.add_argument("--config", required=True, metavar="FILE")
+    serve.add_argument("--server-key", metavar="S.key_secret")
+    serve.add_argument("--authorized", metavar="DIR", help="a directory of clients' *.key files")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no encryption and no authentication (only for --bind tcp://127.0.0.1:PORT)",
+    )
+    serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics here")
+    serve.add_argument("--drain-timeout", type=float, default=30.0, metavar="S")
+    return {"keygen": _command_keygen, "serve": _command_serve}
+
+
+def _command_keygen(args: argparse.Namespace) -> int:
+    from host.cli import UsageError
+    from host.remote.keys import KeyFileError, keygen
+
+    try:
+        public, secret = keygen(args.directory, args.name)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"public key: {public}\nsecret key: {secret} (mode 0600: keep it private)")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> tuple[tuple[bytes, bytes] | None, dict[bytes, str] | None]:
+    from host.cli import UsageError
+    from host.remote.keys import KeyFileError, curve_available, load_authorized, load_secret
+
+    bind = _TCP.match(args.bind)
+    if bind is None:
+        raise UsageError(f"--bind {args.bind}: expected tcp://ADDR:PORT")
+    if args.insecure:
+        if bind["address"] != "127.0.0.1":
+            raise UsageError("--insecure is only allowed with --bind tcp://127.0.0.1:PORT")
+        if args.server_key or args.authorized:
+            raise UsageError("--insecure cannot be combined with --server-key/--authorized")
+        return None, None
+    if not args.server_key or not args.authorized:
+        raise UsageError("--server-key and --authorized are required (or --insecure on 127.0.0.1)")
+    if not curve_available():
+        raise UsageError("this libzmq has no CURVE support (built without libsodium)")
+    try:
+        return load_secret(args.server_key), load_authorized(args.authorized)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _command_serve(args: argparse.Namespace) -> int:
+    import sys
+
+    from host.cli import UsageError
+    from host.errors import ProviderUnavailable
+    from host.host import Host
+    from host.remote.metrics import Metrics
+    from host.remote.server import ServeError, Server, install_signals
+    from policies import PolicyError
+
+    server_key, authorized = _keys(args)
+    metrics_at = None
+    if args.metrics:
+        metrics_at = _ADDR_PORT.match(args.metrics)
+        if metrics_at is None:
+            raise UsageError(f"--metrics {args.metrics}: expected ADDR:PORT")
+    if not args.drain_timeout >= 0:
+        raise UsageError("--drain-timeout must be a number of seconds >= 0")
+    host = Host()
+    server = metrics = None
+    try:
+        try:
+            names = host.load_config(args.config)
+        except (PolicyError, ProviderUnavailable, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        if metrics_at is not None:
+            metrics = Metrics(host.stats)
+            try:
+                metrics.serve(metrics_at["address"] or "0.0.0.0", int(metrics_at["port"]))
+            except OSError as exc:
+                raise UsageError(f"--metrics {args.metrics}: {exc.strerror or exc}") from None
+        try:
+            server = Server(
+                host, args.bind, server_key=server_key, authorized=authorized,
+                metrics=metrics, drain_timeout=args.drain_timeout,
+            )  # fmt: skip
+        except ServeError as exc:
+            raise UsageError(str(exc)) from None
+        if authorized is None:
+            print(
+                "sandbox serve: WARNING: --insecure: NO ENCRYPTION AND NO AUTHENTICATION; "
+                "any local process can call these providers",
+                file=sys.stderr,
+            )
+        install_signals(server)
+        actions = len(host.catalog)
+        print(
+            f"sandbox serve: serving {len(names)} providers ({actions} actions) on {args.bind}"
+            + (f", metrics on http://{args.metrics}/metrics" if metrics_at else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        server.serve_forever()
+    finally:
+        if server is not None:
+            server.close()
+        host.close(timeout=0 if server is None else 5.0)
+        if metrics is not None:
+            metrics.close()
+    return 0

@@ -1,0 +1,154 @@
+"""``HostGroup``: one calling API over many hosts, local ``Host``s and ``RemoteHost``s mixed.
+
+Each call goes to the least-loaded host (fewest of the group's calls in flight there) whose
+catalog has the action and that is available. A call that ends ``HostUnavailable`` with
+``delivered=False`` certainly never ran, so it is sent to the next host; one that was
+delivered (it may have run) is re-sent only if its action is ``safe_rerun``. Every call ends
+in exactly one outcome, that of its last attempt (``attempts`` counts the hosts tried).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+from host.catalog import ActionDescriptor
+from host.errors import HostUnavailable, Outcome, ProviderUnavailable
+from host.futures import CallFuture
+from host.host import ProviderInfo
+from host.remote.api import CallingAPI
+
+
+class _AnyHost(Protocol):
+    catalog: Any
+
+    def submit(
+        self, action: str, input: Any = None, *, timeout: float | None = None
+    ) -> CallFuture: ...
+
+    def providers(self) -> list[ProviderInfo]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self, timeout: float = ...) -> None: ...
+
+
+class _GroupCatalog:
+    """``find`` and ``find_all`` over every member's catalog (first host wins a name)."""
+
+    def __init__(self, hosts: Sequence[_AnyHost]) -> None:
+        self._hosts = hosts
+
+    def find(self, name: str, namespace: str | None = None) -> ActionDescriptor | None:
+        for host in self._hosts:
+            found: ActionDescriptor | None = host.catalog.find(name, namespace)
+            if found is not None:
+                return found
+        return None
+
+    def find_all(self, namespace: str | None = None, **kwargs: Any) -> list[ActionDescriptor]:
+        seen: dict[str, ActionDescriptor] = {}
+        for host in self._hosts:
+            for d in host.catalog.find_all(namespace, **{k: v for k, v in kwargs.items()
+                                                         if k != "limit"}):  # fmt: skip
+                seen.setdefault(d.full_name, d)
+        items = sorted(seen.values(), key=lambda d: d.full_name)
+        limit = kwargs.get("limit")
+        return items if limit is None else items[:limit]
+
+
+class HostGroup(CallingAPI):
+    """Routes calls across ``hosts``; closing the group closes them."""
+
+    def __init__(self, hosts: Sequence[_AnyHost]) -> None:
+        if not hosts:
+            raise ValueError("a HostGroup needs at least one host")
+        self.hosts = list(hosts)
+        self.catalog = _GroupCatalog(self.hosts)
+        self._load = [0] * len(self.hosts)
+        self._lock = threading.Lock()
+
+    def _candidates(self, action: str, tried: set[int]) -> list[int]:
+        usable = [
+            i for i, host in enumerate(self.hosts)
+            if i not in tried and host.catalog.find(action) is not None
+            and getattr(host, "available", True)
+        ]  # fmt: skip
+        with self._lock:
+            return sorted(usable, key=lambda i: self._load[i])
+
+    def submit(
+        self, action: str, input: Any = None, *, timeout: float | None = None
+    ) -> CallFuture:
+        """Start a call on the least-loaded host that serves ``action``; never blocks."""
+        outer = CallFuture()
+        outer.set_running_or_notify_cancel()
+        descriptor = self.catalog.find(action)
+        safe = descriptor is not None and descriptor.safe_rerun
+        state: dict[str, Any] = {"inner": None, "cancelled": False}
+        tried: set[int] = set()
+
+        def attempt(last: Outcome | None) -> None:
+            candidates = self._candidates(action, tried)
+            if not candidates or state["cancelled"]:
+                outer.settle(last if last is not None else Outcome.failure(
+                    ProviderUnavailable(f"no available host in the group offers {action!r}")
+                ))  # fmt: skip
+                return
+            index = candidates[0]
+            tried.add(index)
+            with self._lock:
+                self._load[index] += 1
+            inner = self.hosts[index].submit(action, input, timeout=timeout)
+            state["inner"] = inner
+            inner.add_done_callback(lambda f: finished(index, f))
+
+        def finished(index: int, inner: Any) -> None:
+            with self._lock:
+                self._load[index] -= 1
+            outcome = inner.outcome
+            if outcome is None:
+                outcome = Outcome.failure(ProviderUnavailable("the call was cancelled"))
+            error = outcome.error
+            if isinstance(error, HostUnavailable) and (
+                not error.details.get("delivered", True) or safe
+            ):
+                attempt(replace(outcome, attempts=len(tried)))
+                return
+            outer.settle(replace(outcome, attempts=outcome.attempts + len(tried) - 1))
+
+        def cancel(_: CallFuture) -> None:
+            state["cancelled"] = True
+            if state["inner"] is not None:
+                state["inner"].cancel()
+
+        outer._canceller = cancel
+        attempt(None)
+        return outer
+
+    def providers(self) -> list[ProviderInfo]:
+        """Every member's providers (a provider served by three hosts is listed three times)."""
+        return [p for host in self.hosts for p in host.providers()]
+
+    def stats(self) -> dict[str, Any]:
+        """Per member (by index and, for remote ones, endpoint): its ``stats()``."""
+        result: dict[str, Any] = {}
+        for i, host in enumerate(self.hosts):
+            label = f"{i}:{getattr(host, 'endpoint', 'local')}"
+            try:
+                result[label] = host.stats()
+            except Exception as exc:  # one unreachable member must not hide the others
+                result[label] = {"error": f"{type(exc).__name__}: {exc}"}
+        return result
+
+    def close(self, timeout: float = 5.0) -> None:
+        for host in self.hosts:
+            host.close(timeout)
+
+    def __enter__(self) -> HostGroup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,288 @@
+"""``sandbox serve``: one ``Host`` served to remote engines over ZeroMQ, CURVE and ZAP.
+
+One thread owns every socket: a ROUTER the clients' DEALERs connect to, the ZAP handler
+(``inproc://zeromq.zap.01``, which libzmq asks about every CURVE handshake: only keys in
+``--authorized`` pass) and a pipe that the host's done-callbacks write to. A client's request
+is untrusted input: its envelope is checked (``host.remote.wire``) and its input goes through
+``Host.submit`` exactly as a local engine's does (plain copy, size limit, schema).
+
+SIGTERM drains: new calls are refused (the client may send them elsewhere, they never ran),
+running ones get ``drain_timeout`` seconds, then are cancelled, and the host closes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import zmq
+from zmq.utils import z85
+
+from host.errors import Cancelled, InputInvalid, Outcome, Overloaded
+from host.futures import CallFuture
+from host.host import Host
+from host.remote import wire
+from host.remote.metrics import Metrics
+from sandbox import protocol
+
+log = logging.getLogger("host.remote.server")
+
+#: ZMTP heartbeats: a silent peer is dropped after HEARTBEAT_TIMEOUT_MS (its calls ended).
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 3000
+#: Calls in flight across all clients; more are answered ``Overloaded`` at once.
+MAX_IN_FLIGHT = 10_000
+ZAP_DOMAIN = b"sandbox"
+
+
+class ServeError(Exception):
+    """The server cannot start (busy port, bad bind address): one line, exit 2."""
+
+
+def _say(text: str) -> None:
+    """The operator's log: one line on stderr per event (and the logging module for embedders)."""
+    print(f"sandbox serve: {text}", file=sys.stderr, flush=True)
+    log.info(text)
+
+
+class Server:
+    """Serves ``host`` on ``bind``; ``authorized`` is None only for ``--insecure``."""
+
+    def __init__(
+        self,
+        host: Host,
+        bind: str,
+        *,
+        server_key: tuple[bytes, bytes] | None,
+        authorized: dict[bytes, str] | None,
+        metrics: Metrics | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.metrics = metrics
+        self.drain_timeout = drain_timeout
+        self._authorized = authorized
+        self._context = zmq.Context()
+        self._zap = self._context.socket(zmq.REP)
+        self._zap.linger = 0
+        self._zap.bind("inproc://zeromq.zap.01")
+        self._router = self._context.socket(zmq.ROUTER)
+        self._router.linger = 1000
+        self._router.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)
+        self._router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        self._router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        self._router.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+        self._router.zap_domain = ZAP_DOMAIN
+        if server_key is not None:
+            self._router.curve_server = True
+            self._router.curve_publickey, self._router.curve_secretkey = server_key
+        try:
+            self._router.bind(bind)
+        except zmq.ZMQError as exc:
+            self._close_sockets()
+            raise ServeError(f"cannot bind {bind}: {exc.strerror}") from None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._done: collections.deque[tuple[bytes, str, CallFuture, str]] = collections.deque()
+        self._in_flight: dict[tuple[bytes, str], CallFuture] = {}
+        self._draining = False
+        self._stop = False
+
+    # ------------------------------------------------------------------ lifetime
+
+    def request_drain(self, *_: object) -> None:
+        """Signal-safe: start draining (a second request stops at once)."""
+        if self._draining:
+            self._stop = True
+        self._draining = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT (drain) or :meth:`request_drain`."""
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._zap, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        drain_deadline: float | None = None
+        cancelled = False
+        while True:
+            events = dict(poller.poll(200))
+            if self._wake_r in events:
+                os.read(self._wake_r, 65536)
+            if self._zap in events:
+                self._answer_zap()
+            while self._router in events:
+                try:
+                    frames = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    break
+                self._handle(frames)
+            self._send_done()
+            if self._draining:
+                now = time.monotonic()
+                if drain_deadline is None:
+                    drain_deadline = now + self.drain_timeout
+                    _say(
+                        f"draining: {len(self._in_flight)} calls running, refusing new ones, "
+                        f"waiting up to {self.drain_timeout:g}s"
+                    )
+                if not self._in_flight:
+                    break
+                if (now >= drain_deadline or self._stop) and not cancelled:
+                    _say(f"drain timeout: cancelling {len(self._in_flight)} calls")
+                    cancelled = True
+                    for future in list(self._in_flight.values()):
+                        future.cancel()
+                    drain_deadline = now + 10.0  # their Cancelled outcomes, then give up
+                elif cancelled and now >= drain_deadline:
+                    break
+        _say("drained; stopping")
+
+    def close(self) -> None:
+        self._close_sockets()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _close_sockets(self) -> None:
+        self._router.close()
+        self._zap.close()
+        self._context.term()
+
+    # ------------------------------------------------------------------ ZAP
+
+    def _answer_zap(self) -> None:
+        """Authenticate one handshake: one log line per connection, accepted or refused."""
+        try:
+            frames = self._zap.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        if len(frames) < 6:
+            return
+        version, request_id, _domain, address, _identity, mechanism = frames[:6]
+        peer = address.decode("ascii", "replace")
+        status, text, user = b"400", b"unknown key", b""
+        if mechanism == b"CURVE" and len(frames) >= 7 and self._authorized is not None:
+            public = z85.encode(frames[6])
+            name = self._authorized.get(public)
+            if name is not None:
+                status, text, user = b"200", b"OK", name.encode()
+                _say(f"connection from {peer}: client key {name} ({public.decode()})")
+            else:
+                _say(f"refused connection from {peer}: key {public.decode()} is not authorized")
+                if self.metrics is not None:
+                    self.metrics.refused.inc()
+        elif mechanism == b"NULL" and self._authorized is None:
+            status, text = b"200", b"OK"
+            _say(f"connection from {peer} (INSECURE: no encryption, no authentication)")
+        else:
+            _say(f"refused connection from {peer}: mechanism {mechanism.decode('ascii', '?')}")
+            if self.metrics is not None:
+                self.metrics.refused.inc()
+        self._zap.send_multipart([version, request_id, status, text, user, b""])
+
+    # ------------------------------------------------------------------ requests
+
+    def _reply(self, identity: bytes, body: bytes) -> None:
+        try:
+            self._router.send_multipart([identity, body], zmq.NOBLOCK)
+        except zmq.ZMQError:  # the client is gone or not reading: its loss
+            pass
+
+    def _handle(self, frames: list[bytes]) -> None:
+        identity, rest = frames[0], frames[1:]
+        if not rest:
+            return
+        try:
+            envelope = wire.parse_envelope(rest[0])
+        except wire.BadRequest as exc:
+            self._reply(identity, protocol.dumps({"id": "", "error": str(exc)}))
+            return
+        request_id, op = envelope["id"], envelope["op"]
+        if op == "call":
+            self._call(identity, request_id, envelope, rest[1:])
+        elif op == "cancel":
+            future = self._in_flight.get((identity, request_id))
+            if future is not None:
+                future.cancel()
+        elif op == "hello":
+            catalog = [d.to_dict() for d in self.host.catalog.find_all()]
+            self._reply(identity, protocol.dumps({"id": request_id, "value": catalog}))
+        elif op == "providers":
+            value = [
+                {
+                    "name": p.name, "ref": p.ref, "version": p.version,
+                    "namespace": p.namespace, "policy": p.policy.to_dict(),
+                    "layers": p.layers, "workers": p.workers,
+                }
+                for p in self.host.providers()
+            ]  # fmt: skip
+            self._reply(identity, protocol.dumps({"id": request_id, "value": value}))
+        elif op == "stats":
+            self._reply(identity, protocol.dumps({"id": request_id, "value": self.host.stats()}))
+
+    def _call(
+        self, identity: bytes, request_id: str, envelope: dict[str, Any], rest: list[bytes]
+    ) -> None:
+        key = (identity, request_id)
+        if self._draining:
+            body = {"id": request_id, "refused": "the server is draining (shutting down)"}
+            self._reply(identity, protocol.dumps(body))
+            return
+        if key in self._in_flight:
+            self._reply(identity, protocol.dumps({"id": request_id, "error": "duplicate id"}))
+            return
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            error = Overloaded(f"the server has {MAX_IN_FLIGHT} calls in flight")
+            self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
+            return
+        try:
+            value = protocol.loads(rest[0], max_depth=protocol.MAX_INPUT_DEPTH) if rest else {}
+        except protocol.ProtocolError as exc:
+            invalid = InputInvalid(f"the input is not JSON: {exc}")
+            self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(invalid)))
+            return
+        action: str = envelope["action"]
+        future = self.host.submit(action, value, timeout=envelope.get("timeout"))
+        self._in_flight[key] = future
+
+        def done(_: object) -> None:  # on the host's loop thread: hand over, wake ours
+            self._done.append((identity, request_id, future, action))
+            self._wake()
+
+        future.add_done_callback(done)
+
+    def _send_done(self) -> None:
+        while self._done:
+            identity, request_id, future, action = self._done.popleft()
+            self._in_flight.pop((identity, request_id), None)
+            outcome = future.outcome
+            if outcome is None:
+                outcome = Outcome.failure(Cancelled("the call was cancelled"))
+            self._reply(identity, wire.outcome_reply(request_id, outcome))
+            if self.metrics is not None:
+                # Labels only for actions the catalog has: a client must not be able to grow
+                # the metrics without bound by inventing action names.
+                descriptor = self.host.catalog.find(action)
+                if descriptor is None:
+                    self.metrics.record("", "(unknown)", outcome)
+                else:
+                    self.metrics.record(descriptor.provider, action, outcome)
+
+
+def install_signals(server: Server) -> None:
+    signal.signal(signal.SIGTERM, server.request_drain)
+    signal.signal(signal.SIGINT, server.request_drain)

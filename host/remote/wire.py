@@ -1,0 +1,120 @@
+"""The messages between ``RemoteHost`` and ``sandbox serve``: strict JSON frames, bounded.
+
+Nothing from the network is ever unpickled. A request is ``[envelope, input]`` (a call) or
+``[envelope]`` (anything else); the envelope is a small JSON object, the input the JSON the
+engine's ``encode_input`` produced. A reply is one JSON object naming the request's ``id``.
+Both sides decode with :func:`sandbox.protocol.loads` (strict, depth-bounded) behind a socket
+``MAXMSGSIZE``, and the server treats a decoded input exactly as a local engine's: it goes
+through ``Host.submit`` (plain copy, size limit, schema) like any other.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from host.errors import ERROR_TYPES, Outcome, ProtocolViolation, SandboxError, Usage
+from sandbox import protocol
+
+#: Largest message either side accepts (the socket drops bigger ones before they are read).
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: Largest request envelope: an id, an action name and a timeout.
+MAX_ENVELOPE_BYTES = 4096
+MAX_ID_LENGTH = 64
+MAX_ACTION_LENGTH = 300
+OPS = ("call", "cancel", "hello", "providers", "stats")
+
+
+class BadRequest(ValueError):
+    """A request that is not the protocol: answered with an error, never acted on."""
+
+
+def request(op: str, request_id: str, **fields: Any) -> bytes:
+    return protocol.dumps({"op": op, "id": request_id, **fields})
+
+
+def parse_envelope(frame: bytes) -> dict[str, Any]:
+    """The checked envelope of a client's request. Raises :class:`BadRequest`."""
+    if len(frame) > MAX_ENVELOPE_BYTES:
+        raise BadRequest(f"request envelope of {len(frame)} bytes (at most {MAX_ENVELOPE_BYTES})")
+    try:
+        body = protocol.loads(frame, max_depth=2)
+    except protocol.ProtocolError as exc:
+        raise BadRequest(f"request envelope: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request envelope is not a JSON object")
+    request_id, op = body.get("id"), body.get("op")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_LENGTH:
+        raise BadRequest(f"request id must be a string of 1-{MAX_ID_LENGTH} characters")
+    if op not in OPS:
+        raise BadRequest(f"unknown op {str(op)[:40]!r}; known: {', '.join(OPS)}")
+    if op == "call":
+        action, timeout = body.get("action"), body.get("timeout")
+        if not isinstance(action, str) or not 0 < len(action) <= MAX_ACTION_LENGTH:
+            raise BadRequest(f"action must be a string of 1-{MAX_ACTION_LENGTH} characters")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise BadRequest("timeout must be a positive number of seconds or null")
+    return body
+
+
+def outcome_reply(request_id: str, outcome: Outcome) -> bytes:
+    try:
+        return protocol.dumps({"id": request_id, "outcome": outcome.to_dict()})
+    except (TypeError, ValueError):  # a detail that is not JSON: say so rather than drop it
+        error = ProtocolViolation("the call's outcome could not be encoded for the network")
+        return protocol.dumps({"id": request_id, "outcome": Outcome.failure(error).to_dict()})
+
+
+def _usage(data: Any) -> Usage:
+    if not isinstance(data, dict):
+        return Usage()
+    reported = data.get("worker_reported")
+    return Usage(
+        wall_s=float(data.get("wall_s", 0.0)),
+        cpu_s=float(data.get("cpu_s", 0.0)),
+        max_rss_bytes=int(data.get("max_rss_bytes", 0)),
+        source=str(data.get("source", "")),
+        worker_reported=(
+            (float(reported.get("cpu_s", 0.0)), int(reported.get("max_rss_bytes", 0)))
+            if isinstance(reported, dict)
+            else None
+        ),
+    )
+
+
+def decode_outcome(data: Any) -> Outcome:
+    """An :class:`Outcome` from a reply's ``outcome`` object (the shape of ``to_dict``)."""
+    if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+        raise BadRequest("reply outcome is not an object with a boolean 'ok'")
+    usage = _usage(data.get("usage"))
+    logs = data.get("logs", "")
+    logs = logs if isinstance(logs, str) else ""
+    attempts = data.get("attempts", 1)
+    attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1
+    if data["ok"]:
+        return Outcome(ok=True, value=data.get("result"), usage=usage, logs=logs,
+                       attempts=attempts)  # fmt: skip
+    error = data.get("error")
+    if not isinstance(error, dict):
+        raise BadRequest("reply outcome has neither a result nor an error")
+    cls: type[SandboxError] = ERROR_TYPES.get(str(error.get("type")), ProtocolViolation)
+    message = str(error.get("message", ""))
+    details = {
+        k: v for k, v in error.items() if k not in ("type", "message") and isinstance(k, str)
+    }
+    return Outcome.failure(cls(message, usage=usage, **details), logs=logs, attempts=attempts)
+
+
+def parse_reply(frame: bytes) -> dict[str, Any]:
+    try:
+        body = protocol.loads(frame)
+    except protocol.ProtocolError as exc:
+        raise BadRequest(f"reply: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise BadRequest("reply is not a JSON object with an id")
+    return body

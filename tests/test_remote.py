@@ -1,0 +1,215 @@
+"""Remote hosts: real ``sandbox serve`` processes on 127.0.0.1, real CURVE, real kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import wait
+from pathlib import Path
+
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from host import HostGroup, HostUnavailable, InputInvalid, RemoteHost
+from host.remote.keys import keygen
+
+ECHO = Path(__file__).parent / "providers" / "echo.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    keygen(tmp_path / "keys", "server")
+    keygen(tmp_path / "keys", "client")
+    keygen(tmp_path / "keys", "stranger")
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth" / "client.key").write_bytes((tmp_path / "keys" / "client.key").read_bytes())
+    (tmp_path / "sandbox.toml").write_text(f'[providers.echo]\nsource = "{ECHO}"\n')
+    return tmp_path
+
+
+class Servers:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.before = {p.pid for p in psutil.process_iter()}
+
+    def start(self, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "host.cli", "serve", "--bind", endpoint,
+             "--config", str(self.base / "sandbox.toml"),
+             "--server-key", str(self.base / "keys" / "server.key_secret"),
+             "--authorized", str(self.base / "auth"), "--drain-timeout", "1", *extra],
+            stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        assert "serving" in line, line
+        return endpoint, proc
+
+    def client(self, endpoint: str, key: str = "client", **kw: object) -> RemoteHost:
+        return RemoteHost(
+            endpoint, server_key=self.base / "keys" / "server.key",
+            client_key=self.base / "keys" / f"{key}.key_secret", **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def close(self) -> None:
+        for proc in self.procs:  # a drain stops its workers; a kill only if that fails
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        # A SIGKILLed server's workers notice it is gone (host.orphans) and exit; wait for
+        # them, and kill what remains of them after a bound.
+        deadline = time.monotonic() + 15
+        while (left := self._new_processes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for process in left:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=10)
+
+    def _new_processes(self) -> list[psutil.Process]:
+        return [
+            p for p in psutil.Process().children(recursive=True)
+            if p.pid not in self.before
+        ] + [
+            p for p in psutil.process_iter()
+            if p.pid != os.getpid() and p.pid not in self.before and p.ppid() == os.getpid()
+        ]
+
+
+@pytest.fixture
+def servers(keys: Path) -> Iterator[Servers]:
+    s = Servers(keys)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_calls_and_outcomes_cross_the_wire(servers: Servers) -> None:
+    endpoint, _ = servers.start()
+    with servers.client(endpoint) as remote:
+        assert remote.call("echo.echo", {"value": "hi"}) == "hi"
+        assert remote.catalog.find("echo.add") is not None
+        with pytest.raises(InputInvalid) as caught:
+            remote.call("echo.add", {"a": "x"})
+        assert "$.a" in str(caught.value.details["path"])
+        assert remote.run("echo.slow", {"seconds": 5}, timeout=0.5).error.type == "Timeout"
+        assert [p.name for p in remote.providers()] == ["echo"]
+        assert remote.stats()["echo"]["calls"]["ok"] == 1
+
+
+def test_refused_key_is_a_clear_error_within_seconds(servers: Servers) -> None:
+    endpoint, _ = servers.start()
+    started = time.monotonic()
+    with pytest.raises(HostUnavailable, match="refused this client's key"):
+        servers.client(endpoint, "stranger")
+    assert time.monotonic() - started < 5
+
+
+def test_killed_server_ends_calls_in_flight(servers: Servers) -> None:
+    endpoint, proc = servers.start()
+    with servers.client(endpoint) as remote:
+        futures = [remote.submit("echo.slow", {"seconds": 30}) for _ in range(3)]
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        started = time.monotonic()
+        done, _ = wait(futures, timeout=10)
+        assert len(done) == 3
+        for f in futures:
+            assert isinstance(f.exception(), HostUnavailable)
+            assert f.exception().details["delivered"] is True  # type: ignore[union-attr]
+        assert time.monotonic() - started < 10
+
+
+def test_sigterm_drains(servers: Servers) -> None:
+    endpoint, proc = servers.start()
+    with servers.client(endpoint) as remote:
+        running = remote.submit("echo.slow", {"seconds": 1.5})
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        late = remote.run("echo.echo", {"value": "late"})
+        assert running.result(timeout=10) == 1.5
+        assert isinstance(late.error, HostUnavailable)
+        assert late.error.details["delivered"] is False
+    assert proc.wait(timeout=20) == 0
+
+
+def test_group_survives_a_killed_server(servers: Servers, tmp_path: Path) -> None:
+    started = [servers.start() for _ in range(3)]
+    remotes = [servers.client(e) for e, _ in started]
+    with HostGroup(remotes) as group:
+        futures = [group.submit("echo.slow", {"seconds": 0.2}) for _ in range(30)]
+        time.sleep(0.3)
+        os.killpg(started[0][1].pid, signal.SIGKILL)
+        later = [group.submit("echo.slow", {"seconds": 0.05}) for _ in range(20)]
+        done, _ = wait(futures + later, timeout=60)
+        assert len(done) == 50  # every call has an outcome
+        for f in futures:
+            assert f.outcome is not None
+            assert f.outcome.ok or isinstance(f.outcome.error, HostUnavailable)
+        assert all(f.outcome is not None and f.outcome.ok for f in later)
+
+
+def test_metrics_scraped_and_parsed(servers: Servers) -> None:
+    port = free_port()
+    endpoint, _ = servers.start("--metrics", f"127.0.0.1:{port}")
+    with servers.client(endpoint) as remote:
+        remote.call("echo.echo", {"value": "x"})
+        remote.run("echo.add", {"a": "x"})
+    with pytest.raises(HostUnavailable):
+        servers.client(endpoint, "stranger")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    ok = ("sandbox_calls_total", (("action", "echo.echo"), ("outcome", "ok"), ("provider", "echo")))
+    assert samples[ok] == 1
+    assert samples[("sandbox_refused_connections_total", ())] >= 1
+    assert any(name == "sandbox_workers" for name, _ in samples)
+
+
+def test_busy_port_and_bad_key_exit_2(keys: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        base = [sys.executable, "-m", "host.cli", "serve", "--config", str(keys / "sandbox.toml"),
+                "--authorized", str(keys / "auth")]  # fmt: skip
+        proc = subprocess.run(
+            [*base, "--bind", f"tcp://127.0.0.1:{port}",
+             "--server-key", str(keys / "keys" / "server.key_secret")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2 and "cannot bind" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    bad = subprocess.run(
+        [*base, "--bind", "tcp://127.0.0.1:1", "--server-key", str(keys / "sandbox.toml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "sandbox.toml" in bad.stderr and "Traceback" not in bad.stderr
