@@ -257,6 +257,11 @@ def _command_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Where the README explains running with fewer layers; a test keeps the README's headings in step.
+OPT_OUT_README_SECTION = ("## Layers", "**Failing closed.**")
+OPT_OUT_HINT = "the README's Layers section (Failing closed) shows the explicit opt-out."
+
+
 def _command_doctor(args: argparse.Namespace) -> int:
     from host.doctor import diagnose
 
@@ -282,7 +287,7 @@ def _command_doctor(args: argparse.Namespace) -> int:
             "Every layer the default policy requires is available."
             if not missing
             else f"Missing required layers: {', '.join(missing)}. Workers under the default policy "
-            "will refuse to start; see the README (Degrading) for the explicit opt-out."
+            f"will refuse to start; {OPT_OUT_HINT}"
         )
     return EXIT_OK if report["ok"] else EXIT_OUTCOME
 

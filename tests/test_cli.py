@@ -578,3 +578,15 @@ def test_version_comes_from_package_metadata() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.strip() == f"sandbox {version('actionsandbox')}"
+
+
+def test_the_doctors_opt_out_hint_names_a_readme_section_that_exists() -> None:
+    """The doctor once sent users to a README section that did not exist."""
+    from host.cli import OPT_OUT_HINT, OPT_OUT_README_SECTION
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    heading, paragraph = OPT_OUT_README_SECTION
+    assert heading in readme.splitlines()
+    section = readme.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    assert paragraph in section
+    assert "Layers" in OPT_OUT_HINT and "Failing closed" in OPT_OUT_HINT
