@@ -38,10 +38,11 @@ from host.errors import (
 from host.executor import SandboxExecutor
 from host.futures import CallFuture
 from host.host import Host, ProviderInfo
+from host.logs import LOGGER
 from host.remote import HostGroup, RemoteHost
 
 # A library stays quiet unless the application configures logging.
-logging.getLogger("host").addHandler(logging.NullHandler())
+logging.getLogger(LOGGER).addHandler(logging.NullHandler())
 
 __all__ = [
     "ActionDescriptor",

@@ -210,10 +210,11 @@ def _command_call(args: argparse.Namespace) -> int:
     if args.json:
         data = outcome.to_dict()
         data["layers"] = layers
-        print(json.dumps(data))
+        print(to_json(data))
     elif outcome.ok:
-        value = outcome.value
-        text = value if isinstance(value, str) else json.dumps(value, indent=2)
+        # Always JSON (a string result too, quoted), so what is printed parses the same way
+        # whatever the result's type; pretty for people, non-ASCII kept as it is.
+        text = json.dumps(outcome.value, indent=2, ensure_ascii=False)
         print(printable(text) if sys.stdout.isatty() else text)
         if outcome.logs:
             sys.stderr.write(printable(outcome.logs))
@@ -248,13 +249,45 @@ def _command_list(args: argparse.Namespace) -> int:
     finally:
         host.close()
     if args.json:
-        print(json.dumps([d.to_dict() for d in actions], indent=2))
+        print(to_json([d.to_dict() for d in actions]))
         return EXIT_OK
-    width = max((len(d.full_name) for d in actions), default=10)
-    for d in actions:
-        rerun = " (safe to re-run)" if d.safe_rerun else ""
-        print(printable(f"{d.full_name:<{width}}  {d.description}{rerun}"))
+    for index, d in enumerate(actions):
+        if index:
+            print()
+        flags = "  [safe to re-run]" if d.safe_rerun else ""
+        print(printable(f"{d.full_name}{flags}"))
+        if d.description:
+            print(printable(f"  {d.description.strip()}"))
+        for line in parameter_lines(d.input_schema):
+            print(printable(f"    {line}"))
     return EXIT_OK
+
+
+def to_json(value: Any) -> str:
+    """The one rule for ``--json`` output everywhere: one object on one line, non-ASCII kept."""
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def parameter_lines(schema: Any) -> list[str]:
+    """One line per input parameter: its name, type, and whether it is required or its default
+    (``text: string, required``; ``min_length: integer = 1``); ``(no parameters)`` for none."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict) or not properties:
+        return ["(no parameters)"]
+    required = set(schema.get("required") or ())
+    lines = []
+    for name, spec in properties.items():
+        spec = spec if isinstance(spec, dict) else {}
+        kind = spec.get("type", "any")
+        kind = " | ".join(map(str, kind)) if isinstance(kind, list) else str(kind)
+        if name in required:
+            tail = ", required"
+        elif "default" in spec:
+            tail = f" = {json.dumps(spec['default'], ensure_ascii=False)}"
+        else:
+            tail = ", optional"
+        lines.append(f"{name}: {kind}{tail}")
+    return lines
 
 
 # Where the README explains running with fewer layers; a test keeps the README's headings in step.
@@ -267,7 +300,7 @@ def _command_doctor(args: argparse.Namespace) -> int:
 
     report = diagnose()
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(to_json(report))
     else:
         print(
             f"kernel {report['kernel']}, Python {report['python']}, "
@@ -313,7 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "call" and extra and args.input == "{}" and not extra[0].startswith("--"):
         args.input, extra = extra[0], extra[1:]
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        # Point at the subcommand's own help, where its options are listed.
+        parser.exit(
+            EXIT_USAGE,
+            f"sandbox: error: unrecognized arguments: {' '.join(extra)} "
+            f"(see '{parser.prog} {args.command} --help')\n",
+        )
     handlers = {
         "call": _command_call,
         "list": _command_list,

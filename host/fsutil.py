@@ -24,7 +24,9 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-log = logging.getLogger("host")
+from host.logs import LOGGER
+
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Callable
 
 from host import fsutil
+from host.logs import LOGGER
 
-log = logging.getLogger("host")
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 class Janitor:
     """Runs clean-up jobs one after another on a thread of its own (started on first use)."""

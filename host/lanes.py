@@ -14,7 +14,9 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-log = logging.getLogger("host")
+from host.logs import LOGGER
+
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 #: How long an idle lane's thread waits for another job before it ends.
 LANE_IDLE_S = 2.0

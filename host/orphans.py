@@ -20,7 +20,9 @@ import logging
 import os
 import time
 
-log = logging.getLogger("host")
+from host.logs import LOGGER
+
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 #: Identities kept at most (a bound, not a working limit: live workers hold one or two each).
 MAX_EXPECTED = 65536

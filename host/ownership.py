@@ -33,9 +33,10 @@ from collections.abc import Iterable
 
 from host import cgroups, fsutil
 from host.janitor import Janitor
+from host.logs import LOGGER
 from host.orphans import start_time
 
-log = logging.getLogger("host")
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 PREFIX = "sandbox-host-"
 #: Hidden names: a state directory being set up, and one being reclaimed.

@@ -63,6 +63,7 @@ from host.errors import (
 from host.futures import CallFuture
 from host.janitor import Janitor
 from host.lanes import Lane
+from host.logs import LOGGER
 from host.orphans import Orphans, stat_of
 from host.pool import Limits, Pool, Spawn, State, WakeAt
 from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
@@ -78,7 +79,7 @@ from policies.paths import UnsafeRulePath
 from sandbox import protocol
 from sandbox.procfs import processes_of
 
-log = logging.getLogger("host")
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 #: How long a worker may take from spawn to HELLO before it is killed.
 STARTUP_TIMEOUT_S = 20.0
@@ -238,6 +239,11 @@ class WorkerHandle:
     # Its state, when it went idle, and its call count live in its provider's pool (the
     # pool's decisions depend on them); these read and report changes to it.
     @property
+    def label(self) -> str:
+        """How log records name it: its id and its provider's real name."""
+        return f"{self.worker_id} of provider {self.provider.label}"
+
+    @property
     def state(self) -> State:
         return self.provider.pool.state(self)
 
@@ -289,6 +295,14 @@ class ProviderState:
             breaker_cooldown_s=BREAKER_COOLDOWN_S,
             max_undelivered=MAX_UNDELIVERED,
         ))
+
+    @property
+    def label(self) -> str:
+        """Its name for log records: the real name, or its reference while the name is not known
+        yet (the first worker's HELLO tells it), never the internal placeholder key."""
+        if self.name.startswith(PENDING_PREFIX):
+            return f"{self.ref} (name not known yet)"
+        return self.name
 
     @property
     def workers(self) -> list[WorkerHandle]:
@@ -698,7 +712,7 @@ class Reactor:
             self._at(time.monotonic(), self._refill_spare)  # after this spawn's own work
         log.debug(
             "spawned worker %s for provider %s (pid %d, %s)",
-            worker_id, provider.name, process.pid, process.spawn_kind,
+            worker_id, provider.label, process.pid, process.spawn_kind,
         )
         return worker
 
@@ -771,7 +785,7 @@ class Reactor:
         if self._outside_cpu_exceeded(worker, now):
             return
         if worker.ping_sent and now - worker.ping_sent > HEARTBEAT_TIMEOUT_S:
-            log.warning("worker %s does not answer heartbeats; killing it", worker.worker_id)
+            log.warning("worker %s does not answer heartbeats; killing it", worker.label)
             provider.stats.hung += 1
             self._kill(worker, "hung")
             return
@@ -796,7 +810,7 @@ class Reactor:
         if used is None or used <= outside_cpu_allowance_s(policy.cpu_time, now - worker.spawned):
             return False
         log.warning("worker %s used %.2fs of CPU outside calls; killing it",
-                    worker.worker_id, used)
+                    worker.label, used)
         self._kill(worker, "cpu outside calls")
         return True
 
@@ -840,7 +854,7 @@ class Reactor:
 
     def _escalate(self, worker: WorkerHandle) -> None:
         if not worker.process.exited:
-            log.warning("supervisor of worker %s did not exit; killing it", worker.worker_id)
+            log.warning("supervisor of worker %s did not exit; killing it", worker.label)
             worker.process.kill_everything()
 
     # ------------------------------------------------------------------ calls
@@ -1121,7 +1135,7 @@ class Reactor:
             conn.close()
             channel.refused += 1
             log.warning("worker %s: refused a connection to its endpoint: %s",
-                        worker.worker_id, refusal)
+                        worker.label, refusal)
             if channel.refused >= MAX_REFUSED_CONNECTIONS:
                 self._close_channel(worker)
                 self._violation(worker, f"{channel.refused} connections to its endpoint with "
@@ -1558,7 +1572,7 @@ class Reactor:
         """Retire a worker between calls after ``max_calls`` or ``max_memory_growth``."""
         reason = worker.provider.pool.served(worker, peak)
         if reason:
-            log.debug("recycling worker %s: %s", worker.worker_id, reason)
+            log.debug("recycling worker %s: %s", worker.label, reason)
             worker.provider.stats.recycled += 1
             self._stop_gracefully(worker, "recycled")
 
@@ -1570,7 +1584,7 @@ class Reactor:
         self._at(time.monotonic() + SHUTDOWN_GRACE_S, lambda: self._retire_overdue(worker), worker)
 
     def _violation(self, worker: WorkerHandle, reason: str) -> None:
-        log.warning("worker %s violated the protocol: %s", worker.worker_id, reason)
+        log.warning("worker %s violated the protocol: %s", worker.label, reason)
         if worker.state is State.STARTING:
             worker.unavailable = f"the worker violated the protocol during start-up: {reason}"
         error = ProtocolViolation(f"the worker was killed: {reason}")
@@ -1666,7 +1680,7 @@ class Reactor:
         call = worker.call
         if call is not None and not call.done and self._never_delivered(worker, call, status):
             log.info("call %s was sent to worker %s after it had died; queued again",
-                     call.call_id, worker.worker_id)
+                     call.call_id, worker.label)
             call.undelivered += 1
             call.worker, call.dispatched, worker.call = None, None, None
             provider.pool.requeue(call)
@@ -1706,7 +1720,7 @@ class Reactor:
         worker.process.close(self._janitor.remove_tree, self._janitor.submit)
         self._close_channel(worker)
         self._forget_worker(worker)
-        log.debug("worker %s ended: %s", worker.worker_id, status.describe())
+        log.debug("worker %s ended: %s", worker.label, status.describe())
         if start_failed:  # only once the worker is gone: it no longer counts as starting
             self._provider_failed(
                 provider,
@@ -1822,7 +1836,7 @@ class Reactor:
         if opened:
             log.warning(
                 "provider %s: %d failed starts in a row; failing calls fast for %gs",
-                provider.name, provider.pool.failures, provider.pool.limits.breaker_cooldown_s,
+                provider.label, provider.pool.failures, provider.pool.limits.breaker_cooldown_s,
             )
         for call in stranded:
             self._finish(call, ProviderUnavailable(error_text, **details))

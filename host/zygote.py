@@ -28,10 +28,11 @@ import subprocess
 import time
 
 from host.interpreter import launcher_command
+from host.logs import LOGGER
 from host.orphans import stat_of
 from policies.paths import UnsafeRulePath
 
-log = logging.getLogger("host")
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 #: How long the first spawn waits for a starting zygote before falling back to a fresh launcher.
 READY_TIMEOUT_S = 5.0

@@ -441,10 +441,15 @@ def test_config_list(tmp_path: Path) -> None:
     # Run from tmp_path, not conf/: the provider path must resolve against the config's dir.
     proc = run_cli("list", "--config", "conf/sandbox.toml", cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 2, describe(proc)
-    assert re.match(r"mine\.double\s+Double a number\. \(safe to re-run\)$", lines[0]), lines
-    assert re.match(r"mine\.nap\s+Sleep for a while\.$", lines[1]), lines
+    assert proc.stdout.splitlines() == [
+        "mine.double  [safe to re-run]",
+        "  Double a number.",
+        "    n: integer, required",
+        "",
+        "mine.nap",
+        "  Sleep for a while.",
+        "    seconds: number, required",
+    ], describe(proc)
 
     as_json = run_cli("list", "--json", "--config", "conf/sandbox.toml", cwd=tmp_path)
     assert as_json.returncode == 0, describe(as_json)
@@ -590,3 +595,63 @@ def test_the_doctors_opt_out_hint_names_a_readme_section_that_exists() -> None:
     section = readme.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
     assert paragraph in section
     assert "Layers" in OPT_OUT_HINT and "Failing closed" in OPT_OUT_HINT
+
+
+LISTED_SOURCE = textwrap.dedent(
+    """
+    from providers import Provider
+
+    provider = Provider("bare", version="0.1")
+
+
+    @provider.action(safe_rerun=True)
+    def nodoc(text: str, count: int = 2, sep: str = ", ") -> str:
+        return sep.join([text] * count)
+
+
+    @provider.action
+    def nothing() -> str:
+        return "caf\u00e9"
+    """
+)
+
+
+def test_list_shows_parameters_and_no_blank_descriptions(tmp_path: Path) -> None:
+    """``list`` once printed no parameters, and a blank or leading-space line for an action
+    without a docstring."""
+    path = write_provider(tmp_path / "p", "bare.py", LISTED_SOURCE)
+    proc = run_cli("list", "--provider", str(path))
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.splitlines() == [
+        "bare.nodoc  [safe to re-run]",
+        "    text: string, required",
+        "    count: integer = 2",
+        '    sep: string = ", "',
+        "",
+        "bare.nothing",
+        "    (no parameters)",
+    ], describe(proc)
+
+
+def test_results_print_as_json_with_non_ascii_kept(tmp_path: Path) -> None:
+    """A string result was printed unquoted and other values as JSON; ``"\u00e9"`` came out
+    escaped. Every result is JSON now, with non-ASCII as it is, plain and ``--json`` alike."""
+    path = write_provider(tmp_path / "p", "bare.py", LISTED_SOURCE)
+    plain = run_cli("call", "bare.nothing", "--provider", str(path))
+    assert plain.returncode == 0, describe(plain)
+    assert plain.stdout == '"caf\u00e9"\n'
+    assert json.loads(plain.stdout) == "caf\u00e9"
+    as_json = run_cli("call", "bare.nothing", "--json", "--provider", str(path))
+    assert as_json.returncode == 0, describe(as_json)
+    assert "caf\u00e9" in as_json.stdout and "\\u00e9" not in as_json.stdout
+    assert len(as_json.stdout.strip().splitlines()) == 1
+    listed = run_cli("list", "--json", "--provider", str(path))
+    assert len(listed.stdout.strip().splitlines()) == 1, "one --json rule: one line"
+
+
+def test_unrecognized_arguments_point_at_the_subcommands_help() -> None:
+    proc = run_cli("list", "--no-such-flag")
+    assert proc.returncode == 2, describe(proc)
+    assert "unrecognized arguments: --no-such-flag" in proc.stderr
+    assert "'sandbox list --help'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -469,13 +469,13 @@ def test_one_warning_per_failure_with_extra_fields(
     host: Host, caplog: pytest.LogCaptureFixture
 ) -> None:
     host.add_provider(FAULTY, policy=Policy(workers={"min": 0, "max": 1}, wall_time=1.0))
-    caplog.set_level(logging.DEBUG, logger="host")
+    caplog.set_level(logging.DEBUG, logger="actionsandbox")
     caplog.clear()
     assert host.run("faulty.boom", {"message": "bad"}).error is not None
     assert host.run("faulty.crash", {"code": 3}).error is not None
     assert host.run("faulty.sleep", {"seconds": 10}).error is not None
     assert host.call("faulty.sleep", {"seconds": 0}) == 0
-    call_records = [r for r in caplog.records if r.name.startswith("host")
+    call_records = [r for r in caplog.records if r.name.startswith("actionsandbox")
                     and hasattr(r, "outcome")]
     warnings = [r for r in call_records if r.levelno == logging.WARNING]
     assert [r.outcome for r in warnings] == ["ActionFailed", "WorkerCrashed", "Timeout"]
@@ -639,3 +639,21 @@ def test_killed_host_takes_its_workers_with_it() -> None:
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip(reason="Linux only")
+
+
+def test_log_records_name_the_real_provider_under_the_distributions_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Records once said "spawned worker ... for provider <pending 1>" (an internal key) and
+    used the logger ``host``, which collides with any other library's logger of that name."""
+    caplog.set_level(logging.DEBUG)
+    with Host() as fresh:
+        fresh.add_provider(FAULTY, policy=Policy(workers={"min": 0, "max": 1}))
+        assert fresh.call("faulty.sleep", {"seconds": 0}) == 0
+    ours = [r for r in caplog.records if r.name.split(".")[0] in {"host", "actionsandbox"}]
+    assert ours, "the host logged nothing"
+    assert all(r.name.startswith("actionsandbox.") for r in ours), {r.name for r in ours}
+    messages = [r.getMessage() for r in ours]
+    assert not [m for m in messages if "pending" in m], messages
+    spawned = [m for m in messages if m.startswith("spawned worker")]
+    assert spawned and all("faulty" in m for m in spawned), messages

@@ -128,7 +128,7 @@ def test_garbage_on_its_own_connection_is_one_violation(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     host, _, _ = flooded
-    with caplog.at_level(logging.WARNING, logger="host"):
+    with caplog.at_level(logging.WARNING, logger="actionsandbox"):
         outcome, _ = _flood(host, "garbage", megabytes=64)
     assert isinstance(outcome.error, ProtocolViolation), outcome
     assert len(caplog.records) < 20  # one violation, not a record per junk message
@@ -139,7 +139,7 @@ def test_a_second_connection_to_a_workers_endpoint_is_impossible(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     host, _, _ = flooded
-    with caplog.at_level(logging.WARNING, logger="host"):
+    with caplog.at_level(logging.WARNING, logger="actionsandbox"):
         outcome, _ = _flood(host, "second_connection", megabytes=128, messages=20_000)
     assert outcome.ok, outcome
     assert outcome.value["connected"] is False
@@ -178,7 +178,7 @@ def test_a_connection_from_outside_the_workers_tree_is_refused(
     thread = threading.Thread(target=intrude)
     thread.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="host"):
+        with caplog.at_level(logging.WARNING, logger="actionsandbox"):
             host.add_provider(ECHO, policy=Policy(workers={"min": 1, "max": 1}))
             assert host.call("echo.add", {"a": 41}) == 42
     finally:

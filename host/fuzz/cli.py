@@ -146,7 +146,7 @@ def run(
 
         write_junit(args.report.partition("=")[2], reports)
     if args.json:
-        print(json.dumps(data))
+        print(json.dumps(data, ensure_ascii=False))
     else:
         _summary(reports, elapsed, printable)
     return 0 if ok else 1
@@ -165,5 +165,5 @@ def _summary(reports: list[ActionReport], elapsed: float, printable: Any) -> Non
         for f in r.findings:
             print()
             print(printable(f"{r.action}: {f.check} ({f.outcome}): {f.message}"))
-            print(printable(f"  Input: {json.dumps(f.input)}"))
+            print(printable(f"  Input: {json.dumps(f.input, ensure_ascii=False)}"))
             print(printable(f"  Reproduce with: {f.reproduce}"))

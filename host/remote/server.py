@@ -26,11 +26,12 @@ from zmq.utils import z85
 from host.errors import Cancelled, InputInvalid, Outcome, Overloaded
 from host.futures import CallFuture
 from host.host import Host
+from host.logs import LOGGER
 from host.remote import wire
 from host.remote.metrics import Metrics
 from sandbox import protocol
 
-log = logging.getLogger("host.remote.server")
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 #: ZMTP heartbeats: a silent peer is dropped after HEARTBEAT_TIMEOUT_MS (its calls ended).
 HEARTBEAT_IVL_MS = 1000
