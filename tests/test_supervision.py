@@ -238,12 +238,14 @@ def test_crash_at_import_trips_the_breaker_without_a_hot_loop(
         while time.monotonic() < deadline and not host.stats()["flaky_start"]["breaker_open"]:
             outcomes.append(_run_bounded(host, "flaky_start.ping"))
         assert host.stats()["flaky_start"]["breaker_open"], "the breaker never opened"
-        # once open, calls fail fast and nothing is spawned
+        # once open, calls fail fast and nothing is spawned (the spawn count below); the bound
+        # here only rules out waiting for a start, generously, as timing on a shared machine is
+        # not a test: the figure itself belongs to the benchmarks
         fast = []
         for _ in range(30):
             start = time.monotonic()
             fast.append(_run_bounded(host, "flaky_start.ping"))
-            assert time.monotonic() - start < 0.1, "calls must fail fast while the breaker is open"
+            assert time.monotonic() - start < 2.0, "calls must fail fast while the breaker is open"
         time.sleep(0.5)
     for outcome in outcomes + fast:
         assert not outcome.ok

@@ -101,6 +101,7 @@ class RemoteHost(CallingAPI):
         self._pending: dict[str, _Request] = {}
         self._unsent: collections.deque[_Request] = collections.deque()
         self._connected = False
+        self._draining = False
         self._refused: str | None = None
         self._problem = ""
         self._closed = False
@@ -138,8 +139,9 @@ class RemoteHost(CallingAPI):
 
     @property
     def available(self) -> bool:
-        """Connected now (a handshake succeeded and the connection has not been lost)."""
-        return self._connected and not self._closed
+        """Connected now (a handshake succeeded and the connection has not been lost), and the
+        server has not said it is draining (it refuses new calls until a new connection)."""
+        return self._connected and not self._closed and not self._draining
 
     def submit(
         self, action: str, input: Any = None, *, timeout: float | None = None
@@ -326,6 +328,8 @@ class RemoteHost(CallingAPI):
                 body = wire.parse_reply(frames[0])
             except wire.BadRequest:
                 continue
+            if body.get("ack") is True:  # a draining server waits for this before it closes
+                self._send([wire.request("ack", body["id"])])
             request = self._pending.get(body["id"])
             if request is None:
                 continue  # an answer to a request already ended (e.g. after a reconnect)
@@ -339,6 +343,7 @@ class RemoteHost(CallingAPI):
                     outcome = Outcome.failure(ProtocolViolation(f"bad reply: {exc}"))
                 self._settle(request, outcome)
             elif "refused" in body:
+                self._draining = True
                 reason = f"{self.endpoint} refused the call: {body['refused']}"
                 self._settle(request, self._unavailable(reason, delivered=False))
             else:
@@ -354,7 +359,12 @@ class RemoteHost(CallingAPI):
             kind = event["event"]
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._connected, self._refused, self._problem = True, None, ""
+                self._draining = False
             elif kind == zmq.EVENT_DISCONNECTED:
+                # Replies the server sent before it went away may still wait in the socket
+                # (the poll may have reported only this event): take them first, so a call
+                # that finished is not reported lost.
+                self._receive()
                 was = self._connected
                 self._connected = False
                 if was:

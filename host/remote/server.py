@@ -7,7 +7,12 @@ is untrusted input: its envelope is checked (``host.remote.wire``) and its input
 ``Host.submit`` exactly as a local engine's does (plain copy, size limit, schema).
 
 SIGTERM drains: new calls are refused (the client may send them elsewhere, they never ran),
-running ones get ``drain_timeout`` seconds, then are cancelled, and the host closes.
+running ones get ``drain_timeout`` seconds, then are cancelled, and the host closes. Every reply
+sent while draining asks the client to acknowledge it (``"ack": true``), and the server stays
+up until each is acknowledged or ``ACK_WAIT_S`` passed: a reply is not read by the client's
+application the moment it arrives, and the client's socket (``IMMEDIATE``, so that no call
+waits in a dead connection's queue) discards what it holds unread when the connection drops,
+so closing right after the last reply would lose finished calls' outcomes.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
 #: Calls in flight across all clients; more are answered ``Overloaded`` at once.
 MAX_IN_FLIGHT = 10_000
+#: How long a drained server waits for its last replies' acknowledgements before it closes.
+ACK_WAIT_S = 3.0
 ZAP_DOMAIN = b"sandbox"
 
 
@@ -91,6 +98,7 @@ class Server:
         os.set_blocking(self._wake_w, False)
         self._done: collections.deque[tuple[bytes, str, CallFuture, str]] = collections.deque()
         self._in_flight: dict[tuple[bytes, str], CallFuture] = {}
+        self._unacked: set[tuple[bytes, str]] = set()
         self._draining = False
         self._stop = False
 
@@ -116,6 +124,7 @@ class Server:
         poller.register(self._zap, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         drain_deadline: float | None = None
+        ack_deadline: float | None = None
         cancelled = False
         while True:
             events = dict(poller.poll(200))
@@ -139,7 +148,11 @@ class Server:
                         f"waiting up to {self.drain_timeout:g}s"
                     )
                 if not self._in_flight:
-                    break
+                    if ack_deadline is None:
+                        ack_deadline = now + ACK_WAIT_S
+                    if not self._unacked or now >= ack_deadline:
+                        break
+                    continue
                 if (now >= drain_deadline or self._stop) and not cancelled:
                     _say(f"drain timeout: cancelling {len(self._in_flight)} calls")
                     cancelled = True
@@ -215,6 +228,8 @@ class Server:
         request_id, op = envelope["id"], envelope["op"]
         if op == "call":
             self._call(identity, request_id, envelope, rest[1:])
+        elif op == "ack":
+            self._unacked.discard((identity, request_id))
         elif op == "cancel":
             future = self._in_flight.get((identity, request_id))
             if future is not None:
@@ -241,7 +256,8 @@ class Server:
         key = (identity, request_id)
         if self._draining:
             body = {"id": request_id, "refused": "the server is draining (shutting down)"}
-            self._reply(identity, protocol.dumps(body))
+            self._unacked.add(key)
+            self._reply(identity, protocol.dumps({**body, "ack": True}))
             return
         if key in self._in_flight:
             self._reply(identity, protocol.dumps({"id": request_id, "error": "duplicate id"}))
@@ -273,7 +289,10 @@ class Server:
             outcome = future.outcome
             if outcome is None:
                 outcome = Outcome.failure(Cancelled("the call was cancelled"))
-            self._reply(identity, wire.outcome_reply(request_id, outcome))
+            if self._draining:
+                self._unacked.add((identity, request_id))
+            reply = wire.outcome_reply(request_id, outcome, ack=self._draining)
+            self._reply(identity, reply)
             if self.metrics is not None:
                 # Labels only for actions the catalog has: a client must not be able to grow
                 # the metrics without bound by inventing action names.

@@ -22,7 +22,7 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 MAX_ENVELOPE_BYTES = 4096
 MAX_ID_LENGTH = 64
 MAX_ACTION_LENGTH = 300
-OPS = ("call", "cancel", "hello", "providers", "stats")
+OPS = ("call", "cancel", "ack", "hello", "providers", "stats")
 
 
 class BadRequest(ValueError):
@@ -62,12 +62,15 @@ def parse_envelope(frame: bytes) -> dict[str, Any]:
     return body
 
 
-def outcome_reply(request_id: str, outcome: Outcome) -> bytes:
+def outcome_reply(request_id: str, outcome: Outcome, *, ack: bool = False) -> bytes:
+    """A call's reply; ``ack`` asks the client to confirm it read it (see ``Server``'s drain)."""
+    extra = {"ack": True} if ack else {}
     try:
-        return protocol.dumps({"id": request_id, "outcome": outcome.to_dict()})
+        return protocol.dumps({"id": request_id, "outcome": outcome.to_dict(), **extra})
     except (TypeError, ValueError):  # a detail that is not JSON: say so rather than drop it
         error = ProtocolViolation("the call's outcome could not be encoded for the network")
-        return protocol.dumps({"id": request_id, "outcome": Outcome.failure(error).to_dict()})
+        failure = Outcome.failure(error).to_dict()
+        return protocol.dumps({"id": request_id, "outcome": failure, **extra})
 
 
 def _usage(data: Any) -> Usage:
