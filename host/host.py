@@ -8,7 +8,6 @@ methods here are thread-safe and may be called from any thread.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import gc
 import itertools
@@ -20,9 +19,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from host.calling import CallingAPI
 from host.catalog import MAX_NAME_LENGTH, ActionDescriptor, Catalog, is_name
 from host.errors import (
-    Cancelled,
     InputInvalid,
     Outcome,
     ProviderUnavailable,
@@ -88,7 +87,7 @@ def _freeze_imports() -> None:
         gc.freeze()
 
 
-class Host:
+class Host(CallingAPI):
     """Runs untrusted providers in confined workers and calls their actions.
 
     Use it as a context manager (or call :meth:`close`): closing stops every worker and removes
@@ -220,34 +219,6 @@ class Host:
             future.settle(Outcome.failure(error))
         return future
 
-    async def acall(self, action: str, input: Any = None, *, timeout: float | None = None) -> Any:
-        """``await`` a call from asyncio; cancelling the awaiting task cancels the call."""
-        future = self.submit(action, input, timeout=timeout)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-
-    def run(self, action: str, input: Any = None, *, timeout: float | None = None) -> Outcome:
-        """Call ``action`` and return its :class:`Outcome` (never raises a call error).
-
-        An interrupted wait (``KeyboardInterrupt``, ``SystemExit`` or any other
-        ``BaseException`` raised in the waiting thread) cancels the call - a running call's
-        worker is killed - and is re-raised: Ctrl-C must stop the call, not be swallowed.
-        """
-        future = self.submit(action, input, timeout=timeout)
-        try:
-            future.result()
-        except Exception:  # the call's error (or CancelledError): the outcome says it
-            pass
-        except BaseException:
-            future.cancel()
-            raise
-        if future.outcome is None:  # cancelled while queued
-            return Outcome.failure(Cancelled("the call was cancelled"))
-        return future.outcome
-
     def stats(self) -> dict[str, Any]:
         """Per provider: calls by outcome, latency p50/p99 (s), workers live/idle/busy/starting,
         restarts, failed starts, retries, recycled and hung workers, queue depth."""
@@ -255,14 +226,6 @@ class Host:
         done: Future[dict[str, Any]] = Future()
         self._reactor.submit(lambda: done.set_result(self._reactor.stats()))
         return done.result(timeout=30)
-
-    def call(self, action: str, input: Any = None, *, timeout: float | None = None) -> Any:
-        """Call ``action`` and return its value, or raise the outcome's :class:`SandboxError`.
-
-        ``timeout`` (seconds) bounds the whole call including any wait for a worker; the
-        provider's ``wall_time`` bounds the action itself. Both kill the worker's tree.
-        """
-        return self.run(action, input, timeout=timeout).unwrap()
 
     def _prepare(
         self,

@@ -31,6 +31,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from host.calling import CallingAPI
 from host.catalog import Catalog, CatalogInvalid, descriptors_from_hello
 from host.errors import (
     Cancelled,
@@ -44,7 +45,6 @@ from host.futures import CallFuture
 from host.host import ProviderInfo
 from host.inputs import encode_input
 from host.remote import wire
-from host.remote.api import CallingAPI
 from host.remote.keys import load_public, load_secret
 from policies import Policy, PolicyError
 

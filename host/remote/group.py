@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from host.calling import CallingAPI
 from host.catalog import ActionDescriptor
 from host.errors import HostUnavailable, Outcome, ProviderUnavailable
 from host.futures import CallFuture
 from host.host import ProviderInfo
-from host.remote.api import CallingAPI
 
 
 class _AnyHost(Protocol):

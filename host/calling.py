@@ -1,4 +1,5 @@
-"""``run``, ``call`` and ``acall`` on top of ``submit``: the same for every kind of host."""
+"""``run``, ``call`` and ``acall`` on top of ``submit``: one definition for every kind of host
+(``Host``, ``RemoteHost``, ``HostGroup``), so their semantics cannot drift apart."""
 
 from __future__ import annotations
 
@@ -27,20 +28,28 @@ class CallingAPI:
             raise
 
     def run(self, action: str, input: Any = None, *, timeout: float | None = None) -> Outcome:
-        """Call ``action`` and return its :class:`Outcome` (never raises a call error); an
-        interrupted wait cancels the call and is re-raised, as ``Host.run``."""
+        """Call ``action`` and return its :class:`Outcome` (never raises a call error).
+
+        An interrupted wait (``KeyboardInterrupt``, ``SystemExit`` or any other
+        ``BaseException`` raised in the waiting thread) cancels the call - a running call's
+        worker is killed - and is re-raised: Ctrl-C must stop the call, not be swallowed.
+        """
         future = self.submit(action, input, timeout=timeout)
         try:
             future.result()
-        except Exception:
+        except Exception:  # the call's error (or CancelledError): the outcome says it
             pass
         except BaseException:
             future.cancel()
             raise
-        if future.outcome is None:
+        if future.outcome is None:  # cancelled while queued
             return Outcome.failure(Cancelled("the call was cancelled"))
         return future.outcome
 
     def call(self, action: str, input: Any = None, *, timeout: float | None = None) -> Any:
-        """Call ``action`` and return its value, or raise the outcome's error."""
+        """Call ``action`` and return its value, or raise the outcome's :class:`SandboxError`.
+
+        ``timeout`` (seconds) bounds the whole call including any wait for a worker; the
+        provider's ``wall_time`` bounds the action itself. Both kill the worker's tree.
+        """
         return self.run(action, input, timeout=timeout).unwrap()
