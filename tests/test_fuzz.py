@@ -70,3 +70,96 @@ def test_usage_errors_exit_2(capsys: object) -> None:
     assert main(["fuzz", "--provider", PLANTED, "planted.missing"]) == 2
     assert "unknown action" in capsys.readouterr().err  # type: ignore[attr-defined]
 
+
+
+ENTROPY = os.path.join(HERE, "providers", "entropy.py")
+
+
+def test_determinism_is_opt_in_and_finds_a_result_that_changes(capsys: object) -> None:
+    """``entropy.state`` returns fresh randomness: only the opt-in check calls that a finding."""
+    code, data = _fuzz(capsys, "--provider", ENTROPY, "--max-examples", "3")
+    assert code == 0, data
+    code, data = _fuzz(
+        capsys, "--provider", ENTROPY, "--max-examples", "3", "--checks", "determinism"
+    )
+    assert code == 1, data
+    (action,) = data["actions"]  # type: ignore[misc]
+    (finding,) = action["findings"]
+    assert (finding["check"], finding["outcome"]) == ("determinism", "ok")
+
+
+def test_a_junit_report_has_a_case_per_action_and_a_failure_per_finding(
+    capsys: object, tmp_path: object
+) -> None:
+    report = os.path.join(str(tmp_path), "fuzz.xml")
+    code, _ = _fuzz(
+        capsys, "--provider", PLANTED, "planted.fails", "planted.clean",
+        "--max-examples", "40", "--report", f"junit={report}",
+    )
+    assert code == 1
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(report).getroot()
+    assert (suite.tag, suite.get("tests"), suite.get("failures")) == ("testsuite", "2", "1")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert set(cases) == {"planted.fails", "planted.clean"}
+    assert cases["planted.clean"].find("failure") is None
+    failure = cases["planted.fails"].find("failure")
+    assert failure is not None and failure.get("type") == "ActionFailed"
+    assert "no_action_failure" in (failure.get("message") or "")
+    assert 'Input: {"n": 30}' in (failure.text or "")
+    assert "Reproduce with: sandbox call planted.fails" in (failure.text or "")
+
+
+def test_max_time_ends_an_action_before_its_examples_run_out(capsys: object) -> None:
+    code, data = _fuzz(
+        capsys, "--provider", PLANTED, "planted.clean", "--max-examples", "100000",
+        "--max-time", "1",
+    )
+    assert code == 0, data
+    (action,) = data["actions"]  # type: ignore[misc]
+    assert 0 < action["examples"] < 100000
+    # Hypothesis itself stops near the limit, not after generating the remaining examples
+    # (they took 80 s when max-time only skipped running them); the bound is generous
+    assert action["seconds"] < 30
+
+
+def test_no_shrink_reports_the_first_failure_without_shrinking(capsys: object) -> None:
+    """Same seed, so the same generation: shrinking only adds examples (and a smaller input)."""
+    args = ("--provider", PLANTED, "planted.fails", "--max-examples", "40")
+    _, shrunk = _fuzz(capsys, *args)
+    _, raw = _fuzz(capsys, *args, "--no-shrink")
+    (shrunk_action,) = shrunk["actions"]  # type: ignore[misc]
+    (raw_action,) = raw["actions"]  # type: ignore[misc]
+    assert shrunk_action["findings"][0]["input"] == {"n": 30}
+    (finding,) = raw_action["findings"]
+    assert finding["check"] == "no_action_failure" and finding["input"]["n"] >= 30
+    assert raw_action["examples"] < shrunk_action["examples"]
+
+
+def test_the_example_database_replays_a_failure_first(capsys: object, tmp_path: object) -> None:
+    """A failure found once is tried first next time: one example finds it again."""
+    database = os.path.join(str(tmp_path), "db")
+    base = ["fuzz", "--provider", PLANTED, "planted.fails", "--json", "--database"]
+    assert main([*base, "none", "--seed", "3", "--max-examples", "1"]) == 0  # 1 example misses
+    capsys.readouterr()  # type: ignore[attr-defined]
+    assert main([*base, database, "--seed", "1", "--max-examples", "40"]) == 1
+    capsys.readouterr()  # type: ignore[attr-defined]
+    assert os.listdir(database), "the failure was not saved"
+    assert main([*base, database, "--seed", "3", "--max-examples", "1"]) == 1
+    data = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+    (action,) = data["actions"]
+    assert action["findings"][0]["input"] == {"n": 30}
+
+
+def test_max_time_keeps_the_failures_found_before_it(capsys: object) -> None:
+    """The run ends at the limit, not after its examples; what it found is still reported."""
+    code, data = _fuzz(
+        capsys, "--provider", PLANTED, "planted.fails", "--max-examples", "100000",
+        "--max-time", "2",
+    )
+    assert code == 1, data
+    (action,) = data["actions"]  # type: ignore[misc]
+    assert action["examples"] < 100000
+    (finding,) = action["findings"]
+    assert finding["check"] == "no_action_failure" and finding["input"]["n"] >= 30

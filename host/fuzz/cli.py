@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,10 @@ def add_parser(commands: Any, add_sources: Any) -> None:
     fuzz.add_argument("actions", nargs="*", metavar="ACTION", help="only these actions")
     add_sources(fuzz)
     fuzz.add_argument("--max-examples", type=int, default=100, metavar="N")
-    fuzz.add_argument("--seed", type=int, metavar="N", help="Hypothesis's seed (reproducible run)")
+    fuzz.add_argument(
+        "--seed", type=int, metavar="N",
+        help="Hypothesis's seed (default: a random one, printed, so any run can be repeated)",
+    )
     fuzz.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="wall-time cap per example"
     )
@@ -80,7 +84,7 @@ def options_from(args: argparse.Namespace, usage_error: type[Exception]) -> Fuzz
     checks -= _names(args.exclude_checks, "--exclude-checks", usage_error)
     return FuzzOptions(
         max_examples=args.max_examples,
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else secrets.randbelow(2**32),
         timeout=args.timeout,
         max_time=args.max_time,
         checks=frozenset(checks),
@@ -148,11 +152,13 @@ def run(
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
-        _summary(reports, elapsed, printable)
+        _summary(reports, elapsed, printable, options.seed)
     return 0 if ok else 1
 
 
-def _summary(reports: list[ActionReport], elapsed: float, printable: Any) -> None:
+def _summary(
+    reports: list[ActionReport], elapsed: float, printable: Any, seed: int | None
+) -> None:
     width = max((len(r.action) for r in reports), default=6)
     print(f"{'action':<{width}}  examples  failures  examples/s  worst wall")
     for r in reports:
@@ -160,7 +166,7 @@ def _summary(reports: list[ActionReport], elapsed: float, printable: Any) -> Non
         worst = f"{r.worst['usage']['wall_s']:.3f} s" if r.worst else "-"
         print(f"{r.action:<{width}}  {r.examples:>8}  {len(r.findings):>8}  {rate:>10.1f}  {worst}")
     total = sum(len(r.findings) for r in reports)
-    print(f"{total} distinct failure(s) in {elapsed:.1f} s")
+    print(f"{total} distinct failure(s) in {elapsed:.1f} s (seed {seed})")
     for r in reports:
         for f in r.findings:
             print()

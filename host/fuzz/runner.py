@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from host.catalog import ActionDescriptor
     from host.errors import Outcome
 
+class _TimeUp(BaseException):
+    """``max_time`` passed: ends the Hypothesis run at once (a BaseException, which Hypothesis
+    does not take for a failure of the test); the findings so far come from ``latest``."""
+
+
 #: The per-example deadline while shrinking after a Timeout: this share of the full one.
 SHRINK_DEADLINE_SHARE = 0.25
 SHRINK_DEADLINE_FLOOR_S = 0.2
@@ -168,13 +173,20 @@ def fuzz_action(
     started = time.monotonic()
     state = {"timed_out": False, "last_progress": started}
     worst_wall = -1.0
+    # The last finding raised per (check, outcome): while shrinking each is smaller than the
+    # one before, so if max_time ends the run this is the smallest found so far.
+    latest: dict[tuple[str, str], Finding] = {}
 
     def body(example: tuple[bool, Any]) -> None:
         nonlocal worst_wall
         is_positive, value = example
-        if options.max_time is not None and time.monotonic() - started > options.max_time:
-            return
         final = current_build_context().is_final
+        if (
+            options.max_time is not None
+            and not final
+            and time.monotonic() - started > options.max_time
+        ):
+            raise _TimeUp
         timeout = options.timeout
         if state["timed_out"] and not final:
             timeout = max(SHRINK_DEADLINE_FLOOR_S, options.timeout * SHRINK_DEADLINE_SHARE)
@@ -202,16 +214,23 @@ def fuzz_action(
         check, kind, message = verdict
         if kind in ("Timeout", "CpuExceeded"):
             state["timed_out"] = True
-        raise _kind(check, kind)(
-            Finding(check, kind, message, value, usage.to_dict(),
-                    reproduce_command(name, value, sources, options.timeout))
-        )
+        finding = Finding(check, kind, message, value, usage.to_dict(),
+                          reproduce_command(name, value, sources, options.timeout))
+        latest[(check, kind)] = finding
+        raise _kind(check, kind)(finding)
 
     base = options.settings if options.settings is not None else settings()
     phases = [p for p in base.phases if options.shrink or p is not Phase.shrink]
     database = (
         DirectoryBasedExampleDatabase(options.database) if options.database is not None else None
     )
+    given_body = given(strategy)(body)
+    if options.seed is not None:
+        from hypothesis import seed as with_seed
+
+        # Seeded before the settings are applied: ``seed`` also sets database=None, which the
+        # settings below then override, so a seeded run still saves and replays failures.
+        given_body = with_seed(options.seed)(given_body)
     test = settings(
         base,
         max_examples=options.max_examples,
@@ -222,11 +241,7 @@ def fuzz_action(
         suppress_health_check=list(HealthCheck),
         derandomize=False,
         print_blob=False,
-    )(given(strategy)(body))
-    if options.seed is not None:
-        from hypothesis import seed as with_seed
-
-        test = with_seed(options.seed)(test)
+    )(given_body)
     # One database key per action (the body is the same function for all of them).
     test._hypothesis_internal_database_key = hashlib.sha256(  # type: ignore[attr-defined]
         json.dumps([list(sources), name, options.mode]).encode()
@@ -234,6 +249,8 @@ def fuzz_action(
     found: list[_Found] = []
     try:
         test()
+    except _TimeUp:
+        found.extend(_kind(f.check, f.outcome)(f) for f in latest.values())
     except _Found as exc:
         found.append(exc)
     except BaseExceptionGroup as group:
