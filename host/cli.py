@@ -216,12 +216,10 @@ def _command_call(args: argparse.Namespace) -> int:
         # whatever the result's type; pretty for people, non-ASCII kept as it is.
         text = json.dumps(outcome.value, indent=2, ensure_ascii=False)
         print(printable(text) if sys.stdout.isatty() else text)
-        if outcome.logs:
-            sys.stderr.write(printable(outcome.logs))
+        _print_streams(outcome)
     else:
         assert outcome.error is not None
-        if outcome.logs:
-            sys.stderr.write(printable(outcome.logs))
+        _print_streams(outcome)
         print(printable(f"{outcome.error.type}: {outcome.error.message}"), file=sys.stderr)
         tb = outcome.error.details.get("traceback")
         if tb:
@@ -234,6 +232,17 @@ def _command_call(args: argparse.Namespace) -> int:
 _CONTROL = {
     c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))
 }
+
+
+def _print_streams(outcome: Any) -> None:
+    """What the action printed, on stderr (stdout is the result's): its stdout, then its
+    stderr, each in its own order, each under a heading when both have something."""
+    both = bool(outcome.stdout and outcome.stderr)
+    for name, text in (("stdout", outcome.stdout), ("stderr", outcome.stderr)):
+        if text:
+            if both:
+                sys.stderr.write(f"--- the action's {name} ---\n")
+            sys.stderr.write(printable(text if text.endswith("\n") else text + "\n"))
 
 
 def printable(text: str) -> str:

@@ -173,6 +173,9 @@ class Outcome:
     logs: str = ""
     #: How many times the call ran: more than 1 when a safe_rerun action was retried.
     attempts: int = 1
+    #: What the action printed, each stream apart (``logs`` has both as they arrived).
+    stdout: str = ""
+    stderr: str = ""
 
     def unwrap(self) -> Any:
         """The value, or raise the error."""
@@ -193,8 +196,16 @@ class Outcome:
             data["attempts"] = self.attempts
         if self.logs:
             data["logs"] = self.logs
+        if self.stdout:
+            data["stdout"] = self.stdout
+        if self.stderr:
+            data["stderr"] = self.stderr
         return data
 
     @classmethod
-    def failure(cls, error: SandboxError, logs: str = "", attempts: int = 1) -> Outcome:
-        return cls(ok=False, error=error, usage=error.usage, logs=logs, attempts=attempts)
+    def failure(
+        cls, error: SandboxError, logs: str = "", attempts: int = 1, *,
+        stdout: str = "", stderr: str = "",
+    ) -> Outcome:
+        return cls(ok=False, error=error, usage=error.usage, logs=logs, attempts=attempts,
+                   stdout=stdout, stderr=stderr)  # fmt: skip

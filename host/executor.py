@@ -10,6 +10,7 @@ host; ``results="pickle"`` is an explicit opt-in that trusts the worker.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import sys
 import sysconfig
@@ -43,9 +44,9 @@ class _ExecutorFuture(CallFuture):
                 value = _unwrap(outcome.value, self._results)
             except Exception as exc:
                 error = OutputInvalid(f"malformed executor result: {exc}", usage=outcome.usage)
-                outcome = Outcome.failure(error, outcome.logs, outcome.attempts)
+                outcome = dataclasses.replace(outcome, ok=False, value=None, error=error)
             else:
-                outcome = Outcome(True, value, None, outcome.usage, outcome.logs, outcome.attempts)
+                outcome = dataclasses.replace(outcome, value=value)
         super().settle(outcome)
 
 

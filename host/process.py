@@ -37,32 +37,52 @@ from sandbox.protocol import ZYGOTE_STATUS_FD, SpawnSpec, encode_preamble
 MAX_STATUS_BYTES = 64 * 1024
 
 
+@dataclass(frozen=True)
+class CapturedLogs:
+    """What a worker printed during one call: each stream apart, in its own order, and both
+    as they arrived (``combined``; across the two streams the order is only as good as the
+    provider's flushing: a pipe-buffered ``print`` may arrive after a later stderr write)."""
+
+    combined: str = ""
+    stdout: str = ""
+    stderr: str = ""
+
+
 class LogCapture:
-    """The worker's stdout+stderr, kept up to ``limit`` bytes per call; the rest is counted."""
+    """The worker's stdout and stderr, up to ``limit`` bytes per call together; the rest is
+    counted and said to be dropped (in ``stderr`` and ``combined``)."""
+
+    STDOUT, STDERR = 0, 1
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._chunks: list[bytes] = []
+        self._chunks: list[tuple[int, bytes]] = []
         self._kept = 0
         self.dropped = 0
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: bytes, stream: int = STDERR) -> None:
         room = self.limit - self._kept
         if room > 0:
-            self._chunks.append(data[:room])
+            self._chunks.append((stream, data[:room]))
             self._kept += min(room, len(data))
         self.dropped += max(0, len(data) - max(room, 0))
 
-    def take(self) -> str:
+    def take(self) -> CapturedLogs:
         """Return what was captured since the last call and start afresh."""
-        text = b"".join(self._chunks).decode("utf-8", "replace")
+
+        def text(stream: int | None) -> str:
+            data = b"".join(d for s, d in self._chunks if stream is None or s == stream)
+            return data.decode("utf-8", "replace")
+
+        combined, stdout, stderr = text(None), text(self.STDOUT), text(self.STDERR)
         if self.dropped:
-            text += f"\n[sandbox: {self.dropped} more bytes of output were dropped (log limit)]\n"
+            notice = f"\n[sandbox: {self.dropped} more bytes of output were dropped (log limit)]\n"
+            combined, stderr = combined + notice, stderr + notice
         self._chunks, self._kept, self.dropped = [], 0, 0
-        return text
+        return CapturedLogs(combined, stdout, stderr)
 
     def tail(self, chars: int = 2000) -> str:
-        return b"".join(self._chunks).decode("utf-8", "replace")[-chars:]
+        return b"".join(d for _, d in self._chunks).decode("utf-8", "replace")[-chars:]
 
 
 @dataclass

@@ -66,7 +66,7 @@ from host.lanes import Lane
 from host.logs import LOGGER
 from host.orphans import Orphans, stat_of
 from host.pool import Limits, Pool, Spawn, State, WakeAt
-from host.process import ExitStatus, LogCapture, SpareLauncher, WorkerProcess
+from host.process import CapturedLogs, ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
 from host.rules import check_worker_rules
 from host.stats import ProviderStats
@@ -1008,7 +1008,7 @@ class Reactor:
         error: SandboxError | None,
         value: Any = None,
         measured: Usage | None = None,
-        logs: str | None = None,
+        logs: CapturedLogs | None = None,
     ) -> None:
         """Give ``call`` its one outcome: ``error``, or ``value`` with the worker's ``measured``
         CPU and memory. A second attempt to finish the same call is ignored. ``logs``: what
@@ -1025,17 +1025,20 @@ class Reactor:
                 logs = self._take_logs(worker)
             if worker.call is call:
                 worker.call = None
-        logs = logs or ""
+        logs = logs or CapturedLogs()
         if error is None:
             usage = replace(measured or Usage(), wall_s=wall)
             outcome = Outcome(
-                ok=True, value=value, usage=usage, logs=logs, attempts=call.attempts
+                ok=True, value=value, usage=usage, logs=logs.combined, attempts=call.attempts,
+                stdout=logs.stdout, stderr=logs.stderr,
             )
         else:
             error.usage = replace(error.usage, wall_s=wall)
-            if logs:
-                error.details.setdefault("logs", logs)
-            outcome = Outcome.failure(error, logs, call.attempts)
+            if logs.combined:
+                error.details.setdefault("logs", logs.combined)
+            outcome = Outcome.failure(
+                error, logs.combined, call.attempts, stdout=logs.stdout, stderr=logs.stderr
+            )
         level = logging.DEBUG if outcome.ok else logging.WARNING
         if log.isEnabledFor(level):  # one record per call: build it only when someone listens
             name = "ok" if outcome.ok else outcome.error.type if outcome.error else "?"
@@ -1463,7 +1466,7 @@ class Reactor:
         message: protocol.Result | protocol.Failure,
         body_size: int,
         policy: Policy,
-        logs: str,
+        logs: CapturedLogs,
         usage: Usage,
     ) -> None:
         """Give a call the outcome its worker's RESULT or FAILURE earns (the host decides);
@@ -1498,7 +1501,7 @@ class Reactor:
                 self._validated(call, message.value, verdict, False, usage, logs)
 
     def _validate_off_loop(
-        self, call: PendingCall, value: Any, policy: Policy, logs: str, usage: Usage
+        self, call: PendingCall, value: Any, policy: Policy, logs: CapturedLogs, usage: Usage
     ) -> None:
         """Validate a result on its provider's lane: the loop goes on supervising. The time
         counts against the call: past its wall time or the caller's timeout (whichever comes
@@ -1535,7 +1538,7 @@ class Reactor:
         problem: Problem | None,
         timed_out: bool,
         usage: Usage,
-        logs: str,
+        logs: CapturedLogs,
     ) -> None:
         if call.done:
             return
@@ -1622,9 +1625,9 @@ class Reactor:
             if not data:
                 self._forget_fd(fd)
                 return
-            worker.logs.add(data)
+            worker.logs.add(data, worker.process.log_fds.index(fd))
 
-    def _take_logs(self, worker: WorkerHandle) -> str:
+    def _take_logs(self, worker: WorkerHandle) -> CapturedLogs:
         """What the worker printed since its last call started, read to the end of the pipes."""
         for fd in worker.process.log_fds:
             if fd in self._fds:

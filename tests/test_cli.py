@@ -655,3 +655,19 @@ def test_unrecognized_arguments_point_at_the_subcommands_help() -> None:
     assert "unrecognized arguments: --no-such-flag" in proc.stderr
     assert "'sandbox list --help'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_actions_stdout_and_stderr_stay_apart() -> None:
+    """The result alone on stdout; the action's two streams on stderr, each whole and in its
+    order under its heading (a buffered print no longer lands after a later stderr write)."""
+    echo = str(Path(__file__).parent / "providers" / "echo.py")
+    proc = run_cli("call", "echo.shout", '{"text": "hé"}', "--provider", echo)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '"HÉ"\n'
+    assert proc.stderr.endswith(
+        "--- the action's stdout ---\nout:hé\nout:hé!\n"
+        "--- the action's stderr ---\nerr:hé\nerr:hé!\n"
+    ), proc.stderr
+    data = json.loads(run_cli("call", "--json", "echo.shout", '{"text": "a"}', "--provider",
+                              echo).stdout)  # fmt: skip
+    assert (data["stdout"], data["stderr"]) == ("out:a\nout:a!\n", "err:a\nerr:a!\n")

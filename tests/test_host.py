@@ -112,6 +112,18 @@ def test_logs_are_captured_per_call(host: Host) -> None:
     assert host.run("echo.add", {"a": 1}).logs == ""
 
 
+def test_stdout_and_stderr_are_kept_apart_each_in_its_order(host: Host) -> None:
+    host.add_provider(ECHO)
+    outcome = host.run("echo.shout", {"text": "hi"})
+    assert outcome.stdout == "out:hi\nout:hi!\n"
+    assert outcome.stderr == "err:hi\nerr:hi!\n"
+    data = outcome.to_dict()
+    assert (data["stdout"], data["stderr"]) == (outcome.stdout, outcome.stderr)
+    quiet = host.run("echo.add", {"a": 1, "b": 2})
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert "stdout" not in quiet.to_dict() and "stderr" not in quiet.to_dict()
+
+
 def test_layers_are_reported_per_provider(host: Host) -> None:
     host.add_provider(ECHO)
     (info,) = host.providers()

@@ -189,4 +189,6 @@ def test_flood_is_captured_up_to_the_log_limit(hostile: Host) -> None:
     assert outcome.ok and outcome.value == 20 * 1024 * 1024
     assert len(outcome.logs.encode()) <= 16 * 1024 + 200
     assert "bytes of output were dropped" in outcome.logs
+    assert len(outcome.stdout.encode()) <= 16 * 1024  # the limit is for both streams together
+    assert "bytes of output were dropped" in outcome.stderr
     _still_serves(hostile)

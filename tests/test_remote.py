@@ -123,8 +123,10 @@ def test_calls_and_outcomes_cross_the_wire(servers: Servers) -> None:
             remote.call("echo.add", {"a": "x"})
         assert "$.a" in str(caught.value.details["path"])
         assert remote.run("echo.slow", {"seconds": 5}, timeout=0.5).error.type == "Timeout"
+        shouted = remote.run("echo.shout", {"text": "hi"})  # its two streams, kept apart
+        assert (shouted.stdout, shouted.stderr) == ("out:hi\nout:hi!\n", "err:hi\nerr:hi!\n")
         assert [p.name for p in remote.providers()] == ["echo"]
-        assert remote.stats()["echo"]["calls"]["ok"] == 1
+        assert remote.stats()["echo"]["calls"]["ok"] == 2
 
 
 def test_refused_key_is_a_clear_error_within_seconds(servers: Servers) -> None:

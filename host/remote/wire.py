@@ -95,13 +95,15 @@ def decode_outcome(data: Any) -> Outcome:
     if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
         raise BadRequest("reply outcome is not an object with a boolean 'ok'")
     usage = _usage(data.get("usage"))
-    logs = data.get("logs", "")
-    logs = logs if isinstance(logs, str) else ""
+    logs, stdout, stderr = (
+        text if isinstance(text := data.get(key, ""), str) else ""
+        for key in ("logs", "stdout", "stderr")
+    )
     attempts = data.get("attempts", 1)
     attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1
     if data["ok"]:
         return Outcome(ok=True, value=data.get("result"), usage=usage, logs=logs,
-                       attempts=attempts)  # fmt: skip
+                       attempts=attempts, stdout=stdout, stderr=stderr)  # fmt: skip
     error = data.get("error")
     if not isinstance(error, dict):
         raise BadRequest("reply outcome has neither a result nor an error")
@@ -110,7 +112,10 @@ def decode_outcome(data: Any) -> Outcome:
     details = {
         k: v for k, v in error.items() if k not in ("type", "message") and isinstance(k, str)
     }
-    return Outcome.failure(cls(message, usage=usage, **details), logs=logs, attempts=attempts)
+    return Outcome.failure(
+        cls(message, usage=usage, **details), logs=logs, attempts=attempts,
+        stdout=stdout, stderr=stderr,
+    )
 
 
 def parse_reply(frame: bytes) -> dict[str, Any]:

@@ -32,9 +32,11 @@ def slow(seconds: float) -> float:
 
 @provider.action
 def shout(text: str) -> str:
-    """Print to stdout and stderr, then return."""
+    """Print to stdout and stderr, interleaved, then return."""
     print(f"out:{text}")
     print(f"err:{text}", file=sys.stderr)
+    print(f"out:{text}!")
+    print(f"err:{text}!", file=sys.stderr)
     return text.upper()
 
 
