@@ -15,10 +15,12 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from host import installed
 from host.calling import CallingAPI
 from host.catalog import MAX_NAME_LENGTH, ActionDescriptor, Catalog, is_name
 from host.errors import (
@@ -134,7 +136,8 @@ class Host(CallingAPI):
     ) -> str:
         """Start a worker for provider ``ref`` and add its actions to the catalog.
 
-        ``ref`` is ``package.module``, ``package.module:attribute`` or ``path/to/file.py``.
+        ``ref`` is ``package.module``, ``package.module:attribute``, ``path/to/file.py`` or
+        ``entrypoint:NAME`` (an installed provider, see :mod:`host.installed`).
         Returns the provider's name (``name`` if given, else the name the provider declares).
         That name is also its namespace: every action it announces must be ``NAME.action``, or
         it fails to load. A name another provider has (also in another case) is refused, with
@@ -150,7 +153,7 @@ class Host(CallingAPI):
                 "a provider name must be letters, digits and underscores (ASCII, not starting "
                 f"with a digit, at most {MAX_NAME_LENGTH} characters), got {name!r}"
             )
-        ref = _absolute_file_ref(ref)
+        ref = _absolute_file_ref(installed.resolve(ref.strip()))
         key = name if name is not None else f"{PENDING_PREFIX}{next(self._ids)}>"
         ready: Future[str] = Future()
         state = ProviderState(
@@ -158,6 +161,13 @@ class Host(CallingAPI):
         )
         self._reactor.submit(lambda: self._reactor.add_provider(state))
         return ready.result(timeout=STARTUP_TIMEOUT_S + _ADD_PROVIDER_SLACK_S)
+
+    def add_installed(self, names: Iterable[str] | None = None) -> list[str]:
+        """Add the providers installed as packages (entry-point group
+        ``actionsandbox.providers``), all of them or those ``names``; returns their names."""
+        self._check_open()
+        wanted = installed.installed_providers() if names is None else list(names)
+        return [self.add_provider(f"{installed.PREFIX}{entry}") for entry in wanted]
 
     def remove_provider(self, name: str) -> None:
         """Stop a provider's workers and remove its actions from the catalog."""
