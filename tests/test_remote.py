@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,10 +22,11 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from host import Cancelled, HostGroup, HostUnavailable, InputInvalid, RemoteHost
+from host import CallFuture, Cancelled, HostGroup, HostUnavailable, InputInvalid, RemoteHost
 from host.remote.keys import keygen
 
 ECHO = Path(__file__).parent / "providers" / "echo.py"
+LEDGER = Path(__file__).parent / "providers" / "ledger.py"
 
 
 def free_port() -> int:
@@ -214,34 +219,91 @@ def test_drain_timeout_cancels_and_the_client_hears_it(servers: Servers) -> None
     assert proc.wait(timeout=20) == 0
 
 
-def test_group_survives_a_killed_server(servers: Servers, tmp_path: Path) -> None:
-    started = [servers.start() for _ in range(3)]
+@pytest.fixture
+def ledger(keys: Path) -> Iterator[Path]:
+    """A config with the ledger provider, writing to a directory every worker uid may write
+    (outside /tmp: each worker has a private /tmp)."""
+    directory = Path(tempfile.mkdtemp(prefix="sandbox-ledger-", dir="/var/tmp"))
+    directory.chmod(0o777)
+    (keys / "ledger.toml").write_text(
+        f'[providers.ledger]\nsource = "{LEDGER}"\n'
+        f'[providers.ledger.policy]\nwrite = ["{directory}"]\n'
+    )
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _runs(directory: Path) -> collections.Counter[str]:
+    """How many times each token's call really ran."""
+    return collections.Counter(p.name.split(".")[0] for p in directory.iterdir())
+
+
+def test_group_survives_a_killed_server(servers: Servers, ledger: Path) -> None:
+    """One server of three killed under load: every call ends in one outcome, no call that
+    may have run is re-sent (the provider's own count says each ran at most once), and what
+    never ran fails over."""
+    config = str(servers.base / "ledger.toml")
+    started = [servers.start("--config", config) for _ in range(3)]
     remotes = [servers.client(e) for e, _ in started]
+    tokens = (f"t{i}" for i in itertools.count())
+
+    def mark(seconds: float) -> tuple[str, CallFuture]:
+        token = next(tokens)
+        call = {"directory": str(ledger), "token": token, "seconds": seconds}
+        return token, group.submit("ledger.mark", call)
+
     with HostGroup(remotes) as group:
-        futures = [group.submit("echo.slow", {"seconds": 0.2}) for _ in range(30)]
+        first = [mark(0.2) for _ in range(30)]
         time.sleep(0.3)
         os.killpg(started[0][1].pid, signal.SIGKILL)
         # Submitted at once: some may be written to the dying connection before the client
         # hears of the death; those may have run, so they end HostUnavailable(delivered=True)
-        # (echo.slow is not safe_rerun); every other one fails over and succeeds.
-        racing = [group.submit("echo.slow", {"seconds": 0.05}) for _ in range(20)]
+        # (ledger.mark is not safe_rerun); every other one fails over and succeeds.
+        racing = [mark(0.05) for _ in range(20)]
         deadline = time.monotonic() + 15
         while remotes[0].available and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not remotes[0].available
-        later = [group.submit("echo.slow", {"seconds": 0.05}) for _ in range(20)]
-        done, _ = wait(futures + racing + later, timeout=60)
+        later = [mark(0.05) for _ in range(20)]
+        done, _ = wait([f for _, f in first + racing + later], timeout=60)
         assert len(done) == 70  # every call has an outcome
-        for f in futures + racing:
-            assert f.outcome is not None
-            assert f.outcome.ok or (
-                isinstance(f.outcome.error, HostUnavailable)
-                and f.outcome.error.details["delivered"] is True
-            ), f.outcome.error
-        # once the group knows the server is gone, no call is sent there
-        assert all(f.outcome is not None and f.outcome.ok for f in later), [
-            f.outcome.error for f in later if f.outcome is not None and not f.outcome.ok
-        ]
+    runs = _runs(ledger)
+    assert max(runs.values()) == 1, runs  # none ran twice
+    for token, f in first + racing:
+        assert f.outcome is not None
+        if f.outcome.ok:
+            assert f.outcome.value == token and runs[token] == 1
+        else:
+            assert isinstance(f.outcome.error, HostUnavailable), f.outcome.error
+            assert f.outcome.error.details["delivered"] is True, f.outcome.error
+    # once the group knows the server is gone, no call is sent there
+    for token, f in later:
+        assert f.outcome is not None and f.outcome.ok, f.outcome
+        assert runs[token] == 1
+
+
+def test_a_group_resends_a_safe_rerun_call_lost_with_its_server(
+    servers: Servers, ledger: Path
+) -> None:
+    """A safe_rerun call that was running on a killed server is sent again elsewhere and ends
+    ok, once as far as the caller sees, though it ran on both."""
+    config = str(servers.base / "ledger.toml")
+    started = [servers.start("--config", config) for _ in range(2)]
+    remotes = [servers.client(e) for e, _ in started]
+    with HostGroup(remotes) as group:
+        calls = [
+            group.submit("ledger.mark_idempotent",
+                         {"directory": str(ledger), "token": f"s{i}", "seconds": 0.5})
+            for i in range(6)
+        ]  # fmt: skip
+        time.sleep(0.25)  # both servers are running some of them
+        os.killpg(started[0][1].pid, signal.SIGKILL)
+        done, _ = wait(calls, timeout=60)
+        assert len(done) == 6
+        assert [c.outcome.value for c in calls if c.outcome] == [f"s{i}" for i in range(6)]
+    runs = _runs(ledger)
+    assert sorted(runs) == [f"s{i}" for i in range(6)]
+    assert max(runs.values()) == 2  # the killed server's were run again
 
 
 def test_metrics_scraped_and_parsed(servers: Servers) -> None:
