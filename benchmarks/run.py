@@ -48,6 +48,7 @@ BENCHMARKS = (
     "respawn",
     "idle_memory",
     "validation_overhead",
+    "remote",
     "many_providers",
 )
 
@@ -65,6 +66,8 @@ class Sizes:
     validation_calls: int
     provider_counts: tuple[int, ...]
     many_calls: int
+    remote_calls: int
+    remote_burst: int
 
 
 FULL = Sizes(
@@ -79,6 +82,8 @@ FULL = Sizes(
     validation_calls=2000,
     provider_counts=(1, 16, 64),
     many_calls=1000,
+    remote_calls=2000,
+    remote_burst=10_000,
 )
 TINY = Sizes(
     rtt_calls=20,
@@ -92,6 +97,8 @@ TINY = Sizes(
     validation_calls=20,
     provider_counts=(1, 3),
     many_calls=10,
+    remote_calls=20,
+    remote_burst=100,
 )
 
 
@@ -719,6 +726,29 @@ def echo(value):
 """
 
 
+def bench_remote(sizes: Sizes) -> list[dict[str, Any]]:
+    """``RemoteHost`` on loopback (TCP, CURVE) against raw pyzmq and a local ``Host``."""
+    from benchmarks import remote
+
+    rtt = {k: ms(v) for k, v in remote.rtts(sizes.remote_calls, warm=50).items()}
+    rates = remote.throughputs(sizes.remote_burst, sizes.throughput_runs)
+    return [
+        case(
+            "RemoteHost.call text.echo over TCP+CURVE (loopback)", "ms", rtt.pop("ours"), rtt,
+            "median <= 1.5x raw pyzmq TCP+CURVE",
+            lambda o, rt: rt["raw pyzmq TCP+CURVE"] <= 1.5,
+        ),
+        case(
+            f"{sizes.remote_burst} calls at once through RemoteHost, 2 server workers",
+            "calls/s (median; p99 column = p1 of runs)",
+            summary(rates.pop("ours")), {k: summary(v) for k, v in rates.items()},
+            ">= 1.0x the local Host with 2 workers",
+            lambda o, rt: rt["local Host"] >= 1.0,
+            note="each sample is one burst; higher is better",
+        ),
+    ]
+
+
 def bench_many_providers(sizes: Sizes) -> list[dict[str, Any]]:
     """``p0.echo`` on a host with one provider next to a host with N, in alternating blocks.
 
@@ -776,6 +806,7 @@ SUITE: dict[str, Callable[[Sizes], list[dict[str, Any]]]] = {
     "respawn": bench_respawn,
     "idle_memory": bench_idle_memory,
     "validation_overhead": bench_validation_overhead,
+    "remote": bench_remote,
     "many_providers": bench_many_providers,  # last: it starts many workers
 }
 
