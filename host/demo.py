@@ -127,24 +127,52 @@ def _size(n: int) -> str:
     return f"{n / MiB:.1f}MiB" if n else "-"
 
 
-def run_demo(out: Any = None) -> int:
-    """Run the scenarios, print the table; 0 when every hostile action was contained."""
+def _colour_wanted(out: Any) -> bool:
+    """Colour on a terminal unless ``NO_COLOR`` is set (https://no-color.org)."""
+    return bool(getattr(out, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
+
+
+def _paint(text: str, code: str, colour: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if colour else text
+
+
+def run_demo(out: Any = None, *, colour: bool | None = None, status: Any = None) -> int:
+    """Run the scenarios, print the table row by row as each finishes; 0 when every hostile
+    action was contained.
+
+    ``colour`` (default: ``out`` is a terminal and ``NO_COLOR`` is unset) paints outcomes;
+    ``status`` (default: stderr when it is a terminal) gets a transient line naming the action
+    running now, erased before the row is printed. Piped, neither adds a byte."""
     out = out or sys.stdout
+    colour = _colour_wanted(out) if colour is None else colour
+    if status is None and sys.stderr.isatty():
+        status = sys.stderr
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     listener.setblocking(False)
     port = listener.getsockname()[1]
+
+    def say(text: str) -> None:
+        if status is not None:
+            status.write(f"\r\x1b[K{text}")
+            status.flush()
+
+    failures = []
+    count = 0
     with tempfile.TemporaryDirectory(prefix="sandbox-demo-") as tmp:
         canary = os.path.join(tmp, "canary.txt")
         with open(canary, "w") as f:
             f.write("host secret\n")
-        rows = []
         with Host() as host:
+            say("starting the workers (every confinement layer on)...")
             host.add_provider("providers.examples.text", policy=DEMO_POLICY)
             host.add_provider("providers.examples.hostile", policy=DEMO_POLICY)
             layers = {p.name: p.layers for p in host.providers()}
+            say("")
+            _print_heading(out, layers)
             for scenario in _scenarios(port, canary):
+                say(f"running {scenario.action}: {scenario.attempts}...")
                 outcome = host.run(scenario.action, scenario.input)
                 contained = scenario.contained(outcome)
                 if scenario.action == "hostile.open_socket":
@@ -157,8 +185,27 @@ def run_demo(out: Any = None) -> int:
                 result = "ok" if outcome.ok else outcome.error.type if outcome.error else "?"
                 if outcome.ok and isinstance(outcome.value, int):
                     result = f"ok ({outcome.value})"  # e.g. how many forks got through
-                rows.append((scenario, result, contained, outcome))
+                say("")
+                _print_row(out, scenario, result, contained, outcome, colour)
+                count += 1
+                if not contained:
+                    failures.append(scenario.attempts)
     listener.close()
+    print(file=out)
+    if failures:
+        print(_paint(f"NOT contained: {'; '.join(failures)}", "1;31", colour), file=out)
+        return 1
+    print(_paint(f"All {count} actions were contained.", "32", colour), file=out)
+    return 0
+
+
+_HEADER = (
+    f"{'action':<30} {'attempted':<40} {'outcome':<17} {'contained':<9} "
+    f"{'wall':>7} {'cpu':>7} {'peak mem':>9}"
+)
+
+
+def _print_heading(out: Any, layers: dict[str, list[dict[str, Any]]]) -> None:
     print(f"Policy: {_policy_line()}", file=out)
     applied = [f"{r['name']}" for r in layers.get("hostile", []) if r.get("applied")]
     missing = [
@@ -168,27 +215,23 @@ def run_demo(out: Any = None) -> int:
     if missing:
         print(f"Layers not applied: {'; '.join(missing)}", file=out)
     print(file=out)
-    header = (
-        f"{'action':<30} {'attempted':<40} {'outcome':<17} {'contained':<9} "
-        f"{'wall':>7} {'cpu':>7} {'peak mem':>9}"
+    print(_HEADER, file=out)
+    print("-" * len(_HEADER), file=out, flush=True)
+
+
+def _print_row(
+    out: Any, scenario: Scenario, result: str, contained: bool, outcome: Outcome, colour: bool
+) -> None:
+    usage = outcome.usage
+    # padded before painting, so the escape codes do not shift the columns
+    shown = _paint(f"{result:<17}", "32" if outcome.ok else "33", colour)
+    verdict = _paint(f"{'yes' if contained else 'NO':<9}", "32" if contained else "1;31", colour)
+    print(
+        f"{scenario.action:<30} {scenario.attempts:<40} {shown} {verdict} "
+        f"{usage.wall_s:>6.3f}s {usage.cpu_s:>6.3f}s {_size(usage.max_rss_bytes):>9}",
+        file=out,
+        flush=True,
     )
-    print(header, file=out)
-    print("-" * len(header), file=out)
-    for scenario, result, contained, outcome in rows:
-        usage = outcome.usage
-        print(
-            f"{scenario.action:<30} {scenario.attempts:<40} {result:<17} "
-            f"{'yes' if contained else 'NO':<9} {usage.wall_s:>6.3f}s {usage.cpu_s:>6.3f}s "
-            f"{_size(usage.max_rss_bytes):>9}",
-            file=out,
-        )
-    failures = [s.attempts for s, _, contained, _ in rows if not contained]
-    print(file=out)
-    if failures:
-        print(f"NOT contained: {'; '.join(failures)}", file=out)
-        return 1
-    print(f"All {len(rows)} actions were contained.", file=out)
-    return 0
 
 
 def _policy_line() -> str:

@@ -530,6 +530,7 @@ def test_demo() -> None:
     proc = run_cli("demo")
     assert proc.returncode in (0, 1), describe(proc)
     assert "Traceback" not in proc.stderr, describe(proc)
+    assert "\x1b" not in proc.stdout + proc.stderr  # piped: no colour, no status line
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("Policy: ")
     assert any(line.startswith("Layers applied: ") for line in lines)
