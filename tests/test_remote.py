@@ -345,3 +345,47 @@ def test_busy_port_and_bad_key_exit_2(keys: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "sandbox.toml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+ABANDONING_CLIENT = """
+import sys, time
+from host import RemoteHost
+remote = RemoteHost(sys.argv[1], server_key=sys.argv[2], client_key=sys.argv[3])
+remote.submit("echo.slow", {"seconds": 60})
+time.sleep(0.5)
+print("submitted", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_calls_of_a_client_that_died_are_cancelled(servers: Servers) -> None:
+    """A client killed with a call running: the server notices its silence (no pings) and
+    cancels the call, so an abandoned call does not hold a worker for its whole wall time."""
+    endpoint, _ = servers.start("--client-timeout", "2")
+    client = subprocess.Popen(
+        [sys.executable, "-c", ABANDONING_CLIENT, endpoint,
+         str(servers.base / "keys" / "server.key"),
+         str(servers.base / "keys" / "client.key_secret")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "submitted"
+        with servers.client(endpoint) as observer:
+            assert observer.stats()["echo"]["workers"]["busy"] == 1
+            client.kill()
+            client.wait()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                calls = observer.stats()["echo"]["calls"]
+                if calls.get("Cancelled"):
+                    break
+                time.sleep(0.2)
+            assert calls.get("Cancelled") == 1, calls
+            assert observer.stats()["echo"]["workers"]["busy"] == 0
+            # a live client's long call is not cancelled: it pings
+            assert observer.call("echo.slow", {"seconds": 3.5}) == 3.5
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()

@@ -71,6 +71,11 @@ class _Request:
     sent: bool = False
 
 
+#: While it has calls in flight a client pings this often, so the server can tell it is alive
+#: (a server cancels the calls of a client silent for its CLIENT_SILENCE_S).
+PING_INTERVAL_S = 1.0
+
+
 class RemoteHost(CallingAPI):
     """The providers of one ``sandbox serve``, called like a local :class:`~host.Host`.
 
@@ -106,6 +111,7 @@ class RemoteHost(CallingAPI):
         self._problem = ""
         self._closed = False
         self._stopping = False
+        self._next_ping = 0.0
         self._context = zmq.Context()
         sock = self._socket = self._context.socket(zmq.DEALER)
         sock.linger = 0
@@ -277,6 +283,7 @@ class RemoteHost(CallingAPI):
                 if self._monitor in events:
                     self._watch()
                 self._flush()
+                self._ping()
                 self._expire()
         finally:
             self._fail_all(Cancelled("the remote host was closed"), delivered=None)
@@ -387,6 +394,15 @@ class RemoteHost(CallingAPI):
                 self._problem = (
                     "the CURVE handshake failed (is server_key the key of this server?)"
                 )
+
+    def _ping(self) -> None:
+        """Say we are alive while calls we sent are running there."""
+        now = time.monotonic()
+        if now < self._next_ping or not self._connected:
+            return
+        self._next_ping = now + PING_INTERVAL_S  # the scan below at most once an interval
+        if any(r.sent for r in self._pending.values()):
+            self._send([wire.request("ping", "ping")])
 
     def _expire(self) -> None:
         """Requests that could not be sent within ``connect_timeout``: never delivered."""

@@ -39,7 +39,15 @@ def add_parsers(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]
         help="no encryption and no authentication (only for --bind tcp://127.0.0.1:PORT)",
     )
     serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics here")
-    serve.add_argument("--drain-timeout", type=float, default=30.0, metavar="S")
+    serve.add_argument(
+        "--drain-timeout", type=float, default=30.0, metavar="S",
+        help="on SIGTERM, how long running calls may finish before they are cancelled (30)",
+    )
+    serve.add_argument(
+        "--client-timeout", type=float, default=5.0, metavar="S",
+        help="cancel the calls of a client silent this long: it is gone (5; clients with "
+        "calls running ping every second)",
+    )
     return {"keygen": _command_keygen, "serve": _command_serve}
 
 
@@ -96,6 +104,8 @@ def _command_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"--metrics {args.metrics}: expected ADDR:PORT")
     if not args.drain_timeout >= 0:
         raise UsageError("--drain-timeout must be a number of seconds >= 0")
+    if not args.client_timeout >= 2:
+        raise UsageError("--client-timeout must be at least 2 seconds (clients ping every 1 s)")
     host = Host()
     server = metrics = None
     try:
@@ -113,6 +123,7 @@ def _command_serve(args: argparse.Namespace) -> int:
             server = Server(
                 host, args.bind, server_key=server_key, authorized=authorized,
                 metrics=metrics, drain_timeout=args.drain_timeout,
+                client_timeout=args.client_timeout,
             )  # fmt: skip
         except ServeError as exc:
             raise UsageError(str(exc)) from None

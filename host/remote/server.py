@@ -45,6 +45,10 @@ HEARTBEAT_TIMEOUT_MS = 3000
 MAX_IN_FLIGHT = 10_000
 #: How long a drained server waits for its last replies' acknowledgements before it closes.
 ACK_WAIT_S = 3.0
+#: A client with calls in flight pings every ``client.PING_INTERVAL_S``; silent this long (the
+#: default of ``--client-timeout``), it is taken for gone and its calls are cancelled, so their
+#: workers are free for live clients.
+CLIENT_TIMEOUT_S = 5.0
 ZAP_DOMAIN = b"sandbox"
 
 
@@ -70,10 +74,12 @@ class Server:
         authorized: dict[bytes, str] | None,
         metrics: Metrics | None = None,
         drain_timeout: float = 30.0,
+        client_timeout: float = CLIENT_TIMEOUT_S,
     ) -> None:
         self.host = host
         self.metrics = metrics
         self.drain_timeout = drain_timeout
+        self.client_timeout = client_timeout
         self._authorized = authorized
         self._context = zmq.Context()
         self._zap = self._context.socket(zmq.REP)
@@ -99,6 +105,8 @@ class Server:
         self._done: collections.deque[tuple[bytes, str, CallFuture, str]] = collections.deque()
         self._in_flight: dict[tuple[bytes, str], CallFuture] = {}
         self._unacked: set[tuple[bytes, str]] = set()
+        self._last_seen: dict[bytes, float] = {}
+        self._next_sweep = 0.0
         self._draining = False
         self._stop = False
 
@@ -139,6 +147,7 @@ class Server:
                     break
                 self._handle(frames)
             self._send_done()
+            self._cancel_abandoned()
             if self._draining:
                 now = time.monotonic()
                 if drain_deadline is None:
@@ -216,6 +225,26 @@ class Server:
         except zmq.ZMQError:  # the client is gone or not reading: its loss
             pass
 
+    def _cancel_abandoned(self) -> None:
+        """Cancel the calls of clients silent for ``client_timeout`` (checked once a second)."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 1.0
+        gone = {i for i, seen in self._last_seen.items() if now - seen > self.client_timeout}
+        if not gone:
+            return
+        abandoned = [(key, f) for key, f in self._in_flight.items() if key[0] in gone]
+        for identity in gone:
+            del self._last_seen[identity]
+        if abandoned:
+            _say(
+                f"cancelling {len(abandoned)} calls of {len({k[0] for k, _ in abandoned})} "
+                f"clients silent for {self.client_timeout:g}s (gone)"
+            )
+        for _, future in abandoned:
+            future.cancel()
+
     def _handle(self, frames: list[bytes]) -> None:
         identity, rest = frames[0], frames[1:]
         if not rest:
@@ -225,6 +254,7 @@ class Server:
         except wire.BadRequest as exc:
             self._reply(identity, protocol.dumps({"id": "", "error": str(exc)}))
             return
+        self._last_seen[identity] = time.monotonic()
         request_id, op = envelope["id"], envelope["op"]
         if op == "call":
             self._call(identity, request_id, envelope, rest[1:])

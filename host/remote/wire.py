@@ -22,7 +22,7 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 MAX_ENVELOPE_BYTES = 4096
 MAX_ID_LENGTH = 64
 MAX_ACTION_LENGTH = 300
-OPS = ("call", "cancel", "ack", "hello", "providers", "stats")
+OPS = ("call", "cancel", "ack", "ping", "hello", "providers", "stats")
 
 
 class BadRequest(ValueError):
