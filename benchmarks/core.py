@@ -103,6 +103,20 @@ def raw_socketpair(calls: int, payload: bytes) -> list[float]:
     return samples
 
 
+def req_rep_samples(sock: Any, payload: bytes, calls: int, warm: int) -> list[float]:
+    """Round trips (s) of ``payload`` through a connected REQ socket, after ``warm`` unmeasured."""
+    for _ in range(warm):
+        sock.send(payload)
+        sock.recv()
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        sock.send(payload)
+        sock.recv()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
 def raw_pyzmq(calls: int, payload: bytes) -> list[float]:
     """REQ/REP over ipc to a separate process echoing bytes: no validation, no JSON."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,15 +126,7 @@ def raw_pyzmq(calls: int, payload: bytes) -> list[float]:
         context = zmq.Context()
         socket = context.socket(zmq.REQ)
         socket.connect(endpoint)
-        for _ in range(200):  # warm up
-            socket.send(payload)
-            socket.recv()
-        samples = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            socket.send(payload)
-            socket.recv()
-            samples.append(time.perf_counter() - start)
+        samples = req_rep_samples(socket, payload, calls, warm=200)
         socket.send(b"STOP")
         socket.recv()
         socket.close(linger=0)

@@ -22,6 +22,7 @@ from typing import Any
 
 import zmq
 
+from benchmarks.core import req_rep_samples
 from host import Host, RemoteHost
 from host.remote.keys import keygen
 from policies import Policy
@@ -67,15 +68,7 @@ def raw_tcp(calls: int, payload: bytes, *, curve: bool, warm: int = 100) -> list
         sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
     sock.connect(endpoint)
     try:
-        for _ in range(warm):
-            sock.send(payload)
-            sock.recv()
-        samples = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            sock.send(payload)
-            sock.recv()
-            samples.append(time.perf_counter() - start)
+        samples = req_rep_samples(sock, payload, calls, warm)
         sock.send(b"STOP")
         sock.recv()
     finally:
