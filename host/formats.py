@@ -55,19 +55,23 @@ def _upto(count: int) -> str:
     return f"(?:(?:{_H16}:){{0,{count}}}{_H16})?"
 
 
-_IPV6 = "(?:" + "|".join(
-    [
-        f"{_h16s(6)}{_LS32}",
-        f"::{_h16s(5)}{_LS32}",
-        f"{_upto(0)}::{_h16s(4)}{_LS32}",
-        f"{_upto(1)}::{_h16s(3)}{_LS32}",
-        f"{_upto(2)}::{_h16s(2)}{_LS32}",
-        f"{_upto(3)}::{_h16s(1)}{_LS32}",
-        f"{_upto(4)}::{_LS32}",
-        f"{_upto(5)}::{_H16}",
-        f"{_upto(6)}::",
-    ]
-) + ")"
+_IPV6 = (
+    "(?:"
+    + "|".join(
+        [
+            f"{_h16s(6)}{_LS32}",
+            f"::{_h16s(5)}{_LS32}",
+            f"{_upto(0)}::{_h16s(4)}{_LS32}",
+            f"{_upto(1)}::{_h16s(3)}{_LS32}",
+            f"{_upto(2)}::{_h16s(2)}{_LS32}",
+            f"{_upto(3)}::{_h16s(1)}{_LS32}",
+            f"{_upto(4)}::{_LS32}",
+            f"{_upto(5)}::{_H16}",
+            f"{_upto(6)}::",
+        ]
+    )
+    + ")"
+)
 _IPVFUTURE = rf"[vV]{_HEX}+\.[{_UNRESERVED}{re2.escape(_SUB_DELIMS)}:]+"
 _IP_LITERAL = rf"\[(?:{_IPV6}|{_IPVFUTURE})\]"
 
