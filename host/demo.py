@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from host import Host, Outcome
+from host.terminal import BOLD_RED, GREEN, YELLOW, colour_wanted, paint
 from policies import KiB, MiB, Policy
 
 #: The policy every demo action runs under.
@@ -127,15 +128,6 @@ def _size(n: int) -> str:
     return f"{n / MiB:.1f}MiB" if n else "-"
 
 
-def _colour_wanted(out: Any) -> bool:
-    """Colour on a terminal unless ``NO_COLOR`` is set (https://no-color.org)."""
-    return bool(getattr(out, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
-
-
-def _paint(text: str, code: str, colour: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if colour else text
-
-
 def run_demo(out: Any = None, *, colour: bool | None = None, status: Any = None) -> int:
     """Run the scenarios, print the table row by row as each finishes; 0 when every hostile
     action was contained.
@@ -144,7 +136,7 @@ def run_demo(out: Any = None, *, colour: bool | None = None, status: Any = None)
     ``status`` (default: stderr when it is a terminal) gets a transient line naming the action
     running now, erased before the row is printed. Piped, neither adds a byte."""
     out = out or sys.stdout
-    colour = _colour_wanted(out) if colour is None else colour
+    colour = colour_wanted(out) if colour is None else colour
     if status is None and sys.stderr.isatty():
         status = sys.stderr
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -193,9 +185,9 @@ def run_demo(out: Any = None, *, colour: bool | None = None, status: Any = None)
     listener.close()
     print(file=out)
     if failures:
-        print(_paint(f"NOT contained: {'; '.join(failures)}", "1;31", colour), file=out)
+        print(paint(f"NOT contained: {'; '.join(failures)}", BOLD_RED, colour), file=out)
         return 1
-    print(_paint(f"All {count} actions were contained.", "32", colour), file=out)
+    print(paint(f"All {count} actions were contained.", GREEN, colour), file=out)
     return 0
 
 
@@ -224,8 +216,8 @@ def _print_row(
 ) -> None:
     usage = outcome.usage
     # padded before painting, so the escape codes do not shift the columns
-    shown = _paint(f"{result:<17}", "32" if outcome.ok else "33", colour)
-    verdict = _paint(f"{'yes' if contained else 'NO':<9}", "32" if contained else "1;31", colour)
+    shown = paint(f"{result:<17}", GREEN if outcome.ok else YELLOW, colour)
+    verdict = paint(f"{'yes' if contained else 'NO':<9}", GREEN if contained else BOLD_RED, colour)
     print(
         f"{scenario.action:<30} {scenario.attempts:<40} {shown} {verdict} "
         f"{usage.wall_s:>6.3f}s {usage.cpu_s:>6.3f}s {_size(usage.max_rss_bytes):>9}",

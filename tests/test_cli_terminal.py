@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from host.demo import _colour_wanted
+from host.terminal import colour_wanted
 
 
 def _run_on_a_terminal(*args: str, env: dict[str, str]) -> tuple[bytes, bytes, int]:
@@ -80,4 +80,4 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
         monkeypatch.delenv("NO_COLOR", raising=False)
     else:
         monkeypatch.setenv("NO_COLOR", no_color)
-    assert _colour_wanted(Stream()) is wanted
+    assert colour_wanted(Stream()) is wanted
