@@ -1,7 +1,8 @@
 """The ``sandbox`` command: call an action, list the catalog, check the machine, run the demo.
 
 Exit codes: 0 the call succeeded, 1 the call's outcome was an error, 2 a usage or configuration
-error (one line on stderr, never a traceback), 130 interrupted (SIGINT) and 143 terminated
+error (one line on stderr, never a traceback; under ``--json`` one JSON object on stdout,
+``{"ok": false, "error": {"type": "UsageError", "message": ...}}``), 130 interrupted (SIGINT) and 143 terminated
 (SIGTERM): the running call is cancelled and every worker killed before the command exits.
 """
 
@@ -47,8 +48,33 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One line, as every other usage error: no usage dump."""
-        self.exit(EXIT_USAGE, f"sandbox: error: {message} (see '{self.prog} --help')\n")
+        """One line, as every other usage error: no usage dump. Raised, not printed, so
+        ``main`` prints it in the shape asked for (one JSON object under ``--json``)."""
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether the raw command line asks for ``--json`` (or an abbreviation argparse would
+    take for it). Needed when argparse fails before it has parsed ``--json`` itself."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if len(arg) >= 3 and "--json".startswith(arg):
+            return True
+    return False
+
+
+def usage_error_json(message: str) -> str:
+    """A usage error under ``--json``: the shape of a failed ``call --json`` outcome."""
+    return to_json({"ok": False, "error": {"type": "UsageError", "message": message}})
+
+
+def _report_usage_error(exc: UsageError, as_json: bool) -> int:
+    if as_json:
+        print(usage_error_json(str(exc)))
+    else:
+        print(printable(f"sandbox: error: {exc}"), file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _add_sources(parser: argparse.ArgumentParser) -> None:
@@ -348,19 +374,28 @@ def _command_fuzz(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
+    raw = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # argparse cannot fill an optional positional that follows an option
-    # (``call ACTION --json INPUT``); take it from what was left over.
-    if args.command == "call" and extra and args.input == "{}" and not extra[0].startswith("--"):
-        args.input, extra = extra[0], extra[1:]
-    if extra:
-        # Point at the subcommand's own help, where its options are listed.
-        parser.exit(
-            EXIT_USAGE,
-            f"sandbox: error: unrecognized arguments: {' '.join(extra)} "
-            f"(see '{parser.prog} {args.command} --help')\n",
-        )
+    try:
+        args, extra = parser.parse_known_args(raw)
+        # argparse cannot fill an optional positional that follows an option
+        # (``call ACTION --json INPUT``); take it from what was left over.
+        if (
+            args.command == "call"
+            and extra
+            and args.input == "{}"
+            and not extra[0].startswith("--")
+        ):
+            args.input, extra = extra[0], extra[1:]
+        if extra:
+            # Point at the subcommand's own help, where its options are listed.
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(extra)} "
+                f"(see '{parser.prog} {args.command} --help')"
+            )
+    except UsageError as exc:
+        return _report_usage_error(exc, _wants_json(raw))
+    as_json = bool(getattr(args, "json", False))
     handlers = {
         "call": _command_call,
         "list": _command_list,
@@ -375,8 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = handlers[args.command](args)
         sys.stdout.flush()
     except UsageError as exc:
-        print(printable(f"sandbox: error: {exc}"), file=sys.stderr)
-        code = EXIT_USAGE
+        code = _report_usage_error(exc, as_json)
     except Terminated:
         print("sandbox: terminated", file=sys.stderr)
         code = EXIT_TERMINATED
