@@ -750,3 +750,86 @@ def test_without_json_usage_errors_stay_one_line_on_stderr() -> None:
     proc = run_cli("list", "--", "--json")  # after "--" it is not the option
     assert proc.returncode == 2, describe(proc)
     assert proc.stdout == "", describe(proc)
+
+
+# --- policy flags -------------------------------------------------------------------------------
+
+
+def test_memory_flag_takes_effect() -> None:
+    allocate = ("call", "--json", "hostile.allocate", '{"limit_mib": 128}')
+    proc = run_cli(*allocate)  # the default policy allows 256 MiB
+    assert proc.returncode == 0, describe(proc)
+    proc = run_cli(*allocate, "--memory", "64MiB")
+    assert proc.returncode == 1, describe(proc)
+    assert parse_json(proc)["error"]["type"] == "MemoryExceeded", describe(proc)
+
+
+def test_wall_time_and_cpu_time_flags_take_effect() -> None:
+    proc = run_cli("call", "--json", "hostile.sleep", '{"seconds": 30}', "--wall-time", "1s")
+    assert proc.returncode == 1, describe(proc)
+    error = parse_json(proc)["error"]
+    assert error["type"] == "Timeout" and "1s" in error["message"], describe(proc)
+    proc = run_cli("call", "--json", "hostile.spin", '{"seconds": 30}', "--cpu-time", "1s")
+    assert proc.returncode == 1, describe(proc)
+    assert parse_json(proc)["error"]["type"] == "CpuExceeded", describe(proc)
+
+
+def test_write_and_read_flags_take_effect(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # workers may run under their own uids
+    target = shared / "out.txt"
+    write = ("call", "--json", "hostile.write_file", json.dumps({"path": str(target)}))
+    proc = run_cli(*write)
+    assert proc.returncode == 1, describe(proc)  # not in the worker's view by default
+    assert not target.exists()
+    proc = run_cli(*write, "--write", str(shared))
+    assert proc.returncode == 0, describe(proc)
+    assert target.read_text(encoding="utf-8") == "pwned"
+
+    secret = shared / "note.txt"
+    secret.write_text("hello from the host", encoding="utf-8")
+    secret.chmod(0o644)
+    read = ("call", "--json", "hostile.read_file", json.dumps({"path": str(secret)}))
+    proc = run_cli(*read)
+    assert proc.returncode == 1, describe(proc)
+    # Relative to the current directory, as a command-line path would be.
+    proc = run_cli(*read, "--read", "shared", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert parse_json(proc)["result"] == "hello from the host"
+
+
+def test_policy_flags_merge_over_the_config_policy(tmp_path: Path) -> None:
+    write_provider(tmp_path)
+    config = tmp_path / "sandbox.toml"
+    config.write_text(
+        '[defaults]\nwall_time = "60s"\n[providers.mine]\nsource = "myprov.py"\n'
+        'policy = { memory = "128MiB" }\n',
+        encoding="utf-8",
+    )
+    proc = run_cli(
+        "call", "--json", "--config", str(config), "mine.nap", '{"seconds": 30}',
+        "--wall-time", "1s",
+    )
+    assert proc.returncode == 1, describe(proc)
+    assert parse_json(proc)["error"]["type"] == "Timeout", describe(proc)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragments"),
+    [
+        ("--memory", "lots", ("--memory lots", "expected a size", '"lots"')),
+        ("--memory", "1MiB", ("--memory 1MiB", "at least 16MiB")),
+        ("--wall-time", "0", ("--wall-time 0", "greater than zero")),
+        ("--cpu-time", "soon", ("--cpu-time soon", "expected a duration")),
+        ("--network", "maybe", ("--network maybe", "expected on or off")),
+        ("--write", "/", ("--write /", "not /")),
+        ("--read", "/", ("--read /", "not /")),
+    ],
+)
+def test_bad_policy_flags_are_usage_errors(
+    flag: str, value: str, fragments: tuple[str, ...]
+) -> None:
+    for command in (("call", "hostile.getpid"), ("list",)):
+        assert_usage_error(run_cli(*command, flag, value), *fragments)
+    assert_json_usage_error(run_cli("call", "--json", "hostile.getpid", flag, value), *fragments)
