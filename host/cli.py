@@ -1,8 +1,10 @@
 """The ``sandbox`` command: call an action, list the catalog, check the machine, run the demo.
 
 Exit codes: 0 the call succeeded, 1 the call's outcome was an error, 2 a usage or configuration
-error (one line on stderr, never a traceback), 130 interrupted (SIGINT) and 143 terminated
-(SIGTERM): the running call is cancelled and every worker killed before the command exits.
+error (one line on stderr, never a traceback; under ``--json`` one JSON object on stdout:
+``{"ok": false, "error": {"type": "UsageError", "message": ...}}``), 130 interrupted
+(SIGINT) and 143 terminated (SIGTERM): the running call is cancelled and every worker killed
+before the command exits.
 """
 
 from __future__ import annotations
@@ -47,8 +49,33 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One line, as every other usage error: no usage dump."""
-        self.exit(EXIT_USAGE, f"sandbox: error: {message} (see '{self.prog} --help')\n")
+        """One line, as every other usage error: no usage dump. Raised, not printed, so
+        ``main`` prints it in the shape asked for (one JSON object under ``--json``)."""
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether the raw command line asks for ``--json`` (or an abbreviation argparse would
+    take for it). Needed when argparse fails before it has parsed ``--json`` itself."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if len(arg) >= 3 and "--json".startswith(arg):
+            return True
+    return False
+
+
+def usage_error_json(message: str) -> str:
+    """A usage error under ``--json``: the shape of a failed ``call --json`` outcome."""
+    return to_json({"ok": False, "error": {"type": "UsageError", "message": message}})
+
+
+def _report_usage_error(exc: UsageError, as_json: bool) -> int:
+    if as_json:
+        print(usage_error_json(str(exc)))
+    else:
+        print(printable(f"sandbox: error: {exc}"), file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _add_sources(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +90,64 @@ def _add_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="a sandbox.toml (or .json) naming providers and policies"
     )
+
+
+#: The policy flags of ``call`` and ``list``: (flag, policy field, metavar, help).
+POLICY_FLAGS = (
+    ("--memory", "memory", "SIZE", "memory a worker may use, e.g. 512MiB"),
+    ("--wall-time", "wall_time", "S", "wall-clock time an action may run, e.g. 5s"),
+    ("--cpu-time", "cpu_time", "S", "CPU time one call may use, e.g. 2s"),
+    ("--network", "network", "on|off", "whether the worker may use the network"),
+    ("--read", "read", "PATH", "a path the worker may also read (repeatable)"),
+    ("--write", "write", "PATH", "a path the worker may also write (repeatable)"),
+)
+_ON = ("on", "true", "yes")
+_OFF = ("off", "false", "no")
+
+
+def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "policy",
+        "Merged over the policy of each provider (from --config, else the defaults); "
+        "--read and --write add to the paths already allowed.",
+    )
+    for flag, key, metavar, text in POLICY_FLAGS:
+        repeat = key in ("read", "write")
+        group.add_argument(
+            flag,
+            dest=f"policy_{key}",
+            metavar=metavar,
+            action="append" if repeat else "store",
+            default=[] if repeat else None,
+            help=text,
+        )
+
+
+def apply_policy_flags(policy: Any, args: argparse.Namespace) -> Any:
+    """``policy`` with the policy flags given in ``args`` merged over it, validated by the
+    policy model itself (the config file's rules); a bad value is a UsageError naming the flag.
+    """
+    from policies import PolicyError
+
+    for flag, key, _metavar, _text in POLICY_FLAGS:
+        value = getattr(args, f"policy_{key}", None)
+        if value is None or value == []:
+            continue
+        items: list[Any] = list(value) if isinstance(value, list) else [value]
+        for item in items:
+            override: Any = item
+            if key == "network" and item.lower() in _ON + _OFF:
+                override = item.lower() in _ON
+            elif key in ("read", "write"):
+                # Relative to where the command runs (the file needs absolute paths).
+                path = os.path.abspath(item) if item and "\0" not in item else item
+                override = (*getattr(policy, key), path)
+            try:
+                policy = policy.merged({key: override}, path="")
+            except PolicyError as exc:
+                expected = "on or off" if key == "network" else exc.expected
+                raise UsageError(f"{flag} {item}: expected {expected}, got {exc.got}") from None
+    return policy
 
 
 def _version() -> str:
@@ -103,9 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sources(call)
     call.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
     call.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    _add_policy_flags(call)
 
     listing = commands.add_parser("list", help="list the actions of the loaded providers")
     _add_sources(listing)
+    _add_policy_flags(listing)
     listing.add_argument("--json", action="store_true", help="print the catalog as JSON")
 
     doctor = commands.add_parser(
@@ -161,19 +248,25 @@ def _read_input(text: str) -> Any:
 def _open_host(args: argparse.Namespace) -> Any:
     """A Host with the providers the arguments name. Raises UsageError for bad references."""
     from host import Host, ProviderUnavailable
-    from policies import PolicyError
+    from policies import Policy, PolicyError
 
+    # Checked before any worker starts, so a bad flag costs nothing.
+    default_policy = apply_policy_flags(Policy(), args)
     host = Host()
     try:
         if args.config:
-            host.load_config(args.config)
+            from policies import load_config
+
+            for entry in load_config(args.config).providers:
+                policy = apply_policy_flags(entry.policy, args)
+                host.add_provider(entry.source, policy=policy, name=entry.name)
         refs = list(args.provider)
         if not args.config and not refs:
             refs = list(BUILTIN_PROVIDERS)
         for ref in refs:
             if ref.endswith(".py") and not os.path.exists(ref.partition(":")[0]):
                 raise UsageError(f"--provider {ref}: no such file")
-            host.add_provider(ref)
+            host.add_provider(ref, policy=default_policy)
     except PolicyError as exc:
         host.close()
         raise UsageError(str(exc)) from None
@@ -348,19 +441,28 @@ def _command_fuzz(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
+    raw = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # argparse cannot fill an optional positional that follows an option
-    # (``call ACTION --json INPUT``); take it from what was left over.
-    if args.command == "call" and extra and args.input == "{}" and not extra[0].startswith("--"):
-        args.input, extra = extra[0], extra[1:]
-    if extra:
-        # Point at the subcommand's own help, where its options are listed.
-        parser.exit(
-            EXIT_USAGE,
-            f"sandbox: error: unrecognized arguments: {' '.join(extra)} "
-            f"(see '{parser.prog} {args.command} --help')\n",
-        )
+    try:
+        args, extra = parser.parse_known_args(raw)
+        # argparse cannot fill an optional positional that follows an option
+        # (``call ACTION --json INPUT``); take it from what was left over.
+        if (
+            args.command == "call"
+            and extra
+            and args.input == "{}"
+            and not extra[0].startswith("--")
+        ):
+            args.input, extra = extra[0], extra[1:]
+        if extra:
+            # Point at the subcommand's own help, where its options are listed.
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(extra)} "
+                f"(see '{parser.prog} {args.command} --help')"
+            )
+    except UsageError as exc:
+        return _report_usage_error(exc, _wants_json(raw))
+    as_json = bool(getattr(args, "json", False))
     handlers = {
         "call": _command_call,
         "list": _command_list,
@@ -375,8 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = handlers[args.command](args)
         sys.stdout.flush()
     except UsageError as exc:
-        print(printable(f"sandbox: error: {exc}"), file=sys.stderr)
-        code = EXIT_USAGE
+        code = _report_usage_error(exc, as_json)
     except Terminated:
         print("sandbox: terminated", file=sys.stderr)
         code = EXIT_TERMINATED

@@ -98,6 +98,27 @@ def assert_usage_error(proc: subprocess.CompletedProcess[str], *fragments: str) 
     return line
 
 
+def assert_json_usage_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Under ``--json``: exit 2, exactly one line on stdout holding one JSON object
+    ``{"ok": false, "error": {"type": "UsageError", "message": ...}}``, nothing on stderr and
+    never a traceback; returns the message."""
+    assert proc.returncode == 2, describe(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr, describe(proc)
+    assert proc.stderr == "", describe(proc)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, describe(proc)
+    data = json.loads(lines[0])
+    assert set(data) == {"ok", "error"}, describe(proc)
+    assert data["ok"] is False, describe(proc)
+    assert set(data["error"]) == {"type", "message"}, describe(proc)
+    assert data["error"]["type"] == "UsageError", describe(proc)
+    message = data["error"]["message"]
+    assert isinstance(message, str) and message and "\n" not in message, describe(proc)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
 def parse_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     """The whole stdout must be exactly one JSON object."""
     data = json.loads(proc.stdout)
@@ -230,8 +251,10 @@ def test_bad_input_is_a_usage_error(
 ) -> None:
     (tmp_path / "bad.json").write_text('{"text": ', encoding="utf-8")
     (tmp_path / "array.json").write_text("[1]", encoding="utf-8")
-    proc = run_cli("call", "--json", "text.word_count", argument, stdin=stdin, cwd=tmp_path)
+    proc = run_cli("call", "text.word_count", argument, stdin=stdin, cwd=tmp_path)
     assert_usage_error(proc, *fragments)
+    proc = run_cli("call", "--json", "text.word_count", argument, stdin=stdin, cwd=tmp_path)
+    assert_json_usage_error(proc, *fragments)
 
 
 def test_input_file_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
@@ -278,8 +301,12 @@ def test_default_input_is_an_empty_object() -> None:
 
 
 def test_unknown_action_lists_known_actions() -> None:
-    proc = run_cli("call", "--json", "text.nope", '{"text": "a"}')
+    proc = run_cli("call", "text.nope", '{"text": "a"}')
     line = assert_usage_error(proc, "text.nope", "known actions")
+    for name in ("text.word_count", "text.echo", "hostile.sleep", "hostile.raise_error"):
+        assert name in line
+    proc = run_cli("call", "--json", "text.nope", '{"text": "a"}')
+    line = assert_json_usage_error(proc, "text.nope", "known actions")
     for name in ("text.word_count", "text.echo", "hostile.sleep", "hostile.raise_error"):
         assert name in line
 
@@ -672,3 +699,138 @@ def test_the_actions_stdout_and_stderr_stay_apart() -> None:
     data = json.loads(run_cli("call", "--json", "echo.shout", '{"text": "a"}', "--provider",
                               echo).stdout)  # fmt: skip
     assert (data["stdout"], data["stderr"]) == ("out:a\nout:a!\n", "err:a\nerr:a!\n")
+
+
+# --- usage errors under --json -----------------------------------------------------------------
+
+BROKEN_IMPORT = str(REPO / "tests" / "providers" / "broken_import.py")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("call", "text.upper", "{bad", "--json"), ("INPUT is not valid JSON",)),
+        (("call", "--json", "--timeout", "soon", "text.upper"), ("--timeout", "soon")),
+        (("call", "--json", "--timeout", "-1", "text.upper"), ("--timeout",)),
+        (("call", "--json", "--frobnicate", "text.upper"), ("--frobnicate", "sandbox call")),
+        (("call", "--json"), ("ACTION",)),
+        (("call", "--js", "--timeout", "x", "text.upper"), ("--timeout",)),  # abbreviated
+        (("call", "--json", "--provider", "no_such_pkg.mod", "x.y"), ("no_such_pkg.mod",)),
+        (("call", "--json", "--provider", BROKEN_IMPORT, "broken.x"), ("cannot be imported",)),
+        (("call", "--json", "--config", "{tmp}/nope.toml", "x.y"), ("nope.toml", "no such file")),
+        (("call", "--json", "--config", "{tmp}/bad.toml", "x.y"), ("defaults.memory",)),
+        (("list", "--json", "--bogus"), ("--bogus", "sandbox list")),
+        (("list", "--json", "--provider", "no_such_pkg.mod"), ("no_such_pkg.mod",)),
+        (("list", "--json", "--config", "{tmp}/bad.toml"), ("bad.toml", "expected a size")),
+        (("list", "--json", "--provider", BROKEN_IMPORT), ("cannot be imported",)),
+        (("doctor", "--json", "--bogus"), ("--bogus", "sandbox doctor")),
+        (("fuzz", "--json", "--bogus"), ("--bogus",)),
+        (("fuzz", "--json", "--provider", "no_such_pkg.mod", "x.y"), ("no_such_pkg.mod",)),
+    ],
+    ids=[
+        "call-bad-input", "call-timeout-not-a-number", "call-timeout-negative",
+        "call-unknown-flag", "call-missing-action", "call-abbreviated-json",
+        "call-missing-module", "call-provider-crashes-at-import", "call-missing-config",
+        "call-bad-config", "list-unknown-flag", "list-missing-module", "list-bad-config",
+        "list-provider-crashes-at-import", "doctor-unknown-flag", "fuzz-unknown-flag",
+        "fuzz-missing-module",
+    ],
+)
+def test_usage_errors_under_json_are_one_json_object(
+    tmp_path: Path, args: tuple[str, ...], fragments: tuple[str, ...]
+) -> None:
+    (tmp_path / "bad.toml").write_text('[defaults]\nmemory = "lots"\n', encoding="utf-8")
+    tmp = str(tmp_path)
+    proc = run_cli(*(a.replace("{tmp}", tmp) for a in args), cwd=tmp_path)
+    assert_json_usage_error(proc, *(f.replace("{tmp}", tmp) for f in fragments))
+
+
+def test_without_json_usage_errors_stay_one_line_on_stderr() -> None:
+    proc = run_cli("call", "--timeout", "soon", "text.upper")
+    assert_usage_error(proc, "--timeout")
+    proc = run_cli("list", "--", "--json")  # after "--" it is not the option
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stdout == "", describe(proc)
+
+
+# --- policy flags -------------------------------------------------------------------------------
+
+
+def test_memory_flag_takes_effect() -> None:
+    allocate = ("call", "--json", "hostile.allocate", '{"limit_mib": 128}')
+    proc = run_cli(*allocate)  # the default policy allows 256 MiB
+    assert proc.returncode == 0, describe(proc)
+    proc = run_cli(*allocate, "--memory", "64MiB")
+    assert proc.returncode == 1, describe(proc)
+    assert parse_json(proc)["error"]["type"] == "MemoryExceeded", describe(proc)
+
+
+def test_wall_time_and_cpu_time_flags_take_effect() -> None:
+    proc = run_cli("call", "--json", "hostile.sleep", '{"seconds": 30}', "--wall-time", "1s")
+    assert proc.returncode == 1, describe(proc)
+    error = parse_json(proc)["error"]
+    assert error["type"] == "Timeout" and "1s" in error["message"], describe(proc)
+    proc = run_cli("call", "--json", "hostile.spin", '{"seconds": 30}', "--cpu-time", "1s")
+    assert proc.returncode == 1, describe(proc)
+    assert parse_json(proc)["error"]["type"] == "CpuExceeded", describe(proc)
+
+
+def test_write_and_read_flags_take_effect(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # workers may run under their own uids
+    target = shared / "out.txt"
+    write = ("call", "--json", "hostile.write_file", json.dumps({"path": str(target)}))
+    proc = run_cli(*write)
+    assert proc.returncode == 1, describe(proc)  # not in the worker's view by default
+    assert not target.exists()
+    proc = run_cli(*write, "--write", str(shared))
+    assert proc.returncode == 0, describe(proc)
+    assert target.read_text(encoding="utf-8") == "pwned"
+
+    secret = shared / "note.txt"
+    secret.write_text("hello from the host", encoding="utf-8")
+    secret.chmod(0o644)
+    read = ("call", "--json", "hostile.read_file", json.dumps({"path": str(secret)}))
+    proc = run_cli(*read)
+    assert proc.returncode == 1, describe(proc)
+    # Relative to the current directory, as a command-line path would be.
+    proc = run_cli(*read, "--read", "shared", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert parse_json(proc)["result"] == "hello from the host"
+
+
+def test_policy_flags_merge_over_the_config_policy(tmp_path: Path) -> None:
+    write_provider(tmp_path)
+    config = tmp_path / "sandbox.toml"
+    config.write_text(
+        '[defaults]\nwall_time = "60s"\n[providers.mine]\nsource = "myprov.py"\n'
+        'policy = { memory = "128MiB" }\n',
+        encoding="utf-8",
+    )
+    proc = run_cli(
+        "call", "--json", "--config", str(config), "mine.nap", '{"seconds": 30}',
+        "--wall-time", "1s",
+    )
+    assert proc.returncode == 1, describe(proc)
+    assert parse_json(proc)["error"]["type"] == "Timeout", describe(proc)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragments"),
+    [
+        ("--memory", "lots", ("--memory lots", "expected a size", '"lots"')),
+        ("--memory", "1MiB", ("--memory 1MiB", "at least 16MiB")),
+        ("--wall-time", "0", ("--wall-time 0", "greater than zero")),
+        ("--cpu-time", "soon", ("--cpu-time soon", "expected a duration")),
+        ("--network", "maybe", ("--network maybe", "expected on or off")),
+        ("--write", "/", ("--write /", "not /")),
+        ("--read", "/", ("--read /", "not /")),
+    ],
+)
+def test_bad_policy_flags_are_usage_errors(
+    flag: str, value: str, fragments: tuple[str, ...]
+) -> None:
+    for command in (("call", "hostile.getpid"), ("list",)):
+        assert_usage_error(run_cli(*command, flag, value), *fragments)
+    assert_json_usage_error(run_cli("call", "--json", "hostile.getpid", flag, value), *fragments)
