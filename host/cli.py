@@ -78,14 +78,23 @@ def _report_usage_error(exc: UsageError, as_json: bool) -> int:
     return EXIT_USAGE
 
 
+def _add_colour(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour outcomes: auto (on a terminal, unless NO_COLOR is set), always or never",
+    )
+
+
 def _add_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--provider",
         action="append",
         default=[],
         metavar="REF",
-        help="a provider to load: package.module, package.module:attr or path/to/file.py "
-        "(repeatable)",
+        help="a provider to load: package.module, package.module:attr, path/to/file.py or "
+        "entrypoint:NAME (an installed provider) (repeatable)",
     )
     parser.add_argument(
         "--config", metavar="FILE", help="a sandbox.toml (or .json) naming providers and policies"
@@ -188,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sources(call)
     call.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
     call.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    _add_colour(call)
     _add_policy_flags(call)
 
     listing = commands.add_parser("list", help="list the actions of the loaded providers")
@@ -204,13 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print the table as JSON")
 
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
         help="run the example and hostile actions under a strict policy and show the outcomes",
         description="Runs every example action and every deliberately hostile action (spin, "
         "sleep, memory bomb, fork bomb, escapes, crashes, floods) under a strict policy and "
         "prints what each attempted, its outcome and what it cost.",
     )
+    _add_colour(demo)
     from host.fuzz.cli import add_parser as add_fuzz
 
     add_fuzz(commands, _add_sources)
@@ -245,6 +256,19 @@ def _read_input(text: str) -> Any:
     return value
 
 
+def _starting(args: argparse.Namespace, what: str) -> Any:
+    """On a terminal, after a second: say that the command waits for a worker to start (a
+    provider slow to import would otherwise be silence until the start-up timeout)."""
+    from host.reactor import STARTUP_TIMEOUT_S
+    from host.terminal import Status
+
+    text = (
+        f"starting the worker of {printable(what)} (importing the provider, confined; "
+        f"up to {STARTUP_TIMEOUT_S:g}s)..."
+    )
+    return Status(sys.stderr, text) if not getattr(args, "json", False) else Status(None, text)
+
+
 def _open_host(args: argparse.Namespace) -> Any:
     """A Host with the providers the arguments name. Raises UsageError for bad references."""
     from host import Host, ProviderUnavailable
@@ -259,14 +283,16 @@ def _open_host(args: argparse.Namespace) -> Any:
 
             for entry in load_config(args.config).providers:
                 policy = apply_policy_flags(entry.policy, args)
-                host.add_provider(entry.source, policy=policy, name=entry.name)
+                with _starting(args, entry.name):
+                    host.add_provider(entry.source, policy=policy, name=entry.name)
         refs = list(args.provider)
         if not args.config and not refs:
             refs = list(BUILTIN_PROVIDERS)
         for ref in refs:
             if ref.endswith(".py") and not os.path.exists(ref.partition(":")[0]):
                 raise UsageError(f"--provider {ref}: no such file")
-            host.add_provider(ref, policy=default_policy)
+            with _starting(args, ref):
+                host.add_provider(ref, policy=default_policy)
     except PolicyError as exc:
         host.close()
         raise UsageError(str(exc)) from None
@@ -313,7 +339,10 @@ def _command_call(args: argparse.Namespace) -> int:
     else:
         assert outcome.error is not None
         _print_streams(outcome)
-        print(printable(f"{outcome.error.type}: {outcome.error.message}"), file=sys.stderr)
+        from host.terminal import RED, colour_wanted, paint
+
+        kind = paint(outcome.error.type, RED, colour_wanted(sys.stderr, args.color))
+        print(f"{kind}: {printable(outcome.error.message)}", file=sys.stderr)
         tb = outcome.error.details.get("traceback")
         if tb:
             sys.stderr.write(printable(str(tb)))
@@ -429,8 +458,9 @@ def _command_doctor(args: argparse.Namespace) -> int:
 
 def _command_demo(args: argparse.Namespace) -> int:
     from host.demo import run_demo
+    from host.terminal import colour_wanted
 
-    return run_demo()
+    return run_demo(colour=colour_wanted(sys.stdout, args.color))
 
 
 def _command_fuzz(args: argparse.Namespace) -> int:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -81,3 +84,59 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
     else:
         monkeypatch.setenv("NO_COLOR", no_color)
     assert colour_wanted(Stream()) is wanted
+
+
+SLOW_IMPORT = '''
+import time
+from providers import Provider
+
+time.sleep(2.0)  # a provider slow to import
+provider = Provider("slowpoke", version="1.0")
+
+
+@provider.action
+def ping() -> str:
+    """Answer."""
+    return "pong"
+
+
+@provider.action
+def fail() -> str:
+    """Raise."""
+    raise RuntimeError("on purpose")
+'''
+
+
+@pytest.fixture
+def slowpoke() -> Iterator[str]:
+    """The provider in a directory every worker uid may read (the suite's tmp_path is not)."""
+    directory = tempfile.mkdtemp(prefix="sandbox-slowpoke-", dir="/var/tmp")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "slowpoke.py")
+    with open(path, "w") as f:
+        f.write(SLOW_IMPORT)
+    os.chmod(path, 0o644)
+    yield path
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_call_on_a_terminal_says_what_it_waits_for_and_colours_the_error(slowpoke: str) -> None:
+    provider = slowpoke
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    output, _, code = _run_on_a_terminal(
+        "call", "slowpoke.fail", "{}", "--provider", provider, env=env
+    )
+    assert code == 1, output
+    assert b"starting the worker of " in output and b"importing the provider" in output
+    assert b"\x1b[31mActionFailed\x1b[0m: " in output
+    output, _, code = _run_on_a_terminal(
+        "call", "slowpoke.fail", "{}", "--provider", provider, "--color", "never", env=env
+    )
+    assert code == 1 and b"ActionFailed: " in output
+    assert b"\x1b[31m" not in output
+    env["NO_COLOR"] = "1"
+    output, _, code = _run_on_a_terminal(
+        "call", "slowpoke.ping", "{}", "--provider", provider, env=env
+    )
+    assert code == 0 and b'"pong"' in output
+    assert b"\x1b[3" not in output  # no colour code at all
