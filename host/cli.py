@@ -213,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "layer the default policy requires is available here, 1 otherwise.",
     )
     doctor.add_argument("--json", action="store_true", help="print the table as JSON")
+    _add_colour(doctor)
 
     demo = commands.add_parser(
         "demo",
@@ -437,12 +438,16 @@ def _command_doctor(args: argparse.Namespace) -> int:
             f"kernel {report['kernel']}, Python {report['python']}, "
             f"{'root' if report['root'] else 'not root'}"
         )
+        from host.terminal import GREEN, RED, YELLOW, colour_wanted, paint
+
+        colour = colour_wanted(sys.stdout, args.color)
         width = max(len(row["layer"]) for row in report["layers"])
         for row in report["layers"]:
-            state = "available" if row["available"] else "MISSING"
+            hue = GREEN if row["available"] else RED if row["required"] else YELLOW
+            state = paint(f"{'available' if row['available'] else 'MISSING':<9}", hue, colour)
             need = "required" if row["required"] else "optional"
             version = f" [{row['version']}]" if row["version"] else ""
-            print(f"{row['layer']:<{width}}  {state:<9}  {need:<8}  {row['reason']}{version}")
+            print(f"{row['layer']:<{width}}  {state}  {need:<8}  {row['reason']}{version}")
             for lost in row.get("lost", []):
                 print(f"{'':<{width}}  lost: {lost}")
         missing = [r["layer"] for r in report["layers"] if r["required"] and not r["available"]]

@@ -140,3 +140,14 @@ def test_call_on_a_terminal_says_what_it_waits_for_and_colours_the_error(slowpok
     )
     assert code == 0 and b'"pong"' in output
     assert b"\x1b[3" not in output  # no colour code at all
+
+
+def test_doctor_colours_on_a_terminal_only() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    output, _, code = _run_on_a_terminal("doctor", env=env)
+    assert code in (0, 1), output
+    assert b"\x1b[32mavailable" in output
+    piped = subprocess.run(
+        [sys.executable, "-m", "host.cli", "doctor"], capture_output=True, env=env, timeout=60
+    )
+    assert b"available" in piped.stdout and b"\x1b" not in piped.stdout + piped.stderr
