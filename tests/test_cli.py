@@ -879,3 +879,17 @@ def test_call_help_lists_the_policy_flags() -> None:
         for flag in ("--memory SIZE", "--wall-time S", "--cpu-time S", "--network on|off",
                      "--read PATH", "--write PATH"):
             assert flag in proc.stdout, (flag, proc.stdout)
+
+
+def test_network_flag_takes_effect() -> None:
+    # Port 9 (discard) on loopback: nothing listens there, so with the network allowed the
+    # connection is refused, while without it the socket cannot even be created.
+    proc = run_cli("call", "--json", "hostile.open_socket")
+    assert proc.returncode == 1, describe(proc)
+    assert "ConnectionRefused" not in parse_json(proc)["error"]["message"], describe(proc)
+    for value in ("on", "ON", "true"):
+        proc = run_cli("call", "--json", "hostile.open_socket", "--network", value)
+        assert proc.returncode == 1, describe(proc)
+        assert "ConnectionRefusedError" in parse_json(proc)["error"]["message"], describe(proc)
+    proc = run_cli("call", "--json", "hostile.open_socket", "--network", "off")
+    assert "ConnectionRefused" not in parse_json(proc)["error"]["message"], describe(proc)
