@@ -54,6 +54,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+#: ``sandbox --help``'s examples, kept under 80 columns (printed as written).
+EPILOG = """\
+examples:
+  sandbox call text.word_count '{"text": "a b c"}'
+  sandbox call --provider ./mine.py --memory 128MiB --wall-time 5s mine.act
+  sandbox list --config sandbox.toml --json
+
+Run 'sandbox COMMAND --help' for a command's options."""
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps the description to the terminal, keeps the epilog's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text is EPILOG:
+            return text
+        return super()._fill_text(text, width, indent)
+
+
 def _wants_json(argv: Sequence[str]) -> bool:
     """Whether the raw command line asks for ``--json`` (or an abbreviation argparse would
     take for it). Needed when argparse fails before it has parsed ``--json`` itself."""
@@ -172,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run untrusted action providers in confined, resource-limited workers. "
         "With neither --provider nor --config, the built-in example providers "
         "(text, hostile) are loaded.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -217,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run the example and hostile actions under a strict policy and show the outcomes",
+        help="run the example and hostile actions under a strict policy",
         description="Runs every example action and every deliberately hostile action (spin, "
         "sleep, memory bomb, fork bomb, escapes, crashes, floods) under a strict policy and "
         "prints what each attempted, its outcome and what it cost.",

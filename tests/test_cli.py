@@ -834,3 +834,63 @@ def test_bad_policy_flags_are_usage_errors(
     for command in (("call", "hostile.getpid"), ("list",)):
         assert_usage_error(run_cli(*command, flag, value), *fragments)
     assert_json_usage_error(run_cli("call", "--json", "hostile.getpid", flag, value), *fragments)
+
+
+# --- help on an 80-column terminal --------------------------------------------------------------
+
+SUBCOMMANDS = ("call", "list", "doctor", "demo", "fuzz", "keygen", "serve")
+
+
+def _subcommand_helps() -> dict[str, str]:
+    import argparse
+
+    from host.cli import build_parser
+
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {choice.dest: str(choice.help) for choice in action._choices_actions}
+
+
+def test_help_reads_well_on_80_columns() -> None:
+    env = {"COLUMNS": "80"}
+    top = run_cli("--help", env=env)
+    assert top.returncode == 0, describe(top)
+    lines = top.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, describe(top)
+    helps = _subcommand_helps()
+    assert set(helps) == set(SUBCOMMANDS)
+    for name in SUBCOMMANDS:
+        # Listed with its whole one-line description on the same line (none wrapped).
+        pattern = re.compile(rf"\s+{name}\s+{re.escape(helps[name])}")
+        assert any(pattern.fullmatch(line) for line in lines), (name, top.stdout)
+    epilog = top.stdout.split("examples:\n", 1)
+    assert len(epilog) == 2, describe(top)
+    examples = [line.strip() for line in epilog[1].splitlines() if line.startswith("  sandbox ")]
+    assert 2 <= len(examples) <= 3, describe(top)
+    assert {e.split()[1] for e in examples} <= set(SUBCOMMANDS)
+    for name in SUBCOMMANDS:
+        sub = run_cli(name, "--help", env=env)
+        assert sub.returncode == 0, describe(sub)
+        assert max(map(len, sub.stdout.splitlines())) <= 80, describe(sub)
+
+
+def test_call_help_lists_the_policy_flags() -> None:
+    for command in ("call", "list"):
+        proc = run_cli(command, "--help", env={"COLUMNS": "80"})
+        for flag in ("--memory SIZE", "--wall-time S", "--cpu-time S", "--network on|off",
+                     "--read PATH", "--write PATH"):
+            assert flag in proc.stdout, (flag, proc.stdout)
+
+
+def test_network_flag_takes_effect() -> None:
+    # Port 9 (discard) on loopback: nothing listens there, so with the network allowed the
+    # connection is refused, while without it the socket cannot even be created.
+    proc = run_cli("call", "--json", "hostile.open_socket")
+    assert proc.returncode == 1, describe(proc)
+    assert "ConnectionRefused" not in parse_json(proc)["error"]["message"], describe(proc)
+    for value in ("on", "ON", "true"):
+        proc = run_cli("call", "--json", "hostile.open_socket", "--network", value)
+        assert proc.returncode == 1, describe(proc)
+        assert "ConnectionRefusedError" in parse_json(proc)["error"]["message"], describe(proc)
+    proc = run_cli("call", "--json", "hostile.open_socket", "--network", "off")
+    assert "ConnectionRefused" not in parse_json(proc)["error"]["message"], describe(proc)

@@ -24,7 +24,7 @@ def add_parser(commands: Any, add_sources: Any) -> None:
     """Register ``fuzz`` on the CLI's subparsers (``add_sources`` adds --provider/--config)."""
     fuzz = commands.add_parser(
         "fuzz",
-        help="throw schema-derived inputs at every action, confined, and report failures",
+        help="fuzz every action with inputs derived from its schema",
         description="Property-based fuzzing: Hypothesis generates inputs from each action's "
         "input schema and every example runs confined under the provider's policy. Each "
         "distinct failure is shrunk and printed with a 'sandbox call' line that reproduces it. "

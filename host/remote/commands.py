@@ -24,7 +24,7 @@ def add_parsers(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]
 
     serve = commands.add_parser(
         "serve",
-        help="serve the providers of a config to remote engines (ZeroMQ, CURVE)",
+        help="serve a config's providers to remote clients (ZeroMQ, CURVE)",
         description="Serve the providers of --config to RemoteHost clients over ZeroMQ with "
         "CURVE encryption; only the public keys in --authorized may connect. SIGTERM drains: "
         "running calls finish (up to --drain-timeout), new ones are refused.",
