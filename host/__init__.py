@@ -7,16 +7,8 @@ with Host() as host:
 """
 
 import logging
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
+from typing import TYPE_CHECKING
 
-try:
-    #: The installed distribution's version, read from its metadata (never a second copy).
-    __version__ = _dist_version("actionsandbox")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
-
-from host.catalog import ActionDescriptor, Catalog
 from host.errors import (
     ActionFailed,
     Cancelled,
@@ -35,11 +27,53 @@ from host.errors import (
     Usage,
     WorkerCrashed,
 )
-from host.executor import SandboxExecutor
-from host.futures import CallFuture
-from host.host import Host, ProviderInfo
 from host.logs import LOGGER
-from host.remote import HostGroup, RemoteHost
+
+if TYPE_CHECKING:
+    __version__: str
+    from host.catalog import ActionDescriptor, Catalog
+    from host.executor import SandboxExecutor
+    from host.futures import CallFuture
+    from host.host import Host, ProviderInfo
+    from host.remote import HostGroup, RemoteHost
+
+#: Imported on first use (PEP 562): ``import host`` alone, as ``python -m host.cli`` does,
+#: must not cost jsonschema, pyzmq and the reactor (a CLI usage error needs none of them).
+_LAZY = {
+    "ActionDescriptor": "host.catalog",
+    "Catalog": "host.catalog",
+    "SandboxExecutor": "host.executor",
+    "CallFuture": "host.futures",
+    "Host": "host.host",
+    "ProviderInfo": "host.host",
+    "HostGroup": "host.remote",
+    "RemoteHost": "host.remote",
+}
+
+
+def _installed_version() -> str:
+    """The installed distribution's version, read from its metadata (never a second copy)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("actionsandbox")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":  # importlib.metadata costs ~0.1 s: read only when asked
+        globals()[name] = value = _installed_version()
+        return value
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'host' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 # A library stays quiet unless the application configures logging.
 logging.getLogger(LOGGER).addHandler(logging.NullHandler())
