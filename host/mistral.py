@@ -267,3 +267,12 @@ class SandboxActionProvider(ml_actions.ActionProvider):  # type: ignore[misc]
             desc = i < len(dirs) and dirs[i] == "desc"
             found.sort(key=lambda d, k=key: getattr(d, k), reverse=desc)
         return found[:limit] if limit else found
+
+
+def close_shared_host() -> None:
+    """Close this process's Host now (it is closed at exit anyway); the next run makes a new one."""
+    global _HOST, _HOST_CONFIG
+    with _HOST_LOCK:
+        host, _HOST, _HOST_CONFIG = _HOST, None, None
+    if host is not None:
+        host.close()
