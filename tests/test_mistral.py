@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +137,32 @@ def test_execution_context_only_when_asked(config: Path) -> None:
     # An action that did not declare it gets nothing extra (count rejects unknown keys).
     count = provider.find("flow.count").instantiate({"text": "a"}, {})
     assert count.run(ctx).data == 1
+
+
+def _mistral_importable() -> bool:
+    try:
+        import mistral.tests.unit.engine.base  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.mistral
+@pytest.mark.skipif(
+    not _mistral_importable(),
+    reason="mistral==23.0.0 and its test harness are not installed (run .ci/mistral)",
+)
+def test_real_mistral_engine(config: Path) -> None:
+    """Real Mistral's EngineTestCase: the entry point is discovered by stevedore, workflows
+    call sandboxed actions, and each outcome shows up where a Mistral user looks."""
+    proc = subprocess.run(
+        [sys.executable, str(DATA / "engine_check.py")],
+        capture_output=True, text=True, timeout=400,
+        env={**os.environ, "SANDBOX_CONFIG": str(config)},
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, proc.stdout[-3000:] + proc.stderr[-5000:]
+    report = json.loads(lines[-1][len("RESULT "):])
+    assert report["ran"] == 5, report
+    assert report["failures"] == [], report
+    assert proc.returncode == 0, proc.stderr[-5000:]
