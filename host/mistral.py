@@ -50,13 +50,17 @@ def _config_path() -> Path:
 
 
 def _sources(config: Path) -> list[Path]:
-    """The config file and every provider source that is a file (a module ref has none)."""
+    """The config file, every provider source that is a file and the ``.py`` files beside it
+    (a module ref has none: reinstalling a package does not invalidate; restart Mistral)."""
     paths = [config]
     for entry in load_config(config).providers:
         src = Path(entry.source)
         if src.suffix == ".py" and src.is_file():
-            paths.append(src.resolve())
-    return paths
+            # The provider file and its sibling modules (e.g. dynamic-action source it loads).
+            src = src.resolve()
+            paths.append(src)
+            paths.extend(p for p in sorted(src.parent.glob("*.py")) if p != src)
+    return list(dict.fromkeys(paths))
 
 
 def _content_key(config: Path) -> str:

@@ -34,7 +34,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     # Workers run under their own uids: they need the provider's directories searchable.
     for parent in (tmp_path.parent, tmp_path):
         parent.chmod(0o755)
-    for name in ("flow.py", "sandbox.toml"):
+    for name in ("flow.py", "dyn.py", "hello_actions.py", "sandbox.toml"):
         shutil.copy(DATA / name, tmp_path / name)
         (tmp_path / name).chmod(0o644)
     monkeypatch.setenv("SANDBOX_CONFIG", str(tmp_path / "sandbox.toml"))
@@ -66,7 +66,9 @@ def test_params_spec_round_trips_through_mistral_parser() -> None:
 def test_catalog_cached_on_disk_and_invalidated(config: Path) -> None:
     provider = hm.SandboxActionProvider("sandbox")
     names = [d.name for d in provider.find_all(namespace="")]
-    assert names == ["flow.boom", "flow.count", "flow.hang", "flow.whoami"]
+    assert names == [
+        "dyn.hello", "dyn.refuse", "flow.boom", "flow.count", "flow.hang", "flow.whoami"
+    ]
     count = provider.find("flow.count", namespace="")
     assert count is not None and count.params_spec == "text, min_length=1, tags=null"
     assert count.safe_rerun is True
@@ -76,7 +78,9 @@ def test_catalog_cached_on_disk_and_invalidated(config: Path) -> None:
     # A second provider object (another Mistral process) answers from the disk cache: a
     # corrupted-on-purpose cache entry proves no worker recomputed it.
     entries = json.loads(cached[0].read_text())
-    entries[0]["description"] = "from the cache"
+    for entry in entries:
+        if entry["full_name"] == "flow.boom":
+            entry["description"] = "from the cache"
     cached[0].write_text(json.dumps(entries))
     again = hm.SandboxActionProvider("sandbox")
     assert again.find("flow.boom").description == "from the cache"
@@ -90,7 +94,7 @@ def test_catalog_cached_on_disk_and_invalidated(config: Path) -> None:
 def test_find_all_filters_limit_sort(config: Path) -> None:
     provider = hm.SandboxActionProvider("sandbox")
     assert [d.name for d in provider.find_all(filters={"safe_rerun": True})] == ["flow.count"]
-    got = provider.find_all(sort_fields=["name"], sort_dirs=["desc"], limit=2)
+    got = provider.find_all(sort_fields=["name"], sort_dirs=["desc"], limit=2, filters={})
     assert [d.name for d in got] == ["flow.whoami", "flow.hang"]
     with pytest.raises(ValueError):
         provider.find_all(filters={"nope": 1})
@@ -166,3 +170,19 @@ def test_real_mistral_engine(config: Path) -> None:
     assert report["ran"] == 5, report
     assert report["failures"] == [], report
     assert proc.returncode == 0, proc.stderr[-5000:]
+
+
+def test_dynamic_action_source_runs_confined(config: Path) -> None:
+    """Mistral dynamic-action source (an Action subclass) served as a sandbox provider."""
+    provider = hm.SandboxActionProvider("sandbox")
+    hello = provider.find("dyn.hello")
+    assert hello.params_spec == 'who, punct="!"'
+    ctx = ActionContext(security_ctx={"auth_token": "SECRET"}, execution_ctx=ExecutionContext())
+    assert hello.instantiate({"who": "ops"}, {}).run(ctx).data == "hello ops!"
+    refused = provider.find("dyn.refuse").instantiate({}, {}).run(ctx)
+    assert refused.error["type"] == "ActionFailed" and "refused" in refused.error["message"]
+    # Changing the dynamic source invalidates the catalog.
+    src = config.parent / "hello_actions.py"
+    assert hello.description == "Greet someone."
+    src.write_text(src.read_text().replace("Greet someone.", "Greet loudly."))
+    assert provider.find("dyn.hello").description == "Greet loudly."
