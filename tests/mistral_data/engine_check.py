@@ -59,14 +59,6 @@ class SandboxEngineTest(base.EngineTestCase):
         super().setUp()
         wf_service.create_workflows(WF)
 
-    def tearDown(self):
-        # A fresh Host per test (see the report: a call after a Timeout under Mistral's
-        # eventlet-patched executor did not complete with a reused Host).
-        from host import mistral as hm
-
-        hm.close_shared_host()
-        super().tearDown()
-
     def _task(self, wf_name, state):
         wf_ex = self.engine.start_workflow(wf_name)
         self.await_workflow_state(wf_ex.id, state, timeout=60)
