@@ -163,6 +163,7 @@ def test_real_mistral_engine(config: Path) -> None:
         [sys.executable, str(DATA / "engine_check.py")],
         capture_output=True, text=True, timeout=400,
         env={**os.environ, "SANDBOX_CONFIG": str(config)},
+        cwd=config.parent,  # Mistral writes mistral.log into its working directory
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, proc.stdout[-3000:] + proc.stderr[-5000:]
