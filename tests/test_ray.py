@@ -115,6 +115,17 @@ def test_group_of_ray_actors_confines_spreads_and_survives_a_kill(cluster: Path)
             assert layers == expected and expected["hostile"]
             assert host.call("hostile.getpid") != ping["pid"]
 
+        # Cancelling a running call cancels its Ray task, and the host kills its worker.
+        running = hosts[1].submit("hostile.sleep", {"seconds": 60})
+        time.sleep(1.0)
+        assert running.cancel()
+        wait([running], timeout=30)
+        assert running.outcome is not None and running.outcome.error.type == "Cancelled"
+        deadline = time.monotonic() + 30  # the node's host saw the cancel, not just Ray
+        while hosts[1].stats()["hostile"]["calls"].get("Cancelled", 0) < 1:
+            assert time.monotonic() < deadline, hosts[1].stats()["hostile"]
+            time.sleep(0.2)
+
         # Load on both, then kill one actor's process (Ray restarts it).
         victim, survivor = hosts
         first = [group.submit("echo.slow", {"seconds": 1.5}) for _ in range(6)]
