@@ -1,0 +1,319 @@
+"""Ray as the placement engine: one sandbox host per Ray node, as a restartable Ray actor.
+
+``deploy`` places one :class:`SandboxActor` on every node that holds a custom resource
+(``"sandbox"`` by default); each owns a :class:`host.Host` loaded from a config file on its
+node, and Ray restarts it when its process dies. :class:`RayHost` gives one such actor
+``Host``'s calling API, so ``HostGroup([RayHost(a) for a in actors])`` spreads calls over the
+nodes and fails over as it does for ``RemoteHost`` members.
+
+Ray places and restarts; it confines nothing (its resources are logical and its docs say to
+run only trusted code in a cluster). The confinement is the ``Host``'s, on every node: the
+actor runs our host, which runs each provider in its confined workers, as anywhere else.
+
+What crosses Ray is plain data only: a call's input as the JSON text ``encode_input`` made
+(decoded on the node with the strict :func:`sandbox.protocol.loads`), and its outcome as
+``Outcome.to_dict()`` (decoded here with :func:`host.remote.wire.decode_outcome`). Nothing a
+provider produced is ever unpickled on the caller's side.
+
+Needs the ``ray`` extra: ``pip install 'actionsandbox[ray]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from host.calling import CallingAPI
+from host.catalog import Catalog, CatalogInvalid, descriptors_from_hello
+from host.errors import (
+    Cancelled,
+    HostUnavailable,
+    Outcome,
+    ProtocolViolation,
+    ProviderUnavailable,
+    SandboxError,
+)
+from host.futures import CallFuture
+from host.host import Host, ProviderInfo
+from host.inputs import encode_input
+from host.remote import wire
+from policies import Policy, PolicyError
+from sandbox import protocol
+
+DEFAULT_RESOURCE = "sandbox"
+#: While an actor is unreachable its RayHost probes it this often (it is available again once
+#: a probe answers: Ray has restarted it and its host has loaded its providers).
+PROBE_INTERVAL_S = 0.5
+DEFAULT_CONNECT_TIMEOUT_S = 60.0
+
+
+class SandboxActor:
+    """The body of the Ray actor: a ``Host`` loaded from ``config`` (a path on the node).
+
+    Every method returns plain JSON-shaped data. It is an async actor: calls run concurrently
+    (each awaits its ``Host`` future), and a cancelled Ray task cancels its call.
+    """
+
+    def __init__(self, config: str, spawn: str | None = None) -> None:
+        self.host = Host(spawn=spawn)
+        try:
+            self.host.load_config(config)
+        except BaseException:
+            self.host.close()
+            raise
+
+    async def call(self, action: str, encoded: str, timeout: float | None = None) -> dict[str, Any]:
+        """Run one call; its outcome as ``Outcome.to_dict()``."""
+        try:
+            value = protocol.loads(encoded.encode())
+        except protocol.ProtocolError as exc:
+            return Outcome.failure(ProtocolViolation(f"call input: {exc}")).to_dict()
+        future = self.host.submit(action, value, timeout=timeout)
+        try:
+            await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception:  # the call's error: the outcome says it
+            pass
+        outcome = future.outcome or Outcome.failure(Cancelled("the call was cancelled"))
+        data = outcome.to_dict()
+        try:
+            protocol.dumps(data)
+        except (TypeError, ValueError):  # a detail that is not JSON: say so rather than drop it
+            return Outcome.failure(ProtocolViolation("the outcome could not be encoded")).to_dict()
+        return data
+
+    def hello(self) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self.host.catalog.find_all()]
+
+    def providers(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": p.name, "ref": p.ref, "version": p.version, "namespace": p.namespace,
+                "policy": p.policy.to_dict(), "layers": p.layers, "workers": p.workers,
+            }
+            for p in self.host.providers()
+        ]  # fmt: skip
+
+    def stats(self) -> dict[str, Any]:
+        return self.host.stats()
+
+    def ping(self) -> dict[str, Any]:
+        """The actor's pid and node (its host is up: ``__init__`` loaded the providers)."""
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+    def shutdown(self) -> None:
+        """Stop the host's workers (before ``ray.kill``: a killed actor's workers only notice
+        their parent is gone, a little later)."""
+        self.host.close()
+
+
+#: The Ray actor class (``SandboxActor`` as ``ray.remote``, no CPU reserved: the host's
+#: workers are confined by the host's own limits, not counted by Ray).
+RemoteSandboxActor = ray.remote(num_cpus=0)(SandboxActor)
+
+
+def sandbox_nodes(resource: str = DEFAULT_RESOURCE) -> list[str]:
+    """The ids of the live nodes that hold ``resource``."""
+    return [
+        node["NodeID"] for node in ray.nodes()
+        if node.get("Alive") and node.get("Resources", {}).get(resource, 0) > 0
+    ]  # fmt: skip
+
+
+def deploy(
+    config: str | os.PathLike[str],
+    nodes_resource: str = DEFAULT_RESOURCE,
+    max_restarts: int = -1,
+    *,
+    spawn: str | None = None,
+) -> list[Any]:
+    """One actor on each node holding ``nodes_resource`` (each takes one unit of it and is
+    pinned to its node); Ray restarts a dead one ``max_restarts`` times (-1: for ever).
+
+    ``config`` is a path that must exist on every node (as must the providers it names).
+    Returns the actor handles (a node without the resource gets none; no node: ``[]``).
+    """
+    actors = []
+    for node_id in sandbox_nodes(nodes_resource):
+        actors.append(
+            RemoteSandboxActor.options(
+                resources={nodes_resource: 1},
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                max_restarts=max_restarts,
+                max_task_retries=0,  # a call that may have run is never re-run by Ray
+            ).remote(os.fspath(config), spawn)
+        )
+    return actors
+
+
+class RayHost(CallingAPI):
+    """One :class:`SandboxActor`'s providers, called like a local :class:`~host.Host`.
+
+    The constructor waits (up to ``connect_timeout``) for the actor to load its providers and
+    loads its catalog. A call the actor's death interrupts ends ``HostUnavailable`` with
+    ``delivered=True`` (it may have run); the host is then not ``available`` until the actor
+    answers again (Ray restarted it), so a ``HostGroup`` sends new calls elsewhere meanwhile.
+    """
+
+    def __init__(self, actor: Any, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+        self.actor = actor
+        self.connect_timeout = connect_timeout
+        self.endpoint = f"ray:{actor._actor_id.hex()[:12]}"
+        self.catalog = Catalog()
+        self._lock = threading.Lock()
+        self._available = True
+        self._closed = False
+        self._prober: threading.Thread | None = None
+        self._in_flight: set[CallFuture] = set()
+        try:
+            entries = ray.get(actor.hello.remote(), timeout=connect_timeout)
+        except (RayError, GetTimeoutError) as exc:
+            raise HostUnavailable(f"{self.endpoint}: {exc}", endpoint=self.endpoint,
+                                  delivered=False) from None  # fmt: skip
+        by_provider: dict[str, list[dict[str, Any]]] = {}
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict):
+                by_provider.setdefault(str(entry.get("provider")), []).append(entry)
+        try:
+            for provider, actions in by_provider.items():
+                self.catalog.register(descriptors_from_hello(provider, actions))
+        except CatalogInvalid as exc:
+            raise ProtocolViolation(f"{self.endpoint} sent an invalid catalog: {exc}") from None
+
+    @property
+    def available(self) -> bool:
+        """The actor answered its last call or probe (False while Ray restarts it)."""
+        return self._available and not self._closed
+
+    def submit(
+        self, action: str, input: Any = None, *, timeout: float | None = None
+    ) -> CallFuture:
+        """Start a call on the actor and return its future at once, as ``Host.submit``."""
+        if self._closed:
+            raise RuntimeError("the RayHost is closed")
+        future = CallFuture()
+        future.set_running_or_notify_cancel()
+        try:
+            if timeout is not None and not (timeout > 0):
+                raise ValueError(f"timeout must be positive, got {timeout!r}")
+            if self.catalog.find(action) is None:
+                raise ProviderUnavailable(f"no provider at {self.endpoint} offers {action!r}")
+            _, encoded = encode_input(
+                {} if input is None else input, limit=wire.MAX_MESSAGE_BYTES - 8192
+            )
+        except SandboxError as error:
+            future.settle(Outcome.failure(error))
+            return future
+        ref = self.actor.call.remote(action, encoded.decode(), timeout)
+        future._canceller = lambda _: ray.cancel(ref)
+        with self._lock:
+            self._in_flight.add(future)
+        ref.future().add_done_callback(lambda done: self._settle(future, done))
+        return future
+
+    def _settle(self, future: CallFuture, done: Any) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+        try:
+            outcome = wire.decode_outcome(done.result())
+        except TaskCancelledError:
+            outcome = Outcome.failure(Cancelled("the call was cancelled"))
+        except wire.BadRequest as exc:
+            outcome = Outcome.failure(ProtocolViolation(f"{self.endpoint}: {exc}"))
+        except Exception as exc:  # the actor died or cannot be reached: the call may have run
+            self._lost()
+            outcome = Outcome.failure(HostUnavailable(
+                f"{self.endpoint}: {type(exc).__name__}: {str(exc)[:300]}",
+                endpoint=self.endpoint, delivered=True,
+            ))  # fmt: skip
+        future.settle(outcome)
+
+    def _lost(self) -> None:
+        with self._lock:
+            self._available = False
+            if self._prober is not None or self._closed:
+                return
+            self._prober = threading.Thread(target=self._probe, daemon=True,
+                                            name=f"probe {self.endpoint}")  # fmt: skip
+        self._prober.start()
+
+    def _probe(self) -> None:
+        while not self._closed:
+            try:
+                ray.get(self.actor.ping.remote(), timeout=5)
+            except Exception:
+                time.sleep(PROBE_INTERVAL_S)
+                continue
+            with self._lock:
+                self._available = True
+                self._prober = None
+            return
+
+    def ping(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The actor's pid and node id."""
+        value: dict[str, Any] = ray.get(self.actor.ping.remote(), timeout=timeout)
+        return value
+
+    def providers(self) -> list[ProviderInfo]:
+        """The actor's providers, with the layers their workers reported on its node."""
+        result = []
+        for p in ray.get(self.actor.providers.remote(), timeout=self.connect_timeout):
+            try:
+                policy = Policy.from_mapping(p.get("policy") or {})
+            except (PolicyError, TypeError):
+                policy = Policy()
+            result.append(
+                ProviderInfo(
+                    name=str(p["name"]), ref=str(p["ref"]), version=str(p["version"]),
+                    namespace=str(p["namespace"]), policy=policy, layers=list(p["layers"]),
+                    workers=int(p["workers"]),
+                )
+            )  # fmt: skip
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """The actor's ``Host.stats()``."""
+        value = ray.get(self.actor.stats.remote(), timeout=self.connect_timeout)
+        if not isinstance(value, dict):
+            raise ProtocolViolation(f"{self.endpoint} answered stats with {type(value).__name__}")
+        return value
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Let calls in flight finish for up to ``timeout`` s, then cancel the rest. The actor
+        lives on (it is Ray's: stop it with :func:`stop`)."""
+        if self._closed:
+            return
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            left = list(self._in_flight)
+        for future in left:
+            future.cancel()
+        self._closed = True
+
+    def __enter__(self) -> RayHost:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def stop(actors: list[Any], timeout: float = 30.0) -> None:
+    """Stop the actors for good: each host's workers first, then the actor (no restart)."""
+    refs = [actor.shutdown.remote() for actor in actors]
+    try:
+        ray.get(refs, timeout=timeout)
+    except Exception:  # a dead or hung actor: killing it is all that is left
+        pass
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
