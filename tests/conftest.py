@@ -91,6 +91,20 @@ def _confine(config: pytest.Config) -> None:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
+#: Test modules that need an optional extra and run in a CI step of their own, with a venv that
+#: has it (``.ci/mistral``, ``.ci/ray``), selected there by their marker.
+_OWN_STEP = {"test_mistral.py": "mistral", "test_ray.py": "ray"}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave out the modules of another CI step unless ``-m`` asks for their marker: the main
+    suite does not run them (rather than skipping them), their own step does."""
+    marker = _OWN_STEP.get(collection_path.name)
+    if marker is not None and marker not in (config.getoption("markexpr") or ""):
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Unconfined, skip the escape suite: its attacks could reach the runner's other processes."""
     why = confinement.unconfined_reason()

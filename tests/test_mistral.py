@@ -1,7 +1,7 @@
 """The Mistral integration (host.mistral) against mistral-lib's real interfaces.
 
-The unit tests need mistral-lib (the ``mistral`` extra); the engine test needs mistral itself
-and is marked ``mistral`` (run by ``.ci/mistral`` in a venv of its own).
+The unit tests need mistral-lib (the ``mistral`` extra), the engine test mistral itself; all
+are marked ``mistral`` and run by ``.ci/mistral`` in a venv of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+#: Every test here runs in .ci/mistral's venv (the mistral extra and Mistral itself), selected
+#: by ``-m mistral``; the main suite leaves this module out (tests/conftest.py).
+pytestmark = pytest.mark.mistral
 
 ml = pytest.importorskip(
     "mistral_lib", reason="mistral-lib is not installed (pip install -e '.[mistral]')"
@@ -152,7 +156,6 @@ def _mistral_importable() -> bool:
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 
-@pytest.mark.mistral
 @pytest.mark.skipif(
     not _mistral_importable(),
     reason="mistral==23.0.0 and its test harness are not installed (run .ci/mistral)",
