@@ -261,22 +261,49 @@ class SandboxActionProvider(ml_actions.ActionProvider):  # type: ignore[misc]
 
     def find_all(self, namespace: str | None = None, limit: int | None = None,
                  sort_fields: Any = None, sort_dirs: Any = None,
-                 filters: Any = None) -> list[Any]:
+                 filters: Any = None, **more_filters: Any) -> list[Any]:
+        """The actions, filtered, sorted and limited the way Mistral asks.
+
+        Mistral's ``CompositeActionProvider`` passes filters as keyword arguments, in its API's
+        form ``{attribute: {op: value}}`` (or a plain value for equality); as in Mistral's own
+        filtering, an attribute the descriptors do not have (``created_at``, ``tags``, ...)
+        filters and sorts nothing, so the API's default sort keys do not break a listing."""
         config, entries = self._catalog()
         found = [SandboxActionDescriptor(e, config, namespace or None) for e in entries]
-        for key, value in (filters or {}).items():
-            if key not in _SORT_KEYS:
-                raise ValueError(f"unknown filter {key!r}")
-            found = [d for d in found if getattr(d, key) == value]
-        fields = list(sort_fields or ["name"])
+        for key, condition in {**(filters or {}), **more_filters}.items():
+            if key in _SORT_KEYS:
+                found = [d for d in found if _matches(getattr(d, key), condition)]
+        fields = [f for f in (sort_fields or ["name"]) if f in _SORT_KEYS]
         dirs = list(sort_dirs or [])
         for i in reversed(range(len(fields))):
             key = fields[i]
-            if key not in _SORT_KEYS:
-                raise ValueError(f"unknown sort field {key!r}")
             desc = i < len(dirs) and dirs[i] == "desc"
-            found.sort(key=lambda d, k=key: getattr(d, k), reverse=desc)
+            found.sort(key=lambda d, k=key: (getattr(d, k) is None, getattr(d, k)), reverse=desc)
         return found[:limit] if limit else found
+
+
+#: Mistral's filter operations (mistral.utils.filter_utils): name -> test(actual, wanted).
+_OPS: dict[str, Any] = {
+    "eq": lambda a, w: a == w,
+    "neq": lambda a, w: a != w,
+    "in": lambda a, w: a in w,
+    "nin": lambda a, w: a not in w,
+    "gt": lambda a, w: a is not None and a > w,
+    "gte": lambda a, w: a is not None and a >= w,
+    "lt": lambda a, w: a is not None and a < w,
+    "lte": lambda a, w: a is not None and a <= w,
+    "has": lambda a, w: isinstance(a, str) and str(w) in a,
+}
+
+
+def _matches(actual: Any, condition: Any) -> bool:
+    """A plain value means equality; ``{op: value, ...}`` every op must hold."""
+    if not (isinstance(condition, dict) and condition and set(condition) <= set(_OPS)):
+        return bool(actual == condition)
+    try:
+        return all(_OPS[op](actual, wanted) for op, wanted in condition.items())
+    except TypeError:  # an order between types that have none: no match
+        return False
 
 
 def close_shared_host() -> None:

@@ -100,8 +100,22 @@ def test_find_all_filters_limit_sort(config: Path) -> None:
     assert [d.name for d in provider.find_all(filters={"safe_rerun": True})] == ["flow.count"]
     got = provider.find_all(sort_fields=["name"], sort_dirs=["desc"], limit=2, filters={})
     assert [d.name for d in got] == ["flow.whoami", "flow.hang"]
-    with pytest.raises(ValueError):
-        provider.find_all(filters={"nope": 1})
+    everything = [d.name for d in provider.find_all()]
+    # As Mistral's API calls it: through the composite provider, filters as keyword arguments
+    # in the {attribute: {op: value}} form, and sort keys the descriptors do not have.
+    from mistral_lib.actions.providers.composite import CompositeActionProvider
+
+    composite = CompositeActionProvider("all", [provider])
+    got = composite.find_all(namespace="", sort_fields=["created_at", "name"],
+                             sort_dirs=["asc", "desc"], name={"eq": "flow.count"})  # fmt: skip
+    assert [d.name for d in got] == ["flow.count"]
+    got = composite.find_all(namespace="", name={"in": ["flow.count", "flow.hang"]})
+    assert [d.name for d in got] == ["flow.count", "flow.hang"]
+    got = composite.find_all(namespace="", name={"neq": "flow.count"}, description={"has": ""})
+    assert "flow.count" not in [d.name for d in got] and got
+    # an attribute actions do not have filters nothing, as in Mistral's own filtering
+    assert [d.name for d in composite.find_all(namespace="", tags={"eq": "x"})] == everything
+    assert [d.name for d in provider.find_all(filters={"nope": 1})] == everything
 
 
 def test_check_parameters_names_json_path(config: Path) -> None:
