@@ -41,7 +41,7 @@ from host.reactor import (
 )
 from host.usage import annotate_layers
 from host.validation import DeadlineExceeded
-from policies import Policy, load_config
+from policies import Policy, PolicyError, load_config
 from sandbox import protocol
 
 #: How long ``close()`` (and leaving a ``with`` block) lets running calls finish.
@@ -72,6 +72,28 @@ class ProviderInfo:
     #: The confinement layers its first worker reported: name, applied, detail.
     layers: list[dict[str, Any]]
     workers: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data: how a remote host (``sandbox serve``, a Ray actor) sends it."""
+        return {
+            "name": self.name, "ref": self.ref, "version": self.version,
+            "namespace": self.namespace, "policy": self.policy.to_dict(),
+            "layers": self.layers, "workers": self.workers,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProviderInfo:
+        """Back from :meth:`to_dict` on the caller's side; a policy it cannot read is shown as
+        the default one (the caller only displays it; the remote host enforces its own)."""
+        try:
+            policy = Policy.from_mapping(data.get("policy") or {})
+        except (PolicyError, TypeError):
+            policy = Policy()
+        return cls(
+            name=str(data["name"]), ref=str(data["ref"]), version=str(data["version"]),
+            namespace=str(data["namespace"]), policy=policy, layers=list(data["layers"]),
+            workers=int(data["workers"]),
+        )  # fmt: skip
 
 
 _frozen = False

@@ -44,7 +44,6 @@ from host.futures import CallFuture
 from host.host import Host, ProviderInfo
 from host.inputs import encode_input
 from host.remote import wire
-from policies import Policy, PolicyError
 from sandbox import protocol
 
 DEFAULT_RESOURCE = "sandbox"
@@ -95,13 +94,7 @@ class SandboxActor:
         return [d.to_dict() for d in self.host.catalog.find_all()]
 
     def providers(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": p.name, "ref": p.ref, "version": p.version, "namespace": p.namespace,
-                "policy": p.policy.to_dict(), "layers": p.layers, "workers": p.workers,
-            }
-            for p in self.host.providers()
-        ]  # fmt: skip
+        return [p.to_dict() for p in self.host.providers()]
 
     def stats(self) -> dict[str, Any]:
         return self.host.stats()
@@ -265,20 +258,8 @@ class RayHost(CallingAPI):
 
     def providers(self) -> list[ProviderInfo]:
         """The actor's providers, with the layers their workers reported on its node."""
-        result = []
-        for p in ray.get(self.actor.providers.remote(), timeout=self.connect_timeout):
-            try:
-                policy = Policy.from_mapping(p.get("policy") or {})
-            except (PolicyError, TypeError):
-                policy = Policy()
-            result.append(
-                ProviderInfo(
-                    name=str(p["name"]), ref=str(p["ref"]), version=str(p["version"]),
-                    namespace=str(p["namespace"]), policy=policy, layers=list(p["layers"]),
-                    workers=int(p["workers"]),
-                )
-            )  # fmt: skip
-        return result
+        found = ray.get(self.actor.providers.remote(), timeout=self.connect_timeout)
+        return [ProviderInfo.from_dict(p) for p in found]
 
     def stats(self) -> dict[str, Any]:
         """The actor's ``Host.stats()``."""

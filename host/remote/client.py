@@ -46,7 +46,6 @@ from host.host import ProviderInfo
 from host.inputs import encode_input
 from host.remote import wire
 from host.remote.keys import load_public, load_secret
-from policies import Policy, PolicyError
 
 #: Client heartbeats: a server silent this long is taken for dead (its calls end).
 HEARTBEAT_IVL_MS = 1000
@@ -180,20 +179,7 @@ class RemoteHost(CallingAPI):
 
     def providers(self) -> list[ProviderInfo]:
         """The server's providers, with the layers their workers reported there."""
-        result = []
-        for p in self._query("providers"):
-            try:
-                policy = Policy.from_mapping(p.get("policy") or {})
-            except (PolicyError, TypeError):
-                policy = Policy()
-            result.append(
-                ProviderInfo(
-                    name=str(p["name"]), ref=str(p["ref"]), version=str(p["version"]),
-                    namespace=str(p["namespace"]), policy=policy, layers=list(p["layers"]),
-                    workers=int(p["workers"]),
-                )
-            )  # fmt: skip
-        return result
+        return [ProviderInfo.from_dict(p) for p in self._query("providers")]
 
     def stats(self) -> dict[str, Any]:
         """The server's ``Host.stats()``."""

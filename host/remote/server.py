@@ -268,14 +268,7 @@ class Server:
             catalog = [d.to_dict() for d in self.host.catalog.find_all()]
             self._reply(identity, protocol.dumps({"id": request_id, "value": catalog}))
         elif op == "providers":
-            value = [
-                {
-                    "name": p.name, "ref": p.ref, "version": p.version,
-                    "namespace": p.namespace, "policy": p.policy.to_dict(),
-                    "layers": p.layers, "workers": p.workers,
-                }
-                for p in self.host.providers()
-            ]  # fmt: skip
+            value = [p.to_dict() for p in self.host.providers()]
             self._reply(identity, protocol.dumps({"id": request_id, "value": value}))
         elif op == "stats":
             self._reply(identity, protocol.dumps({"id": request_id, "value": self.host.stats()}))
