@@ -949,8 +949,11 @@ class Reactor:
             call.dispatched + wall, lambda: self._wall_deadline(call, worker), worker
         )
         call.timers.append(deadline)
-        if metered:
-            self._watch_cpu(worker, call)
+        if metered:  # nothing is used yet: the first look is as late as the whole budget allows
+            call.timers.append(self._at(
+                call.dispatched + next_cpu_check_s(worker.provider.policy.cpu_time),
+                lambda: self._watch_cpu(worker, call),
+            ))
 
     def _watch_cpu(self, worker: WorkerHandle, call: PendingCall) -> None:
         """Enforce ``cpu_time`` from the host: kill the tree once the call's CPU passes it.

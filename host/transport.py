@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 import tempfile
+import threading
 
 from host import fsutil, zmtp
 
@@ -30,6 +31,15 @@ ENVELOPE_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
 READ_CHUNKS = 16
 _CRED = struct.Struct("3i")
+_buffers = threading.local()
+
+
+def _read_buffer() -> bytearray:
+    """This thread's read buffer (the loop reads every connection; one buffer serves all)."""
+    buffer: bytearray | None = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = bytearray(READ_CHUNK)
+    return buffer
 
 
 class Channel:
@@ -113,19 +123,23 @@ class Channel:
         conn = self.conn
         if conn is None or self.closed:
             return events, None
+        buffer = _read_buffer()
         for _ in range(READ_CHUNKS):
             try:
-                data = conn.recv(READ_CHUNK)
+                size = conn.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                data = b""
+                size = 0
             try:
-                events += self.codec.receive_data(data)
+                events += self.codec.receive_data(bytes(memoryview(buffer)[:size]))
             except zmtp.ProtocolViolation as exc:
                 events += exc.events
                 return events, str(exc)
-            if not data:
+            # A short read emptied the socket (or it hit end of file); the poller is level-
+            # triggered, so anything that arrives meanwhile is seen on the next turn. Reading
+            # on until EAGAIN cost a raised exception per event.
+            if size < READ_CHUNK:
                 break
         out = self.codec.data_to_send()
         if out and not self._queue(out):

@@ -189,11 +189,16 @@ def measured_usage(meter: TreeMeter | None, reported: protocol.Usage | None) -> 
     return Usage(0.0, reported.cpu_s, reported.max_rss_bytes, "worker", claimed)
 
 
+#: CPUs of the machine, read once (``os.cpu_count`` parses /sys on every call: it was the
+#: costliest line of a call's dispatch).
+_CPUS = os.cpu_count() or 1
+
+
 def next_cpu_check_s(remaining_s: float) -> float:
     """When to look again at a call with ``remaining_s`` CPU left: no sooner than the tree
     could use it all on every CPU of the machine, and no later than :data:`CPU_POLL_S` after
     it could have."""
-    return max(CPU_POLL_S, remaining_s / (os.cpu_count() or 1) - CPU_POLL_S)
+    return max(CPU_POLL_S, remaining_s / _CPUS - CPU_POLL_S)
 
 
 def outside_cpu_allowance_s(cpu_time: float, age_s: float) -> float:

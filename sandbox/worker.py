@@ -2,8 +2,8 @@
 
 Order matters and is the security argument of the whole project: every confinement layer is
 applied *before* the provider's module is imported (its top-level code is as untrusted as its
-actions), and the ZeroMQ context - which starts I/O threads - is created only after the layers,
-so those threads inherit every restriction.
+actions). The wire to the host (:mod:`sandbox.wire`, our ZMTP codec over a blocking Unix socket)
+starts no thread, so the worker is one thread under every layer.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from policies.paths import UnsafeRulePath, check_rule_path, unsafe_reason
 from sandbox import protocol
 from sandbox.layers import LayerContext, RequiredLayerMissing, apply_layers
 from sandbox.own_root import project_root
+from sandbox.wire import WireClosed, WorkerWire
 
 if TYPE_CHECKING:
-    import zmq
-
     from providers import Action
     from sandbox.supervisor import CallReceipt, StartState
 
@@ -32,12 +31,8 @@ if TYPE_CHECKING:
 CGROUP_ROOT = "/sys/fs/cgroup"
 #: Longest traceback text sent to the host; a deep recursion must not produce megabytes.
 MAX_TRACEBACK_CHARS = 16_000
-#: How long the last message may take to leave before the worker exits anyway.
-LINGER_MS = 2_000
 #: Exit code of a worker that refused to run provider code.
 EXIT_UNAVAILABLE = 3
-#: Frames at least this big are sent without a copy; below it, copying is the cheaper path.
-ZERO_COPY_MIN_BYTES = 64 * 1024
 
 
 _current_payload: bytes | None = None
@@ -105,16 +100,18 @@ class Worker:
     spec: protocol.SpawnSpec
     policy: Policy
     actions: dict[str, Action]
-    socket: zmq.Socket[bytes]
+    socket: WorkerWire
     memory: PeakMemory
     cpu_lifetime_s: int
     #: Where the worker marks each call it received (shared with its init; see CallReceipt).
     receipt: CallReceipt | None = None
+    #: The process tree's CPU seconds at the end of the last call (its usage report).
+    cpu_total_s: float = 0.0
 
     def send(self, message: protocol.WorkerMessage | list[bytes]) -> None:
         """Send a message, or frames already encoded (a RESULT, see :meth:`run_call`)."""
         frames = message if isinstance(message, list) else protocol.encode(message)
-        self.socket.send_multipart(frames, copy=len(frames[-1]) < ZERO_COPY_MIN_BYTES)
+        self.socket.send_multipart(frames)
 
     def serve(self) -> int:
         """Answer calls until told to shut down, or until the CPU budget says retire."""
@@ -128,6 +125,9 @@ class Worker:
             except protocol.ProtocolError as exc:
                 print(f"sandbox worker: bad message from host: {exc}", file=sys.stderr)
                 return 4
+            except WireClosed as exc:  # the host went away, or its stream is broken
+                print(f"sandbox worker: {exc}", file=sys.stderr)
+                return 4
             if isinstance(message, protocol.Shutdown):
                 return 0
             if isinstance(message, protocol.Ping):
@@ -136,7 +136,7 @@ class Worker:
             if self.receipt is not None:  # before any provider code runs for this call
                 self.receipt.mark(message.call_id)
             self.send(self.run_call(message))
-            remaining = self.cpu_lifetime_s - _cpu_seconds()
+            remaining = self.cpu_lifetime_s - self.cpu_total_s
             if remaining < self.policy.cpu_time + 1:
                 self.send(protocol.Retire("CPU-time budget of this worker is used up"))
                 return 0
@@ -196,7 +196,7 @@ class Worker:
         return protocol.encode_result(call.call_id, encoded, self._usage(cpu_before))
 
     def _usage(self, cpu_before: float) -> protocol.Usage:
-        total = _cpu_seconds()
+        total = self.cpu_total_s = _cpu_seconds()
         return protocol.Usage(max(0.0, total - cpu_before), self.memory.peak_bytes(), total)
 
     def _failure(
@@ -223,18 +223,14 @@ def _flush_std_streams() -> None:
             pass
 
 
-def _connect(spec: protocol.SpawnSpec, policy: Policy) -> zmq.Socket[bytes]:
-    import zmq
-
-    context = zmq.Context(io_threads=1)
-    socket: zmq.Socket[bytes] = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.IDENTITY, spec.worker_id.encode())
-    socket.setsockopt(zmq.LINGER, LINGER_MS)
-    socket.setsockopt(zmq.SNDHWM, 16)
-    socket.setsockopt(zmq.RCVHWM, 16)
-    socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a connection that does not exist
-    socket.connect(spec.endpoint)
-    return socket
+def _connect(spec: protocol.SpawnSpec, policy: Policy) -> WorkerWire:
+    """The connection to the host's endpoint; its messages may be as large as the host sends
+    under this policy (it refuses bigger inputs before sending)."""
+    return WorkerWire(
+        spec.endpoint.removeprefix("ipc://"),
+        identity=spec.worker_id.encode(),
+        budget=protocol.largest_call(policy.input),
+    )
 
 
 def _describe(actions: dict[str, Action]) -> list[dict[str, object]]:
@@ -337,13 +333,12 @@ def _unavailable(
     policy: Policy,
     message: str,
     tb: str = "",
-    socket: zmq.Socket[bytes] | None = None,
+    socket: WorkerWire | None = None,
 ) -> int:
     """Tell the host why this worker will not serve, then exit."""
     socket = socket if socket is not None else _connect(spec, policy)
     socket.send_multipart(protocol.encode(protocol.Unavailable(spec.token, message, tb)))
-    socket.close()  # LINGER lets the message leave before the process exits
-    socket.context.term()
+    socket.close()  # the message is in the host's socket buffer already
     return EXIT_UNAVAILABLE
 
 
@@ -354,8 +349,6 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
         return _unavailable(spec, policy, start.failure)
     # The runtime's own imports happen before confinement: after the uid drop and Landlock the
     # worker may no longer read them, and a refusal must still reach the host.
-    import zmq  # noqa: F401
-
     from providers import ProviderLoadError, load_provider
     from providers.schemas import leave_meta_schema_check_to_host
 
@@ -372,8 +365,8 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
         return _unavailable(spec, policy, str(exc))
     # Only now may imports look in the host's working directory (``package.module`` providers).
     sys.path.extend(p for p in spec.search_path if p not in sys.path)
-    # Connect now (after every layer: the context's I/O threads inherit them all), so the
-    # connection's handshake runs in the background while the provider is imported.
+    # Connect now, under every layer; the host's greeting is read with its first call, so the
+    # handshake overlaps the provider's import.
     socket = _connect(spec, policy)
     # Confined from here on: now, and only now, the provider's code may run.
     actions: dict[str, Action] = {}
@@ -410,5 +403,4 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
         return _unavailable(spec, policy, f"catalog is not JSON: {exc}", socket=socket)
     code = worker.serve()
     socket.close()
-    socket.context.term()
     return code

@@ -3,7 +3,7 @@
 A fresh launcher (``python -I -S`` running ``sandbox``, see ``host.interpreter``) spends most of
 its start-up creating an interpreter and importing the worker runtime. The zygote pays that once:
 the host starts it the same way with the arguments ``zygote <control fd> <host pid>``, it
-imports the runtime (this package, the policy model, the provider SDK, the ``zmq`` *module*) and
+imports the runtime (this package, the policy model, the provider SDK) and
 then forks a new launcher whenever the host asks. The forked child runs exactly the code of a
 fresh launcher (``sandbox.supervisor.main``): same layers, same order, confinement before any
 provider import.
@@ -67,8 +67,6 @@ def _preload() -> None:
     """Import what every launcher, init and worker imports, and nothing of any provider."""
     import importlib.machinery  # the worker's provider lookup
     import importlib.util  # noqa: F401
-
-    import zmq  # noqa: F401  (the module only: a Context would start I/O threads)
 
     import policies  # noqa: F401
     import providers  # noqa: F401  (the SDK: our code, imported before confinement anyway)

@@ -24,9 +24,30 @@ NOT_IN_WORKER = ("jsonschema", "referencing", "jsonschema_specifications", "attr
 def test_the_worker_imports_neither_jsonschema_nor_psutil(host: Host) -> None:
     host.add_provider(RUNTIME)
     loaded = host.call("runtime.modules", {})
-    assert "zmq" in loaded and "providers" in loaded  # it is the real worker
+    assert "sandbox.wire" in loaded and "providers" in loaded  # it is the real worker
     unwanted = [m for m in loaded if m.split(".")[0] in NOT_IN_WORKER]
     assert unwanted == []
+
+
+def test_the_worker_is_one_thread_and_speaks_the_wire_without_libzmq(host: Host) -> None:
+    """libzmq started an I/O thread and a reaper in every worker, and its send returned before
+    the bytes reached the kernel; the worker end is our codec over a blocking socket now."""
+    host.add_provider(RUNTIME)
+    loaded = host.call("runtime.modules", {})
+    assert [m for m in loaded if m.split(".")[0] == "zmq"] == []
+    tree = _descendants(os.getpid())
+    assert len(tree) >= 3  # (launcher, init and worker at least; and the zygote)
+    threads = {pid: len(os.listdir(f"/proc/{pid}/task")) for pid in tree}
+    assert set(threads.values()) == {1}, threads  # the kernel's count: C threads included
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            for child in map(int, children.read().split()):
+                found += [child, *_descendants(child)]
+    return found
 
 
 def test_importing_policies_or_providers_does_not_import_jsonschema() -> None:

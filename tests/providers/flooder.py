@@ -1,7 +1,7 @@
 """A hostile provider that floods the host through the wire, below the worker's own SDK.
 
 Its actions find the worker's connection to the host (the one connected Unix socket among its
-descriptors, which the worker's libzmq I/O thread uses) and write raw ZMTP bytes on it, or try to
+descriptors, which the worker's wire uses) and write raw ZMTP bytes on it, or try to
 open a second connection to the same endpoint. Every flood is bounded here (a few hundred MiB at
 most, then it stops): the host is expected to end it long before.
 """

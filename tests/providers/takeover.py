@@ -1,4 +1,4 @@
-"""A provider whose actions take over the worker's own ZeroMQ socket and speak garbage.
+"""A provider whose actions take over the worker's own connection to the host and speak garbage.
 
 This is the threat the host's protocol checks exist for: a hostile input that gains code
 execution in the worker can send anything on the worker's connection.
@@ -11,18 +11,18 @@ import json
 import pickle
 import time
 
-import zmq
-
 from providers import Provider
+from sandbox.wire import WorkerWire
 
 provider = Provider("takeover", version="1.0")
 
 
-def _socket() -> zmq.Socket[bytes]:
+def _socket() -> WorkerWire:
+    """The worker's own connection object (well-framed ZMTP, any content)."""
     for obj in gc.get_objects():
-        if isinstance(obj, zmq.Socket) and not obj.closed and obj.socket_type == zmq.DEALER:
+        if isinstance(obj, WorkerWire):
             return obj
-    raise RuntimeError("no worker socket found")
+    raise RuntimeError("no worker connection found")
 
 
 def _send_and_wait(frames: list[bytes]) -> bool:
