@@ -48,6 +48,9 @@ class CapturedLogs:
     stderr: str = ""
 
 
+NOTHING_CAPTURED = CapturedLogs()
+
+
 class LogCapture:
     """The worker's stdout and stderr, up to ``limit`` bytes per call together; the rest is
     counted and said to be dropped (in ``stderr`` and ``combined``)."""
@@ -69,6 +72,8 @@ class LogCapture:
 
     def take(self) -> CapturedLogs:
         """Return what was captured since the last call and start afresh."""
+        if not self._chunks and not self.dropped:  # (most calls print nothing)
+            return NOTHING_CAPTURED
 
         def text(stream: int | None) -> str:
             data = b"".join(d for s, d in self._chunks if stream is None or s == stream)

@@ -11,6 +11,7 @@ same call.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import gc
 import heapq
@@ -24,6 +25,8 @@ import queue
 import secrets
 import select
 import signal
+import struct
+import termios
 import threading
 import time
 from collections import deque
@@ -152,6 +155,14 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if paused:
             gc.enable()
+
+
+def _readable_bytes(fd: int) -> int | None:
+    """Bytes waiting in a pipe (FIONREAD); None when the kernel cannot say."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return None
 
 
 def _largest_message(policy: Policy) -> int:
@@ -1631,9 +1642,10 @@ class Reactor:
             worker.logs.add(data, worker.process.log_fds.index(fd))
 
     def _take_logs(self, worker: WorkerHandle) -> CapturedLogs:
-        """What the worker printed since its last call started, read to the end of the pipes."""
+        """What the worker printed since its last call started, read to the end of the pipes
+        (asked first how much waits there: an empty pipe's read raised an exception)."""
         for fd in worker.process.log_fds:
-            if fd in self._fds:
+            if fd in self._fds and _readable_bytes(fd) != 0:
                 self._drain_log(worker, fd, limit=16)
         return worker.logs.take()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -259,13 +260,21 @@ def _finite_float(text: str) -> float:
 
 #: Built once, like the encoder; rejects NaN/Infinity and numbers beyond a float's range.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+#: The same without the per-float hook, for a text in which no float can overflow.
+_SHORT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+#: An exponent of three digits or more (the only way a short literal exceeds a float's range).
+_LONG_EXPONENT = re.compile(rb"[eE][+-]?[0-9]{3}")
 
 
 def loads(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse strict JSON with a nesting bound; any failure is a :class:`ProtocolError`."""
+    # A float literal overflows to infinity only with an exponent of 3+ digits or 309+ digits
+    # of mantissa: a short text without such an exponent needs no check per float (the hook
+    # cost a Python call for each of a RESULT's three usage floats).
+    short = len(data) < 300 and _LONG_EXPONENT.search(data) is None
     try:
         text = data.decode("utf-8")
-        value = _DECODER.decode(text)
+        value = (_SHORT_DECODER if short else _DECODER).decode(text)
     except ProtocolError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
