@@ -1754,8 +1754,8 @@ class Reactor:
         """Whether ``call`` never reached its worker before it died, so it ran nowhere.
 
         Sends are asynchronous: ``Channel.send`` succeeding means the kernel took the bytes,
-        not that the worker read them (its libzmq I/O thread may have read them for a worker
-        that was already dying). "Received" therefore means what the
+        not that the worker read them (it may have been dying already). "Received" therefore
+        means what the
         worker itself marked: it writes each call's id into a page shared with its init right
         after reading the call and before any provider code runs for it (``CallReceipt``), and
         the init reports the last id after the worker died. A different id means the call was

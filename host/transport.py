@@ -1,8 +1,9 @@
 """The host's end of the wire: one Unix socket per worker, spoken by our own ZMTP codec.
 
-The worker end is a real pyzmq DEALER connecting over ``ipc://``; the host's end is no libzmq
-socket but :mod:`host.zmtp` over a plain ``AF_UNIX`` socket, so everything a worker can make the
-host hold is bounded by the codec's budget (see ``host.zmtp``) and the reads here:
+The worker connects to its ``ipc://`` path with the same codec playing DEALER (``sandbox.wire``);
+the host's end is no libzmq socket but :mod:`host.zmtp` over a plain ``AF_UNIX`` socket, so
+everything a worker can make the host hold is bounded by the codec's budget (see ``host.zmtp``)
+and the reads here:
 
 - Each worker gets its own listening socket at the path it connects to (mode 0600, in a
   directory only the host's user can enter, or 0711 when workers run under their own uids).

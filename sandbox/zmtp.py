@@ -2,7 +2,7 @@
 
 The host's end of every worker connection is this codec (through :mod:`host.zmtp`); it lives
 in the stdlib-only ``sandbox`` package so that the confined worker can speak it too without
-importing ``host`` or ``zmq`` (issue 10: the worker end is still pyzmq for now). What a worker
+importing ``host`` or ``zmq`` (:mod:`sandbox.wire` is the worker's end). What a worker
 may make the host hold is decided here and nowhere else: libzmq keeps every frame of an
 unfinished multipart message, with no byte budget, while this codec holds at most ``budget``
 bytes for its peer (the greeting, a partial frame header, the frames of the message being
@@ -13,9 +13,9 @@ host did not ask for, or bytes come that the state does not allow.
 What is spoken (RFC 23 ZMTP/3.0 and RFC 37 ZMTP/3.1): the 64-byte greeting (signature, version
 3.0 or 3.1, mechanism NULL only, as-server 0 as NULL requires), the NULL handshake (one READY
 command each way, with the ``Socket-Type`` and ``Identity`` properties), short and long frames
-with the MORE flag, and the PING/PONG commands of 3.1. The worker end is a pyzmq
-DEALER, which interoperates with the host's ROUTER end (tests/test_zmtp.py checks it
-against real libzmq); ROUTER and DEALER share the framing (the routing id is never on the wire).
+with the MORE flag, and the PING/PONG commands of 3.1. The worker end is this codec playing
+DEALER to the host's ROUTER; both interoperate with real libzmq peers (tests/test_zmtp.py checks
+it), and ROUTER and DEALER share the framing (the routing id is never on the wire).
 """
 
 from __future__ import annotations
