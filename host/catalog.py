@@ -255,6 +255,22 @@ class Catalog:
             for d in items:
                 self._actions[d.full_name] = d
 
+    def replace(self, descriptors: Iterable[ActionDescriptor]) -> None:
+        """Make the catalog exactly ``descriptors`` at once (a remote server that came back
+        with another configuration); a full name two providers own is an error, and then
+        nothing changes."""
+        items: dict[str, ActionDescriptor] = {}
+        for d in descriptors:
+            other = items.get(d.full_name)
+            if other is not None and other.provider != d.provider:
+                raise CatalogInvalid(
+                    f"action {d.full_name} of provider {d.provider!r} clashes with "
+                    f"provider {other.provider!r}"
+                )
+            items[d.full_name] = d
+        with self._lock:
+            self._actions = items
+
     def remove_provider(self, provider: str) -> None:
         with self._lock:
             for key in [k for k, d in self._actions.items() if d.provider == provider]:

@@ -22,10 +22,19 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from host import CallFuture, Cancelled, HostGroup, HostUnavailable, InputInvalid, RemoteHost
+from host import (
+    CallFuture,
+    Cancelled,
+    HostGroup,
+    HostUnavailable,
+    InputInvalid,
+    ProviderUnavailable,
+    RemoteHost,
+)
 from host.remote.keys import keygen
 
 ECHO = Path(__file__).parent / "providers" / "echo.py"
+TEXT = Path(__file__).parent.parent / "providers" / "examples" / "text.py"
 LEDGER = Path(__file__).parent / "providers" / "ledger.py"
 
 
@@ -52,11 +61,13 @@ class Servers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.before = {p.pid for p in psutil.process_iter()}
 
-    def start(self, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
-        endpoint = f"tcp://127.0.0.1:{free_port()}"
+    def start(
+        self, *extra: str, endpoint: str | None = None, config: str = "sandbox.toml"
+    ) -> tuple[str, subprocess.Popen[bytes]]:
+        endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "host.cli", "serve", "--bind", endpoint,
-             "--config", str(self.base / "sandbox.toml"),
+             "--config", str(self.base / config),
              "--server-key", str(self.base / "keys" / "server.key_secret"),
              "--authorized", str(self.base / "auth"), "--drain-timeout", "1", *extra],
             stderr=subprocess.PIPE, start_new_session=True,
@@ -132,6 +143,34 @@ def test_calls_and_outcomes_cross_the_wire(servers: Servers) -> None:
         assert (shouted.stdout, shouted.stderr) == ("out:hi\nout:hi!\n", "err:hi\nerr:hi!\n")
         assert [p.name for p in remote.providers()] == ["echo"]
         assert remote.stats()["echo"]["calls"]["ok"] == 2
+
+
+def test_a_server_restarted_with_another_config_is_seen_after_the_reconnection(
+    servers: Servers,
+) -> None:
+    """The catalog was read once, at connect: a server that came back on the same address
+    with other providers was called through a stale catalog (its new actions refused locally
+    as unknown, its old ones sent to a server without them)."""
+    endpoint, proc = servers.start()
+    (servers.base / "other.toml").write_text(
+        f'[providers.text]\nsource = "{TEXT}"\n'
+    )
+    with servers.client(endpoint) as remote:
+        assert remote.call("echo.echo", {"value": "hi"}) == "hi"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10  # (the server's heartbeat timeout is 3 s)
+        while remote.available and time.monotonic() < deadline:
+            time.sleep(0.05)
+        servers.start(endpoint=endpoint, config="other.toml")
+        deadline = time.monotonic() + 20
+        while remote.catalog.find("text.upper") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert remote.catalog.find("text.upper") is not None
+        assert remote.catalog.find("echo.echo") is None
+        assert remote.call("text.upper", {"text": "hi"}) == "HI"
+        with pytest.raises(ProviderUnavailable):
+            remote.call("echo.echo", {"value": "hi"})
 
 
 def test_refused_key_is_a_clear_error_within_seconds(servers: Servers) -> None:

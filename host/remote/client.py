@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import threading
 import time
@@ -44,8 +45,11 @@ from host.errors import (
 from host.futures import CallFuture
 from host.host import ProviderInfo
 from host.inputs import encode_input
+from host.logs import LOGGER
 from host.remote import wire
 from host.remote.keys import load_public, load_secret
+
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 #: Client heartbeats: a server silent this long is taken for dead (its calls end).
 HEARTBEAT_IVL_MS = 1000
@@ -111,6 +115,7 @@ class RemoteHost(CallingAPI):
         self._closed = False
         self._stopping = False
         self._next_ping = 0.0
+        self._handshakes = 0
         self._context = zmq.Context()
         sock = self._socket = self._context.socket(zmq.DEALER)
         sock.linger = 0
@@ -241,15 +246,42 @@ class RemoteHost(CallingAPI):
         return future.result(timeout=self.connect_timeout + 30)
 
     def _load_catalog(self, entries: Iterable[Any]) -> None:
+        """Make ``catalog`` what the server announced (all or nothing)."""
         by_provider: dict[str, list[dict[str, Any]]] = {}
         for entry in entries:
             if isinstance(entry, dict):
                 by_provider.setdefault(str(entry.get("provider")), []).append(entry)
         try:
-            for provider, actions in by_provider.items():
-                self.catalog.register(descriptors_from_hello(provider, actions))
+            self.catalog.replace(
+                d
+                for provider, actions in by_provider.items()
+                for d in descriptors_from_hello(provider, actions)
+            )
         except CatalogInvalid as exc:
             raise ProtocolViolation(f"{self.endpoint} sent an invalid catalog: {exc}") from None
+
+    def _refresh_catalog(self) -> None:
+        """After a reconnection, ask again what the server offers: it may be another process
+        now (restarted with another configuration, or another pod behind the same address).
+        Until the answer comes, the catalog is the one from before."""
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        request_id = f"q{next(self._ids)}"
+        request = _Request(request_id, [wire.request("hello", request_id)], future)
+        self._pending[request_id] = request
+        self._unsent.append(request)
+
+        def loaded(done: Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                log.warning("%s: the catalog was not refreshed after a reconnection: %s",
+                            self.endpoint, "cancelled" if done.cancelled() else done.exception())
+                return
+            try:
+                self._load_catalog(done.result())
+            except ProtocolViolation as exc:
+                log.warning("%s: %s (the previous catalog is kept)", self.endpoint, exc)
+
+        future.add_done_callback(loaded)
 
     # ------------------------------------------------------------------ the loop thread
 
@@ -353,6 +385,9 @@ class RemoteHost(CallingAPI):
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._connected, self._refused, self._problem = True, None, ""
                 self._draining = False
+                self._handshakes += 1
+                if self._handshakes > 1:  # (the first catalog is asked for by __init__)
+                    self._refresh_catalog()
             elif kind == zmq.EVENT_DISCONNECTED:
                 # Replies the server sent before it went away may still wait in the socket
                 # (the poll may have reported only this event): take them first, so a call
