@@ -160,9 +160,10 @@ def _collector_paused() -> Iterator[None]:
 def _readable_bytes(fd: int) -> int | None:
     """Bytes waiting in a pipe (FIONREAD); None when the kernel cannot say."""
     try:
-        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        waiting: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
     except OSError:
         return None
+    return waiting
 
 
 def _largest_message(policy: Policy) -> int:

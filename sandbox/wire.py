@@ -33,7 +33,8 @@ FRAME_HEADERS = 64
 
 
 class WireClosed(Exception):
-    """The host closed the connection, or broke the protocol (the reason is the message)."""
+    """The connection to the host cannot be used (not made, closed, or the host broke the
+    protocol); the reason is the message. The worker can only exit then."""
 
 
 class WorkerWire:
@@ -56,9 +57,9 @@ class WorkerWire:
         try:
             self._sock.connect(path)
             self._sock.sendall(self._codec.data_to_send())
-        except BaseException:
+        except OSError as exc:
             self._sock.close()
-            raise
+            raise WireClosed(f"cannot connect to the host at {path}: {exc}") from None
         self._inbox: deque[list[bytes]] = deque()
         self._buffer = bytearray(RECV_BYTES)
         self._view = memoryview(self._buffer)
@@ -69,6 +70,8 @@ class WorkerWire:
             self._sock.sendall(self._codec.send_message(frames))
         except zmtp.ProtocolViolation as exc:
             raise WireClosed(str(exc)) from None
+        except OSError as exc:  # the host closed its end (it is ending this worker)
+            raise WireClosed(f"writing to the host failed: {exc}") from None
 
     def recv_multipart(self) -> list[bytes]:
         """The host's next message (blocking); :class:`WireClosed` at end of file or on a
@@ -89,7 +92,10 @@ class WorkerWire:
                     raise WireClosed("the host closed the connection")
             answer = self._codec.data_to_send()
             if answer:
-                self._sock.sendall(answer)
+                try:
+                    self._sock.sendall(answer)
+                except OSError as exc:
+                    raise WireClosed(f"writing to the host failed: {exc}") from None
         return self._inbox.popleft()
 
     def close(self) -> None:

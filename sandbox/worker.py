@@ -114,7 +114,15 @@ class Worker:
         self.socket.send_multipart(frames)
 
     def serve(self) -> int:
-        """Answer calls until told to shut down, or until the CPU budget says retire."""
+        """Answer calls until told to shut down, or until the CPU budget says retire; exit
+        code 4 when the connection to the host is lost or broken."""
+        try:
+            return self._serve()
+        except WireClosed as exc:  # the host went away, or its stream is broken
+            print(f"sandbox worker: {exc}", file=sys.stderr)
+            return 4
+
+    def _serve(self) -> int:
         while True:
             try:
                 frames = self.socket.recv_multipart()
@@ -124,9 +132,6 @@ class Worker:
                 )
             except protocol.ProtocolError as exc:
                 print(f"sandbox worker: bad message from host: {exc}", file=sys.stderr)
-                return 4
-            except WireClosed as exc:  # the host went away, or its stream is broken
-                print(f"sandbox worker: {exc}", file=sys.stderr)
                 return 4
             if isinstance(message, protocol.Shutdown):
                 return 0
@@ -336,9 +341,12 @@ def _unavailable(
     socket: WorkerWire | None = None,
 ) -> int:
     """Tell the host why this worker will not serve, then exit."""
-    socket = socket if socket is not None else _connect(spec, policy)
-    socket.send_multipart(protocol.encode(protocol.Unavailable(spec.token, message, tb)))
-    socket.close()  # the message is in the host's socket buffer already
+    try:
+        socket = socket if socket is not None else _connect(spec, policy)
+        socket.send_multipart(protocol.encode(protocol.Unavailable(spec.token, message, tb)))
+        socket.close()  # the message is in the host's socket buffer already
+    except WireClosed as exc:  # the host cannot hear it: its log pipe still may
+        print(f"sandbox worker: {message} ({exc})", file=sys.stderr)
     return EXIT_UNAVAILABLE
 
 
@@ -367,7 +375,11 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
     sys.path.extend(p for p in spec.search_path if p not in sys.path)
     # Connect now, under every layer; the host's greeting is read with its first call, so the
     # handshake overlaps the provider's import.
-    socket = _connect(spec, policy)
+    try:
+        socket = _connect(spec, policy)
+    except WireClosed as exc:  # the host gave up on this worker (or is gone)
+        print(f"sandbox worker: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     # Confined from here on: now, and only now, the provider's code may run.
     actions: dict[str, Action] = {}
     provider_info: dict[str, object] = {}
@@ -401,6 +413,9 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
         )
     except ValueError as exc:  # a schema that is not JSON (the SDK checks, but be sure)
         return _unavailable(spec, policy, f"catalog is not JSON: {exc}", socket=socket)
+    except WireClosed as exc:
+        print(f"sandbox worker: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     code = worker.serve()
     socket.close()
     return code
