@@ -7,9 +7,10 @@ Between two real Python processes on this machine, the round trip of a small cal
 
 a. ``pyzmq DEALER``: the host side is :mod:`host.zmtp` over an ``AF_UNIX`` stream socket (as
    ``host.transport`` does), the worker side a pyzmq DEALER connecting over ``ipc://`` with the
-   options ``sandbox.worker`` sets (today's design);
+   options ``sandbox.worker`` set before the switch (the old design);
 b. ``codec socketpair``: the same host side; the worker side is the same codec, playing DEALER,
-   over an inherited socketpair with blocking ``sendall``/``recv`` (the alternative);
+   over an inherited socketpair with blocking ``sendall``/``recv`` (the chosen design:
+   ``sandbox.wire`` does this over a connected Unix socket, the same kernel path);
 c. ``raw socketpair``: the kernel floor, length-prefixed bytes over a socketpair;
 d. ``raw pyzmq REQ/REP``: over ipc, one frame of the same size (issue 10's reference).
 
