@@ -374,6 +374,8 @@ class Reactor:
         # so a later host reclaims it if this one is killed (``host.ownership``). With root,
         # 0711: workers under their own uids enter their own workdir and socket only.
         self._state = ownership.HostState(shared_with_other_uids=self.host_is_root)
+        #: State directories this host moved out of (``_ensure_state``): removed at close.
+        self._left_states: list[ownership.HostState] = []
         self._workdir_root = self._state.subdir("work")
         self.transport = Transport(
             shared_with_other_uids=self.host_is_root, directory=self._state.subdir("ipc")
@@ -652,6 +654,7 @@ class Reactor:
         except UnsafeRulePath as exc:
             self._provider_failed(provider, str(exc))
             return None
+        self._ensure_state()
         try:
             channel = self.transport.listen(
                 worker_id, budget=_largest_message(policy), outbox_limit=_outbox_limit(policy)
@@ -726,6 +729,32 @@ class Reactor:
             worker_id, provider.label, process.pid, process.spawn_kind,
         )
         return worker
+
+    def _ensure_state(self) -> None:
+        """If this host's ipc or work directory was removed under it (a test harness's
+        per-test ``tempfile.tempdir`` going away, a tmp cleaner), move to a new state directory
+        in the temporary directory of now: live workers keep their connections, new ones need
+        a place for their endpoints and workdirs. The old one is removed at close."""
+        if os.path.isdir(self.transport.directory) and os.path.isdir(self._workdir_root):
+            return
+        try:
+            state = ownership.HostState(shared_with_other_uids=self.host_is_root)
+        except OSError as exc:
+            log.warning("the host's state directory %s is gone and no new one can be made: %s",
+                        self._state.directory, exc)
+            return
+        try:
+            workdir_root, ipc = state.subdir("work"), state.subdir("ipc")
+            state.write_owner(list(self.cgroup_support.parents.values()))
+        except OSError as exc:
+            log.warning("cannot set up a new state directory %s: %s", state.directory, exc)
+            state.remove()
+            return
+        log.warning("the host's state directory %s was removed; going on in %s",
+                    self._state.directory, state.directory)
+        self._left_states.append(self._state)
+        self._state, self._workdir_root = state, workdir_root
+        self.transport.directory = ipc
 
     def _own_state(self) -> list[str]:
         """The host's places no worker rule may be, or hold (see ``host.rules``)."""
@@ -1928,7 +1957,8 @@ class Reactor:
         self._attempt("closing the wake-up pipe", os.close, self._wake_read)
         self._attempt("closing the wake-up pipe", os.close, self._wake_write)
         self._janitor.remove_tree(self._workdir_root)
-        self._janitor.submit(self._state.remove, "removing the host's state directory")
+        for state in (*self._left_states, self._state):
+            self._janitor.submit(state.remove, "removing the host's state directory")
         if not self._janitor.close(timeout=JANITOR_CLOSE_TIMEOUT_S):
             log.warning("clean-up is still running after %gs; it goes on in the background",
                         JANITOR_CLOSE_TIMEOUT_S)
