@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import posix  # os.read/os.write that eventlet's patching of os never replaces
 import queue
 import secrets
 import select
@@ -35,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from host import cgroups, ownership, zmtp
+from host import cgroups, greening, ownership, zmtp
 from host.catalog import (
     ActionDescriptor,
     Catalog,
@@ -395,11 +396,16 @@ class Reactor:
         # wire endpoints in another, which the poller watches as one fd each: a loop iteration
         # then costs the same with one worker or hundreds. The wire is handled first in every
         # iteration, so a result that arrived with its worker's death still counts.
-        self._pipes = select.epoll()
-        self._wire = select.epoll()
-        self._poller = select.poll()
-        for fd in (self._wake_read, self._wire.fileno(), self._pipes.fileno()):
+        # (Under eventlet's monkey-patching, from the original select module: host.greening.)
+        real_select = greening.real_select()
+        self._pipes = real_select.epoll()
+        self._wire = real_select.epoll()
+        self._poller = real_select.poll()
+        self._loop_fds = [self._wake_read, self._wire.fileno(), self._pipes.fileno()]
+        for fd in self._loop_fds:
             self._poller.register(fd, select.POLLIN)
+        #: Set when the loop is a green thread (eventlet): it then waits in eventlet's hub.
+        self._hub_wait = greening.hub_wait()
         self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
         self._close_deadline: float | None = None
         #: Calls handed to the loop and not finished, so none is lost if the loop stops.
@@ -422,7 +428,7 @@ class Reactor:
         if not self._wake_pending:
             self._wake_pending = True
             with contextlib.suppress(BlockingIOError):
-                os.write(self._wake_write, b"x")
+                posix.write(self._wake_write, b"x")
 
     # ------------------------------------------------------------------ the loop
 
@@ -443,6 +449,9 @@ class Reactor:
         timeout_ms: int | None = None
         if self._timers:
             timeout_ms = max(0, math.ceil((self._timers[0].when - time.monotonic()) * 1000))
+        if self._hub_wait is not None:
+            self._hub_wait(self._loop_fds, None if timeout_ms is None else timeout_ms / 1000)
+            timeout_ms = 0
         events = dict(self._poller.poll(timeout_ms))
         if self._wire.fileno() in events:
             for fd, mask in self._wire.poll(0):
@@ -451,7 +460,7 @@ class Reactor:
                     self._guard(worker, "its connection", self._on_wire, worker, mask)
         if self._wake_read in events:
             with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_read, 4096)
+                posix.read(self._wake_read, 4096)
             self._wake_pending = False  # after the read, before the drain (see ``submit``)
             while True:
                 try:
@@ -1660,7 +1669,7 @@ class Reactor:
     def _drain_log(self, worker: WorkerHandle, fd: int, limit: int = 8) -> None:
         for _ in range(limit):
             try:
-                data = os.read(fd, LOG_CHUNK)
+                data = posix.read(fd, LOG_CHUNK)
             except BlockingIOError:
                 return
             except OSError:
