@@ -37,8 +37,6 @@ CONTEXT_PARAM = "mistral_execution"
 _CONTEXT_FIELDS = ("workflow_execution_id", "task_execution_id", "action_execution_id",
                    "workflow_name")
 
-#: Outcomes after which the worker was killed (see SandboxAction.run).
-_WORKER_LOST = frozenset({"Timeout", "WorkerCrashed", "MemoryExceeded", "CpuExceeded", "Cancelled"})
 _HOST_LOCK = threading.Lock()
 _HOST: Any = None
 _HOST_CONFIG: str | None = None
@@ -189,10 +187,6 @@ class SandboxAction(ml_actions.Action):  # type: ignore[misc]
             return ml_actions.Result(error={"type": type(exc).__name__, "message": str(exc)})
         if outcome.ok:
             return ml_actions.Result(data=outcome.value)
-        if outcome.error.type in _WORKER_LOST:
-            # Under Mistral's eventlet-patched executor, a Host whose worker was killed did not
-            # serve the next call (a plain process does): start the next call on a fresh Host.
-            close_shared_host()
         return ml_actions.Result(error=outcome.error.to_dict())
 
     def is_sync(self) -> bool:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import posix  # os.read that eventlet's patching of os never replaces (host.greening)
 import signal
 import subprocess
 import tempfile
@@ -346,7 +347,7 @@ class WorkerProcess:
         """Read from the status pipe; True at end of file (the supervisor has exited)."""
         while True:
             try:
-                data = os.read(self.status_fd, 4096)
+                data = posix.read(self.status_fd, 4096)
             except BlockingIOError:
                 return False
             except OSError:

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import posix  # os.read/os.write that eventlet's patching of os never replaces
 import queue
 import secrets
 import select
@@ -35,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from host import cgroups, ownership, zmtp
+from host import cgroups, greening, ownership, zmtp
 from host.catalog import (
     ActionDescriptor,
     Catalog,
@@ -375,6 +376,8 @@ class Reactor:
         # so a later host reclaims it if this one is killed (``host.ownership``). With root,
         # 0711: workers under their own uids enter their own workdir and socket only.
         self._state = ownership.HostState(shared_with_other_uids=self.host_is_root)
+        #: State directories this host moved out of (``_ensure_state``): removed at close.
+        self._left_states: list[ownership.HostState] = []
         self._workdir_root = self._state.subdir("work")
         self.transport = Transport(
             shared_with_other_uids=self.host_is_root, directory=self._state.subdir("ipc")
@@ -394,11 +397,16 @@ class Reactor:
         # wire endpoints in another, which the poller watches as one fd each: a loop iteration
         # then costs the same with one worker or hundreds. The wire is handled first in every
         # iteration, so a result that arrived with its worker's death still counts.
-        self._pipes = select.epoll()
-        self._wire = select.epoll()
-        self._poller = select.poll()
-        for fd in (self._wake_read, self._wire.fileno(), self._pipes.fileno()):
+        # (Under eventlet's monkey-patching, from the original select module: host.greening.)
+        real_select = greening.real_select()
+        self._pipes = real_select.epoll()
+        self._wire = real_select.epoll()
+        self._poller = real_select.poll()
+        self._loop_fds = [self._wake_read, self._wire.fileno(), self._pipes.fileno()]
+        for fd in self._loop_fds:
             self._poller.register(fd, select.POLLIN)
+        #: Set when the loop is a green thread (eventlet): it then waits in eventlet's hub.
+        self._hub_wait = greening.hub_wait()
         self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
         self._close_deadline: float | None = None
         #: Calls handed to the loop and not finished, so none is lost if the loop stops.
@@ -421,7 +429,7 @@ class Reactor:
         if not self._wake_pending:
             self._wake_pending = True
             with contextlib.suppress(BlockingIOError):
-                os.write(self._wake_write, b"x")
+                posix.write(self._wake_write, b"x")
 
     # ------------------------------------------------------------------ the loop
 
@@ -442,6 +450,9 @@ class Reactor:
         timeout_ms: int | None = None
         if self._timers:
             timeout_ms = max(0, math.ceil((self._timers[0].when - time.monotonic()) * 1000))
+        if self._hub_wait is not None:
+            self._hub_wait(self._loop_fds, None if timeout_ms is None else timeout_ms / 1000)
+            timeout_ms = 0
         events = dict(self._poller.poll(timeout_ms))
         if self._wire.fileno() in events:
             for fd, mask in self._wire.poll(0):
@@ -450,7 +461,7 @@ class Reactor:
                     self._guard(worker, "its connection", self._on_wire, worker, mask)
         if self._wake_read in events:
             with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_read, 4096)
+                posix.read(self._wake_read, 4096)
             self._wake_pending = False  # after the read, before the drain (see ``submit``)
             while True:
                 try:
@@ -653,6 +664,7 @@ class Reactor:
         except UnsafeRulePath as exc:
             self._provider_failed(provider, str(exc))
             return None
+        self._ensure_state()
         try:
             channel = self.transport.listen(
                 worker_id, budget=_largest_message(policy), outbox_limit=_outbox_limit(policy)
@@ -727,6 +739,32 @@ class Reactor:
             worker_id, provider.label, process.pid, process.spawn_kind,
         )
         return worker
+
+    def _ensure_state(self) -> None:
+        """If this host's ipc or work directory was removed under it (a test harness's
+        per-test ``tempfile.tempdir`` going away, a tmp cleaner), move to a new state directory
+        in the temporary directory of now: live workers keep their connections, new ones need
+        a place for their endpoints and workdirs. The old one is removed at close."""
+        if os.path.isdir(self.transport.directory) and os.path.isdir(self._workdir_root):
+            return
+        try:
+            state = ownership.HostState(shared_with_other_uids=self.host_is_root)
+        except OSError as exc:
+            log.warning("the host's state directory %s is gone and no new one can be made: %s",
+                        self._state.directory, exc)
+            return
+        try:
+            workdir_root, ipc = state.subdir("work"), state.subdir("ipc")
+            state.write_owner(list(self.cgroup_support.parents.values()))
+        except OSError as exc:
+            log.warning("cannot set up a new state directory %s: %s", state.directory, exc)
+            state.remove()
+            return
+        log.warning("the host's state directory %s was removed; going on in %s",
+                    self._state.directory, state.directory)
+        self._left_states.append(self._state)
+        self._state, self._workdir_root = state, workdir_root
+        self.transport.directory = ipc
 
     def _own_state(self) -> list[str]:
         """The host's places no worker rule may be, or hold (see ``host.rules``)."""
@@ -1632,7 +1670,7 @@ class Reactor:
     def _drain_log(self, worker: WorkerHandle, fd: int, limit: int = 8) -> None:
         for _ in range(limit):
             try:
-                data = os.read(fd, LOG_CHUNK)
+                data = posix.read(fd, LOG_CHUNK)
             except BlockingIOError:
                 return
             except OSError:
@@ -1929,7 +1967,8 @@ class Reactor:
         self._attempt("closing the wake-up pipe", os.close, self._wake_read)
         self._attempt("closing the wake-up pipe", os.close, self._wake_write)
         self._janitor.remove_tree(self._workdir_root)
-        self._janitor.submit(self._state.remove, "removing the host's state directory")
+        for state in (*self._left_states, self._state):
+            self._janitor.submit(state.remove, "removing the host's state directory")
         if not self._janitor.close(timeout=JANITOR_CLOSE_TIMEOUT_S):
             log.warning("clean-up is still running after %gs; it goes on in the background",
                         JANITOR_CLOSE_TIMEOUT_S)

@@ -62,6 +62,8 @@ class Channel:
         self.codec = zmtp.Connection(
             budget=budget, peer_identity=peer_identity, max_frames=max_frames
         )
+        # Set before the bind: a failed bind closes this half-made channel (``close``).
+        self.conn: socket.socket | None = None
         self.listener: socket.socket | None = socket.socket(
             socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
         )
@@ -74,7 +76,6 @@ class Channel:
         except BaseException:
             self.close()
             raise
-        self.conn: socket.socket | None = None
         self._outbox = bytearray()
         self.closed = False
         #: Connections refused (wrong credentials) before the worker's own arrived.

@@ -27,6 +27,7 @@ import socket
 import subprocess
 import time
 
+from host import greening
 from host.interpreter import launcher_command
 from host.logs import LOGGER
 from host.orphans import stat_of
@@ -93,7 +94,7 @@ class Zygote:
         """One message (and its descriptors), or None when ``timeout`` passed first."""
         if self.dead:
             raise ZygoteError(self.failure or "the zygote is dead")
-        poller = select.poll()
+        poller = greening.real_select().poll()
         poller.register(self.control, select.POLLIN)
         if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
             return None
@@ -278,7 +279,7 @@ class ZygoteChild:
         if self._known:
             return self.returncode
         if self.pidfd is not None:
-            poller = select.poll()
+            poller = greening.real_select().poll()
             poller.register(self.pidfd, select.POLLIN)
             if not poller.poll(None if timeout is None else int(timeout * 1000)):
                 raise TimeoutError
