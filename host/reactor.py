@@ -656,6 +656,22 @@ class Reactor:
         return uid, uid
 
     def _spawn(self, provider: ProviderState) -> WorkerHandle | None:
+        """Start one worker for ``provider``; None if it could not be started, and then the
+        start failed as every failed start does (its waiting calls get an outcome, back-off).
+
+        Whatever goes wrong here is such a failure, not only the errors foreseen below: an
+        exception that escaped used to end the loop command that was queueing a call, and
+        that call then waited for its timeout, or forever without one."""
+        try:
+            return self._start_worker(provider)
+        except Exception as exc:
+            log.exception("starting a worker for provider %s failed", provider.label)
+            self._provider_failed(
+                provider, f"the host failed to start a worker: {type(exc).__name__}: {exc}"
+            )
+            return None
+
+    def _start_worker(self, provider: ProviderState) -> WorkerHandle | None:
         worker_id = f"w{secrets.token_hex(6)}"
         token = secrets.token_urlsafe(24)
         policy = provider.policy
@@ -916,7 +932,27 @@ class Reactor:
             if self._stopped:
                 raise RuntimeError("the host is closed")
             self._pending.add(call)
-        self.submit(lambda: self.enqueue(call))
+        self.submit(lambda: self._enqueue_guarded(call))
+
+    def _enqueue_guarded(self, call: PendingCall) -> None:
+        """:meth:`enqueue`; if the host fails doing it (a bug), the call still gets an outcome
+        rather than waiting for its timeout (or forever), and a worker it reached is ended."""
+        try:
+            self.enqueue(call)
+        except Exception as exc:
+            log.exception("queueing call %s failed", call.call_id)
+            if call.done:
+                return
+            error = ProviderUnavailable(
+                f"the host failed to queue this call: {type(exc).__name__}: {exc}"
+            )
+            if call.worker is not None and call.worker.call is call:
+                self._kill(call.worker, "host error", error)
+                return
+            provider = self.providers.get(call.provider)
+            if provider is not None:
+                provider.pool.withdraw(call)
+            self._finish(call, error)
 
     def enqueue(self, call: PendingCall) -> None:
         provider = self.providers.get(call.provider)

@@ -78,3 +78,4 @@ def test_no_place_for_a_worker_fails_the_call(nested_tempdir: str) -> None:
         assert after.error is not None and after.error.type == "ProviderUnavailable", after
         assert "cannot open an ipc endpoint" in after.error.message
         assert time.monotonic() - started < 5
+
