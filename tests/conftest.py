@@ -8,6 +8,7 @@ processes of the test run. If that is impossible here, the escape suite skips wi
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,10 +70,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _restore_sigint()
     _confine(config)
     spawn = config.getoption("--spawn")
     if spawn:
         os.environ["SANDBOX_SPAWN"] = spawn
+
+
+def _restore_sigint() -> None:
+    """A suite started in the background by a shell without job control (``cmd &`` in a
+    script, some CI runners) inherits SIGINT ignored, and then Python raises no
+    KeyboardInterrupt and every CLI the tests start ignores Ctrl-C too (an ignored signal stays
+    ignored across exec): the interrupt tests would fail for the runner's reason, not the
+    code's. The tests need Python's own handler (a caught signal is reset to the default on
+    exec, so the CLIs they start get the default)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _confine(config: pytest.Config) -> None:
