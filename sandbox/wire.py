@@ -26,8 +26,9 @@ from collections import deque
 from sandbox import zmtp
 
 #: Bytes asked of the kernel per read, into one buffer kept for the worker's life: a fresh
-#: ``recv(256 KiB)`` per call cost an mmap, an mremap and a munmap each time.
-RECV_BYTES = 256 * 1024
+#: ``recv(256 KiB)`` per call cost an mmap, an mremap and a munmap each time. 64 KiB: the
+#: buffer is resident in every worker (a bigger CALL takes a few reads).
+RECV_BYTES = 64 * 1024
 #: Room for the frame headers of a CALL (at most three frames of 9 header bytes each).
 FRAME_HEADERS = 64
 
