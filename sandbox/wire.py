@@ -64,6 +64,8 @@ class WorkerWire:
         self._inbox: deque[list[bytes]] = deque()
         self._buffer = bytearray(RECV_BYTES)
         self._view = memoryview(self._buffer)
+        #: The host's READY arrived: it accepted this connection (its credentials checked).
+        self.accepted = False
 
     def send_multipart(self, frames: list[bytes]) -> None:
         """Write one message; when this returns, every byte is in the host's socket buffer."""
@@ -78,26 +80,51 @@ class WorkerWire:
         """The host's next message (blocking); :class:`WireClosed` at end of file or on a
         violation of the protocol."""
         while not self._inbox:
-            try:
-                size = self._sock.recv_into(self._buffer)
-            except OSError as exc:
-                raise WireClosed(f"reading from the host failed: {exc}") from None
-            try:
-                events = self._codec.receive_data(bytes(self._view[:size]))
-            except zmtp.ProtocolViolation as exc:
-                raise WireClosed(f"the host broke the protocol: {exc}") from None
-            for event in events:
-                if isinstance(event, zmtp.Message):
-                    self._inbox.append(event.frames)
-                elif isinstance(event, zmtp.ConnectionClosed):
-                    raise WireClosed("the host closed the connection")
-            answer = self._codec.data_to_send()
-            if answer:
-                try:
-                    self._sock.sendall(answer)
-                except OSError as exc:
-                    raise WireClosed(f"writing to the host failed: {exc}") from None
+            self._read()
         return self._inbox.popleft()
+
+    def wait_until_accepted(self, timeout: float) -> None:
+        """Block until the host has accepted this connection (its READY came), at most
+        ``timeout`` seconds. A worker about to exit must wait for this: what it wrote is in
+        the socket already, but the host checks the peer's credentials when it accepts (the pid
+        must be in the worker's tree), and a peer that has exited by then fails that check, so
+        its last message (why it will not serve) would be refused with it."""
+        self._sock.settimeout(timeout)
+        try:
+            while not self.accepted:
+                self._read()
+        except TimeoutError:
+            raise WireClosed(
+                f"the host did not accept the connection within {timeout:g}s"
+            ) from None
+        finally:
+            self._sock.settimeout(None)
+
+    def _read(self) -> None:
+        """One read: its messages to the inbox, the protocol's answers sent."""
+        try:
+            size = self._sock.recv_into(self._buffer)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise WireClosed(f"reading from the host failed: {exc}") from None
+        try:
+            events = self._codec.receive_data(bytes(self._view[:size]))
+        except zmtp.ProtocolViolation as exc:
+            raise WireClosed(f"the host broke the protocol: {exc}") from None
+        for event in events:
+            if isinstance(event, zmtp.Message):
+                self._inbox.append(event.frames)
+            elif isinstance(event, zmtp.HandshakeComplete):
+                self.accepted = True
+            elif isinstance(event, zmtp.ConnectionClosed):
+                raise WireClosed("the host closed the connection")
+        answer = self._codec.data_to_send()
+        if answer:
+            try:
+                self._sock.sendall(answer)
+            except OSError as exc:
+                raise WireClosed(f"writing to the host failed: {exc}") from None
 
     def close(self) -> None:
         """Close the socket: what was sent is already in the host's buffer (no linger)."""

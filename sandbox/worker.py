@@ -33,6 +33,9 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 MAX_TRACEBACK_CHARS = 16_000
 #: Exit code of a worker that refused to run provider code.
 EXIT_UNAVAILABLE = 3
+#: How long a worker that will not serve waits for the host to accept its connection, so that
+#: its reason is read (the host's start-up timeout ends it anyway).
+ACCEPT_WAIT_S = 10.0
 
 
 _current_payload: bytes | None = None
@@ -344,7 +347,10 @@ def _unavailable(
     try:
         socket = socket if socket is not None else _connect(spec, policy)
         socket.send_multipart(protocol.encode(protocol.Unavailable(spec.token, message, tb)))
-        socket.close()  # the message is in the host's socket buffer already
+        # The message is in the socket already, but the host checks who connected when it
+        # accepts: exiting before that would get the connection refused, message and all.
+        socket.wait_until_accepted(ACCEPT_WAIT_S)
+        socket.close()
     except WireClosed as exc:  # the host cannot hear it: its log pipe still may
         print(f"sandbox worker: {message} ({exc})", file=sys.stderr)
     return EXIT_UNAVAILABLE

@@ -31,6 +31,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -113,6 +114,29 @@ def test_without_namespaces_a_hidden_runtime_fails_closed(host: Host) -> None:
         host.add_provider(ECHO, policy=_all_namespaces_off())
     assert "uid_drop" in info.value.message
     assert hidden in info.value.message
+
+
+def test_a_refusal_is_heard_when_the_host_accepts_the_connection_late(host: Host) -> None:
+    """A worker that will not serve writes why and exits at once. The host checks who connected
+    when it accepts (the peer's pid must be in the worker's tree), so a worker whose tree was
+    gone by then had its connection refused with its reason in it: the provider failed with
+    only "exited during start-up" (seen once in CI on a loaded machine). Here the host's loop
+    is held for a second right after the spawn, as a loaded machine would; the worker must
+    wait to be accepted before it exits."""
+    if runtime_hidden_from_other_users() is None:
+        pytest.skip("Python is reachable by other users here")
+    reactor = host._reactor
+    spawn = reactor._spawn
+
+    def spawn_then_stall(provider: Any) -> Any:
+        worker = spawn(provider)
+        reactor.submit(lambda: time.sleep(1.0))  # the loop's next turn: after the spawn
+        return worker
+
+    reactor._spawn = spawn_then_stall  # type: ignore[method-assign]
+    with pytest.raises(ProviderUnavailable) as info:
+        host.add_provider(ECHO, policy=_all_namespaces_off())
+    assert "uid_drop" in info.value.message
 
 
 def test_without_namespaces_the_refusal_reason_is_clean(host: Host) -> None:
