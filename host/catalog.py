@@ -234,6 +234,15 @@ def checked_catalog(
     return known
 
 
+def _check_no_clash(new: ActionDescriptor, known: ActionDescriptor | None) -> None:
+    """A full name belongs to one provider: ``new`` may not take ``known``'s from another."""
+    if known is not None and known.provider != new.provider:
+        raise CatalogInvalid(
+            f"action {new.full_name} of provider {new.provider!r} clashes with "
+            f"provider {known.provider!r}"
+        )
+
+
 class Catalog:
     """Every action of every provider the host has loaded. Thread-safe."""
 
@@ -246,12 +255,7 @@ class Catalog:
         items = list(descriptors)
         with self._lock:
             for d in items:
-                other = self._actions.get(d.full_name)
-                if other is not None and other.provider != d.provider:
-                    raise CatalogInvalid(
-                        f"action {d.full_name} of provider {d.provider!r} clashes with "
-                        f"provider {other.provider!r}"
-                    )
+                _check_no_clash(d, self._actions.get(d.full_name))
             for d in items:
                 self._actions[d.full_name] = d
 
@@ -261,12 +265,7 @@ class Catalog:
         nothing changes."""
         items: dict[str, ActionDescriptor] = {}
         for d in descriptors:
-            other = items.get(d.full_name)
-            if other is not None and other.provider != d.provider:
-                raise CatalogInvalid(
-                    f"action {d.full_name} of provider {d.provider!r} clashes with "
-                    f"provider {other.provider!r}"
-                )
+            _check_no_clash(d, items.get(d.full_name))
             items[d.full_name] = d
         with self._lock:
             self._actions = items

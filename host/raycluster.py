@@ -31,7 +31,7 @@ from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from host.calling import CallingAPI
-from host.catalog import Catalog, CatalogInvalid, descriptors_from_hello
+from host.catalog import Catalog, CatalogInvalid
 from host.errors import (
     Cancelled,
     HostUnavailable,
@@ -172,14 +172,10 @@ class RayHost(CallingAPI):
         except (RayError, GetTimeoutError) as exc:
             raise HostUnavailable(f"{self.endpoint}: {exc}", endpoint=self.endpoint,
                                   delivered=False) from None  # fmt: skip
-        by_provider: dict[str, list[dict[str, Any]]] = {}
-        for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict):
-                by_provider.setdefault(str(entry.get("provider")), []).append(entry)
+        descriptors = wire.decode_catalog(entries, self.endpoint)
         try:
-            for provider, actions in by_provider.items():
-                self.catalog.register(descriptors_from_hello(provider, actions))
-        except CatalogInvalid as exc:
+            self.catalog.replace(descriptors)  # (empty until now)
+        except CatalogInvalid as exc:  # two providers claim one name
             raise ProtocolViolation(f"{self.endpoint} sent an invalid catalog: {exc}") from None
 
     @property

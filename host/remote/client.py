@@ -24,7 +24,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from host.calling import CallingAPI
-from host.catalog import Catalog, CatalogInvalid, descriptors_from_hello
+from host.catalog import Catalog, CatalogInvalid
 from host.errors import (
     Cancelled,
     HostUnavailable,
@@ -245,19 +244,12 @@ class RemoteHost(CallingAPI):
         self._post(_Request(request_id, [wire.request(op, request_id)], future))
         return future.result(timeout=self.connect_timeout + 30)
 
-    def _load_catalog(self, entries: Iterable[Any]) -> None:
+    def _load_catalog(self, entries: Any) -> None:
         """Make ``catalog`` what the server announced (all or nothing)."""
-        by_provider: dict[str, list[dict[str, Any]]] = {}
-        for entry in entries:
-            if isinstance(entry, dict):
-                by_provider.setdefault(str(entry.get("provider")), []).append(entry)
+        descriptors = wire.decode_catalog(entries, self.endpoint)
         try:
-            self.catalog.replace(
-                d
-                for provider, actions in by_provider.items()
-                for d in descriptors_from_hello(provider, actions)
-            )
-        except CatalogInvalid as exc:
+            self.catalog.replace(descriptors)
+        except CatalogInvalid as exc:  # two providers claim one name
             raise ProtocolViolation(f"{self.endpoint} sent an invalid catalog: {exc}") from None
 
     def _refresh_catalog(self) -> None:

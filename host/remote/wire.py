@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from host.catalog import ActionDescriptor, CatalogInvalid, descriptors_from_hello
 from host.errors import ERROR_TYPES, Outcome, ProtocolViolation, SandboxError, Usage
 from sandbox import protocol
 
@@ -126,3 +127,21 @@ def parse_reply(frame: bytes) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise BadRequest("reply is not a JSON object with an id")
     return body
+
+
+def decode_catalog(entries: Any, endpoint: str) -> list[ActionDescriptor]:
+    """The descriptors of a remote host's catalog (``ActionDescriptor.to_dict()`` entries, as
+    ``sandbox serve`` and the Ray actor send them), each provider's checked as a HELLO's is;
+    :class:`ProtocolViolation` naming ``endpoint`` if they do not hold."""
+    by_provider: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            by_provider.setdefault(str(entry.get("provider")), []).append(entry)
+    try:
+        return [
+            d
+            for provider, actions in by_provider.items()
+            for d in descriptors_from_hello(provider, actions)
+        ]
+    except CatalogInvalid as exc:
+        raise ProtocolViolation(f"{endpoint} sent an invalid catalog: {exc}") from None
