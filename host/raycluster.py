@@ -24,10 +24,18 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnschedulableError,
+    GetTimeoutError,
+    RayError,
+    TaskCancelledError,
+    TaskUnschedulableError,
+)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from host.calling import CallingAPI
@@ -128,15 +136,22 @@ def deploy(
     max_restarts: int = -1,
     *,
     spawn: str | None = None,
+    exclude_nodes: Iterable[str] = (),
 ) -> list[Any]:
     """One actor on each node holding ``nodes_resource`` (each takes one unit of it and is
     pinned to its node); Ray restarts a dead one ``max_restarts`` times (-1: for ever).
 
     ``config`` is a path that must exist on every node (as must the providers it names).
-    Returns the actor handles (a node without the resource gets none; no node: ``[]``).
+    ``exclude_nodes`` are node ids that get no actor: those already serving, when deploying
+    again for nodes that joined later (a node's unit is taken by its actor, so a second actor
+    there would wait for ever). Returns the actor handles (a node without the resource gets
+    none; no node: ``[]``).
     """
+    skipped = set(exclude_nodes)
     actors = []
     for node_id in sandbox_nodes(nodes_resource):
+        if node_id in skipped:
+            continue
         actors.append(
             RemoteSandboxActor.options(
                 resources={nodes_resource: 1},
@@ -148,6 +163,14 @@ def deploy(
     return actors
 
 
+#: What Ray raises for a task that could not be placed at all: it certainly never ran.
+_NEVER_RAN = (ActorUnschedulableError, TaskUnschedulableError)
+#: What says the actor will never answer again: its pinned node is gone, or Ray gave up on it
+#: (restarts used up, killed for good, or its creation failed). ``ActorUnavailableError`` is
+#: the transient kind (the actor is unreachable or restarting) and is not in here.
+_GONE_FOR_GOOD = (ActorUnschedulableError, ActorDiedError)
+
+
 class RayHost(CallingAPI):
     """One :class:`SandboxActor`'s providers, called like a local :class:`~host.Host`.
 
@@ -155,6 +178,11 @@ class RayHost(CallingAPI):
     loads its catalog. A call the actor's death interrupts ends ``HostUnavailable`` with
     ``delivered=True`` (it may have run); the host is then not ``available`` until the actor
     answers again (Ray restarted it), so a ``HostGroup`` sends new calls elsewhere meanwhile.
+
+    While it is not available, a call is not sent: it ends ``HostUnavailable(delivered=False)``
+    at once (it never ran, so a group tries another host). An actor that can never come back
+    (its pinned node left the cluster, or Ray stopped restarting it) makes the host ``gone``
+    for good: ``gone`` then says why, and the probing stops.
     """
 
     def __init__(self, actor: Any, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
@@ -165,6 +193,8 @@ class RayHost(CallingAPI):
         self._lock = threading.Lock()
         self._available = True
         self._closed = False
+        #: Why the actor will never answer again (None while it may).
+        self.gone: str | None = None
         self._prober: threading.Thread | None = None
         self._in_flight: set[CallFuture] = set()
         try:
@@ -180,8 +210,9 @@ class RayHost(CallingAPI):
 
     @property
     def available(self) -> bool:
-        """The actor answered its last call or probe (False while Ray restarts it)."""
-        return self._available and not self._closed
+        """The actor answered its last call or probe (False while Ray restarts it, and for
+        good once it is ``gone``)."""
+        return self._available and not self._closed and self.gone is None
 
     def submit(
         self, action: str, input: Any = None, *, timeout: float | None = None
@@ -199,6 +230,8 @@ class RayHost(CallingAPI):
             _, encoded = encode_input(
                 {} if input is None else input, limit=wire.MAX_MESSAGE_BYTES - 8192
             )
+            if not self.available:  # not sent: it certainly never ran
+                raise self._not_sent()
         except SandboxError as error:
             future.settle(Outcome.failure(error))
             return future
@@ -218,27 +251,49 @@ class RayHost(CallingAPI):
             outcome = Outcome.failure(Cancelled("the call was cancelled"))
         except wire.BadRequest as exc:
             outcome = Outcome.failure(ProtocolViolation(f"{self.endpoint}: {exc}"))
-        except Exception as exc:  # the actor died or cannot be reached: the call may have run
-            self._lost()
+        except _NEVER_RAN as exc:  # Ray could not place it: it never ran
+            self._lost(exc)
             outcome = Outcome.failure(HostUnavailable(
-                f"{self.endpoint}: {type(exc).__name__}: {str(exc)[:300]}",
-                endpoint=self.endpoint, delivered=True,
+                f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint, delivered=False
+            ))  # fmt: skip
+        except Exception as exc:  # the actor died or cannot be reached: the call may have run
+            self._lost(exc)
+            outcome = Outcome.failure(HostUnavailable(
+                f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint, delivered=True
             ))  # fmt: skip
         future.settle(outcome)
 
-    def _lost(self) -> None:
+    def _not_sent(self) -> HostUnavailable:
+        if self.gone is not None:
+            why = f"its actor is gone for good ({self.gone})"
+        elif self._closed:
+            why = "the RayHost is closed"
+        else:
+            why = "its actor is unreachable (Ray may be restarting it)"
+        return HostUnavailable(f"{self.endpoint}: {why}; the call was not sent",
+                               endpoint=self.endpoint, delivered=False)  # fmt: skip
+
+    def _lost(self, cause: BaseException) -> None:
         with self._lock:
             self._available = False
-            if self._prober is not None or self._closed:
+            if isinstance(cause, _GONE_FOR_GOOD):
+                self.gone = self.gone or _describe(cause)
+            if self._prober is not None or self._closed or self.gone is not None:
                 return
             self._prober = threading.Thread(target=self._probe, daemon=True,
                                             name=f"probe {self.endpoint}")  # fmt: skip
         self._prober.start()
 
     def _probe(self) -> None:
+        """Ping the actor until it answers (available again) or is gone for good."""
         while not self._closed:
             try:
                 ray.get(self.actor.ping.remote(), timeout=5)
+            except _GONE_FOR_GOOD as exc:
+                with self._lock:
+                    self.gone = self.gone or _describe(exc)
+                    self._prober = None
+                return
             except Exception:
                 time.sleep(PROBE_INTERVAL_S)
                 continue
@@ -247,19 +302,31 @@ class RayHost(CallingAPI):
                 self._prober = None
             return
 
+    def _ask(self, method: str, timeout: float) -> Any:
+        """One of the actor's read-only methods; Ray's errors become ``HostUnavailable``."""
+        if self.gone is not None:
+            raise self._not_sent()
+        try:
+            return ray.get(getattr(self.actor, method).remote(), timeout=timeout)
+        except (RayError, GetTimeoutError) as exc:
+            if isinstance(exc, _GONE_FOR_GOOD):
+                self._lost(exc)
+            raise HostUnavailable(f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint,
+                                  delivered=not isinstance(exc, _NEVER_RAN)) from None  # fmt: skip
+
     def ping(self, timeout: float = 10.0) -> dict[str, Any]:
         """The actor's pid and node id."""
-        value: dict[str, Any] = ray.get(self.actor.ping.remote(), timeout=timeout)
+        value: dict[str, Any] = self._ask("ping", timeout)
         return value
 
     def providers(self) -> list[ProviderInfo]:
         """The actor's providers, with the layers their workers reported on its node."""
-        found = ray.get(self.actor.providers.remote(), timeout=self.connect_timeout)
+        found = self._ask("providers", self.connect_timeout)
         return [ProviderInfo.from_dict(p) for p in found]
 
     def stats(self) -> dict[str, Any]:
         """The actor's ``Host.stats()``."""
-        value = ray.get(self.actor.stats.remote(), timeout=self.connect_timeout)
+        value = self._ask("stats", self.connect_timeout)
         if not isinstance(value, dict):
             raise ProtocolViolation(f"{self.endpoint} answered stats with {type(value).__name__}")
         return value
@@ -283,6 +350,12 @@ class RayHost(CallingAPI):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """Ray's error on one line (its messages run over many)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
 
 
 def stop(actors: list[Any], timeout: float = 30.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import wait
@@ -21,7 +22,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install '.[ray]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from host import Host, HostGroup  # noqa: E402
+from host import Host, HostGroup, HostUnavailable  # noqa: E402
 from host.raycluster import RayHost, deploy, sandbox_nodes, stop  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -53,8 +54,9 @@ def _reap_orphans(before: set[int], bound: float = 20.0) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Path]:
-    """Two Ray nodes on this machine, each with one ``sandbox`` resource; yields the config."""
+def two_nodes(tmp_path: Path) -> Iterator[tuple[Path, Cluster]]:
+    """Two Ray nodes on this machine, each with one ``sandbox`` resource; yields the config
+    and the cluster (its second node is not the head: it can be removed)."""
     before = {p.pid for p in psutil.process_iter()}
     config = tmp_path / "sandbox.toml"
     config.write_text(
@@ -71,12 +73,18 @@ def cluster(tmp_path: Path) -> Iterator[Path]:
                        object_store_memory=100 * 1024 * 1024)  # fmt: skip
         ray.init(address=nodes.address, include_dashboard=False, log_to_driver=False)
         nodes.wait_for_nodes()
-        yield config
+        yield config, nodes
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
         nodes.shutdown()
         _reap_orphans(before)
+
+
+@pytest.fixture
+def cluster(two_nodes: tuple[Path, Cluster]) -> Path:
+    """The config of a two-node cluster."""
+    return two_nodes[0]
 
 
 def _outcome_counts(futures: list[Any]) -> dict[str, int]:
@@ -157,6 +165,95 @@ def test_group_of_ray_actors_confines_spreads_and_survives_a_kill(cluster: Path)
         assert restarted["node_id"] == pings[0]["node_id"]  # pinned to its node
         assert victim.call("echo.echo", {"value": "back"}) == "back"
         assert survivor.stats()["echo"]["calls"]["ok"] >= 1
+        group.close()
+    finally:
+        stop(actors)
+
+
+def _wait_until(condition: Any, bound: float, what: str) -> None:
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_a_node_that_leaves_is_routed_around_and_its_host_is_gone_for_good(
+    two_nodes: tuple[Path, Cluster],
+) -> None:
+    config, nodes = two_nodes
+    actors = deploy(config)
+    try:
+        hosts = [RayHost(actor) for actor in actors]
+        pings = [h.ping() for h in hosts]
+        leaving = next(n for n in nodes.list_all_nodes() if not n.head)
+        lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+        lost, kept = hosts[lost_at], hosts[1 - lost_at]
+        # Another caller's view of the same actor, which sends nothing until the node is gone.
+        unaware = RayHost(actors[lost_at])
+        group = HostGroup(hosts)
+
+        running = lost.submit("echo.slow", {"seconds": 10})
+        time.sleep(1.0)
+        nodes.remove_node(leaving, allow_graceful=False)
+        wait([running], timeout=60)
+        # It was running when the node went: it may have run, so it says delivered.
+        assert running.outcome is not None and running.outcome.error.type == "HostUnavailable"
+        assert running.outcome.error.details["delivered"] is True
+        assert not lost.available
+
+        # While the actor is unreachable a call is not sent: it never ran, and says so at once.
+        direct = lost.run("echo.add", {"a": 1})
+        assert direct.error.type == "HostUnavailable", direct
+        assert direct.error.details["delivered"] is False
+        assert "not sent" in direct.error.message
+
+        # The group sends every call (not safe to re-run ones too) to the node that is left.
+        futures = [group.submit("echo.add", {"a": i}) for i in range(20)]
+        assert [f.result(timeout=60) for f in futures] == [i + 1 for i in range(20)]
+        assert kept.stats()["echo"]["calls"]["ok"] >= 20
+
+        # Once Ray declares the node dead, its pinned actor can never be placed again: the host
+        # is gone for good, says why, and stops probing.
+        _wait_until(lambda: lost.gone is not None, 120, "the lost host was never marked gone")
+        assert "schedulable" in str(lost.gone), lost.gone
+        assert not lost.available
+        _wait_until(
+            lambda: not any(t.name == f"probe {lost.endpoint}" for t in threading.enumerate()),
+            10, "the probe of a gone host kept running",
+        )  # fmt: skip
+        gone = lost.run("echo.add", {"a": 1})
+        assert gone.error.details["delivered"] is False and "gone for good" in gone.error.message
+        with pytest.raises(HostUnavailable):
+            lost.stats()
+
+        # A node that joins later gets an actor of its own from a second deploy.
+        joined = nodes.add_node(num_cpus=1, resources={"sandbox": 1},
+                                object_store_memory=100 * 1024 * 1024)  # fmt: skip
+        nodes.wait_for_nodes()
+        fresh = deploy(config, exclude_nodes=[pings[1 - lost_at]["node_id"]])
+        actors += fresh
+        assert len(fresh) == 1
+        newcomer = RayHost(fresh[0])
+        assert newcomer.ping()["node_id"] == joined.node_id
+        assert newcomer.call("echo.add", {"a": 2}) == 3
+        newcomer.close()
+
+        # The caller that saw nothing sends a call that is not safe to re-run: Ray cannot place
+        # it, so it certainly never ran, and its group sends it to the other host.
+        assert unaware.available
+        with HostGroup([unaware, kept]) as unaware_group:
+            outcome = unaware_group.run("echo.add", {"a": 41})
+            assert outcome.ok and outcome.value == 42 and outcome.attempts == 2, outcome
+            assert unaware.gone is not None and not unaware.available
+
+            # An actor Ray will not restart (killed for good) is gone for good too.
+            ray.kill(actors[1 - lost_at], no_restart=True)
+            after = kept.run("echo.add", {"a": 1})
+            assert after.error.type == "HostUnavailable", after
+            _wait_until(lambda: kept.gone is not None, 30, "a killed actor was never marked gone")
+            assert "ray.kill" in str(kept.gone), kept.gone
+            last = unaware_group.run("echo.add", {"a": 1})
+            assert last.error.type == "ProviderUnavailable", last  # no host left to try
         group.close()
     finally:
         stop(actors)
