@@ -127,7 +127,7 @@ def _below_root(schema: Any) -> list[Any]:
             schema.get("items")]
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema_and_instances())
 def test_fast_check_agrees_with_jsonschema(case: tuple[Any, list[Any]]) -> None:
     schema, instances = case

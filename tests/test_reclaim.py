@@ -121,21 +121,29 @@ def test_hosts_starting_together_never_reclaim_one_another(tmp_path: Path) -> No
     from host.ownership import HostState, reclaim
 
     errors: list[BaseException] = []
-    created: list[HostState] = []
+    live: list[HostState] = []
     janitor = Janitor()
 
     def churn() -> None:
-        for _ in range(150):
-            try:
-                state = HostState(shared_with_other_uids=False, parent=str(tmp_path))
-            except BaseException as exc:
-                errors.append(exc)
-                return
-            created.append(state)
-            reclaim(janitor, [], parent=str(tmp_path))
-            if not os.path.isdir(state.directory):  # (an assert here would only end the thread)
-                errors.append(AssertionError(f"a live host's directory went: {state.directory}"))
-                return
+        # Each thread keeps its last few hosts and closes older ones (hosts also close while
+        # others sweep), so a sweep stays short and the run is many starts, not a long scan.
+        mine: list[HostState] = []
+        try:
+            for _ in range(150):
+                try:
+                    state = HostState(shared_with_other_uids=False, parent=str(tmp_path))
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+                mine.append(state)
+                reclaim(janitor, [], parent=str(tmp_path))
+                if not os.path.isdir(state.directory):  # (an assert would only end the thread)
+                    errors.append(AssertionError(f"a live host's directory went: {state.directory}"))
+                    return
+                if len(mine) > 3:
+                    mine.pop(0).remove()
+        finally:
+            live.extend(mine)
 
     threads = [threading.Thread(target=churn) for _ in range(6)]
     for t in threads:
@@ -144,8 +152,8 @@ def test_hosts_starting_together_never_reclaim_one_another(tmp_path: Path) -> No
         t.join()
     try:
         assert not errors, f"{len(errors)} host(s) failed to start or lost it: {errors[0]!r}"
-        assert all(os.path.isdir(s.directory) for s in created)
+        assert all(os.path.isdir(s.directory) for s in live)
     finally:
-        for state in created:
+        for state in live:
             state.remove()
         janitor.close(timeout=30)
