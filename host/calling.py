@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from host.errors import Cancelled, Outcome
@@ -20,6 +19,8 @@ class CallingAPI:
 
     async def acall(self, action: str, input: Any = None, *, timeout: float | None = None) -> Any:
         """``await`` a call from asyncio; cancelling the awaiting task cancels the call."""
+        import asyncio  # (here, not at the top: it spares other users, the CLI, ~40 ms)
+
         future = self.submit(action, input, timeout=timeout)
         try:
             return await asyncio.wrap_future(future)
