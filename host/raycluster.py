@@ -28,13 +28,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import ray
+from ray.core.generated.gcs_pb2 import ActorTableData
 from ray.exceptions import (
     ActorDiedError,
     ActorUnschedulableError,
     GetTimeoutError,
     RayError,
     TaskCancelledError,
-    TaskUnschedulableError,
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -163,8 +163,6 @@ def deploy(
     return actors
 
 
-#: What Ray raises for a task that could not be placed at all: it certainly never ran.
-_NEVER_RAN = (ActorUnschedulableError, TaskUnschedulableError)
 #: What says the actor will never answer again: its pinned node is gone, or Ray gave up on it
 #: (restarts used up, killed for good, or its creation failed). ``ActorUnavailableError`` is
 #: the transient kind (the actor is unreachable or restarting) and is not in here.
@@ -235,14 +233,19 @@ class RayHost(CallingAPI):
         except SandboxError as error:
             future.settle(Outcome.failure(error))
             return future
+        # Ray's own verdict, read just before the call: a task for an actor this process's core
+        # worker already holds dead is failed by Ray without being sent. Nothing else says a
+        # call never ran: Ray's error names why the actor died, not whether the call had reached
+        # it (a call running when its node leaves ends ActorUnschedulableError, too).
+        dead_before = self.actor._get_local_state() == ActorTableData.DEAD
         ref = self.actor.call.remote(action, encoded.decode(), timeout)
         future._canceller = lambda _: ray.cancel(ref)
         with self._lock:
             self._in_flight.add(future)
-        ref.future().add_done_callback(lambda done: self._settle(future, done))
+        ref.future().add_done_callback(lambda done: self._settle(future, done, dead_before))
         return future
 
-    def _settle(self, future: CallFuture, done: Any) -> None:
+    def _settle(self, future: CallFuture, done: Any, dead_before: bool = False) -> None:
         with self._lock:
             self._in_flight.discard(future)
         try:
@@ -251,15 +254,12 @@ class RayHost(CallingAPI):
             outcome = Outcome.failure(Cancelled("the call was cancelled"))
         except wire.BadRequest as exc:
             outcome = Outcome.failure(ProtocolViolation(f"{self.endpoint}: {exc}"))
-        except _NEVER_RAN as exc:  # Ray could not place it: it never ran
-            self._lost(exc)
-            outcome = Outcome.failure(HostUnavailable(
-                f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint, delivered=False
-            ))  # fmt: skip
         except Exception as exc:  # the actor died or cannot be reached: the call may have run
             self._lost(exc)
+            never_sent = dead_before and isinstance(exc, RayError)  # Ray failed it unsent
             outcome = Outcome.failure(HostUnavailable(
-                f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint, delivered=True
+                f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint,
+                delivered=not never_sent,
             ))  # fmt: skip
         future.settle(outcome)
 
@@ -312,7 +312,7 @@ class RayHost(CallingAPI):
             if isinstance(exc, _GONE_FOR_GOOD):
                 self._lost(exc)
             raise HostUnavailable(f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint,
-                                  delivered=not isinstance(exc, _NEVER_RAN)) from None  # fmt: skip
+                                  delivered=True) from None  # fmt: skip
 
     def ping(self, timeout: float = 10.0) -> dict[str, Any]:
         """The actor's pid and node id."""

@@ -257,3 +257,38 @@ def test_a_node_that_leaves_is_routed_around_and_its_host_is_gone_for_good(
         group.close()
     finally:
         stop(actors)
+
+
+def test_a_call_running_when_its_node_leaves_is_not_sent_again(
+    two_nodes: tuple[Path, Cluster],
+) -> None:
+    """A node that leaves gracefully is declared dead at once, so Ray fails its pinned actor for
+    good (ActorUnschedulableError) while the call it was running is still in flight: that call
+    ran, so it must say delivered, and a group must not send it (not safe to re-run) again."""
+    config, nodes = two_nodes
+    actors = deploy(config)
+    try:
+        hosts = [RayHost(actor) for actor in actors]
+        pings = [h.ping() for h in hosts]
+        leaving = next(n for n in nodes.list_all_nodes() if not n.head)
+        lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+        lost, kept = hosts[lost_at], hosts[1 - lost_at]
+        with HostGroup([lost, kept]) as group:  # equal load: the first host gets the call
+            running = group.submit("echo.slow", {"seconds": 5})
+            _wait_until(lambda: lost.stats()["echo"]["workers"]["busy"] == 1, 30,
+                        "the call never started on the node that leaves")  # fmt: skip
+            nodes.remove_node(leaving, allow_graceful=True)
+            wait([running], timeout=60)
+            outcome = running.outcome
+            assert outcome is not None and outcome.error is not None, outcome
+            assert outcome.error.type == "HostUnavailable", outcome
+            assert outcome.error.details["delivered"] is True, outcome
+            assert outcome.attempts == 1, outcome  # not sent to the other host
+            assert kept.stats()["echo"]["calls"] == {}  # it ran once, on the node that left
+            assert lost.gone is not None and not lost.available
+            # Ray fails a call to an actor it already holds dead without sending it: that one
+            # never ran, and the group sends it to the host that is left.
+            again = group.run("echo.add", {"a": 1})
+            assert again.ok and again.value == 2, again
+    finally:
+        stop(actors)
