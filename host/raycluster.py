@@ -21,6 +21,7 @@ Needs the ``ray`` extra: ``pip install 'actionsandbox[ray]'``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -58,6 +59,12 @@ DEFAULT_RESOURCE = "sandbox"
 #: While an actor is unreachable its RayHost probes it this often (it is available again once
 #: a probe answers: Ray has restarted it and its host has loaded its providers).
 PROBE_INTERVAL_S = 0.5
+#: How long one probe waits for the actor's answer before it asks again.
+PROBE_WAIT_S = 5.0
+#: A call with a timeout that has no answer this long after its timeout ends
+#: ``HostUnavailable(delivered=True)``: the actor hangs (a stopped process, or a node Ray has not
+#: noticed is unreachable), and Ray itself would wait for ever.
+ANSWER_GRACE_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
 
 
@@ -181,11 +188,22 @@ class RayHost(CallingAPI):
     at once (it never ran, so a group tries another host). An actor that can never come back
     (its pinned node left the cluster, or Ray stopped restarting it) makes the host ``gone``
     for good: ``gone`` then says why, and the probing stops.
+
+    An actor that hangs is not noticed by Ray, so a call with a ``timeout`` that has no answer
+    ``answer_grace`` s after it ends ``HostUnavailable(delivered=True)`` and the host probes the
+    actor until it answers again. ``close()`` ends every call still without an outcome.
     """
 
-    def __init__(self, actor: Any, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        actor: Any,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+        answer_grace: float = ANSWER_GRACE_S,
+    ) -> None:
         self.actor = actor
         self.connect_timeout = connect_timeout
+        self.answer_grace = answer_grace
         self.endpoint = f"ray:{actor._actor_id.hex()[:12]}"
         self.catalog = Catalog()
         self._lock = threading.Lock()
@@ -193,8 +211,12 @@ class RayHost(CallingAPI):
         self._closed = False
         #: Why the actor will never answer again (None while it may).
         self.gone: str | None = None
+        self._stopping = threading.Event()
         self._prober: threading.Thread | None = None
-        self._in_flight: set[CallFuture] = set()
+        self._watcher: threading.Thread | None = None
+        #: The calls sent and not yet settled, with the time by which each must have its answer
+        #: (None: no timeout). Whoever takes a call out of here (under the lock) settles it.
+        self._in_flight: dict[CallFuture, float | None] = {}
         try:
             entries = ray.get(actor.hello.remote(), timeout=connect_timeout)
         except (RayError, GetTimeoutError) as exc:
@@ -240,14 +262,20 @@ class RayHost(CallingAPI):
         dead_before = self.actor._get_local_state() == ActorTableData.DEAD
         ref = self.actor.call.remote(action, encoded.decode(), timeout)
         future._canceller = lambda _: ray.cancel(ref)
+        answer_by = None if timeout is None else time.monotonic() + timeout + self.answer_grace
         with self._lock:
-            self._in_flight.add(future)
+            self._in_flight[future] = answer_by
+            if answer_by is not None and self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                                 name=f"watch {self.endpoint}")  # fmt: skip
+                self._watcher.start()
         ref.future().add_done_callback(lambda done: self._settle(future, done, dead_before))
         return future
 
     def _settle(self, future: CallFuture, done: Any, dead_before: bool = False) -> None:
         with self._lock:
-            self._in_flight.discard(future)
+            if self._in_flight.pop(future, False) is False:  # already ended (watch or close)
+                return
         try:
             outcome = wire.decode_outcome(done.result())
         except TaskCancelledError:
@@ -284,23 +312,63 @@ class RayHost(CallingAPI):
                                             name=f"probe {self.endpoint}")  # fmt: skip
         self._prober.start()
 
-    def _probe(self) -> None:
-        """Ping the actor until it answers (available again) or is gone for good."""
-        while not self._closed:
-            try:
-                ray.get(self.actor.ping.remote(), timeout=5)
-            except _GONE_FOR_GOOD as exc:
-                with self._lock:
-                    self.gone = self.gone or _describe(exc)
-                    self._prober = None
-                return
-            except Exception:
-                time.sleep(PROBE_INTERVAL_S)
-                continue
+    def _take(self, futures: list[CallFuture]) -> list[CallFuture]:
+        """Those of ``futures`` still without an outcome, taken out of ``_in_flight``."""
+        with self._lock:
+            return [f for f in futures if self._in_flight.pop(f, False) is not False]
+
+    def _watch(self) -> None:
+        """End the calls whose answer is overdue (the actor hangs: they may have run)."""
+        while not self._stopping.wait(0.1):
+            now = time.monotonic()
             with self._lock:
-                self._available = True
+                overdue = [f for f, by in self._in_flight.items() if by is not None and by < now]
+                if not overdue and all(by is None for by in self._in_flight.values()):
+                    self._watcher = None
+                    return
+            overdue = self._take(overdue)
+            if not overdue:
+                continue
+            hang = TimeoutError(f"no answer {self.answer_grace:g}s after the call's timeout")
+            self._lost(hang)
+            for future in overdue:
+                future.settle(Outcome.failure(HostUnavailable(
+                    f"{self.endpoint}: the actor does not answer (it hangs, or its node is "
+                    f"unreachable): {hang}; the call may have run",
+                    endpoint=self.endpoint, delivered=True,
+                )))  # fmt: skip
+                with contextlib.suppress(Exception):
+                    future._canceller and future._canceller(future)  # tell Ray, if it can
+
+    def _probe(self) -> None:
+        """Ping the actor until it answers (available again) or is gone for good; ends at once
+        when the host closes (or Ray is shut down)."""
+        try:
+            while not self._stopping.is_set() and ray.is_initialized():
+                try:
+                    ref = self.actor.ping.remote()
+                    waited = 0.0
+                    while waited < PROBE_WAIT_S and not self._stopping.is_set():
+                        ready, _ = ray.wait([ref], timeout=0.25)
+                        if ready:
+                            break
+                        waited += 0.25
+                    else:
+                        continue  # no answer yet (or closing): ask again
+                    ray.get(ref)
+                except _GONE_FOR_GOOD as exc:
+                    with self._lock:
+                        self.gone = self.gone or _describe(exc)
+                    return
+                except Exception:
+                    self._stopping.wait(PROBE_INTERVAL_S)
+                    continue
+                with self._lock:
+                    self._available = True
+                return
+        finally:
+            with self._lock:
                 self._prober = None
-            return
 
     def _ask(self, method: str, timeout: float) -> Any:
         """One of the actor's read-only methods; Ray's errors become ``HostUnavailable``."""
@@ -332,10 +400,13 @@ class RayHost(CallingAPI):
         return value
 
     def close(self, timeout: float = 5.0) -> None:
-        """Let calls in flight finish for up to ``timeout`` s, then cancel the rest. The actor
-        lives on (it is Ray's: stop it with :func:`stop`)."""
+        """Let calls in flight finish for up to ``timeout`` s, then cancel the rest; a call
+        that still has no outcome a second later (its actor hangs) ends ``Cancelled``. The
+        probing stops before this returns. The actor lives on (it is Ray's: stop it with
+        :func:`stop`)."""
         if self._closed:
             return
+        self._closed = True  # no new calls: those in flight are all there is to end
         deadline = time.monotonic() + timeout
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -343,7 +414,19 @@ class RayHost(CallingAPI):
             left = list(self._in_flight)
         for future in left:
             future.cancel()
-        self._closed = True
+        deadline = time.monotonic() + (1.0 if timeout > 0 else 0.0)
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            left = list(self._in_flight)
+        for future in self._take(left):
+            future.settle(Outcome.failure(Cancelled(
+                f"{self.endpoint}: the RayHost was closed before its actor answered"
+            )))  # fmt: skip
+        self._stopping.set()
+        for thread in (self._prober, self._watcher):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
 
     def __enter__(self) -> RayHost:
         return self

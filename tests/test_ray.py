@@ -292,3 +292,49 @@ def test_a_call_running_when_its_node_leaves_is_not_sent_again(
             assert again.ok and again.value == 2, again
     finally:
         stop(actors)
+
+
+def test_a_hung_actor_ends_its_calls_and_is_not_gone(cluster: Path) -> None:
+    """An actor process that stops answering (SIGSTOP: Ray sees nothing wrong) must not hang
+    its calls: one with a timeout ends HostUnavailable (delivered) soon after its timeout, and
+    ``close()`` ends the rest and stops the probing; the host is not gone, and serves again."""
+    actors = deploy(cluster)
+    try:
+        host, other = RayHost(actors[0]), RayHost(actors[0])
+        pid = host.ping()["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            endless = other.submit("echo.slow", {"seconds": 0.1})  # no timeout
+            bounded = host.submit("echo.echo", {"value": "x"}, timeout=1.0)
+            wait([bounded], timeout=25)
+            assert bounded.done(), "a call with a timeout to a hung actor never ended"
+            assert bounded.outcome is not None and bounded.outcome.error is not None
+            assert bounded.outcome.error.type == "HostUnavailable", bounded.outcome
+            assert bounded.outcome.error.details["delivered"] is True
+            assert not host.available and host.gone is None
+            _wait_until(
+                lambda: any(t.name == f"probe {host.endpoint}" for t in threading.enumerate()),
+                5, "the hung actor is not probed",
+            )  # fmt: skip
+            started = time.monotonic()
+            other.close(timeout=0.5)
+            assert time.monotonic() - started < 5
+            assert endless.done(), "close() left a call to a hung actor without an outcome"
+            assert endless.outcome is not None and endless.outcome.error.type == "Cancelled"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        _wait_until(lambda: host.available, 30, "the actor answered again but its host is not back")
+        assert host.gone is None and host.ping()["pid"] == pid
+        assert host.call("echo.echo", {"value": "back"}) == "back"
+        # Closing a host whose probe runs stops the probe before close() returns.
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            late = host.submit("echo.echo", {"value": "y"}, timeout=1.0)
+            wait([late], timeout=25)
+            assert late.done() and not host.available
+            host.close(timeout=0.5)
+            assert not any(t.name == f"probe {host.endpoint}" for t in threading.enumerate())
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        stop(actors)
