@@ -65,6 +65,10 @@ PROBE_WAIT_S = 5.0
 #: ``HostUnavailable(delivered=True)``: the actor hangs (a stopped process, or a node Ray has not
 #: noticed is unreachable), and Ray itself would wait for ever.
 ANSWER_GRACE_S = 10.0
+#: While calls are in flight their RayHost pings the actor this often; an actor that leaves a
+#: ping unanswered ``HEARTBEAT_TIMEOUT_S`` hangs, and its calls end (they may have run).
+HEARTBEAT_S = 1.0
+HEARTBEAT_TIMEOUT_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
 
 
@@ -189,9 +193,12 @@ class RayHost(CallingAPI):
     (its pinned node left the cluster, or Ray stopped restarting it) makes the host ``gone``
     for good: ``gone`` then says why, and the probing stops.
 
-    An actor that hangs is not noticed by Ray, so a call with a ``timeout`` that has no answer
-    ``answer_grace`` s after it ends ``HostUnavailable(delivered=True)`` and the host probes the
-    actor until it answers again. ``close()`` ends every call still without an outcome.
+    An actor that hangs (a stopped process, an unreachable node Ray has not declared dead) is
+    not noticed by Ray, which would wait for ever. So while calls are in flight the host pings
+    the actor: one that leaves a ping unanswered ``heartbeat_timeout`` s hangs, and its calls
+    end ``HostUnavailable(delivered=True)`` (as does a call with a ``timeout`` that has no answer
+    ``answer_grace`` s after it); the host then probes the actor until it answers again.
+    ``close()`` ends every call still without an outcome.
     """
 
     def __init__(
@@ -200,10 +207,12 @@ class RayHost(CallingAPI):
         *,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
         answer_grace: float = ANSWER_GRACE_S,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S,
     ) -> None:
         self.actor = actor
         self.connect_timeout = connect_timeout
         self.answer_grace = answer_grace
+        self.heartbeat_timeout = heartbeat_timeout
         self.endpoint = f"ray:{actor._actor_id.hex()[:12]}"
         self.catalog = Catalog()
         self._lock = threading.Lock()
@@ -265,7 +274,7 @@ class RayHost(CallingAPI):
         answer_by = None if timeout is None else time.monotonic() + timeout + self.answer_grace
         with self._lock:
             self._in_flight[future] = answer_by
-            if answer_by is not None and self._watcher is None:
+            if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, daemon=True,
                                                  name=f"watch {self.endpoint}")  # fmt: skip
                 self._watcher.start()
@@ -318,23 +327,38 @@ class RayHost(CallingAPI):
             return [f for f in futures if self._in_flight.pop(f, False) is not False]
 
     def _watch(self) -> None:
-        """End the calls whose answer is overdue (the actor hangs: they may have run)."""
+        """While calls are in flight: ping the actor, and end the calls of an actor that hangs
+        (a ping unanswered too long) and those whose answer is overdue (they may have run)."""
+        ping: Any = None
+        ping_sent = time.monotonic()  # (the first ping a beat later: short calls need none)
         while not self._stopping.wait(0.1):
             now = time.monotonic()
             with self._lock:
-                overdue = [f for f, by in self._in_flight.items() if by is not None and by < now]
-                if not overdue and all(by is None for by in self._in_flight.values()):
+                if not self._in_flight:
                     self._watcher = None
                     return
+                overdue = [f for f, by in self._in_flight.items() if by is not None and by < now]
+                everything = list(self._in_flight)
+            why = f"no answer {self.answer_grace:g}s after the call's timeout"
+            try:
+                if ping is not None and ray.wait([ping], timeout=0)[0]:
+                    ping = None  # answered (an error too: Ray then ends the calls itself)
+                elif ping is not None and now - ping_sent > self.heartbeat_timeout:
+                    why = f"a ping had no answer in {self.heartbeat_timeout:g}s"
+                    overdue, ping = everything, None
+                elif ping is None and now - ping_sent >= HEARTBEAT_S:
+                    ping, ping_sent = self.actor.ping.remote(), now
+            except Exception:  # Ray is shutting down: close() or Ray ends the calls
+                ping = None
             overdue = self._take(overdue)
             if not overdue:
                 continue
-            hang = TimeoutError(f"no answer {self.answer_grace:g}s after the call's timeout")
+            hang = TimeoutError(why)
             self._lost(hang)
             for future in overdue:
                 future.settle(Outcome.failure(HostUnavailable(
                     f"{self.endpoint}: the actor does not answer (it hangs, or its node is "
-                    f"unreachable): {hang}; the call may have run",
+                    f"unreachable): {why}; the call may have run",
                     endpoint=self.endpoint, delivered=True,
                 )))  # fmt: skip
                 with contextlib.suppress(Exception):

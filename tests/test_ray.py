@@ -300,27 +300,31 @@ def test_a_hung_actor_ends_its_calls_and_is_not_gone(cluster: Path) -> None:
     ``close()`` ends the rest and stops the probing; the host is not gone, and serves again."""
     actors = deploy(cluster)
     try:
-        host, other = RayHost(actors[0]), RayHost(actors[0])
+        host, other, third = (RayHost(actors[0]) for _ in range(3))
         pid = host.ping()["pid"]
         os.kill(pid, signal.SIGSTOP)
         try:
+            closing = third.submit("echo.slow", {"seconds": 0.1})
+            started = time.monotonic()
+            third.close(timeout=0.5)
+            assert time.monotonic() - started < 5
+            assert closing.done(), "close() left a call to a hung actor without an outcome"
+            assert closing.outcome is not None and closing.outcome.error.type == "Cancelled"
+
             endless = other.submit("echo.slow", {"seconds": 0.1})  # no timeout
             bounded = host.submit("echo.echo", {"value": "x"}, timeout=1.0)
-            wait([bounded], timeout=25)
-            assert bounded.done(), "a call with a timeout to a hung actor never ended"
-            assert bounded.outcome is not None and bounded.outcome.error is not None
-            assert bounded.outcome.error.type == "HostUnavailable", bounded.outcome
-            assert bounded.outcome.error.details["delivered"] is True
+            wait([endless, bounded], timeout=25)
+            for hung in (endless, bounded):
+                assert hung.done(), "a call to a hung actor never ended"
+                assert hung.outcome is not None and hung.outcome.error is not None
+                assert hung.outcome.error.type == "HostUnavailable", hung.outcome
+                assert hung.outcome.error.details["delivered"] is True
             assert not host.available and host.gone is None
             _wait_until(
                 lambda: any(t.name == f"probe {host.endpoint}" for t in threading.enumerate()),
                 5, "the hung actor is not probed",
             )  # fmt: skip
-            started = time.monotonic()
             other.close(timeout=0.5)
-            assert time.monotonic() - started < 5
-            assert endless.done(), "close() left a call to a hung actor without an outcome"
-            assert endless.outcome is not None and endless.outcome.error.type == "Cancelled"
         finally:
             os.kill(pid, signal.SIGCONT)
         _wait_until(lambda: host.available, 30, "the actor answered again but its host is not back")
