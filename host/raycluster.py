@@ -348,7 +348,7 @@ class RayHost(CallingAPI):
                     overdue, ping = everything, None
                 elif ping is None and now - ping_sent >= HEARTBEAT_S:
                     ping, ping_sent = self.actor.ping.remote(), now
-            except Exception:  # Ray is shutting down: close() or Ray ends the calls
+            except (Exception, SystemExit):  # Ray is shutting down (it raises SystemExit then)
                 ping = None
             overdue = self._take(overdue)
             if not overdue:
@@ -390,6 +390,8 @@ class RayHost(CallingAPI):
                 with self._lock:
                     self._available = True
                 return
+        except SystemExit:  # what Ray raises in a thread that waits on it when it shuts down
+            return
         finally:
             with self._lock:
                 self._prober = None

@@ -342,3 +342,38 @@ def test_a_hung_actor_ends_its_calls_and_is_not_gone(cluster: Path) -> None:
             os.kill(pid, signal.SIGCONT)
     finally:
         stop(actors)
+
+
+def test_ray_shutdown_while_a_host_probes_starts_no_new_ray(
+    two_nodes: tuple[Path, Cluster],
+) -> None:
+    """``ray.shutdown()`` while a RayHost probes its lost actor: the probe ends quietly (Ray
+    raises SystemExit in a thread waiting on it), and starts no Ray of its own (``.remote()``
+    and ``ray.wait`` call ``ray.init()`` when Ray is not running)."""
+    config, nodes = two_nodes
+    actors = deploy(config)
+    hosts = [RayHost(actor) for actor in actors]
+    pings = [h.ping() for h in hosts]
+    leaving = next(n for n in nodes.list_all_nodes() if not n.head)
+    lost = hosts[next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)]
+    running = lost.submit("echo.slow", {"seconds": 10})
+    _wait_until(lambda: lost.stats()["echo"]["workers"]["busy"] == 1, 30, "the call never started")
+    nodes.remove_node(leaving, allow_graceful=False)  # Ray declares it dead only later
+    wait([running], timeout=60)
+    assert not lost.available and lost.gone is None
+
+    def probing() -> bool:
+        return any(t.name == f"probe {lost.endpoint}" for t in threading.enumerate())
+
+    assert probing()
+    crashed: list[str] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: crashed.append(f"{args.thread}: {args.exc_type}")
+    try:
+        ray.shutdown()
+        _wait_until(lambda: not probing(), 10, "the probe outlived ray.shutdown()")
+        time.sleep(1.0)
+    finally:
+        threading.excepthook = previous
+    assert not crashed, crashed
+    assert not ray.is_initialized(), "the probe started a Ray of its own"
