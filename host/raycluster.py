@@ -59,8 +59,6 @@ DEFAULT_RESOURCE = "sandbox"
 #: While an actor is unreachable its RayHost probes it this often (it is available again once
 #: a probe answers: Ray has restarted it and its host has loaded its providers).
 PROBE_INTERVAL_S = 0.5
-#: How long one probe waits for the actor's answer before it asks again.
-PROBE_WAIT_S = 5.0
 #: A call with a timeout that has no answer this long after its timeout ends
 #: ``HostUnavailable(delivered=True)``: the actor hangs (a stopped process, or a node Ray has not
 #: noticed is unreachable), and Ray itself would wait for ever.
@@ -370,15 +368,16 @@ class RayHost(CallingAPI):
         try:
             while not self._stopping.is_set() and ray.is_initialized():
                 try:
+                    # One ping at a time: Ray answers it or fails it (a restarting actor gets
+                    # it once it is back), so pings do not pile up in its queue meanwhile.
                     ref = self.actor.ping.remote()
-                    waited = 0.0
-                    while waited < PROBE_WAIT_S and not self._stopping.is_set():
+                    asked, ready = time.monotonic(), []
+                    while not self._stopping.is_set():
                         ready, _ = ray.wait([ref], timeout=0.25)
-                        if ready:
+                        if ready or time.monotonic() - asked > self.connect_timeout:
                             break
-                        waited += 0.25
-                    else:
-                        continue  # no answer yet (or closing): ask again
+                    if not ready:
+                        continue  # closing, or no word from Ray for long: ask again
                     ray.get(ref)
                 except _GONE_FOR_GOOD as exc:
                     with self._lock:
