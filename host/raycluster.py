@@ -216,6 +216,9 @@ class RayHost(CallingAPI):
         self._lock = threading.Lock()
         self._available = True
         self._closed = False
+        #: How many times a call (or the heartbeat) found the actor lost: a probe's answer
+        #: makes the host available only if no loss came after the probe was sent.
+        self._losses = 0
         #: Why the actor will never answer again (None while it may).
         self.gone: str | None = None
         self._stopping = threading.Event()
@@ -311,6 +314,7 @@ class RayHost(CallingAPI):
     def _lost(self, cause: BaseException) -> None:
         with self._lock:
             self._available = False
+            self._losses += 1
             if isinstance(cause, _GONE_FOR_GOOD):
                 self.gone = self.gone or _describe(cause)
             if self._prober is not None or self._closed or self.gone is not None:
@@ -370,6 +374,8 @@ class RayHost(CallingAPI):
                 try:
                     # One ping at a time: Ray answers it or fails it (a restarting actor gets
                     # it once it is back), so pings do not pile up in its queue meanwhile.
+                    with self._lock:
+                        losses = self._losses
                     ref = self.actor.ping.remote()
                     asked, ready = time.monotonic(), []
                     while not self._stopping.is_set():
@@ -387,6 +393,8 @@ class RayHost(CallingAPI):
                     self._stopping.wait(PROBE_INTERVAL_S)
                     continue
                 with self._lock:
+                    if self._losses != losses:  # lost again since it was sent: ask again
+                        continue
                     self._available = True
                 return
         except SystemExit:  # what Ray raises in a thread that waits on it when it shuts down
