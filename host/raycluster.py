@@ -189,7 +189,10 @@ class RayHost(CallingAPI):
     While it is not available, a call is not sent: it ends ``HostUnavailable(delivered=False)``
     at once (it never ran, so a group tries another host). An actor that can never come back
     (its pinned node left the cluster, or Ray stopped restarting it) makes the host ``gone``
-    for good: ``gone`` then says why, and the probing stops.
+    for good: ``gone`` then says why, and the probing stops. Ray's errors name why the actor
+    died, not whether a call had reached it (``ActorUnschedulableError`` also ends a call that
+    was running when its node left): a call Ray fails ends ``delivered=False`` only if this
+    process's Ray already held the actor dead when it was sent (Ray then fails it unsent).
 
     An actor that hangs (a stopped process, an unreachable node Ray has not declared dead) is
     not noticed by Ray, which would wait for ever. So while calls are in flight the host pings
