@@ -274,7 +274,7 @@ class RayHost(CallingAPI):
         # it (a call running when its node leaves ends ActorUnschedulableError, too).
         dead_before = self.actor._get_local_state() == ActorTableData.DEAD
         ref = self.actor.call.remote(action, encoded.decode(), timeout)
-        future._canceller = lambda _: ray.cancel(ref)
+        future._canceller = lambda _: _cancel_quietly(ref)
         answer_by = None if timeout is None else time.monotonic() + timeout + self.answer_grace
         with self._lock:
             self._in_flight[future] = answer_by
@@ -344,17 +344,25 @@ class RayHost(CallingAPI):
                     return
                 overdue = [f for f, by in self._in_flight.items() if by is not None and by < now]
                 everything = list(self._in_flight)
-            why = f"no answer {self.answer_grace:g}s after the call's timeout"
+            why = (f"the actor does not answer (it hangs, or its node is unreachable): "
+                   f"no answer {self.answer_grace:g}s after the call's timeout")  # fmt: skip
             try:
-                if ping is not None and ray.wait([ping], timeout=0)[0]:
+                if not ray.is_initialized():
+                    raise SystemExit
+                if ping is not None and _wait_quietly(ping):
                     ping = None  # answered (an error too: Ray then ends the calls itself)
                 elif ping is not None and now - ping_sent > self.heartbeat_timeout:
-                    why = f"a ping had no answer in {self.heartbeat_timeout:g}s"
+                    why = (f"the actor does not answer (it hangs, or its node is unreachable): "
+                           f"a ping had no answer in {self.heartbeat_timeout:g}s")  # fmt: skip
                     overdue, ping = everything, None
                 elif ping is None and now - ping_sent >= HEARTBEAT_S:
-                    ping, ping_sent = self.actor.ping.remote(), now
+                    ping, ping_sent = _send_quietly(self.actor.ping), now
             except (Exception, SystemExit):  # Ray is shutting down (it raises SystemExit then)
-                ping = None
+                if ray.is_initialized():
+                    ping = None
+                else:  # Ray was shut down: no answer will ever come
+                    why = "Ray was shut down in this process"
+                    overdue = everything
             overdue = self._take(overdue)
             if not overdue:
                 continue
@@ -362,8 +370,7 @@ class RayHost(CallingAPI):
             self._lost(hang)
             for future in overdue:
                 future.settle(Outcome.failure(HostUnavailable(
-                    f"{self.endpoint}: the actor does not answer (it hangs, or its node is "
-                    f"unreachable): {why}; the call may have run",
+                    f"{self.endpoint}: {why}; the call may have run",
                     endpoint=self.endpoint, delivered=True,
                 )))  # fmt: skip
                 with contextlib.suppress(Exception):
@@ -379,15 +386,15 @@ class RayHost(CallingAPI):
                     # it once it is back), so pings do not pile up in its queue meanwhile.
                     with self._lock:
                         losses = self._losses
-                    ref = self.actor.ping.remote()
-                    asked, ready = time.monotonic(), []
+                    ref = _send_quietly(self.actor.ping)
+                    asked, ready = time.monotonic(), False
                     while not self._stopping.is_set():
-                        ready, _ = ray.wait([ref], timeout=0.25)
+                        ready = _wait_quietly(ref, 0.25)
                         if ready or time.monotonic() - asked > self.connect_timeout:
                             break
                     if not ready:
                         continue  # closing, or no word from Ray for long: ask again
-                    ray.get(ref)
+                    ray._private.worker.get(ref)
                 except _GONE_FOR_GOOD as exc:
                     with self._lock:
                         self.gone = self.gone or _describe(exc)
@@ -469,6 +476,31 @@ class RayHost(CallingAPI):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _send_quietly(method: Any) -> Any:
+    """``method.remote()`` for this module's own threads, without Ray's auto-init: after
+    ``ray.shutdown()``, ``.remote()`` (and ``ray.wait``, ``ray.get``) call ``ray.init()``, which
+    joins the cluster again (or starts one) from that thread. Raises if Ray is not running."""
+    remote = getattr(type(method)._remote, "__wrapped__", None)
+    if remote is None:  # (another Ray's layout: at least never from a Ray that is down)
+        if not ray.is_initialized():
+            raise RuntimeError("Ray is not running")
+        return method.remote()
+    return remote(method, [], {})
+
+
+def _cancel_quietly(ref: Any) -> None:
+    """``ray.cancel(ref)``, if Ray still runs (``ray.cancel`` would call ``ray.init()``)."""
+    if ray.is_initialized():
+        with contextlib.suppress(Exception):
+            ray._private.worker.cancel(ref)
+
+
+def _wait_quietly(ref: Any, timeout: float = 0.0) -> bool:
+    """Whether ``ref`` is ready, waiting up to ``timeout`` (``ray.wait`` without auto-init)."""
+    ready, _ = ray._private.worker.wait([ref], timeout=timeout)
+    return bool(ready)
 
 
 def _describe(exc: BaseException) -> str:

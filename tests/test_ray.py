@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip i
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from host import Host, HostGroup, HostUnavailable  # noqa: E402
-from host.raycluster import RayHost, deploy, sandbox_nodes, stop  # noqa: E402
+from host.raycluster import HEARTBEAT_S, RayHost, deploy, sandbox_nodes, stop  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -347,15 +347,17 @@ def test_a_hung_actor_ends_its_calls_and_is_not_gone(cluster: Path) -> None:
 def test_ray_shutdown_while_a_host_probes_starts_no_new_ray(
     two_nodes: tuple[Path, Cluster],
 ) -> None:
-    """``ray.shutdown()`` while a RayHost probes its lost actor: the probe ends quietly (Ray
-    raises SystemExit in a thread waiting on it), and starts no Ray of its own (``.remote()``
-    and ``ray.wait`` call ``ray.init()`` when Ray is not running)."""
+    """``ray.shutdown()`` while a RayHost probes its lost actor, and while another has a call in
+    flight: the probe and the heartbeat end quietly (Ray raises SystemExit in a thread waiting
+    on it) and start no Ray of their own (``.remote()`` and ``ray.wait`` call ``ray.init()``
+    when Ray is not running), and the call in flight ends (it may have run)."""
     config, nodes = two_nodes
     actors = deploy(config)
     hosts = [RayHost(actor) for actor in actors]
     pings = [h.ping() for h in hosts]
     leaving = next(n for n in nodes.list_all_nodes() if not n.head)
-    lost = hosts[next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)]
+    lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+    lost, kept = hosts[lost_at], hosts[1 - lost_at]
     running = lost.submit("echo.slow", {"seconds": 10})
     _wait_until(lambda: lost.stats()["echo"]["workers"]["busy"] == 1, 30, "the call never started")
     nodes.remove_node(leaving, allow_graceful=False)  # Ray declares it dead only later
@@ -363,8 +365,12 @@ def test_ray_shutdown_while_a_host_probes_starts_no_new_ray(
     assert not lost.available and lost.gone is None
 
     def probing() -> bool:
-        return any(t.name == f"probe {lost.endpoint}" for t in threading.enumerate())
+        names = {f"probe {lost.endpoint}", f"watch {kept.endpoint}"}
+        return any(t.name in names for t in threading.enumerate())
 
+    in_flight = kept.submit("echo.slow", {"seconds": 30})
+    _wait_until(lambda: kept.stats()["echo"]["workers"]["busy"] == 1, 30, "the call never started")
+    time.sleep(HEARTBEAT_S * 2)  # the heartbeat is pinging
     assert probing()
     crashed: list[str] = []
     previous = threading.excepthook
@@ -377,3 +383,7 @@ def test_ray_shutdown_while_a_host_probes_starts_no_new_ray(
         threading.excepthook = previous
     assert not crashed, crashed
     assert not ray.is_initialized(), "the probe started a Ray of its own"
+    wait([in_flight], timeout=10)
+    assert in_flight.outcome is not None and in_flight.outcome.error is not None, in_flight
+    assert in_flight.outcome.error.type == "HostUnavailable", in_flight.outcome
+    assert in_flight.outcome.error.details["delivered"] is True
