@@ -244,8 +244,10 @@ class RayHost(CallingAPI):
     @property
     def available(self) -> bool:
         """The actor answered its last call or probe (False while Ray restarts it, and for
-        good once it is ``gone``)."""
-        return self._available and not self._closed and self.gone is None
+        good once it is ``gone``; and while Ray is not running in this process)."""
+        return (
+            self._available and not self._closed and self.gone is None and ray.is_initialized()
+        )
 
     def submit(
         self, action: str, input: Any = None, *, timeout: float | None = None
@@ -272,8 +274,15 @@ class RayHost(CallingAPI):
         # worker already holds dead is failed by Ray without being sent. Nothing else says a
         # call never ran: Ray's error names why the actor died, not whether the call had reached
         # it (a call running when its node leaves ends ActorUnschedulableError, too).
-        dead_before = self.actor._get_local_state() == ActorTableData.DEAD
-        ref = self.actor.call.remote(action, encoded.decode(), timeout)
+        try:
+            dead_before = self.actor._get_local_state() == ActorTableData.DEAD
+            ref = _send_quietly(self.actor.call, action, encoded.decode(), timeout)
+        except Exception as exc:  # Ray did not take it (shut down meanwhile): it never ran
+            future.settle(Outcome.failure(HostUnavailable(
+                f"{self.endpoint}: the call could not be sent: {_describe(exc)}",
+                endpoint=self.endpoint, delivered=False,
+            )))  # fmt: skip
+            return future
         future._canceller = lambda _: _cancel_quietly(ref)
         answer_by = None if timeout is None else time.monotonic() + timeout + self.answer_grace
         with self._lock:
@@ -309,6 +318,8 @@ class RayHost(CallingAPI):
             why = f"its actor is gone for good ({self.gone})"
         elif self._closed:
             why = "the RayHost is closed"
+        elif not ray.is_initialized():
+            why = "Ray is not running in this process"
         else:
             why = "its actor is unreachable (Ray may be restarting it)"
         return HostUnavailable(f"{self.endpoint}: {why}; the call was not sent",
@@ -478,7 +489,7 @@ class RayHost(CallingAPI):
         self.close()
 
 
-def _send_quietly(method: Any) -> Any:
+def _send_quietly(method: Any, *args: Any) -> Any:
     """``method.remote()`` for this module's own threads, without Ray's auto-init: after
     ``ray.shutdown()``, ``.remote()`` (and ``ray.wait``, ``ray.get``) call ``ray.init()``, which
     joins the cluster again (or starts one) from that thread. Raises if Ray is not running."""
@@ -486,8 +497,8 @@ def _send_quietly(method: Any) -> Any:
     if remote is None:  # (another Ray's layout: at least never from a Ray that is down)
         if not ray.is_initialized():
             raise RuntimeError("Ray is not running")
-        return method.remote()
-    return remote(method, [], {})
+        return method.remote(*args)
+    return remote(method, list(args), {})
 
 
 def _cancel_quietly(ref: Any) -> None:

@@ -358,6 +358,7 @@ def test_ray_shutdown_while_a_host_probes_starts_no_new_ray(
     leaving = next(n for n in nodes.list_all_nodes() if not n.head)
     lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
     lost, kept = hosts[lost_at], hosts[1 - lost_at]
+    idle = RayHost(actors[1 - lost_at])  # one that sees nothing go wrong before the shutdown
     running = lost.submit("echo.slow", {"seconds": 10})
     _wait_until(lambda: lost.stats()["echo"]["workers"]["busy"] == 1, 30, "the call never started")
     nodes.remove_node(leaving, allow_graceful=False)  # Ray declares it dead only later
@@ -387,3 +388,9 @@ def test_ray_shutdown_while_a_host_probes_starts_no_new_ray(
     assert in_flight.outcome is not None and in_flight.outcome.error is not None, in_flight
     assert in_flight.outcome.error.type == "HostUnavailable", in_flight.outcome
     assert in_flight.outcome.error.details["delivered"] is True
+    # A call after ray.shutdown() is not sent (and does not start a Ray either).
+    assert not idle.available
+    after = idle.submit("echo.add", {"a": 1})
+    assert after.outcome is not None and after.outcome.error.type == "HostUnavailable"
+    assert after.outcome.error.details["delivered"] is False
+    assert not ray.is_initialized()
