@@ -21,6 +21,7 @@ Needs the ``ray`` extra: ``pip install 'actionsandbox[ray]'``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -28,13 +29,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import ray
+from ray.core.generated.gcs_pb2 import ActorTableData
 from ray.exceptions import (
     ActorDiedError,
     ActorUnschedulableError,
     GetTimeoutError,
     RayError,
     TaskCancelledError,
-    TaskUnschedulableError,
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -58,6 +59,14 @@ DEFAULT_RESOURCE = "sandbox"
 #: While an actor is unreachable its RayHost probes it this often (it is available again once
 #: a probe answers: Ray has restarted it and its host has loaded its providers).
 PROBE_INTERVAL_S = 0.5
+#: A call with a timeout that has no answer this long after its timeout ends
+#: ``HostUnavailable(delivered=True)``: the actor hangs (a stopped process, or a node Ray has not
+#: noticed is unreachable), and Ray itself would wait for ever.
+ANSWER_GRACE_S = 10.0
+#: While calls are in flight their RayHost pings the actor this often; an actor that leaves a
+#: ping unanswered ``HEARTBEAT_TIMEOUT_S`` hangs, and its calls end (they may have run).
+HEARTBEAT_S = 1.0
+HEARTBEAT_TIMEOUT_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
 
 
@@ -163,8 +172,6 @@ def deploy(
     return actors
 
 
-#: What Ray raises for a task that could not be placed at all: it certainly never ran.
-_NEVER_RAN = (ActorUnschedulableError, TaskUnschedulableError)
 #: What says the actor will never answer again: its pinned node is gone, or Ray gave up on it
 #: (restarts used up, killed for good, or its creation failed). ``ActorUnavailableError`` is
 #: the transient kind (the actor is unreachable or restarting) and is not in here.
@@ -182,21 +189,47 @@ class RayHost(CallingAPI):
     While it is not available, a call is not sent: it ends ``HostUnavailable(delivered=False)``
     at once (it never ran, so a group tries another host). An actor that can never come back
     (its pinned node left the cluster, or Ray stopped restarting it) makes the host ``gone``
-    for good: ``gone`` then says why, and the probing stops.
+    for good: ``gone`` then says why, and the probing stops. Ray's errors name why the actor
+    died, not whether a call had reached it (``ActorUnschedulableError`` also ends a call that
+    was running when its node left): a call Ray fails ends ``delivered=False`` only if this
+    process's Ray already held the actor dead when it was sent (Ray then fails it unsent).
+
+    An actor that hangs (a stopped process, an unreachable node Ray has not declared dead) is
+    not noticed by Ray, which would wait for ever. So while calls are in flight the host pings
+    the actor: one that leaves a ping unanswered ``heartbeat_timeout`` s hangs, and its calls
+    end ``HostUnavailable(delivered=True)`` (as does a call with a ``timeout`` that has no answer
+    ``answer_grace`` s after it); the host then probes the actor until it answers again.
+    ``close()`` ends every call still without an outcome.
     """
 
-    def __init__(self, actor: Any, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        actor: Any,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+        answer_grace: float = ANSWER_GRACE_S,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S,
+    ) -> None:
         self.actor = actor
         self.connect_timeout = connect_timeout
+        self.answer_grace = answer_grace
+        self.heartbeat_timeout = heartbeat_timeout
         self.endpoint = f"ray:{actor._actor_id.hex()[:12]}"
         self.catalog = Catalog()
         self._lock = threading.Lock()
         self._available = True
         self._closed = False
+        #: How many times a call (or the heartbeat) found the actor lost: a probe's answer
+        #: makes the host available only if no loss came after the probe was sent.
+        self._losses = 0
         #: Why the actor will never answer again (None while it may).
         self.gone: str | None = None
+        self._stopping = threading.Event()
         self._prober: threading.Thread | None = None
-        self._in_flight: set[CallFuture] = set()
+        self._watcher: threading.Thread | None = None
+        #: The calls sent and not yet settled, with the time by which each must have its answer
+        #: (None: no timeout). Whoever takes a call out of here (under the lock) settles it.
+        self._in_flight: dict[CallFuture, float | None] = {}
         try:
             entries = ray.get(actor.hello.remote(), timeout=connect_timeout)
         except (RayError, GetTimeoutError) as exc:
@@ -211,8 +244,10 @@ class RayHost(CallingAPI):
     @property
     def available(self) -> bool:
         """The actor answered its last call or probe (False while Ray restarts it, and for
-        good once it is ``gone``)."""
-        return self._available and not self._closed and self.gone is None
+        good once it is ``gone``; and while Ray is not running in this process)."""
+        return (
+            self._available and not self._closed and self.gone is None and ray.is_initialized()
+        )
 
     def submit(
         self, action: str, input: Any = None, *, timeout: float | None = None
@@ -235,31 +270,46 @@ class RayHost(CallingAPI):
         except SandboxError as error:
             future.settle(Outcome.failure(error))
             return future
-        ref = self.actor.call.remote(action, encoded.decode(), timeout)
-        future._canceller = lambda _: ray.cancel(ref)
+        # Ray's own verdict, read just before the call: a task for an actor this process's core
+        # worker already holds dead is failed by Ray without being sent. Nothing else says a
+        # call never ran: Ray's error names why the actor died, not whether the call had reached
+        # it (a call running when its node leaves ends ActorUnschedulableError, too).
+        try:
+            dead_before = self.actor._get_local_state() == ActorTableData.DEAD
+            ref = _send_quietly(self.actor.call, action, encoded.decode(), timeout)
+        except Exception as exc:  # Ray did not take it (shut down meanwhile): it never ran
+            future.settle(Outcome.failure(HostUnavailable(
+                f"{self.endpoint}: the call could not be sent: {_describe(exc)}",
+                endpoint=self.endpoint, delivered=False,
+            )))  # fmt: skip
+            return future
+        future._canceller = lambda _: _cancel_quietly(ref)
+        answer_by = None if timeout is None else time.monotonic() + timeout + self.answer_grace
         with self._lock:
-            self._in_flight.add(future)
-        ref.future().add_done_callback(lambda done: self._settle(future, done))
+            self._in_flight[future] = answer_by
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                                 name=f"watch {self.endpoint}")  # fmt: skip
+                self._watcher.start()
+        ref.future().add_done_callback(lambda done: self._settle(future, done, dead_before))
         return future
 
-    def _settle(self, future: CallFuture, done: Any) -> None:
+    def _settle(self, future: CallFuture, done: Any, dead_before: bool = False) -> None:
         with self._lock:
-            self._in_flight.discard(future)
+            if self._in_flight.pop(future, False) is False:  # already ended (watch or close)
+                return
         try:
             outcome = wire.decode_outcome(done.result())
         except TaskCancelledError:
             outcome = Outcome.failure(Cancelled("the call was cancelled"))
         except wire.BadRequest as exc:
             outcome = Outcome.failure(ProtocolViolation(f"{self.endpoint}: {exc}"))
-        except _NEVER_RAN as exc:  # Ray could not place it: it never ran
-            self._lost(exc)
-            outcome = Outcome.failure(HostUnavailable(
-                f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint, delivered=False
-            ))  # fmt: skip
         except Exception as exc:  # the actor died or cannot be reached: the call may have run
             self._lost(exc)
+            never_sent = dead_before and isinstance(exc, RayError)  # Ray failed it unsent
             outcome = Outcome.failure(HostUnavailable(
-                f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint, delivered=True
+                f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint,
+                delivered=not never_sent,
             ))  # fmt: skip
         future.settle(outcome)
 
@@ -268,6 +318,8 @@ class RayHost(CallingAPI):
             why = f"its actor is gone for good ({self.gone})"
         elif self._closed:
             why = "the RayHost is closed"
+        elif not ray.is_initialized():
+            why = "Ray is not running in this process"
         else:
             why = "its actor is unreachable (Ray may be restarting it)"
         return HostUnavailable(f"{self.endpoint}: {why}; the call was not sent",
@@ -276,6 +328,7 @@ class RayHost(CallingAPI):
     def _lost(self, cause: BaseException) -> None:
         with self._lock:
             self._available = False
+            self._losses += 1
             if isinstance(cause, _GONE_FOR_GOOD):
                 self.gone = self.gone or _describe(cause)
             if self._prober is not None or self._closed or self.gone is not None:
@@ -284,23 +337,92 @@ class RayHost(CallingAPI):
                                             name=f"probe {self.endpoint}")  # fmt: skip
         self._prober.start()
 
-    def _probe(self) -> None:
-        """Ping the actor until it answers (available again) or is gone for good."""
-        while not self._closed:
-            try:
-                ray.get(self.actor.ping.remote(), timeout=5)
-            except _GONE_FOR_GOOD as exc:
-                with self._lock:
-                    self.gone = self.gone or _describe(exc)
-                    self._prober = None
-                return
-            except Exception:
-                time.sleep(PROBE_INTERVAL_S)
-                continue
+    def _take(self, futures: list[CallFuture]) -> list[CallFuture]:
+        """Those of ``futures`` still without an outcome, taken out of ``_in_flight``."""
+        with self._lock:
+            return [f for f in futures if self._in_flight.pop(f, False) is not False]
+
+    def _watch(self) -> None:
+        """While calls are in flight: ping the actor, and end the calls of an actor that hangs
+        (a ping unanswered too long) and those whose answer is overdue (they may have run)."""
+        ping: Any = None
+        ping_sent = time.monotonic()  # (the first ping a beat later: short calls need none)
+        while not self._stopping.wait(0.1):
+            now = time.monotonic()
             with self._lock:
-                self._available = True
-                self._prober = None
+                if not self._in_flight:
+                    self._watcher = None
+                    return
+                overdue = [f for f, by in self._in_flight.items() if by is not None and by < now]
+                everything = list(self._in_flight)
+            why = (f"the actor does not answer (it hangs, or its node is unreachable): "
+                   f"no answer {self.answer_grace:g}s after the call's timeout")  # fmt: skip
+            try:
+                if not ray.is_initialized():
+                    raise SystemExit
+                if ping is not None and _wait_quietly(ping):
+                    ping = None  # answered (an error too: Ray then ends the calls itself)
+                elif ping is not None and now - ping_sent > self.heartbeat_timeout:
+                    why = (f"the actor does not answer (it hangs, or its node is unreachable): "
+                           f"a ping had no answer in {self.heartbeat_timeout:g}s")  # fmt: skip
+                    overdue, ping = everything, None
+                elif ping is None and now - ping_sent >= HEARTBEAT_S:
+                    ping, ping_sent = _send_quietly(self.actor.ping), now
+            except (Exception, SystemExit):  # Ray is shutting down (it raises SystemExit then)
+                if ray.is_initialized():
+                    ping = None
+                else:  # Ray was shut down: no answer will ever come
+                    why = "Ray was shut down in this process"
+                    overdue = everything
+            overdue = self._take(overdue)
+            if not overdue:
+                continue
+            hang = TimeoutError(why)
+            self._lost(hang)
+            for future in overdue:
+                future.settle(Outcome.failure(HostUnavailable(
+                    f"{self.endpoint}: {why}; the call may have run",
+                    endpoint=self.endpoint, delivered=True,
+                )))  # fmt: skip
+                with contextlib.suppress(Exception):
+                    future._canceller and future._canceller(future)  # tell Ray, if it can
+
+    def _probe(self) -> None:
+        """Ping the actor until it answers (available again) or is gone for good; ends at once
+        when the host closes (or Ray is shut down)."""
+        try:
+            while not self._stopping.is_set() and ray.is_initialized():
+                try:
+                    # One ping at a time: Ray answers it or fails it (a restarting actor gets
+                    # it once it is back), so pings do not pile up in its queue meanwhile.
+                    with self._lock:
+                        losses = self._losses
+                    ref = _send_quietly(self.actor.ping)
+                    asked, ready = time.monotonic(), False
+                    while not self._stopping.is_set():
+                        ready = _wait_quietly(ref, 0.25)
+                        if ready or time.monotonic() - asked > self.connect_timeout:
+                            break
+                    if not ready:
+                        continue  # closing, or no word from Ray for long: ask again
+                    ray._private.worker.get(ref)
+                except _GONE_FOR_GOOD as exc:
+                    with self._lock:
+                        self.gone = self.gone or _describe(exc)
+                    return
+                except Exception:
+                    self._stopping.wait(PROBE_INTERVAL_S)
+                    continue
+                with self._lock:
+                    if self._losses != losses:  # lost again since it was sent: ask again
+                        continue
+                    self._available = True
+                return
+        except SystemExit:  # what Ray raises in a thread that waits on it when it shuts down
             return
+        finally:
+            with self._lock:
+                self._prober = None
 
     def _ask(self, method: str, timeout: float) -> Any:
         """One of the actor's read-only methods; Ray's errors become ``HostUnavailable``."""
@@ -312,7 +434,7 @@ class RayHost(CallingAPI):
             if isinstance(exc, _GONE_FOR_GOOD):
                 self._lost(exc)
             raise HostUnavailable(f"{self.endpoint}: {_describe(exc)}", endpoint=self.endpoint,
-                                  delivered=not isinstance(exc, _NEVER_RAN)) from None  # fmt: skip
+                                  delivered=True) from None  # fmt: skip
 
     def ping(self, timeout: float = 10.0) -> dict[str, Any]:
         """The actor's pid and node id."""
@@ -332,10 +454,13 @@ class RayHost(CallingAPI):
         return value
 
     def close(self, timeout: float = 5.0) -> None:
-        """Let calls in flight finish for up to ``timeout`` s, then cancel the rest. The actor
-        lives on (it is Ray's: stop it with :func:`stop`)."""
+        """Let calls in flight finish for up to ``timeout`` s, then cancel the rest; a call
+        that still has no outcome a second later (its actor hangs) ends ``Cancelled``. The
+        probing stops before this returns. The actor lives on (it is Ray's: stop it with
+        :func:`stop`)."""
         if self._closed:
             return
+        self._closed = True  # no new calls: those in flight are all there is to end
         deadline = time.monotonic() + timeout
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -343,13 +468,50 @@ class RayHost(CallingAPI):
             left = list(self._in_flight)
         for future in left:
             future.cancel()
-        self._closed = True
+        deadline = time.monotonic() + (1.0 if timeout > 0 else 0.0)
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            left = list(self._in_flight)
+        for future in self._take(left):
+            future.settle(Outcome.failure(Cancelled(
+                f"{self.endpoint}: the RayHost was closed before its actor answered"
+            )))  # fmt: skip
+        self._stopping.set()
+        for thread in (self._prober, self._watcher):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
 
     def __enter__(self) -> RayHost:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _send_quietly(method: Any, *args: Any) -> Any:
+    """``method.remote()`` for this module's own threads, without Ray's auto-init: after
+    ``ray.shutdown()``, ``.remote()`` (and ``ray.wait``, ``ray.get``) call ``ray.init()``, which
+    joins the cluster again (or starts one) from that thread. Raises if Ray is not running."""
+    remote = getattr(type(method)._remote, "__wrapped__", None)
+    if remote is None:  # (another Ray's layout: at least never from a Ray that is down)
+        if not ray.is_initialized():
+            raise RuntimeError("Ray is not running")
+        return method.remote(*args)
+    return remote(method, list(args), {})
+
+
+def _cancel_quietly(ref: Any) -> None:
+    """``ray.cancel(ref)``, if Ray still runs (``ray.cancel`` would call ``ray.init()``)."""
+    if ray.is_initialized():
+        with contextlib.suppress(Exception):
+            ray._private.worker.cancel(ref)
+
+
+def _wait_quietly(ref: Any, timeout: float = 0.0) -> bool:
+    """Whether ``ref`` is ready, waiting up to ``timeout`` (``ray.wait`` without auto-init)."""
+    ready, _ = ray._private.worker.wait([ref], timeout=timeout)
+    return bool(ready)
 
 
 def _describe(exc: BaseException) -> str:

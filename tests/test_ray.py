@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip i
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from host import Host, HostGroup, HostUnavailable  # noqa: E402
-from host.raycluster import RayHost, deploy, sandbox_nodes, stop  # noqa: E402
+from host.raycluster import HEARTBEAT_S, RayHost, deploy, sandbox_nodes, stop  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -257,3 +257,140 @@ def test_a_node_that_leaves_is_routed_around_and_its_host_is_gone_for_good(
         group.close()
     finally:
         stop(actors)
+
+
+def test_a_call_running_when_its_node_leaves_is_not_sent_again(
+    two_nodes: tuple[Path, Cluster],
+) -> None:
+    """A node that leaves gracefully is declared dead at once, so Ray fails its pinned actor for
+    good (ActorUnschedulableError) while the call it was running is still in flight: that call
+    ran, so it must say delivered, and a group must not send it (not safe to re-run) again."""
+    config, nodes = two_nodes
+    actors = deploy(config)
+    try:
+        hosts = [RayHost(actor) for actor in actors]
+        pings = [h.ping() for h in hosts]
+        leaving = next(n for n in nodes.list_all_nodes() if not n.head)
+        lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+        lost, kept = hosts[lost_at], hosts[1 - lost_at]
+        with HostGroup([lost, kept]) as group:  # equal load: the first host gets the call
+            running = group.submit("echo.slow", {"seconds": 5})
+            _wait_until(lambda: lost.stats()["echo"]["workers"]["busy"] == 1, 30,
+                        "the call never started on the node that leaves")  # fmt: skip
+            nodes.remove_node(leaving, allow_graceful=True)
+            wait([running], timeout=60)
+            outcome = running.outcome
+            assert outcome is not None and outcome.error is not None, outcome
+            assert outcome.error.type == "HostUnavailable", outcome
+            assert outcome.error.details["delivered"] is True, outcome
+            assert outcome.attempts == 1, outcome  # not sent to the other host
+            assert kept.stats()["echo"]["calls"] == {}  # it ran once, on the node that left
+            assert lost.gone is not None and not lost.available
+            # Ray fails a call to an actor it already holds dead without sending it: that one
+            # never ran, and the group sends it to the host that is left.
+            again = group.run("echo.add", {"a": 1})
+            assert again.ok and again.value == 2, again
+    finally:
+        stop(actors)
+
+
+def test_a_hung_actor_ends_its_calls_and_is_not_gone(cluster: Path) -> None:
+    """An actor process that stops answering (SIGSTOP: Ray sees nothing wrong) must not hang
+    its calls: one with a timeout ends HostUnavailable (delivered) soon after its timeout, and
+    ``close()`` ends the rest and stops the probing; the host is not gone, and serves again."""
+    actors = deploy(cluster)
+    try:
+        host, other, third = (RayHost(actors[0]) for _ in range(3))
+        pid = host.ping()["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            closing = third.submit("echo.slow", {"seconds": 0.1})
+            started = time.monotonic()
+            third.close(timeout=0.5)
+            assert time.monotonic() - started < 5
+            assert closing.done(), "close() left a call to a hung actor without an outcome"
+            assert closing.outcome is not None and closing.outcome.error.type == "Cancelled"
+
+            endless = other.submit("echo.slow", {"seconds": 0.1})  # no timeout
+            bounded = host.submit("echo.echo", {"value": "x"}, timeout=1.0)
+            wait([endless, bounded], timeout=25)
+            for hung in (endless, bounded):
+                assert hung.done(), "a call to a hung actor never ended"
+                assert hung.outcome is not None and hung.outcome.error is not None
+                assert hung.outcome.error.type == "HostUnavailable", hung.outcome
+                assert hung.outcome.error.details["delivered"] is True
+            assert not host.available and host.gone is None
+            _wait_until(
+                lambda: any(t.name == f"probe {host.endpoint}" for t in threading.enumerate()),
+                5, "the hung actor is not probed",
+            )  # fmt: skip
+            other.close(timeout=0.5)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        _wait_until(lambda: host.available, 30, "the actor answered again but its host is not back")
+        assert host.gone is None and host.ping()["pid"] == pid
+        assert host.call("echo.echo", {"value": "back"}) == "back"
+        # Closing a host whose probe runs stops the probe before close() returns.
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            late = host.submit("echo.echo", {"value": "y"}, timeout=1.0)
+            wait([late], timeout=25)
+            assert late.done() and not host.available
+            host.close(timeout=0.5)
+            assert not any(t.name == f"probe {host.endpoint}" for t in threading.enumerate())
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        stop(actors)
+
+
+def test_ray_shutdown_while_a_host_probes_starts_no_new_ray(
+    two_nodes: tuple[Path, Cluster],
+) -> None:
+    """``ray.shutdown()`` while a RayHost probes its lost actor, and while another has a call in
+    flight: the probe and the heartbeat end quietly (Ray raises SystemExit in a thread waiting
+    on it) and start no Ray of their own (``.remote()`` and ``ray.wait`` call ``ray.init()``
+    when Ray is not running), and the call in flight ends (it may have run)."""
+    config, nodes = two_nodes
+    actors = deploy(config)
+    hosts = [RayHost(actor) for actor in actors]
+    pings = [h.ping() for h in hosts]
+    leaving = next(n for n in nodes.list_all_nodes() if not n.head)
+    lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+    lost, kept = hosts[lost_at], hosts[1 - lost_at]
+    idle = RayHost(actors[1 - lost_at])  # one that sees nothing go wrong before the shutdown
+    running = lost.submit("echo.slow", {"seconds": 10})
+    _wait_until(lambda: lost.stats()["echo"]["workers"]["busy"] == 1, 30, "the call never started")
+    nodes.remove_node(leaving, allow_graceful=False)  # Ray declares it dead only later
+    wait([running], timeout=60)
+    assert not lost.available and lost.gone is None
+
+    def probing() -> bool:
+        names = {f"probe {lost.endpoint}", f"watch {kept.endpoint}"}
+        return any(t.name in names for t in threading.enumerate())
+
+    in_flight = kept.submit("echo.slow", {"seconds": 30})
+    _wait_until(lambda: kept.stats()["echo"]["workers"]["busy"] == 1, 30, "the call never started")
+    time.sleep(HEARTBEAT_S * 2)  # the heartbeat is pinging
+    assert probing()
+    crashed: list[str] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: crashed.append(f"{args.thread}: {args.exc_type}")
+    try:
+        ray.shutdown()
+        _wait_until(lambda: not probing(), 10, "the probe outlived ray.shutdown()")
+        time.sleep(1.0)
+    finally:
+        threading.excepthook = previous
+    assert not crashed, crashed
+    assert not ray.is_initialized(), "the probe started a Ray of its own"
+    wait([in_flight], timeout=10)
+    assert in_flight.outcome is not None and in_flight.outcome.error is not None, in_flight
+    assert in_flight.outcome.error.type == "HostUnavailable", in_flight.outcome
+    assert in_flight.outcome.error.details["delivered"] is True
+    # A call after ray.shutdown() is not sent (and does not start a Ray either).
+    assert not idle.available
+    after = idle.submit("echo.add", {"a": 1})
+    assert after.outcome is not None and after.outcome.error.type == "HostUnavailable"
+    assert after.outcome.error.details["delivered"] is False
+    assert not ray.is_initialized()
