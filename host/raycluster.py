@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import ray
-from ray.core.generated.gcs_pb2 import ActorTableData
 from ray.exceptions import (
     ActorDiedError,
     ActorUnschedulableError,
@@ -275,7 +274,7 @@ class RayHost(CallingAPI):
         # call never ran: Ray's error names why the actor died, not whether the call had reached
         # it (a call running when its node leaves ends ActorUnschedulableError, too).
         try:
-            dead_before = self.actor._get_local_state() == ActorTableData.DEAD
+            dead_before = _held_dead(self.actor)
             ref = _send_quietly(self.actor.call, action, encoded.decode(), timeout)
         except Exception as exc:  # Ray did not take it (shut down meanwhile): it never ran
             future.settle(Outcome.failure(HostUnavailable(
@@ -405,7 +404,7 @@ class RayHost(CallingAPI):
                             break
                     if not ready:
                         continue  # closing, or no word from Ray for long: ask again
-                    ray._private.worker.get(ref)
+                    _get_quietly(ref)
                 except _GONE_FOR_GOOD as exc:
                     with self._lock:
                         self.gone = self.gone or _describe(exc)
@@ -501,17 +500,49 @@ def _send_quietly(method: Any, *args: Any) -> Any:
     return remote(method, list(args), {})
 
 
+# Ray's functions without their auto-init wrapper (``ray._private.worker``, Ray 2.x). These and
+# the two other private names used here (``_remote.__wrapped__``, ``_get_local_state``) are read
+# defensively: on a Ray laid out otherwise the public function is used, and only while Ray is
+# running, and a call is never taken for unsent on a guess.
+_RAW = getattr(getattr(ray, "_private", None), "worker", None)
+
+
+def _unwrapped(name: str) -> Any:
+    raw = getattr(_RAW, name, None)
+    if raw is not None:
+        return raw
+    if not ray.is_initialized():
+        raise RuntimeError("Ray is not running")
+    return getattr(ray, name)
+
+
 def _cancel_quietly(ref: Any) -> None:
     """``ray.cancel(ref)``, if Ray still runs (``ray.cancel`` would call ``ray.init()``)."""
     if ray.is_initialized():
         with contextlib.suppress(Exception):
-            ray._private.worker.cancel(ref)
+            _unwrapped("cancel")(ref)
 
 
 def _wait_quietly(ref: Any, timeout: float = 0.0) -> bool:
     """Whether ``ref`` is ready, waiting up to ``timeout`` (``ray.wait`` without auto-init)."""
-    ready, _ = ray._private.worker.wait([ref], timeout=timeout)
+    ready, _ = _unwrapped("wait")([ref], timeout=timeout)
     return bool(ready)
+
+
+def _get_quietly(ref: Any) -> Any:
+    """``ray.get(ref)`` of a ready ``ref``, without auto-init."""
+    return _unwrapped("get")(ref)
+
+
+def _held_dead(actor: Any) -> bool:
+    """Whether this process's Ray already holds ``actor`` dead (then it fails a new task for it
+    without sending it). False when this Ray cannot say: the call then counts as delivered."""
+    try:
+        from ray.core.generated.gcs_pb2 import ActorTableData
+
+        return bool(actor._get_local_state() == ActorTableData.DEAD)
+    except Exception:
+        return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -138,7 +138,8 @@ def test_hosts_starting_together_never_reclaim_one_another(tmp_path: Path) -> No
                 mine.append(state)
                 reclaim(janitor, [], parent=str(tmp_path))
                 if not os.path.isdir(state.directory):  # (an assert would only end the thread)
-                    errors.append(AssertionError(f"a live host's directory went: {state.directory}"))
+                    went = f"a live host's directory went: {state.directory}"
+                    errors.append(AssertionError(went))
                     return
                 if len(mine) > 3:
                     mine.pop(0).remove()
