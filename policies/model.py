@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from .paths import unsafe_reason
 from .units import (
+    MAX_SIZE,
     KiB,
     MiB,
     PolicyError,
@@ -171,6 +172,9 @@ def _minimum_size(minimum: int) -> Callable[[object, str], int]:
         size = parse_size(value, where=where)
         if size < minimum:
             raise PolicyError(where, f"a size of at least {format_size(minimum)}",
+                              show_value(value))
+        if size > MAX_SIZE:  # the kernel's limits (setrlimit, cgroups) are 64-bit
+            raise PolicyError(where, "a size of at most 8EiB (2**63 - 1 bytes)",
                               show_value(value))
         return size
 

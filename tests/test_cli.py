@@ -894,3 +894,39 @@ def test_network_flag_takes_effect() -> None:
         assert "ConnectionRefusedError" in parse_json(proc)["error"]["message"], describe(proc)
     proc = run_cli("call", "--json", "hostile.open_socket", "--network", "off")
     assert "ConnectionRefused" not in parse_json(proc)["error"]["message"], describe(proc)
+
+
+# --- hostile arguments, files and streams (found by a red-team sweep) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep.json", '{"defaults": {"read": ' + "[" * 100_000 + "]" * 100_000 + "}}"),
+        ("deep.toml", "[defaults]\nread = " + "[" * 5_000 + "]" * 5_000 + "\n"),
+    ],
+)
+def test_deeply_nested_config_is_a_usage_error(tmp_path: Path, name: str, text: str) -> None:
+    config = tmp_path / name
+    config.write_text(text, encoding="utf-8")
+    line = assert_usage_error(run_cli("list", "--config", str(config)), "nested too deeply")
+    assert line.startswith(f"sandbox: error: {config}: "), line
+
+
+def test_a_json_config_may_not_give_a_key_twice(tmp_path: Path) -> None:
+    # json keeps the last of two keys silently: the strict first "defaults" would be ignored.
+    config = tmp_path / "sandbox.json"
+    config.write_text(
+        '{"defaults": {"memory": "64MiB"}, "defaults": {}, "providers": {}}', encoding="utf-8"
+    )
+    assert_usage_error(run_cli("list", "--config", str(config)), str(config), '"defaults" twice')
+
+
+def test_out_of_range_sizes_and_durations_are_usage_errors(tmp_path: Path) -> None:
+    huge, endless = "9" * 400, "9" * 5_000  # (past what int() converts: 4300 digits)
+    assert_usage_error(run_cli("list", "--memory", huge), "--memory", "at most 8EiB")
+    assert_usage_error(run_cli("list", "--memory", endless), "--memory", "expected a size")
+    assert_usage_error(run_cli("list", "--wall-time", endless), "--wall-time", "a duration")
+    config = tmp_path / "sandbox.toml"
+    config.write_text("[defaults]\nmemory = 99999999999999999999\n", encoding="utf-8")
+    assert_usage_error(run_cli("list", "--config", str(config)), "defaults.memory", "at most")
