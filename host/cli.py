@@ -89,11 +89,27 @@ def usage_error_json(message: str) -> str:
     return to_json({"ok": False, "error": {"type": "UsageError", "message": message}})
 
 
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: of a multi-line one (a worker's start-up output, say) the
+    first line and the last; of a traceback in it only its last line, the exception."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return "".join(lines)
+    first, last = lines[0], lines[-1]
+    if first.endswith(_TRACEBACK):
+        return f"{first[: -len(_TRACEBACK)].rstrip()} {last}"
+    return f"{first} ... {last}"
+
+
 def _report_usage_error(exc: UsageError, as_json: bool) -> int:
+    message = one_line(str(exc))
     if as_json:
-        print(usage_error_json(str(exc)))
+        print(usage_error_json(message))
     else:
-        print(printable(f"sandbox: error: {exc}"), file=sys.stderr)
+        print(printable(f"sandbox: error: {message}"), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -265,6 +281,8 @@ def _reject_constant(name: str) -> Any:
 
 def _read_input(text: str) -> Any:
     if text == "-":
+        if sys.stdin is None:  # started with standard input closed (``<&-``)
+            raise UsageError("INPUT is -, but standard input is closed")
         source, raw = "standard input", sys.stdin.buffer.read()
     elif text.startswith("@"):
         source = text[1:]
@@ -281,6 +299,8 @@ def _read_input(text: str) -> Any:
         raise UsageError(f"{source} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:  # the decoder recurses: 100,000 nested arrays are too deep for it
+        raise UsageError(f"{source} is nested too deeply to decode") from None
     if not isinstance(value, dict):
         raise UsageError(f"{source} must be a JSON object, got {type(value).__name__}")
     return value
@@ -306,6 +326,8 @@ def _open_host(args: argparse.Namespace) -> Any:
 
     # Checked before any worker starts, so a bad flag costs nothing.
     default_policy = apply_policy_flags(Policy(), args)
+    if args.config == "":  # (an unset variable, say): not the same as no --config at all
+        raise UsageError("--config: expected a file name, got an empty string")
     host = Host()
     try:
         if args.config:
@@ -503,8 +525,79 @@ def _command_fuzz(args: argparse.Namespace) -> int:
     return run(args, _open_host, UsageError, BUILTIN_PROVIDERS, printable)
 
 
+class OutputError(Exception):
+    """Writing standard output failed: the reader went away (``| head``), the disk is full,
+    or it was closed. Told apart from the OSErrors of the work itself by :class:`_Output`."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
+class _Output:
+    """``sys.stdout`` while the command runs, with a failed write or flush raised as
+    :class:`OutputError`; everything else is the stream's own."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError as exc:
+            raise OutputError(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise OutputError(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _fill_closed_streams() -> None:
+    """Give /dev/null to the standard streams the command was started without (``<&-``,
+    ``>&-``, ``2>&-``), in descriptor order: else the first files the host opens would take
+    descriptors 0-2, and the results or errors would be written into one of its sockets.
+    ``sys.stdin`` stays None (so ``-`` can say standard input is closed); output written
+    to a closed stream is discarded, as the caller asked."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            try:
+                os.fstat(fd)
+            except OSError:
+                if os.open(os.devnull, os.O_RDWR) != fd:  # a lower one was free: leave it
+                    continue
+            if name != "stdin":
+                setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
+    _fill_closed_streams()
+    stream = sys.stdout
+    sys.stdout = _Output(stream)
+    try:
+        code = _run_command(argv)
+        sys.stdout.flush()
+        return code
+    except OutputError as exc:
+        # Nothing more can be written there, and the interpreter's own flush at exit would
+        # fail again: standard output becomes /dev/null.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        except (OSError, ValueError):  # not a real file (a test's capture)
+            pass
+        if not isinstance(exc.error, BrokenPipeError):  # ``| head``: not worth a word
+            print(f"sandbox: error: cannot write to standard output: {exc}", file=sys.stderr)
+        return EXIT_OUTCOME
+    finally:
+        sys.stdout = stream
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -548,9 +641,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sandbox: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader went away (``| head``): not worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = EXIT_OUTCOME
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -899,6 +899,27 @@ def test_network_flag_takes_effect() -> None:
 # --- hostile arguments, files and streams (found by a red-team sweep) ---------------------------
 
 
+def run_redirected(redirect: str, *args: str, cwd: Path | None = None) -> tuple[int, str]:
+    """Run ``sandbox ARGS...`` with a shell redirection of its standard streams (``<&-``,
+    ``>&-``, ``>/dev/full``); returns the exit code and everything on stderr and stdout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        ["bash", "-c", f'exec "$0" "$@" {redirect}', *CLI, *args],
+        capture_output=True, cwd=cwd or REPO, env=env, timeout=TIMEOUT_S, check=False,
+    )
+    return proc.returncode, (proc.stderr + proc.stdout).decode("utf-8", "replace")
+
+
+def test_deeply_nested_input_is_a_usage_error(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text('{"value": ' + deep + "}", encoding="utf-8")
+    proc = run_cli("call", "text.echo", f"@{tmp_path / 'deep.json'}")
+    assert_usage_error(proc, "deep.json", "nested too deeply")
+    proc = run_cli("call", "--json", "text.echo", "-", stdin=deep)
+    assert_json_usage_error(proc, "standard input", "nested too deeply")
+
+
 @pytest.mark.parametrize(
     ("name", "text"),
     [
@@ -930,3 +951,42 @@ def test_out_of_range_sizes_and_durations_are_usage_errors(tmp_path: Path) -> No
     config = tmp_path / "sandbox.toml"
     config.write_text("[defaults]\nmemory = 99999999999999999999\n", encoding="utf-8")
     assert_usage_error(run_cli("list", "--config", str(config)), "defaults.memory", "at most")
+
+
+def test_a_worker_dying_at_start_up_is_still_a_one_line_error(tmp_path: Path) -> None:
+    # KeyboardInterrupt is not caught as an import error: the worker dies printing a traceback,
+    # which the host's message carries.
+    path = write_provider(tmp_path, "interrupts.py", "raise KeyboardInterrupt\n")
+    line = assert_usage_error(run_cli("list", "--provider", str(path)), "KeyboardInterrupt")
+    assert "exited during start-up" in line, line
+    assert_json_usage_error(run_cli("list", "--json", "--provider", str(path)), "start-up")
+
+
+def test_closed_or_failing_standard_streams() -> None:
+    code, text = run_redirected("<&-", "call", "text.word_count", "-")
+    assert code == 2 and "standard input is closed" in text and "Traceback" not in text, text
+    # Closed stdout: the output the caller threw away is discarded, without a traceback.
+    for args in (("call", "text.word_count", '{"text": "a"}'), ("list",), ("doctor",)):
+        code, text = run_redirected(">&-", *args)
+        assert code in (0, 1) and "Traceback" not in text, (args, code, text)
+    for args in (("call", "text.word_count", '{"text": "a"}'), ("call", "--json", "x.y")):
+        code, text = run_redirected(">/dev/full", *args)
+        assert code == 1 and "Traceback" not in text, (args, code, text)
+        assert text.strip() == "sandbox: error: cannot write to standard output: "\
+            "No space left on device", text
+
+
+def test_a_closed_pipe_is_not_a_traceback() -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: EPIPE at once
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        for args in (("--version",), ("call", "--json", "x.y"), ("list",)):
+            proc = subprocess.run(
+                [*CLI, *args], stdout=write, stderr=subprocess.PIPE, cwd=REPO, env=env,
+                timeout=TIMEOUT_S, check=False,
+            )
+            assert proc.returncode in (0, 1), (args, proc)
+            assert proc.stderr == b"", (args, proc.stderr.decode())
+    finally:
+        os.close(write)
