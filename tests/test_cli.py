@@ -962,6 +962,15 @@ def test_a_worker_dying_at_start_up_is_still_a_one_line_error(tmp_path: Path) ->
     assert_json_usage_error(run_cli("list", "--json", "--provider", str(path)), "start-up")
 
 
+def test_an_empty_config_name_is_a_usage_error() -> None:
+    # Not the same as no --config (``--config "$UNSET"`` must not load the built-ins).
+    assert_usage_error(run_cli("list", "--config", ""), "--config", "empty")
+    assert_usage_error(
+        run_cli("serve", "--insecure", "--bind", "tcp://127.0.0.1:5599", "--config", ""),
+        "--config", "empty",
+    )
+
+
 def test_closed_or_failing_standard_streams() -> None:
     code, text = run_redirected("<&-", "call", "text.word_count", "-")
     assert code == 2 and "standard input is closed" in text and "Traceback" not in text, text
@@ -990,3 +999,64 @@ def test_a_closed_pipe_is_not_a_traceback() -> None:
             assert proc.stderr == b"", (args, proc.stderr.decode())
     finally:
         os.close(write)
+
+
+def test_fuzz_option_and_report_errors(tmp_path: Path) -> None:
+    path = write_provider(tmp_path)
+    fuzz = ("fuzz", "--provider", str(path), "mine.double", "--max-examples", "1")
+    assert_usage_error(run_cli(*fuzz, "--report", "junit="), "--report", "junit=PATH")
+    assert_usage_error(
+        run_cli(*fuzz, "--report", f"junit={tmp_path}/none/x.xml"), "no directory"
+    )
+    assert_usage_error(run_cli(*fuzz, "--report", f"junit={tmp_path}"), "is a directory")
+    # Only seen when written, after the run (whose progress is on stderr): one line, exit 2.
+    proc = run_cli(*fuzz, "--report", "junit=/dev/full")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, describe(proc)
+    assert proc.stderr.splitlines()[-1].startswith(
+        "sandbox: error: --report junit=/dev/full: cannot write /dev/full"
+    ), describe(proc)
+    assert_json_usage_error(
+        run_cli(*fuzz, "--json", "--report", "junit=/dev/full"), "cannot write /dev/full"
+    )
+    assert_usage_error(run_cli(*fuzz[:4], "--max-examples", "9" * 30), "--max-examples")
+    assert_usage_error(run_cli(*fuzz, "--database", "/" + "a" * 5_000), "--database")
+    assert_usage_error(run_cli(*fuzz, "--database", ""), "--database")
+
+
+def test_keygen_with_a_name_too_long_is_a_usage_error(tmp_path: Path) -> None:
+    assert_usage_error(run_cli("keygen", str(tmp_path), "a" * 300), "File name too long")
+
+
+def test_serve_ports_out_of_range_are_usage_errors(tmp_path: Path) -> None:
+    write_provider(tmp_path)
+    config = tmp_path / "sandbox.toml"
+    config.write_text('[providers.mine]\nsource = "myprov.py"\n', encoding="utf-8")
+    serve = ("serve", "--config", str(config), "--insecure")
+    for port in ("99999", "0"):  # zmq would bind 99999 as some other port
+        proc = run_cli(*serve, "--bind", f"tcp://127.0.0.1:{port}", timeout=20)
+        assert_usage_error(proc, "--bind", "1-65535")
+    bind = ("--bind", "tcp://127.0.0.1:5599")
+    assert_usage_error(run_cli(*serve, *bind, "--metrics", "127.0.0.1:99999"), "--metrics")
+    undecodable = os.fsdecode(b"\xff:9100")
+    assert_usage_error(run_cli(*serve, *bind, "--metrics", undecodable), "not a valid address")
+
+
+def _options_without_help(text: str) -> list[str]:
+    """The options and positionals of a ``--help`` page listed with no words after them."""
+    lines = text.splitlines()
+    bare = []
+    for index, line in enumerate(lines):
+        match = re.fullmatch(r"  (-\S.*?|[A-Z][A-Z_]*)(?:\s{2,}(\S.*))?", line)
+        if match is None or match[2]:
+            continue
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if not re.match(r" {6,}\S", following):  # help wrapped to the next line
+            bare.append(match[1])
+    return bare
+
+
+def test_every_option_of_every_command_is_explained() -> None:
+    for name in SUBCOMMANDS:
+        proc = run_cli(name, "--help", env={"COLUMNS": "80"})
+        assert proc.returncode == 0, describe(proc)
+        assert _options_without_help(proc.stdout) == [], (name, proc.stdout)

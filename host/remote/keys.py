@@ -36,10 +36,10 @@ def keygen(directory: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
         raise KeyFileError("this libzmq has no CURVE support (built without libsodium)")
     folder = Path(directory)
     public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
-    for path in (public, secret):
-        if path.exists():
-            raise KeyFileError(f"{path} already exists; remove it first to make a new key")
     try:
+        for path in (public, secret):
+            if path.exists():
+                raise KeyFileError(f"{path} already exists; remove it first to make a new key")
         folder.mkdir(parents=True, exist_ok=True)
         # The secret file is created 0600 by the umask below, then checked: no moment in
         # which another user could open it.
