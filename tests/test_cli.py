@@ -1003,7 +1003,8 @@ def test_a_closed_pipe_is_not_a_traceback() -> None:
 
 def test_fuzz_option_and_report_errors(tmp_path: Path) -> None:
     path = write_provider(tmp_path)
-    fuzz = ("fuzz", "--provider", str(path), "mine.double", "--max-examples", "1")
+    fuzz = ("fuzz", "--provider", str(path), "mine.double", "--database", "none",
+            "--max-examples", "1")
     assert_usage_error(run_cli(*fuzz, "--report", "junit="), "--report", "junit=PATH")
     assert_usage_error(
         run_cli(*fuzz, "--report", f"junit={tmp_path}/none/x.xml"), "no directory"
@@ -1018,7 +1019,7 @@ def test_fuzz_option_and_report_errors(tmp_path: Path) -> None:
     assert_json_usage_error(
         run_cli(*fuzz, "--json", "--report", "junit=/dev/full"), "cannot write /dev/full"
     )
-    assert_usage_error(run_cli(*fuzz[:4], "--max-examples", "9" * 30), "--max-examples")
+    assert_usage_error(run_cli(*fuzz[:6], "--max-examples", "9" * 30), "--max-examples")
     assert_usage_error(run_cli(*fuzz, "--database", "/" + "a" * 5_000), "--database")
     assert_usage_error(run_cli(*fuzz, "--database", ""), "--database")
 
