@@ -1061,3 +1061,11 @@ def test_every_option_of_every_command_is_explained() -> None:
         proc = run_cli(name, "--help", env={"COLUMNS": "80"})
         assert proc.returncode == 0, describe(proc)
         assert _options_without_help(proc.stdout) == [], (name, proc.stdout)
+
+
+def test_undecodable_paths_and_references_are_usage_errors() -> None:
+    # Bytes that are not UTF-8 cannot be sent to the worker (its rules are JSON): refused first,
+    # naming the flag, not as "the host failed to start a worker: UnicodeEncodeError".
+    undecodable = os.fsdecode(b"/tmp/\xff")
+    assert_usage_error(run_cli("list", "--read", undecodable), "--read", "a path in UTF-8")
+    assert_usage_error(run_cli("list", "--provider", os.fsdecode(b"\xff")), "UTF-8 text")
