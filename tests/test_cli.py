@@ -1026,6 +1026,9 @@ def test_fuzz_option_and_report_errors(tmp_path: Path) -> None:
 
 def test_keygen_with_a_name_too_long_is_a_usage_error(tmp_path: Path) -> None:
     assert_usage_error(run_cli("keygen", str(tmp_path), "a" * 300), "File name too long")
+    # Printed back in its paths: no terminal escape makes it into a file name.
+    assert_usage_error(run_cli("keygen", str(tmp_path), "a\x1b[2Jb"), "plain file name")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_serve_ports_out_of_range_are_usage_errors(tmp_path: Path) -> None:

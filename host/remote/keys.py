@@ -30,7 +30,7 @@ def keygen(directory: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
     Refuses to overwrite an existing pair: a regenerated server key would lock out every
     client that trusts the old one, and a regenerated client key every server that lists it.
     """
-    if not name or "/" in name or name.startswith("."):
+    if not name or "/" in name or name.startswith(".") or not name.isprintable():
         raise KeyFileError(f"key name {name!r} must be a plain file name")
     if not curve_available():
         raise KeyFileError("this libzmq has no CURVE support (built without libsodium)")
