@@ -1040,7 +1040,8 @@ def test_serve_ports_out_of_range_are_usage_errors(tmp_path: Path) -> None:
         proc = run_cli(*serve, "--bind", f"tcp://127.0.0.1:{port}", timeout=20)
         assert_usage_error(proc, "--bind", "1-65535")
     bind = ("--bind", "tcp://127.0.0.1:5599")
-    assert_usage_error(run_cli(*serve, *bind, "--metrics", "127.0.0.1:99999"), "--metrics")
+    for metrics in ("127.0.0.1:99999", ""):
+        assert_usage_error(run_cli(*serve, *bind, "--metrics", metrics, timeout=20), "--metrics")
     undecodable = os.fsdecode(b"\xff:9100")
     assert_usage_error(run_cli(*serve, *bind, "--metrics", undecodable), "not a valid address")
 

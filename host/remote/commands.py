@@ -108,7 +108,7 @@ def _command_serve(args: argparse.Namespace) -> int:
         raise UsageError("--config: expected a file name, got an empty string")
     server_key, authorized = _keys(args)
     metrics_at = None
-    if args.metrics:
+    if args.metrics is not None:  # ("" too: an unset variable is not "no metrics")
         metrics_at = _ADDR_PORT.match(args.metrics)
         if metrics_at is None or not 1 <= int(metrics_at["port"]) <= 65535:
             raise UsageError(f"--metrics {args.metrics}: expected ADDR:PORT (PORT 1-65535)")
