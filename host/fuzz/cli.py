@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -178,10 +179,18 @@ def run(
         sources = sources_of(args, builtin)
         started = time.monotonic()
         quiet = None if args.json else _progress
-        with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=args.workers)
+        try:
             reports = list(
-                pool.map(lambda d: fuzz_action(host, d, options, sources, quiet), chosen)
+                pool.map(lambda d: fuzz_action(host, d, options, sources, quiet, stop), chosen)
             )
+        except BaseException:  # interrupted: each action stops at its next example and its
+            stop.set()  # call in flight ends with the host's workers, so the join is quick
+            host.close(timeout=0)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         elapsed = time.monotonic() - started
     except BaseException:
         host.close(timeout=0)
