@@ -527,11 +527,27 @@ def _command_fuzz(args: argparse.Namespace) -> int:
 
 class OutputError(Exception):
     """Writing standard output failed: the reader went away (``| head``), the disk is full,
-    or it was closed. Told apart from the OSErrors of the work itself by :class:`_Output`."""
+    or its encoding (``PYTHONIOENCODING=ascii``) cannot hold the text. Told apart from the
+    errors of the work itself by :class:`_Output`."""
 
-    def __init__(self, error: OSError) -> None:
-        super().__init__(error.strerror or str(error))
-        self.error = error
+    def __init__(self, reason: str, *, broken_pipe: bool = False, encoding: bool = False) -> None:
+        super().__init__(reason)
+        self.broken_pipe = broken_pipe
+        self.encoding = encoding
+
+
+def _flush_quietly(stream: Any) -> None:
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _output_error(exc: OSError | UnicodeEncodeError) -> OutputError:
+    if isinstance(exc, UnicodeEncodeError):
+        text = exc.object[exc.start : exc.end]
+        return OutputError(f"its encoding, {exc.encoding}, cannot write {text!r}", encoding=True)
+    return OutputError(exc.strerror or str(exc), broken_pipe=isinstance(exc, BrokenPipeError))
 
 
 class _Output:
@@ -544,14 +560,14 @@ class _Output:
     def write(self, text: str) -> int:
         try:
             return int(self._stream.write(text))
-        except OSError as exc:
-            raise OutputError(exc) from None
+        except (OSError, UnicodeEncodeError) as exc:
+            raise _output_error(exc) from None
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except OSError as exc:
-            raise OutputError(exc) from None
+            raise _output_error(exc) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -584,15 +600,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except OutputError as exc:
-        # Nothing more can be written there, and the interpreter's own flush at exit would
-        # fail again: standard output becomes /dev/null.
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-        except (OSError, ValueError):  # not a real file (a test's capture)
-            pass
-        if not isinstance(exc.error, BrokenPipeError):  # ``| head``: not worth a word
+        if exc.encoding:  # what was written before it still goes out
+            _flush_quietly(stream)
+        else:  # nothing more can be written there, and the interpreter's own flush at exit
+            try:  # would fail again: standard output becomes /dev/null
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            except (OSError, ValueError):  # not a real file (a test's capture)
+                pass
+        if not exc.broken_pipe:  # ``| head``: not worth a word
             print(f"sandbox: error: cannot write to standard output: {exc}", file=sys.stderr)
         return EXIT_OUTCOME
+    except KeyboardInterrupt:  # before the command's own handling (parsing the arguments)
+        print("sandbox: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         sys.stdout = stream
 
@@ -648,6 +668,9 @@ def _run_command(argv: Sequence[str] | None) -> int:
 
 
 if __name__ == "__main__":  # run as host.cli, so modules importing it share its UsageError
-    from host.cli import main as _main
-
+    try:
+        from host.cli import main as _main
+    except KeyboardInterrupt:  # Ctrl-C while importing
+        print("sandbox: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     raise SystemExit(_main())

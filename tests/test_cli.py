@@ -1073,3 +1073,13 @@ def test_undecodable_paths_and_references_are_usage_errors() -> None:
     undecodable = os.fsdecode(b"/tmp/\xff")
     assert_usage_error(run_cli("list", "--read", undecodable), "--read", "a path in UTF-8")
     assert_usage_error(run_cli("list", "--provider", os.fsdecode(b"\xff")), "UTF-8 text")
+
+
+def test_a_standard_output_that_cannot_encode_the_result_is_one_line() -> None:
+    for args in (("call", "text.echo", '{"value": "h\\u00e9llo"}'), ("call", "--json", "x\u00e9")):
+        proc = run_cli(*args, env={"PYTHONIOENCODING": "ascii"})
+        assert proc.returncode == 1 and proc.stdout == "", describe(proc)
+        assert proc.stderr.splitlines() == [
+            "sandbox: error: cannot write to standard output: its encoding, ascii, "
+            "cannot write '\\xe9'"
+        ], describe(proc)
