@@ -3,8 +3,8 @@
 Exit codes: 0 the call succeeded, 1 the call's outcome was an error, 2 a usage or configuration
 error (one line on stderr, never a traceback; under ``--json`` one JSON object on stdout:
 ``{"ok": false, "error": {"type": "UsageError", "message": ...}}``), 130 interrupted
-(SIGINT) and 143 terminated (SIGTERM): the running call is cancelled and every worker killed
-before the command exits.
+(SIGINT), 143 terminated (SIGTERM) and 129 hung up (SIGHUP, unless ignored, as under nohup):
+the running call is cancelled and every worker killed before the command exits.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ EXIT_USAGE = 2
 #: Interrupted (Ctrl-C / SIGINT) and terminated (SIGTERM): 128 + the signal, as shells report.
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+EXIT_HUNG_UP = 129
 
 #: Loaded when neither --provider nor --config is given, so the CLI works right after install.
 BUILTIN_PROVIDERS = ("providers.examples.text", "providers.examples.hostile")
@@ -43,8 +44,13 @@ class Terminated(KeyboardInterrupt):
     (the default action would end the process with no clean-up at all)."""
 
 
+class HungUp(Terminated):
+    """SIGHUP (the terminal went away): unwinds as SIGTERM does (the default action left the
+    host's directories behind)."""
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+    raise HungUp() if signum == signal.SIGHUP else Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -650,11 +656,17 @@ def _run_command(argv: Sequence[str] | None) -> int:
     }
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    hup = signal.getsignal(signal.SIGHUP)
+    if in_main_thread and hup is signal.SIG_DFL:  # (nohup ignores it: then so does this)
+        signal.signal(signal.SIGHUP, _raise_terminated)
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()
     except UsageError as exc:
         code = _report_usage_error(exc, as_json)
+    except HungUp:
+        _say("sandbox: hung up")  # (the terminal may be gone)
+        code = EXIT_HUNG_UP
     except Terminated:
         print("sandbox: terminated", file=sys.stderr)
         code = EXIT_TERMINATED
@@ -664,7 +676,17 @@ def _run_command(argv: Sequence[str] | None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+            if hup is signal.SIG_DFL:
+                signal.signal(signal.SIGHUP, hup)
     return code
+
+
+def _say(text: str) -> None:
+    """A line on stderr, if it can still be written."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":  # run as host.cli, so modules importing it share its UsageError

@@ -241,3 +241,15 @@ def test_sigint_during_sandbox_fuzz_exits_130_promptly(area: Path, private_tmp: 
     cli.send_signal(signal.SIGINT)
     took = _assert_stopped_cleanly(cli, workers, 130, "interrupted", private_tmp)
     print(f"SIGINT to exit: {took:.2f}s")
+
+
+def test_sighup_during_sandbox_call_exits_129_and_leaves_nothing(
+    area: Path, private_tmp: Path
+) -> None:
+    """A closed terminal: the default SIGHUP action ended the CLI with no clean-up, leaving
+    its directories in TMPDIR, as SIGTERM once did."""
+    cli, _ = _start_busy_cli(area, private_tmp)
+    workers = _sandbox_descendants(cli.pid)
+    assert workers
+    cli.send_signal(signal.SIGHUP)
+    _assert_stopped_cleanly(cli, workers, 129, "hung up", private_tmp)
