@@ -586,14 +586,16 @@ def _fill_closed_streams() -> None:
     ``sys.stdin`` stays None (so ``-`` can say standard input is closed); output written
     to a closed stream is discarded, as the caller asked."""
     for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
-        if getattr(sys, name) is None:
-            try:
-                os.fstat(fd)
-            except OSError:
-                if os.open(os.devnull, os.O_RDWR) != fd:  # a lower one was free: leave it
-                    continue
-            if name != "stdin":
-                setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+            ours = False  # something opened since start-up holds it: never write there
+        except OSError:
+            ours = os.open(os.devnull, os.O_RDWR) == fd
+        if name != "stdin":
+            target: int | str = fd if ours else os.devnull
+            setattr(sys, name, open(target, "w", encoding="utf-8", closefd=not ours))  # noqa: SIM115
 
 
 def main(argv: Sequence[str] | None = None) -> int:
