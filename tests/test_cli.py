@@ -978,6 +978,9 @@ def test_closed_or_failing_standard_streams() -> None:
     for args in (("call", "text.word_count", '{"text": "a"}'), ("list",), ("doctor",)):
         code, text = run_redirected(">&-", *args)
         assert code in (0, 1) and "Traceback" not in text, (args, code, text)
+    # Closed stderr: the error line is discarded, not written to stdout (print's file=None).
+    code, text = run_redirected("2>&-", "call", "text.nope")
+    assert code == 2 and text == "", (code, text)
     for args in (("call", "text.word_count", '{"text": "a"}'), ("call", "--json", "x.y")):
         code, text = run_redirected(">/dev/full", *args)
         assert code == 1 and "Traceback" not in text, (args, code, text)
