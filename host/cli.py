@@ -3,8 +3,8 @@
 Exit codes: 0 the call succeeded, 1 the call's outcome was an error, 2 a usage or configuration
 error (one line on stderr, never a traceback; under ``--json`` one JSON object on stdout:
 ``{"ok": false, "error": {"type": "UsageError", "message": ...}}``), 130 interrupted
-(SIGINT) and 143 terminated (SIGTERM): the running call is cancelled and every worker killed
-before the command exits.
+(SIGINT), 143 terminated (SIGTERM) and 129 hung up (SIGHUP, unless ignored, as under nohup):
+the running call is cancelled and every worker killed before the command exits.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ EXIT_USAGE = 2
 #: Interrupted (Ctrl-C / SIGINT) and terminated (SIGTERM): 128 + the signal, as shells report.
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+EXIT_HUNG_UP = 129
 
 #: Loaded when neither --provider nor --config is given, so the CLI works right after install.
 BUILTIN_PROVIDERS = ("providers.examples.text", "providers.examples.hostile")
@@ -43,8 +44,13 @@ class Terminated(KeyboardInterrupt):
     (the default action would end the process with no clean-up at all)."""
 
 
+class HungUp(Terminated):
+    """SIGHUP (the terminal went away): unwinds as SIGTERM does (the default action left the
+    host's directories behind)."""
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+    raise HungUp() if signum == signal.SIGHUP else Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,11 +95,27 @@ def usage_error_json(message: str) -> str:
     return to_json({"ok": False, "error": {"type": "UsageError", "message": message}})
 
 
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: of a multi-line one (a worker's start-up output, say) the
+    first line and the last; of a traceback in it only its last line, the exception."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return "".join(lines)
+    first, last = lines[0], lines[-1]
+    if first.endswith(_TRACEBACK):
+        return f"{first[: -len(_TRACEBACK)].rstrip()} {last}"
+    return f"{first} ... {last}"
+
+
 def _report_usage_error(exc: UsageError, as_json: bool) -> int:
+    message = one_line(str(exc))
     if as_json:
-        print(usage_error_json(str(exc)))
+        print(usage_error_json(message))
     else:
-        print(printable(f"sandbox: error: {exc}"), file=sys.stderr)
+        print(printable(f"sandbox: error: {message}"), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -265,6 +287,8 @@ def _reject_constant(name: str) -> Any:
 
 def _read_input(text: str) -> Any:
     if text == "-":
+        if sys.stdin is None:  # started with standard input closed (``<&-``)
+            raise UsageError("INPUT is -, but standard input is closed")
         source, raw = "standard input", sys.stdin.buffer.read()
     elif text.startswith("@"):
         source = text[1:]
@@ -281,6 +305,8 @@ def _read_input(text: str) -> Any:
         raise UsageError(f"{source} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:  # the decoder recurses: 100,000 nested arrays are too deep for it
+        raise UsageError(f"{source} is nested too deeply to decode") from None
     if not isinstance(value, dict):
         raise UsageError(f"{source} must be a JSON object, got {type(value).__name__}")
     return value
@@ -305,6 +331,8 @@ def _open_host(args: argparse.Namespace) -> Any:
 
     # The flags and the config are checked before any worker starts, and before the host's
     # own modules load (~0.4 s), so a usage error costs next to nothing.
+    if args.config == "":  # (an unset variable, say): not the same as no --config at all
+        raise UsageError("--config: expected a file name, got an empty string")
     try:
         default_policy = apply_policy_flags(Policy(), args)
         configured = []
@@ -511,8 +539,101 @@ def _command_fuzz(args: argparse.Namespace) -> int:
     return run(args, _open_host, UsageError, BUILTIN_PROVIDERS, printable)
 
 
+class OutputError(Exception):
+    """Writing standard output failed: the reader went away (``| head``), the disk is full,
+    or its encoding (``PYTHONIOENCODING=ascii``) cannot hold the text. Told apart from the
+    errors of the work itself by :class:`_Output`."""
+
+    def __init__(self, reason: str, *, broken_pipe: bool = False, encoding: bool = False) -> None:
+        super().__init__(reason)
+        self.broken_pipe = broken_pipe
+        self.encoding = encoding
+
+
+def _flush_quietly(stream: Any) -> None:
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _output_error(exc: OSError | UnicodeEncodeError) -> OutputError:
+    if isinstance(exc, UnicodeEncodeError):
+        text = exc.object[exc.start : exc.end]
+        return OutputError(f"its encoding, {exc.encoding}, cannot write {text!r}", encoding=True)
+    return OutputError(exc.strerror or str(exc), broken_pipe=isinstance(exc, BrokenPipeError))
+
+
+class _Output:
+    """``sys.stdout`` while the command runs, with a failed write or flush raised as
+    :class:`OutputError`; everything else is the stream's own."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except (OSError, UnicodeEncodeError) as exc:
+            raise _output_error(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _output_error(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _fill_closed_streams() -> None:
+    """Give /dev/null to the standard streams the command was started without (``<&-``,
+    ``>&-``, ``2>&-``), in descriptor order: else the first files the host opens would take
+    descriptors 0-2, and the results or errors would be written into one of its sockets.
+    ``sys.stdin`` stays None (so ``-`` can say standard input is closed); output written
+    to a closed stream is discarded, as the caller asked."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+            ours = False  # something opened since start-up holds it: never write there
+        except OSError:
+            ours = os.open(os.devnull, os.O_RDWR) == fd
+        if name != "stdin":
+            target: int | str = fd if ours else os.devnull
+            setattr(sys, name, open(target, "w", encoding="utf-8", closefd=not ours))  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
+    _fill_closed_streams()
+    stream = sys.stdout
+    sys.stdout = _Output(stream)
+    try:
+        code = _run_command(argv)
+        sys.stdout.flush()
+        return code
+    except OutputError as exc:
+        if exc.encoding:  # what was written before it still goes out
+            _flush_quietly(stream)
+        else:  # nothing more can be written there, and the interpreter's own flush at exit
+            try:  # would fail again: standard output becomes /dev/null
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            except (OSError, ValueError):  # not a real file (a test's capture)
+                pass
+        if not exc.broken_pipe:  # ``| head``: not worth a word
+            print(f"sandbox: error: cannot write to standard output: {exc}", file=sys.stderr)
+        return EXIT_OUTCOME
+    except KeyboardInterrupt:  # before the command's own handling (parsing the arguments)
+        print("sandbox: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        sys.stdout = stream
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -545,27 +666,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    hup = signal.getsignal(signal.SIGHUP)
+    if in_main_thread and hup is signal.SIG_DFL:  # (nohup ignores it: then so does this)
+        signal.signal(signal.SIGHUP, _raise_terminated)
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()
     except UsageError as exc:
         code = _report_usage_error(exc, as_json)
+    except HungUp:
+        _say("sandbox: hung up")  # (the terminal may be gone)
+        code = EXIT_HUNG_UP
     except Terminated:
         print("sandbox: terminated", file=sys.stderr)
         code = EXIT_TERMINATED
     except KeyboardInterrupt:
         print("sandbox: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader went away (``| head``): not worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = EXIT_OUTCOME
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+            if hup is signal.SIG_DFL:
+                signal.signal(signal.SIGHUP, hup)
     return code
 
 
-if __name__ == "__main__":  # run as host.cli, so modules importing it share its UsageError
-    from host.cli import main as _main
+def _say(text: str) -> None:
+    """A line on stderr, if it can still be written."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
+
+if __name__ == "__main__":  # run as host.cli, so modules importing it share its UsageError
+    try:
+        from host.cli import main as _main
+    except KeyboardInterrupt:  # Ctrl-C while importing
+        print("sandbox: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     raise SystemExit(_main())

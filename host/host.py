@@ -170,6 +170,10 @@ class Host(CallingAPI):
         policy = policy if policy is not None else Policy()
         if not isinstance(ref, str) or not ref.strip():
             raise ValueError("a provider reference must be a non-empty string")
+        try:
+            ref.encode("utf-8")  # the worker is sent it as JSON
+        except UnicodeEncodeError:
+            raise ValueError(f"a provider reference must be UTF-8 text, got {ref!r}") from None
         if name is not None and not is_name(name):
             raise ValueError(
                 "a provider name must be letters, digits and underscores (ASCII, not starting "

@@ -103,12 +103,38 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(data, file=file, base_dir=base_dir)
 
 
+#: What a document nested deeper than the parsers' recursion allows is said to be.
+_TOO_DEEP: Final = "values nested too deeply to parse"
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object, refusing a key given twice (``json`` keeps the last silently, so the
+    first of two ``"defaults"`` tables would be ignored; TOML refuses it too)."""
+    table: dict[str, object] = {}
+    for key, value in pairs:
+        if key in table:
+            raise _DuplicateKey(key)
+        table[key] = value
+    return table
+
+
 def _parse_json(text: str, file: str) -> object:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as error:
+        twice = f"the key {show_value(error.args[0])} twice in one object"
+        raise ConfigError("", "valid JSON with each key once", twice, file) from None
     except json.JSONDecodeError as error:
         got = f"syntax error: {error.msg} (at line {error.lineno}, column {error.colno})"
         raise ConfigError("", "valid JSON", got, file) from None
+    except ValueError as error:  # an integer longer than int() converts (4300 digits)
+        raise ConfigError("", "valid JSON", str(error), file) from None
+    except RecursionError:  # the decoder recurses
+        raise ConfigError("", "valid JSON", _TOO_DEEP, file) from None
 
 
 def _parse_text(text: str, file: str) -> object:
@@ -116,6 +142,10 @@ def _parse_text(text: str, file: str) -> object:
         return _parse_json(text, file)
     try:
         return tomllib.loads(text)
+    except RecursionError:  # the parser recurses into nested arrays and inline tables
+        if text.lstrip().startswith("{"):
+            return _parse_json(text, file)
+        raise ConfigError("", "valid TOML", _TOO_DEEP, file) from None
     except tomllib.TOMLDecodeError as error:
         if text.lstrip().startswith("{"):
             return _parse_json(text, file)

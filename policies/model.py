@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from .paths import unsafe_reason
 from .units import (
+    MAX_SIZE,
     KiB,
     MiB,
     PolicyError,
@@ -114,12 +115,23 @@ def _strings(value: object, where: str, what: str) -> list[str]:
     return items
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (not so with the surrogates of undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _paths(value: object, where: str) -> tuple[str, ...]:
     items = _strings(value, where, "absolute paths")
     for index, item in enumerate(items):
         # Relative paths would be resolved against the worker's cwd, which is not the author's.
         if not item.startswith("/") or "\0" in item:
             raise PolicyError(f"{where}[{index}]", "an absolute path", show_value(item))
+        if not item.isascii() and not _is_utf8(item):  # the worker is sent its rules as JSON
+            raise PolicyError(f"{where}[{index}]", "a path in UTF-8", show_value(item))
         # A rule grants everything beneath it: "/" or a home would undo the confinement.
         reason = unsafe_reason(item)
         if reason is not None:
@@ -171,6 +183,9 @@ def _minimum_size(minimum: int) -> Callable[[object, str], int]:
         size = parse_size(value, where=where)
         if size < minimum:
             raise PolicyError(where, f"a size of at least {format_size(minimum)}",
+                              show_value(value))
+        if size > MAX_SIZE:  # the kernel's limits (setrlimit, cgroups) are 64-bit
+            raise PolicyError(where, "a size of at most 8EiB (2**63 - 1 bytes)",
                               show_value(value))
         return size
 

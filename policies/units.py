@@ -17,6 +17,7 @@ from typing import Final
 __all__ = [
     "DURATION_EXPECTED",
     "DURATION_PATTERN",
+    "MAX_SIZE",
     "SIZE_EXPECTED",
     "SIZE_PATTERN",
     "GiB",
@@ -38,6 +39,8 @@ TiB: Final = 1024 * GiB
 
 DURATION_EXPECTED: Final = "a duration such as 2s, 500ms or a number of seconds"
 SIZE_EXPECTED: Final = "a size such as 256MiB or a number of bytes"
+#: The largest size a limit may have: the kernel's limits (setrlimit, cgroups) are 64-bit.
+MAX_SIZE: Final = 2**63 - 1
 
 
 def show_value(value: object) -> str:
@@ -186,7 +189,7 @@ def parse_duration(value: object, *, where: str) -> float:
 
         try:
             seconds = float(Fraction(number) * Fraction(*_DURATION_UNITS[(unit or "s").lower()]))
-        except OverflowError:
+        except (OverflowError, ValueError):  # ValueError: more digits than int() converts
             raise PolicyError(where, DURATION_EXPECTED, show_value(value)) from None
     else:
         raise PolicyError(where, DURATION_EXPECTED, show_value(value))
@@ -218,7 +221,10 @@ def parse_size(value: object, *, where: str) -> int:
         multiplier = _SIZE_UNITS[(unit or "b").lower()]
         from fractions import Fraction
 
-        amount = Fraction(number)
+        try:
+            amount = Fraction(number)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            raise PolicyError(where, SIZE_EXPECTED, show_value(value)) from None
         if multiplier == 1 and amount.denominator != 1:
             raise PolicyError(where, "a whole number of bytes", show_value(value))
         result = math.floor(amount * multiplier)

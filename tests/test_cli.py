@@ -894,3 +894,195 @@ def test_network_flag_takes_effect() -> None:
         assert "ConnectionRefusedError" in parse_json(proc)["error"]["message"], describe(proc)
     proc = run_cli("call", "--json", "hostile.open_socket", "--network", "off")
     assert "ConnectionRefused" not in parse_json(proc)["error"]["message"], describe(proc)
+
+
+# --- hostile arguments, files and streams (found by a red-team sweep) ---------------------------
+
+
+def run_redirected(redirect: str, *args: str, cwd: Path | None = None) -> tuple[int, str]:
+    """Run ``sandbox ARGS...`` with a shell redirection of its standard streams (``<&-``,
+    ``>&-``, ``>/dev/full``); returns the exit code and everything on stderr and stdout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        ["bash", "-c", f'exec "$0" "$@" {redirect}', *CLI, *args],
+        capture_output=True, cwd=cwd or REPO, env=env, timeout=TIMEOUT_S, check=False,
+    )
+    return proc.returncode, (proc.stderr + proc.stdout).decode("utf-8", "replace")
+
+
+def test_deeply_nested_input_is_a_usage_error(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text('{"value": ' + deep + "}", encoding="utf-8")
+    proc = run_cli("call", "text.echo", f"@{tmp_path / 'deep.json'}")
+    assert_usage_error(proc, "deep.json", "nested too deeply")
+    proc = run_cli("call", "--json", "text.echo", "-", stdin=deep)
+    assert_json_usage_error(proc, "standard input", "nested too deeply")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep.json", '{"defaults": {"read": ' + "[" * 100_000 + "]" * 100_000 + "}}"),
+        ("deep.toml", "[defaults]\nread = " + "[" * 5_000 + "]" * 5_000 + "\n"),
+    ],
+)
+def test_deeply_nested_config_is_a_usage_error(tmp_path: Path, name: str, text: str) -> None:
+    config = tmp_path / name
+    config.write_text(text, encoding="utf-8")
+    line = assert_usage_error(run_cli("list", "--config", str(config)), "nested too deeply")
+    assert line.startswith(f"sandbox: error: {config}: "), line
+
+
+def test_a_json_config_may_not_give_a_key_twice(tmp_path: Path) -> None:
+    # json keeps the last of two keys silently: the strict first "defaults" would be ignored.
+    config = tmp_path / "sandbox.json"
+    config.write_text(
+        '{"defaults": {"memory": "64MiB"}, "defaults": {}, "providers": {}}', encoding="utf-8"
+    )
+    assert_usage_error(run_cli("list", "--config", str(config)), str(config), '"defaults" twice')
+
+
+def test_out_of_range_sizes_and_durations_are_usage_errors(tmp_path: Path) -> None:
+    huge, endless = "9" * 400, "9" * 5_000  # (past what int() converts: 4300 digits)
+    assert_usage_error(run_cli("list", "--memory", huge), "--memory", "at most 8EiB")
+    assert_usage_error(run_cli("list", "--memory", endless), "--memory", "expected a size")
+    assert_usage_error(run_cli("list", "--wall-time", endless), "--wall-time", "a duration")
+    config = tmp_path / "sandbox.toml"
+    config.write_text("[defaults]\nmemory = 99999999999999999999\n", encoding="utf-8")
+    assert_usage_error(run_cli("list", "--config", str(config)), "defaults.memory", "at most")
+
+
+def test_a_worker_dying_at_start_up_is_still_a_one_line_error(tmp_path: Path) -> None:
+    # KeyboardInterrupt is not caught as an import error: the worker dies printing a traceback,
+    # which the host's message carries.
+    path = write_provider(tmp_path, "interrupts.py", "raise KeyboardInterrupt\n")
+    line = assert_usage_error(run_cli("list", "--provider", str(path)), "KeyboardInterrupt")
+    assert "exited during start-up" in line, line
+    assert_json_usage_error(run_cli("list", "--json", "--provider", str(path)), "start-up")
+
+
+def test_an_empty_config_name_is_a_usage_error() -> None:
+    # Not the same as no --config (``--config "$UNSET"`` must not load the built-ins).
+    assert_usage_error(run_cli("list", "--config", ""), "--config", "empty")
+    assert_usage_error(
+        run_cli("serve", "--insecure", "--bind", "tcp://127.0.0.1:5599", "--config", ""),
+        "--config", "empty",
+    )
+
+
+def test_closed_or_failing_standard_streams() -> None:
+    code, text = run_redirected("<&-", "call", "text.word_count", "-")
+    assert code == 2 and "standard input is closed" in text and "Traceback" not in text, text
+    # Closed stdout: the output the caller threw away is discarded, without a traceback.
+    for args in (("call", "text.word_count", '{"text": "a"}'), ("list",), ("doctor",)):
+        code, text = run_redirected(">&-", *args)
+        assert code in (0, 1) and "Traceback" not in text, (args, code, text)
+    # Closed stderr: the error line is discarded, not written to stdout (print's file=None).
+    code, text = run_redirected("2>&-", "call", "text.nope")
+    assert code == 2 and text == "", (code, text)
+    for args in (("call", "text.word_count", '{"text": "a"}'), ("call", "--json", "x.y")):
+        code, text = run_redirected(">/dev/full", *args)
+        assert code == 1 and "Traceback" not in text, (args, code, text)
+        assert text.strip() == "sandbox: error: cannot write to standard output: "\
+            "No space left on device", text
+
+
+def test_a_closed_pipe_is_not_a_traceback() -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: EPIPE at once
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        for args in (("--version",), ("call", "--json", "x.y"), ("list",)):
+            proc = subprocess.run(
+                [*CLI, *args], stdout=write, stderr=subprocess.PIPE, cwd=REPO, env=env,
+                timeout=TIMEOUT_S, check=False,
+            )
+            assert proc.returncode in (0, 1), (args, proc)
+            assert proc.stderr == b"", (args, proc.stderr.decode())
+    finally:
+        os.close(write)
+
+
+def test_fuzz_option_and_report_errors(tmp_path: Path) -> None:
+    path = write_provider(tmp_path)
+    fuzz = ("fuzz", "--provider", str(path), "mine.double", "--database", "none",
+            "--max-examples", "1")
+    assert_usage_error(run_cli(*fuzz, "--report", "junit="), "--report", "junit=PATH")
+    assert_usage_error(
+        run_cli(*fuzz, "--report", f"junit={tmp_path}/none/x.xml"), "no directory"
+    )
+    assert_usage_error(run_cli(*fuzz, "--report", f"junit={tmp_path}"), "is a directory")
+    # Only seen when written, after the run (whose progress is on stderr): one line, exit 2.
+    proc = run_cli(*fuzz, "--report", "junit=/dev/full")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, describe(proc)
+    assert proc.stderr.splitlines()[-1].startswith(
+        "sandbox: error: --report junit=/dev/full: cannot write /dev/full"
+    ), describe(proc)
+    assert_json_usage_error(
+        run_cli(*fuzz, "--json", "--report", "junit=/dev/full"), "cannot write /dev/full"
+    )
+    assert_usage_error(run_cli(*fuzz[:6], "--max-examples", "9" * 30), "--max-examples")
+    assert_usage_error(run_cli(*fuzz, "--database", "/" + "a" * 5_000), "--database")
+    assert_usage_error(run_cli(*fuzz, "--database", ""), "--database")
+
+
+def test_keygen_with_a_name_too_long_is_a_usage_error(tmp_path: Path) -> None:
+    assert_usage_error(run_cli("keygen", str(tmp_path), "a" * 300), "File name too long")
+    # Printed back in its paths: no terminal escape makes it into a file name.
+    assert_usage_error(run_cli("keygen", str(tmp_path), "a\x1b[2Jb"), "plain file name")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_ports_out_of_range_are_usage_errors(tmp_path: Path) -> None:
+    write_provider(tmp_path)
+    config = tmp_path / "sandbox.toml"
+    config.write_text('[providers.mine]\nsource = "myprov.py"\n', encoding="utf-8")
+    serve = ("serve", "--config", str(config), "--insecure")
+    for port in ("99999", "0"):  # zmq would bind 99999 as some other port
+        proc = run_cli(*serve, "--bind", f"tcp://127.0.0.1:{port}", timeout=20)
+        assert_usage_error(proc, "--bind", "1-65535")
+    bind = ("--bind", "tcp://127.0.0.1:5599")
+    for metrics in ("127.0.0.1:99999", ""):
+        assert_usage_error(run_cli(*serve, *bind, "--metrics", metrics, timeout=20), "--metrics")
+    undecodable = os.fsdecode(b"\xff:9100")
+    assert_usage_error(run_cli(*serve, *bind, "--metrics", undecodable), "not a valid address")
+
+
+def _options_without_help(text: str) -> list[str]:
+    """The options and positionals of a ``--help`` page listed with no words after them."""
+    lines = text.splitlines()
+    bare = []
+    for index, line in enumerate(lines):
+        match = re.fullmatch(r"  (-\S.*?|[A-Z][A-Z_]*)(?:\s{2,}(\S.*))?", line)
+        if match is None or match[2]:
+            continue
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if not re.match(r" {6,}\S", following):  # help wrapped to the next line
+            bare.append(match[1])
+    return bare
+
+
+def test_every_option_of_every_command_is_explained() -> None:
+    for name in SUBCOMMANDS:
+        proc = run_cli(name, "--help", env={"COLUMNS": "80"})
+        assert proc.returncode == 0, describe(proc)
+        assert _options_without_help(proc.stdout) == [], (name, proc.stdout)
+
+
+def test_undecodable_paths_and_references_are_usage_errors() -> None:
+    # Bytes that are not UTF-8 cannot be sent to the worker (its rules are JSON): refused first,
+    # naming the flag, not as "the host failed to start a worker: UnicodeEncodeError".
+    undecodable = os.fsdecode(b"/tmp/\xff")
+    assert_usage_error(run_cli("list", "--read", undecodable), "--read", "a path in UTF-8")
+    assert_usage_error(run_cli("list", "--provider", os.fsdecode(b"\xff")), "UTF-8 text")
+
+
+def test_a_standard_output_that_cannot_encode_the_result_is_one_line() -> None:
+    for args in (("call", "text.echo", '{"value": "h\\u00e9llo"}'), ("call", "--json", "x\u00e9")):
+        proc = run_cli(*args, env={"PYTHONIOENCODING": "ascii"})
+        assert proc.returncode == 1 and proc.stdout == "", describe(proc)
+        assert proc.stderr.splitlines() == [
+            "sandbox: error: cannot write to standard output: its encoding, ascii, "
+            "cannot write '\\xe9'"
+        ], describe(proc)

@@ -213,3 +213,43 @@ def test_keyboard_interrupt_in_host_call_propagates_too() -> None:
         finally:
             timer.join()
         assert fired.is_set()
+
+
+def test_sigint_during_sandbox_fuzz_exits_130_promptly(area: Path, private_tmp: Path) -> None:
+    """The fuzzing threads ran on to the last example after Ctrl-C: the command waited for
+    its thread pool, for hours with a large --max-examples."""
+    provider = area / "quick.py"
+    provider.write_text(
+        "from providers import Provider\n\nprovider = Provider('quick', version='1')\n\n\n"
+        "@provider.action\ndef double(n: int) -> int:\n    return 2 * n\n"
+    )
+    env = dict(os.environ, TMPDIR=str(private_tmp), PYTHONPATH=str(REPO))
+    cli = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "host.cli", "fuzz", "--provider", str(provider)),
+            *("--database", "none", "--max-examples", "1000000", "--workers", "2"),
+        ],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + START_BOUND_S
+    while not (workers := _sandbox_descendants(cli.pid)):
+        if cli.poll() is not None or time.monotonic() > deadline:
+            cli.kill()
+            pytest.fail(f"no worker started (rc {cli.returncode}): {cli.communicate()[1]!r}")
+        time.sleep(0.05)
+    time.sleep(2.0)  # well into the examples
+    cli.send_signal(signal.SIGINT)
+    took = _assert_stopped_cleanly(cli, workers, 130, "interrupted", private_tmp)
+    print(f"SIGINT to exit: {took:.2f}s")
+
+
+def test_sighup_during_sandbox_call_exits_129_and_leaves_nothing(
+    area: Path, private_tmp: Path
+) -> None:
+    """A closed terminal: the default SIGHUP action ended the CLI with no clean-up, leaving
+    its directories in TMPDIR, as SIGTERM once did."""
+    cli, _ = _start_busy_cli(area, private_tmp)
+    workers = _sandbox_descendants(cli.pid)
+    assert workers
+    cli.send_signal(signal.SIGHUP)
+    _assert_stopped_cleanly(cli, workers, 129, "hung up", private_tmp)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -32,7 +34,10 @@ def add_parser(commands: Any, add_sources: Any) -> None:
     )
     fuzz.add_argument("actions", nargs="*", metavar="ACTION", help="only these actions")
     add_sources(fuzz)
-    fuzz.add_argument("--max-examples", type=int, default=100, metavar="N")
+    fuzz.add_argument(
+        "--max-examples", type=int, default=100, metavar="N",
+        help="inputs to try per action (100)",
+    )
     fuzz.add_argument(
         "--seed", type=int, metavar="N",
         help="Hypothesis's seed (default: a random one, printed, so any run can be repeated)",
@@ -42,14 +47,23 @@ def add_parser(commands: Any, add_sources: Any) -> None:
     )
     fuzz.add_argument("--max-time", type=float, metavar="S", help="stop each action after S s")
     fuzz.add_argument("--checks", metavar="NAME,...", help=f"only these of {', '.join(CHECKS)}")
-    fuzz.add_argument("--exclude-checks", metavar="NAME,...", default="")
-    fuzz.add_argument("--mode", choices=MODES, default="positive")
+    fuzz.add_argument(
+        "--exclude-checks", metavar="NAME,...", default="", help="skip these checks"
+    )
+    fuzz.add_argument(
+        "--mode", choices=MODES, default="positive",
+        help="inputs that fit the schema (positive, the default), inputs that break it "
+        "(negative, each should be refused), or both (all)",
+    )
     fuzz.add_argument(
         "--database", metavar="PATH|none", default=".sandbox/fuzz-examples",
         help="Hypothesis's example database (failures are tried first next time)",
     )
     fuzz.add_argument("--workers", type=int, default=1, metavar="N", help="actions in parallel")
-    fuzz.add_argument("--no-shrink", action="store_true")
+    fuzz.add_argument(
+        "--no-shrink", action="store_true",
+        help="report each failure as found, without shrinking it to a smaller input",
+    )
     fuzz.add_argument("--report", metavar="junit=PATH", help="also write a JUnit XML report")
     fuzz.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
@@ -64,20 +78,52 @@ def _names(text: str, flag: str, usage_error: type[Exception]) -> set[str]:
     return names
 
 
+#: The most --max-examples may ask for (at a thousand a second, eleven days of fuzzing);
+#: Hypothesis fails on numbers it cannot turn into a float.
+MAX_EXAMPLES = 10**9
+
+
+def _check_report(report: str, usage_error: type[Exception]) -> None:
+    """``junit=PATH`` naming a file that can be written, as far as can be told before the
+    run (a later failure to write it is reported too, without a traceback)."""
+    kind, _, path = report.partition("=")
+    if kind != "junit" or not path:
+        raise usage_error("--report: expected junit=PATH")
+    if os.path.isdir(path):
+        raise usage_error(f"--report {report}: {path} is a directory")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise usage_error(f"--report {report}: no directory {folder}")
+
+
+def _check_database(database: str, usage_error: type[Exception]) -> None:
+    """A directory Hypothesis can use (it creates a missing one), or an error now."""
+    if not database:
+        raise usage_error("--database: expected a directory, or none for no database")
+    try:
+        os.stat(database)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # Hypothesis makes it, or (a file on the way) saves nothing
+    except OSError as exc:
+        raise usage_error(f"--database {database}: {exc.strerror or exc}") from None
+
+
 def options_from(args: argparse.Namespace, usage_error: type[Exception]) -> FuzzOptions:
     """Check the flags (a bad one is ``usage_error``, exit 2) and make the options."""
     from host.fuzz.runner import FuzzOptions
 
-    if args.max_examples < 1:
-        raise usage_error("--max-examples must be at least 1")
+    if not 1 <= args.max_examples <= MAX_EXAMPLES:
+        raise usage_error(f"--max-examples must be between 1 and {MAX_EXAMPLES}")
     if not args.timeout > 0:
         raise usage_error("--timeout must be a positive number of seconds")
     if args.max_time is not None and not args.max_time > 0:
         raise usage_error("--max-time must be a positive number of seconds")
     if args.workers < 1:
         raise usage_error("--workers must be at least 1")
-    if args.report is not None and not args.report.startswith("junit="):
-        raise usage_error("--report: expected junit=PATH")
+    if args.report is not None:
+        _check_report(args.report, usage_error)
+    if args.database != "none":
+        _check_database(args.database, usage_error)
     checks = set(CHECKS) - OPT_IN
     if args.checks:
         checks = _names(args.checks, "--checks", usage_error)
@@ -133,10 +179,18 @@ def run(
         sources = sources_of(args, builtin)
         started = time.monotonic()
         quiet = None if args.json else _progress
-        with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=args.workers)
+        try:
             reports = list(
-                pool.map(lambda d: fuzz_action(host, d, options, sources, quiet), chosen)
+                pool.map(lambda d: fuzz_action(host, d, options, sources, quiet, stop), chosen)
             )
+        except BaseException:  # interrupted: each action stops at its next example and its
+            stop.set()  # call in flight ends with the host's workers, so the join is quick
+            host.close(timeout=0)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         elapsed = time.monotonic() - started
     except BaseException:
         host.close(timeout=0)
@@ -148,7 +202,12 @@ def run(
     if args.report:
         from host.fuzz.junit import write_junit
 
-        write_junit(args.report.partition("=")[2], reports)
+        path = args.report.partition("=")[2]
+        try:
+            write_junit(path, reports)
+        except OSError as exc:
+            raise usage_error(f"--report {args.report}: cannot write {path}: "
+                              f"{exc.strerror or exc}") from None
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:

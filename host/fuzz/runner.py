@@ -152,9 +152,11 @@ def fuzz_action(
     options: FuzzOptions,
     sources: Sequence[str],
     progress: Callable[[ActionReport, bool], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> ActionReport:
     """Fuzz one action; the report has each distinct failure once, shrunk, with its reproduce
-    line. ``sources`` are the CLI arguments that load the same providers (--provider/--config)."""
+    line. ``sources`` are the CLI arguments that load the same providers (--provider/--config).
+    Once ``stop`` is set (the command was interrupted) no further example runs."""
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis.control import current_build_context
     from hypothesis.database import DirectoryBasedExampleDatabase
@@ -190,6 +192,8 @@ def fuzz_action(
 
     def body(example: Any) -> None:
         nonlocal worst_wall
+        if stop is not None and stop.is_set():
+            raise _TimeUp
         is_positive, value = example if tagged else (untagged_positive, example)
         timeout = options.timeout
         # Whether this is a failure's final replay matters only with a time limit or after a

@@ -19,8 +19,8 @@ def add_parsers(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]
         description="Write DIR/NAME.key (public: give it to the other side) and "
         "DIR/NAME.key_secret (secret, mode 0600), in pyzmq's zmq.auth certificate format.",
     )
-    keygen.add_argument("directory", metavar="DIR")
-    keygen.add_argument("name", metavar="NAME")
+    keygen.add_argument("directory", metavar="DIR", help="where to write them (made if missing)")
+    keygen.add_argument("name", metavar="NAME", help="the files' name, e.g. server or a client's")
 
     serve = commands.add_parser(
         "serve",
@@ -29,9 +29,17 @@ def add_parsers(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]
         "CURVE encryption; only the public keys in --authorized may connect. SIGTERM drains: "
         "running calls finish (up to --drain-timeout), new ones are refused.",
     )
-    serve.add_argument("--bind", required=True, metavar="tcp://ADDR:PORT")
-    serve.add_argument("--config", required=True, metavar="FILE")
-    serve.add_argument("--server-key", metavar="S.key_secret")
+    serve.add_argument(
+        "--bind", required=True, metavar="tcp://ADDR:PORT", help="where to listen (required)"
+    )
+    serve.add_argument(
+        "--config", required=True, metavar="FILE",
+        help="a sandbox.toml (or .json) naming the providers to serve (required)",
+    )
+    serve.add_argument(
+        "--server-key", metavar="S.key_secret",
+        help="the server's secret key, from sandbox keygen (mode 0600)",
+    )
     serve.add_argument("--authorized", metavar="DIR", help="a directory of clients' *.key files")
     serve.add_argument(
         "--insecure",
@@ -68,8 +76,8 @@ def _keys(args: argparse.Namespace) -> tuple[tuple[bytes, bytes] | None, dict[by
     from host.remote.keys import KeyFileError, curve_available, load_authorized, load_secret
 
     bind = _TCP.match(args.bind)
-    if bind is None:
-        raise UsageError(f"--bind {args.bind}: expected tcp://ADDR:PORT")
+    if bind is None or not 1 <= int(bind["port"]) <= 65535:
+        raise UsageError(f"--bind {args.bind}: expected tcp://ADDR:PORT (PORT 1-65535)")
     if args.insecure:
         if bind["address"] != "127.0.0.1":
             raise UsageError("--insecure is only allowed with --bind tcp://127.0.0.1:PORT")
@@ -96,12 +104,14 @@ def _command_serve(args: argparse.Namespace) -> int:
     from host.remote.server import ServeError, Server, install_signals
     from policies import PolicyError
 
+    if not args.config:
+        raise UsageError("--config: expected a file name, got an empty string")
     server_key, authorized = _keys(args)
     metrics_at = None
-    if args.metrics:
+    if args.metrics is not None:  # ("" too: an unset variable is not "no metrics")
         metrics_at = _ADDR_PORT.match(args.metrics)
-        if metrics_at is None:
-            raise UsageError(f"--metrics {args.metrics}: expected ADDR:PORT")
+        if metrics_at is None or not 1 <= int(metrics_at["port"]) <= 65535:
+            raise UsageError(f"--metrics {args.metrics}: expected ADDR:PORT (PORT 1-65535)")
     if not args.drain_timeout >= 0:
         raise UsageError("--drain-timeout must be a number of seconds >= 0")
     if not args.client_timeout >= 2:
@@ -119,6 +129,8 @@ def _command_serve(args: argparse.Namespace) -> int:
                 metrics.serve(metrics_at["address"] or "0.0.0.0", int(metrics_at["port"]))
             except OSError as exc:
                 raise UsageError(f"--metrics {args.metrics}: {exc.strerror or exc}") from None
+            except UnicodeError:  # not a name the resolver can encode (IDNA)
+                raise UsageError(f"--metrics {args.metrics}: not a valid address") from None
         try:
             server = Server(
                 host, args.bind, server_key=server_key, authorized=authorized,

@@ -30,16 +30,16 @@ def keygen(directory: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
     Refuses to overwrite an existing pair: a regenerated server key would lock out every
     client that trusts the old one, and a regenerated client key every server that lists it.
     """
-    if not name or "/" in name or name.startswith("."):
+    if not name or "/" in name or name.startswith(".") or not name.isprintable():
         raise KeyFileError(f"key name {name!r} must be a plain file name")
     if not curve_available():
         raise KeyFileError("this libzmq has no CURVE support (built without libsodium)")
     folder = Path(directory)
     public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
-    for path in (public, secret):
-        if path.exists():
-            raise KeyFileError(f"{path} already exists; remove it first to make a new key")
     try:
+        for path in (public, secret):
+            if path.exists():
+                raise KeyFileError(f"{path} already exists; remove it first to make a new key")
         folder.mkdir(parents=True, exist_ok=True)
         # The secret file is created 0600 by the umask below, then checked: no moment in
         # which another user could open it.
