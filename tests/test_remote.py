@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from host import (
@@ -31,7 +33,7 @@ from host import (
     ProviderUnavailable,
     RemoteHost,
 )
-from host.remote.keys import keygen
+from host.remote.keys import keygen, load_public, load_secret
 
 ECHO = Path(__file__).parent / "providers" / "echo.py"
 TEXT = Path(__file__).parent.parent / "providers" / "examples" / "text.py"
@@ -428,3 +430,42 @@ def test_the_calls_of_a_client_that_died_are_cancelled(servers: Servers) -> None
         if client.poll() is None:
             client.kill()
             client.wait()
+
+
+# ---------------------------------------------------------------------- hostile clients
+
+
+def raw_dealer(
+    context: zmq.Context[zmq.Socket[bytes]], servers: Servers, endpoint: str, key: str = "client"
+) -> zmq.Socket[bytes]:
+    """A DEALER speaking CURVE with ``key``, written by hand: it sends whatever a test says."""
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.curve_serverkey = load_public(servers.base / "keys" / "server.key")
+    sock.curve_publickey, sock.curve_secretkey = load_secret(
+        servers.base / "keys" / f"{key}.key_secret"
+    )
+    sock.connect(endpoint)
+    return sock
+
+
+def test_a_timeout_too_big_for_a_float_is_refused_and_the_server_stays_up(
+    servers: Servers,
+) -> None:
+    """A call whose timeout was a 400-digit JSON integer killed the server (OverflowError
+    from math.isfinite, raised out of its loop): every client lost its calls."""
+    endpoint, proc = servers.start()
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        hostile = raw_dealer(context, servers, endpoint)
+        huge = b'{"op":"call","id":"h1","action":"echo.echo","timeout":' + b"9" * 400 + b"}"
+        hostile.send_multipart([huge, b'{"value": "x"}'])
+        assert hostile.poll(10_000), "no answer"
+        reply = json.loads(hostile.recv())
+        assert "timeout must be a positive number" in reply["error"], reply
+        big = b'{"op":"call","id":"h2","action":"echo.echo","timeout":100000000000000000000}'
+        hostile.send_multipart([big, b'{"value": "x"}'])  # big, but a float: accepted
+        assert hostile.poll(10_000), "no answer"
+        assert json.loads(hostile.recv())["outcome"]["result"] == "x"
+        hostile.close()
+        assert proc.poll() is None
+        assert remote.call("echo.echo", {"value": "still"}) == "still"

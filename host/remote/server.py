@@ -145,7 +145,7 @@ class Server:
                     frames = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
-                self._handle(frames)
+                self._handle_guarded(frames)
             self._send_done()
             self._cancel_abandoned()
             if self._draining:
@@ -244,6 +244,17 @@ class Server:
             )
         for _, future in abandoned:
             future.cancel()
+
+    def _handle_guarded(self, frames: list[bytes]) -> None:
+        """:meth:`_handle`; a request it fails on (a bug) is answered with an error, and the
+        server goes on serving the other clients rather than dying of one client's message."""
+        try:
+            self._handle(frames)
+        except Exception as exc:
+            log.exception("request from a client failed")
+            _say(f"a request failed on the server: {type(exc).__name__}: {str(exc)[:200]}")
+            error = f"the server failed on this request: {type(exc).__name__}"
+            self._reply(frames[0], protocol.dumps({"id": "", "error": error}))
 
     def _handle(self, frames: list[bytes]) -> None:
         identity, rest = frames[0], frames[1:]

@@ -53,14 +53,21 @@ def parse_envelope(frame: bytes) -> dict[str, Any]:
         action, timeout = body.get("action"), body.get("timeout")
         if not isinstance(action, str) or not 0 < len(action) <= MAX_ACTION_LENGTH:
             raise BadRequest(f"action must be a string of 1-{MAX_ACTION_LENGTH} characters")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
+        if timeout is not None and not _positive_seconds(timeout):
             raise BadRequest("timeout must be a positive number of seconds or null")
+        if isinstance(timeout, int):  # (a JSON integer may be too big for a float)
+            body["timeout"] = float(timeout)
     return body
+
+
+def _positive_seconds(value: Any) -> bool:
+    """A finite positive number (an integer of 400 digits is finite, but no float: refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:
+        return False
 
 
 def outcome_reply(request_id: str, outcome: Outcome, *, ack: bool = False) -> bytes:
