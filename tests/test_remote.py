@@ -469,3 +469,68 @@ def test_a_timeout_too_big_for_a_float_is_refused_and_the_server_stays_up(
         hostile.close()
         assert proc.poll() is None
         assert remote.call("echo.echo", {"value": "still"}) == "still"
+
+
+FLOODER = """
+import json, sys, time
+import zmq
+from host.remote.keys import load_public, load_secret
+endpoint, server_key, client_key, seconds, frames = sys.argv[1:6]
+frames = [f.encode() for f in json.loads(frames)]
+context = zmq.Context()
+sock = context.socket(zmq.DEALER)
+sock.linger = 0
+sock.sndhwm = 100_000
+sock.curve_serverkey = load_public(server_key)
+sock.curve_publickey, sock.curve_secretkey = load_secret(client_key)
+sock.connect(endpoint)
+print("flooding", flush=True)
+end = time.monotonic() + float(seconds)
+while time.monotonic() < end:
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        time.sleep(0.001)
+    while sock.poll(0):
+        sock.recv_multipart()
+"""
+
+
+@contextlib.contextmanager
+def flooding(servers: Servers, endpoint: str, seconds: float, *frames: str) -> Iterator[None]:
+    """A hostile client process sending ``frames`` as fast as it can for ``seconds``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOODER, endpoint, str(servers.base / "keys" / "server.key"),
+         str(servers.base / "keys" / "client.key_secret"), str(seconds), json.dumps(frames)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "flooding"
+        time.sleep(0.5)  # its handshake, and its first thousands of messages
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def latencies(remote: RemoteHost, seconds: float) -> list[float]:
+    """A well-behaved client's call latencies over ``seconds`` of sequential echo calls."""
+    found = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.monotonic()
+        assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
+        found.append(time.monotonic() - started)
+    return found
+
+
+def test_a_flood_of_pings_does_not_stall_another_clients_calls(servers: Servers) -> None:
+    """The server read requests until none was left before it sent finished calls' outcomes:
+    a client sending pings faster than it handles them kept every other client's outcomes
+    (and every handshake) waiting for as long as the flood lasted."""
+    endpoint, proc = servers.start()
+    with servers.client(endpoint) as remote:
+        with flooding(servers, endpoint, 6.0, '{"op": "ping", "id": "p"}'):
+            found = latencies(remote, 4.0)
+        assert proc.poll() is None
+    assert len(found) >= 20 and max(found) < 1.5, (len(found), max(found))

@@ -50,6 +50,8 @@ ACK_WAIT_S = 3.0
 #: workers are free for live clients.
 CLIENT_TIMEOUT_S = 5.0
 ZAP_DOMAIN = b"sandbox"
+#: Requests read per turn of the loop before finished calls are answered and handshakes are.
+RECV_BATCH = 100
 
 
 class ServeError(Exception):
@@ -140,7 +142,10 @@ class Server:
                 os.read(self._wake_r, 65536)
             if self._zap in events:
                 self._answer_zap()
-            while self._router in events:
+            # A bounded batch: a client that sends faster than this thread handles must not
+            # keep it reading for ever while other clients' outcomes wait to be sent (and
+            # handshakes to be answered); what is left is read on the next turn.
+            for _ in range(RECV_BATCH if self._router in events else 0):
                 try:
                     frames = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
