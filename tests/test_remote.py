@@ -534,3 +534,35 @@ def test_a_flood_of_pings_does_not_stall_another_clients_calls(servers: Servers)
             found = latencies(remote, 4.0)
         assert proc.poll() is None
     assert len(found) >= 20 and max(found) < 1.5, (len(found), max(found))
+
+
+def test_frames_far_over_the_input_limit_are_dropped_unread(servers: Servers) -> None:
+    """The server accepted frames of up to 256 MiB whatever its providers' input limits
+    (1 MiB here), read each whole and decoded it on its one thread before the limit refused
+    it: a client sending a few 60 MiB calls made it hold about a gigabyte and stalled every
+    other client's calls for seconds. Now a frame over the largest input limit drops its
+    connection unread; a well-behaved client refuses such an input itself, as the server
+    would, and stays connected."""
+    endpoint, proc = servers.start()
+    server = psutil.Process(proc.pid)
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        with pytest.raises(InputInvalid, match="input limit is 1048576"):
+            remote.call("echo.echo", {"value": "a" * (2 << 20)})
+        assert remote.call("echo.echo", {"value": "a" * 1000}) == "a" * 1000
+        baseline = server.memory_info().rss
+        hostile = raw_dealer(context, servers, endpoint)
+        body = b'{"value": "' + b"a" * (60 << 20) + b'"}'
+        for i in range(3):
+            envelope = json.dumps({"op": "call", "id": f"b{i}", "action": "echo.echo"})
+            hostile.send_multipart([envelope.encode(), body], copy=False)
+        peak, slowest = baseline, 0.0
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            peak = max(peak, server.memory_info().rss)
+            started = time.monotonic()
+            assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
+            slowest = max(slowest, time.monotonic() - started)
+        hostile.close()
+        assert proc.poll() is None
+    assert peak - baseline < 100 << 20, f"the server grew by {(peak - baseline) >> 20} MiB"
+    assert slowest < 1.5, slowest

@@ -52,6 +52,8 @@ CLIENT_TIMEOUT_S = 5.0
 ZAP_DOMAIN = b"sandbox"
 #: Requests read per turn of the loop before finished calls are answered and handshakes are.
 RECV_BATCH = 100
+#: Requests queued unread per client connection (libzmq's default is 1000).
+RCVHWM = 100
 
 
 class ServeError(Exception):
@@ -89,7 +91,12 @@ class Server:
         self._zap.bind("inproc://zeromq.zap.01")
         self._router = self._context.socket(zmq.ROUTER)
         self._router.linger = 1000
-        self._router.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)
+        # No frame bigger than the largest input a provider here accepts (a bigger one
+        # drops its connection unread), and few queued per client: what one client can make
+        # this process hold is about RCVHWM such frames, not RCVHWM of MAX_MESSAGE_BYTES.
+        self.input_limit = max((p.policy.input for p in host.providers()), default=0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, wire.frame_limit(self.input_limit))
+        self._router.setsockopt(zmq.RCVHWM, RCVHWM)
         self._router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         self._router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         self._router.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)

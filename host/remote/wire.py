@@ -21,6 +21,8 @@ from sandbox import protocol
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 #: Largest request envelope: an id, an action name and a timeout.
 MAX_ENVELOPE_BYTES = 4096
+#: What a frame may hold beyond a call's encoded input (which the providers' policies bound).
+FRAME_SLACK_BYTES = 64 * 1024
 MAX_ID_LENGTH = 64
 MAX_ACTION_LENGTH = 300
 OPS = ("call", "cancel", "ack", "ping", "hello", "providers", "stats")
@@ -32,6 +34,12 @@ class BadRequest(ValueError):
 
 def request(op: str, request_id: str, **fields: Any) -> bytes:
     return protocol.dumps({"op": op, "id": request_id, **fields})
+
+
+def frame_limit(input_limit: int) -> int:
+    """The largest frame a server accepts whose providers accept inputs of ``input_limit``
+    bytes encoded (an input is sent as its encoding, the envelope is smaller still)."""
+    return min(max(input_limit, MAX_ENVELOPE_BYTES) + FRAME_SLACK_BYTES, MAX_MESSAGE_BYTES)
 
 
 def parse_envelope(frame: bytes) -> dict[str, Any]:
