@@ -566,3 +566,35 @@ def test_frames_far_over_the_input_limit_are_dropped_unread(servers: Servers) ->
         assert proc.poll() is None
     assert peak - baseline < 100 << 20, f"the server grew by {(peak - baseline) >> 20} MiB"
     assert slowest < 1.5, slowest
+
+
+def test_a_client_that_reads_late_gets_every_outcome(servers: Servers) -> None:
+    """Outcomes sent while a client's queue was full (it read late: a busy engine, a starved
+    thread, thousands of calls ending meanwhile) were dropped by the ROUTER without a word:
+    those calls never ended. Now they wait on the server and are sent when the client reads
+    again."""
+    endpoint, _ = servers.start()
+    with zmq.Context() as context:
+        client = raw_dealer(context, servers, endpoint)
+        body = json.dumps({"value": "x" * 20_000}).encode()
+        sent = 0
+        for _ in range(25):  # 2500 calls over 5 s, slower than the provider's queue fills
+            for _ in range(100):
+                envelope = json.dumps({"op": "call", "id": f"c{sent}", "action": "echo.echo"})
+                client.send_multipart([envelope.encode(), body])
+                sent += 1
+            client.send(b'{"op": "ping", "id": "ping"}')  # alive, only busy
+            time.sleep(0.2)
+        with servers.client(endpoint) as observer:  # until every call has ended there
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if sum(observer.stats()["echo"]["calls"].values()) >= sent:
+                    break
+                client.send(b'{"op": "ping", "id": "ping"}')
+                time.sleep(0.2)
+        ids = set()
+        while client.poll(3000):
+            reply = json.loads(client.recv())
+            ids.add(reply["id"])
+        client.close()
+    assert len(ids) == sent, f"{sent - len(ids)} of {sent} calls never ended"

@@ -54,6 +54,9 @@ ZAP_DOMAIN = b"sandbox"
 RECV_BATCH = 100
 #: Requests queued unread per client connection (libzmq's default is 1000).
 RCVHWM = 100
+#: Replies kept for a client whose queue is full (it is not reading); more are dropped.
+MAX_BACKLOG = MAX_IN_FLIGHT
+MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 
 
 class ServeError(Exception):
@@ -97,6 +100,9 @@ class Server:
         self.input_limit = max((p.policy.input for p in host.providers()), default=0)
         self._router.setsockopt(zmq.MAXMSGSIZE, wire.frame_limit(self.input_limit))
         self._router.setsockopt(zmq.RCVHWM, RCVHWM)
+        # A reply to a client whose queue is full fails (EAGAIN) instead of vanishing: it is
+        # kept and sent later, so a client busy for a while still gets every outcome.
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         self._router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         self._router.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
@@ -115,6 +121,9 @@ class Server:
         self._in_flight: dict[tuple[bytes, str], CallFuture] = {}
         self._unacked: set[tuple[bytes, str]] = set()
         self._last_seen: dict[bytes, float] = {}
+        self._backlog: dict[bytes, collections.deque[bytes]] = {}
+        self._backlog_bytes: dict[bytes, int] = {}
+        self._overflowed: set[bytes] = set()
         self._next_sweep = 0.0
         self._draining = False
         self._stop = False
@@ -144,7 +153,7 @@ class Server:
         ack_deadline: float | None = None
         cancelled = False
         while True:
-            events = dict(poller.poll(200))
+            events = dict(poller.poll(10 if self._backlog else 200))
             if self._wake_r in events:
                 os.read(self._wake_r, 65536)
             if self._zap in events:
@@ -158,6 +167,7 @@ class Server:
                 except zmq.Again:
                     break
                 self._handle_guarded(frames)
+            self._send_backlog()
             self._send_done()
             self._cancel_abandoned()
             if self._draining:
@@ -232,10 +242,47 @@ class Server:
     # ------------------------------------------------------------------ requests
 
     def _reply(self, identity: bytes, body: bytes) -> None:
-        try:
-            self._router.send_multipart([identity, body], zmq.NOBLOCK)
-        except zmq.ZMQError:  # the client is gone or not reading: its loss
-            pass
+        """Send ``body``; if the client's queue is full (it reads slower than its calls end),
+        keep it, in order, until there is room (see :meth:`_send_backlog`)."""
+        backlog = self._backlog.get(identity)
+        if backlog is None:
+            try:
+                self._router.send_multipart([identity, body], zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                backlog = self._backlog[identity] = collections.deque()
+            except zmq.ZMQError:  # EHOSTUNREACH: the client is gone, its loss
+                return
+        held = self._backlog_bytes.get(identity, 0)
+        if len(backlog) >= MAX_BACKLOG or held + len(body) > MAX_BACKLOG_BYTES:
+            if identity not in self._overflowed:
+                self._overflowed.add(identity)
+                _say(
+                    f"a client does not read its replies ({len(backlog)} replies, {held} bytes "
+                    "wait for it): dropping more"
+                )
+            return
+        backlog.append(body)
+        self._backlog_bytes[identity] = held + len(body)
+
+    def _send_backlog(self) -> None:
+        """Send what waits for clients whose queue was full, as far as there is room now."""
+        for identity in list(self._backlog):
+            backlog = self._backlog[identity]
+            try:
+                while backlog:
+                    self._router.send_multipart([identity, backlog[0]], zmq.NOBLOCK)
+                    self._backlog_bytes[identity] -= len(backlog.popleft())
+            except zmq.Again:
+                continue
+            except zmq.ZMQError:  # gone
+                pass
+            self._forget_backlog(identity)
+
+    def _forget_backlog(self, identity: bytes) -> None:
+        self._backlog.pop(identity, None)
+        self._backlog_bytes.pop(identity, None)
+        self._overflowed.discard(identity)
 
     def _cancel_abandoned(self) -> None:
         """Cancel the calls of clients silent for ``client_timeout`` (checked once a second)."""
@@ -249,6 +296,7 @@ class Server:
         abandoned = [(key, f) for key, f in self._in_flight.items() if key[0] in gone]
         for identity in gone:
             del self._last_seen[identity]
+            self._forget_backlog(identity)
         if abandoned:
             _say(
                 f"cancelling {len(abandoned)} calls of {len({k[0] for k, _ in abandoned})} "
