@@ -22,13 +22,15 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 from zmq.utils import z85
 
-from host.errors import Cancelled, InputInvalid, Outcome, Overloaded
+from host.errors import Cancelled, InputInvalid, Outcome, Overloaded, Timeout
 from host.futures import CallFuture
 from host.host import Host
 from host.logs import LOGGER
@@ -57,6 +59,91 @@ RCVHWM = 100
 #: Replies kept for a client whose queue is full (it is not reading); more are dropped.
 MAX_BACKLOG = MAX_IN_FLIGHT
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+#: A call input bigger than this is decoded and checked (plain copy, schema: up to about half
+#: a second for a MiB) on a thread of its own, clients in turn, not on the server's: one
+#: client's big inputs must not hold up every other client's requests and outcomes.
+LARGE_INPUT_BYTES = 64 * 1024
+#: Large inputs waiting to be decoded, per client and in all; more are answered Overloaded.
+MAX_LARGE_PER_CLIENT = 32
+MAX_LARGE = 128
+
+
+Key = tuple[bytes, str]
+
+
+def _submit(host: Host, action: str, frame: bytes | None, timeout: float | None) -> CallFuture:
+    """Decode a call's input and hand it to the host, as a local engine's call."""
+    try:
+        value = {} if frame is None else protocol.loads(frame, max_depth=protocol.MAX_INPUT_DEPTH)
+    except protocol.ProtocolError as exc:
+        future = CallFuture()
+        future.set_running_or_notify_cancel()
+        future.settle(Outcome.failure(InputInvalid(f"the input is not JSON: {exc}")))
+        return future
+    return host.submit(action, value, timeout=timeout)
+
+
+class _LargeInputs:
+    """Decodes and submits large inputs on a thread of its own, one client's after another's
+    (each client has its queue), and hands each call's future to the server's thread."""
+
+    def __init__(self, host: Host, handover: Callable[[Key, str, CallFuture], None]) -> None:
+        self._host = host
+        self._handover = handover
+        self._ready = threading.Condition()
+        self._queues: dict[bytes, collections.deque[tuple[str, str, bytes, Any, float]]] = {}
+        self._count = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="sandbox-serve-inputs", daemon=True)
+        self._thread.start()
+
+    def put(
+        self, identity: bytes, request_id: str, action: str, frame: bytes, timeout: Any
+    ) -> bool:
+        """Queue one; False if this client or all have as many waiting as they may."""
+        with self._ready:
+            queue = self._queues.get(identity)
+            if self._count >= MAX_LARGE or (queue and len(queue) >= MAX_LARGE_PER_CLIENT):
+                return False
+            if queue is None:
+                queue = self._queues[identity] = collections.deque()
+            queue.append((request_id, action, frame, timeout, time.monotonic()))
+            self._count += 1
+            self._ready.notify()
+        return True
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queues and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return
+                identity = next(iter(self._queues))  # the client waiting longest for its turn
+                queue = self._queues.pop(identity)
+                request_id, action, frame, timeout, received = queue.popleft()
+                if queue:
+                    self._queues[identity] = queue  # back of the line
+                self._count -= 1
+            if timeout is not None and time.monotonic() - received >= timeout:
+                future = CallFuture()
+                future.set_running_or_notify_cancel()
+                error = Timeout("the call's timeout passed while its input waited to be decoded")
+                future.settle(Outcome.failure(error))
+            else:
+                left = None if timeout is None else timeout - (time.monotonic() - received)
+                try:
+                    future = _submit(self._host, action, frame, left)
+                except Exception as exc:  # the host closed: the call still gets its outcome
+                    future = CallFuture()
+                    future.set_running_or_notify_cancel()
+                    future.settle(Outcome.failure(Cancelled(f"the call was not run: {exc}")))
+            self._handover((identity, request_id), action, future)
 
 
 class ServeError(Exception):
@@ -119,6 +206,13 @@ class Server:
         os.set_blocking(self._wake_w, False)
         self._done: collections.deque[tuple[bytes, str, CallFuture, str]] = collections.deque()
         self._in_flight: dict[tuple[bytes, str], CallFuture] = {}
+        #: Calls whose large input is being decoded (see _LargeInputs), and those of them a
+        #: cancel (the client's, a drain's, a gone client's) came for meanwhile.
+        self._preparing: set[Key] = set()
+        self._cancel_early: set[Key] = set()
+        self._cancel_all = False
+        self._prepared: collections.deque[tuple[Key, str, CallFuture]] = collections.deque()
+        self._large = _LargeInputs(host, self._hand_over)
         self._unacked: set[tuple[bytes, str]] = set()
         self._last_seen: dict[bytes, float] = {}
         self._backlog: dict[bytes, collections.deque[bytes]] = {}
@@ -168,6 +262,7 @@ class Server:
                     break
                 self._handle_guarded(frames)
             self._send_backlog()
+            self._take_prepared()
             self._send_done()
             self._cancel_abandoned()
             if self._draining:
@@ -175,10 +270,11 @@ class Server:
                 if drain_deadline is None:
                     drain_deadline = now + self.drain_timeout
                     _say(
-                        f"draining: {len(self._in_flight)} calls running, refusing new ones, "
+                        f"draining: {len(self._in_flight) + len(self._preparing)} calls running, "
+                        "refusing new ones, "
                         f"waiting up to {self.drain_timeout:g}s"
                     )
-                if not self._in_flight:
+                if not self._in_flight and not self._preparing:
                     if ack_deadline is None:
                         ack_deadline = now + ACK_WAIT_S
                     if not self._unacked or now >= ack_deadline:
@@ -187,6 +283,7 @@ class Server:
                 if (now >= drain_deadline or self._stop) and not cancelled:
                     _say(f"drain timeout: cancelling {len(self._in_flight)} calls")
                     cancelled = True
+                    self._cancel_all = True
                     for future in list(self._in_flight.values()):
                         future.cancel()
                     drain_deadline = now + 10.0  # their Cancelled outcomes, then give up
@@ -195,6 +292,7 @@ class Server:
         _say("drained; stopping")
 
     def close(self) -> None:
+        self._large.close()
         self._close_sockets()
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -294,6 +392,7 @@ class Server:
         if not gone:
             return
         abandoned = [(key, f) for key, f in self._in_flight.items() if key[0] in gone]
+        self._cancel_early.update(k for k in self._preparing if k[0] in gone)
         for identity in gone:
             del self._last_seen[identity]
             self._forget_backlog(identity)
@@ -335,6 +434,8 @@ class Server:
             future = self._in_flight.get((identity, request_id))
             if future is not None:
                 future.cancel()
+            elif (identity, request_id) in self._preparing:
+                self._cancel_early.add((identity, request_id))
         elif op == "hello":
             catalog = [d.to_dict() for d in self.host.catalog.find_all()]
             self._reply(identity, protocol.dumps({"id": request_id, "value": catalog}))
@@ -353,21 +454,44 @@ class Server:
             self._unacked.add(key)
             self._reply(identity, protocol.dumps({**body, "ack": True}))
             return
-        if key in self._in_flight:
+        if key in self._in_flight or key in self._preparing:
             self._reply(identity, protocol.dumps({"id": request_id, "error": "duplicate id"}))
             return
-        if len(self._in_flight) >= MAX_IN_FLIGHT:
+        if len(self._in_flight) + len(self._preparing) >= MAX_IN_FLIGHT:
             error = Overloaded(f"the server has {MAX_IN_FLIGHT} calls in flight")
             self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
             return
-        try:
-            value = protocol.loads(rest[0], max_depth=protocol.MAX_INPUT_DEPTH) if rest else {}
-        except protocol.ProtocolError as exc:
-            invalid = InputInvalid(f"the input is not JSON: {exc}")
-            self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(invalid)))
-            return
         action: str = envelope["action"]
-        future = self.host.submit(action, value, timeout=envelope.get("timeout"))
+        frame = rest[0] if rest else None
+        if frame is not None and len(frame) > LARGE_INPUT_BYTES:
+            if not self._large.put(identity, request_id, action, frame, envelope.get("timeout")):
+                error = Overloaded(
+                    f"the server is decoding {MAX_LARGE_PER_CLIENT} large inputs of this "
+                    f"client (or {MAX_LARGE} in all); try again later"
+                )
+                self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
+                return
+            self._preparing.add(key)
+            return
+        self._track(key, action, _submit(self.host, action, frame, envelope.get("timeout")))
+
+    def _hand_over(self, key: Key, action: str, future: CallFuture) -> None:
+        """On the large inputs' thread: a call was submitted; the server's thread tracks it."""
+        self._prepared.append((key, action, future))
+        self._wake()
+
+    def _take_prepared(self) -> None:
+        while self._prepared:
+            key, action, future = self._prepared.popleft()
+            self._preparing.discard(key)
+            self._track(key, action, future)
+            if key in self._cancel_early or self._cancel_all:
+                self._cancel_early.discard(key)
+                future.cancel()
+
+    def _track(self, key: Key, action: str, future: CallFuture) -> None:
+        """Send the call's outcome when it ends."""
+        identity, request_id = key
         self._in_flight[key] = future
 
         def done(_: object) -> None:  # on the host's loop thread: hand over, wake ours
