@@ -625,3 +625,24 @@ def test_large_inputs_of_one_client_do_not_stall_another_clients_calls(
         assert proc.poll() is None
     assert len(found) >= 20 and max(found) < 1.5, (len(found), max(found))
     assert set(outcomes) <= {"InputInvalid", "Overloaded"}, outcomes
+
+
+def test_a_flood_of_medium_inputs_does_not_stall_another_clients_calls(
+    servers: Servers,
+) -> None:
+    """A turn of the server's loop read up to 100 requests before it sent any outcome: with
+    inputs of 60 KiB (~25 ms each to decode and check on its thread) a turn took seconds, and
+    so did every other client's call. A turn now also ends after 20 ms, and inputs over
+    16 KiB are prepared off the server's thread."""
+    endpoint, proc = servers.start()
+    body = b'{"value": [' + b"1," * 30_000 + b"1]}"
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        hostile = raw_dealer(context, servers, endpoint)
+        for i in range(300):
+            envelope = json.dumps({"op": "call", "id": f"m{i}", "action": "echo.echo"})
+            hostile.send_multipart([envelope.encode(), body])
+        time.sleep(0.3)
+        found = latencies(remote, 4.0)
+        hostile.close()
+        assert proc.poll() is None
+    assert len(found) >= 20 and max(found) < 1.5, (len(found), max(found))

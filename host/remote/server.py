@@ -52,8 +52,10 @@ ACK_WAIT_S = 3.0
 #: workers are free for live clients.
 CLIENT_TIMEOUT_S = 5.0
 ZAP_DOMAIN = b"sandbox"
-#: Requests read per turn of the loop before finished calls are answered and handshakes are.
+#: Requests read per turn of the loop (at most so many, for at most so long) before finished
+#: calls are answered and handshakes are.
 RECV_BATCH = 100
+RECV_BATCH_S = 0.02
 #: Requests queued unread per client connection (libzmq's default is 1000).
 RCVHWM = 100
 #: Replies kept for a client whose queue is full (it is not reading); more are dropped.
@@ -62,7 +64,7 @@ MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 #: A call input bigger than this is decoded and checked (plain copy, schema: up to about half
 #: a second for a MiB) on a thread of its own, clients in turn, not on the server's: one
 #: client's big inputs must not hold up every other client's requests and outcomes.
-LARGE_INPUT_BYTES = 64 * 1024
+LARGE_INPUT_BYTES = 16 * 1024
 #: Large inputs waiting to be decoded, per client and in all; more are answered Overloaded.
 MAX_LARGE_PER_CLIENT = 32
 MAX_LARGE = 128
@@ -255,7 +257,10 @@ class Server:
             # A bounded batch: a client that sends faster than this thread handles must not
             # keep it reading for ever while other clients' outcomes wait to be sent (and
             # handshakes to be answered); what is left is read on the next turn.
+            turn_ends = time.monotonic() + RECV_BATCH_S
             for _ in range(RECV_BATCH if self._router in events else 0):
+                if time.monotonic() > turn_ends:
+                    break
                 try:
                     frames = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
