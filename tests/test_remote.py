@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from host import (
@@ -31,7 +33,7 @@ from host import (
     ProviderUnavailable,
     RemoteHost,
 )
-from host.remote.keys import keygen
+from host.remote.keys import keygen, load_public, load_secret
 
 ECHO = Path(__file__).parent / "providers" / "echo.py"
 TEXT = Path(__file__).parent.parent / "providers" / "examples" / "text.py"
@@ -428,3 +430,219 @@ def test_the_calls_of_a_client_that_died_are_cancelled(servers: Servers) -> None
         if client.poll() is None:
             client.kill()
             client.wait()
+
+
+# ---------------------------------------------------------------------- hostile clients
+
+
+def raw_dealer(
+    context: zmq.Context[zmq.Socket[bytes]], servers: Servers, endpoint: str, key: str = "client"
+) -> zmq.Socket[bytes]:
+    """A DEALER speaking CURVE with ``key``, written by hand: it sends whatever a test says."""
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.curve_serverkey = load_public(servers.base / "keys" / "server.key")
+    sock.curve_publickey, sock.curve_secretkey = load_secret(
+        servers.base / "keys" / f"{key}.key_secret"
+    )
+    sock.connect(endpoint)
+    return sock
+
+
+def test_a_timeout_too_big_for_a_float_is_refused_and_the_server_stays_up(
+    servers: Servers,
+) -> None:
+    """A call whose timeout was a 400-digit JSON integer killed the server (OverflowError
+    from math.isfinite, raised out of its loop): every client lost its calls."""
+    endpoint, proc = servers.start()
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        hostile = raw_dealer(context, servers, endpoint)
+        huge = b'{"op":"call","id":"h1","action":"echo.echo","timeout":' + b"9" * 400 + b"}"
+        hostile.send_multipart([huge, b'{"value": "x"}'])
+        assert hostile.poll(10_000), "no answer"
+        reply = json.loads(hostile.recv())
+        assert "timeout must be a positive number" in reply["error"], reply
+        big = b'{"op":"call","id":"h2","action":"echo.echo","timeout":100000000000000000000}'
+        hostile.send_multipart([big, b'{"value": "x"}'])  # big, but a float: accepted
+        assert hostile.poll(10_000), "no answer"
+        assert json.loads(hostile.recv())["outcome"]["result"] == "x"
+        hostile.close()
+        assert proc.poll() is None
+        assert remote.call("echo.echo", {"value": "still"}) == "still"
+
+
+FLOODER = """
+import json, sys, time
+import zmq
+from host.remote.keys import load_public, load_secret
+endpoint, server_key, client_key, seconds, frames = sys.argv[1:6]
+frames = [f.encode() for f in json.loads(frames)]
+context = zmq.Context()
+sock = context.socket(zmq.DEALER)
+sock.linger = 0
+sock.sndhwm = 100_000
+sock.curve_serverkey = load_public(server_key)
+sock.curve_publickey, sock.curve_secretkey = load_secret(client_key)
+sock.connect(endpoint)
+print("flooding", flush=True)
+end = time.monotonic() + float(seconds)
+while time.monotonic() < end:
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        time.sleep(0.001)
+    while sock.poll(0):
+        sock.recv_multipart()
+"""
+
+
+@contextlib.contextmanager
+def flooding(servers: Servers, endpoint: str, seconds: float, *frames: str) -> Iterator[None]:
+    """A hostile client process sending ``frames`` as fast as it can for ``seconds``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOODER, endpoint, str(servers.base / "keys" / "server.key"),
+         str(servers.base / "keys" / "client.key_secret"), str(seconds), json.dumps(frames)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "flooding"
+        time.sleep(0.5)  # its handshake, and its first thousands of messages
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def latencies(remote: RemoteHost, seconds: float) -> list[float]:
+    """A well-behaved client's call latencies over ``seconds`` of sequential echo calls."""
+    found = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.monotonic()
+        assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
+        found.append(time.monotonic() - started)
+    return found
+
+
+def test_a_flood_of_pings_does_not_stall_another_clients_calls(servers: Servers) -> None:
+    """The server read requests until none was left before it sent finished calls' outcomes:
+    a client sending pings faster than it handles them kept every other client's outcomes
+    (and every handshake) waiting for as long as the flood lasted."""
+    endpoint, proc = servers.start()
+    with servers.client(endpoint) as remote:
+        with flooding(servers, endpoint, 6.0, '{"op": "ping", "id": "p"}'):
+            found = latencies(remote, 4.0)
+        assert proc.poll() is None
+    assert len(found) >= 20 and max(found) < 1.5, (len(found), max(found))
+
+
+def test_frames_far_over_the_input_limit_are_dropped_unread(servers: Servers) -> None:
+    """The server accepted frames of up to 256 MiB whatever its providers' input limits
+    (1 MiB here), read each whole and decoded it on its one thread before the limit refused
+    it: a client sending a few 60 MiB calls made it hold about a gigabyte and stalled every
+    other client's calls for seconds. Now a frame over the largest input limit drops its
+    connection unread; a well-behaved client refuses such an input itself, as the server
+    would, and stays connected."""
+    endpoint, proc = servers.start()
+    server = psutil.Process(proc.pid)
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        with pytest.raises(InputInvalid, match="input limit is 1048576"):
+            remote.call("echo.echo", {"value": "a" * (2 << 20)})
+        assert remote.call("echo.echo", {"value": "a" * 1000}) == "a" * 1000
+        baseline = server.memory_info().rss
+        hostile = raw_dealer(context, servers, endpoint)
+        body = b'{"value": "' + b"a" * (60 << 20) + b'"}'
+        for i in range(3):
+            envelope = json.dumps({"op": "call", "id": f"b{i}", "action": "echo.echo"})
+            hostile.send_multipart([envelope.encode(), body], copy=False)
+        peak, slowest = baseline, 0.0
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            peak = max(peak, server.memory_info().rss)
+            started = time.monotonic()
+            assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
+            slowest = max(slowest, time.monotonic() - started)
+        hostile.close()
+        assert proc.poll() is None
+    assert peak - baseline < 100 << 20, f"the server grew by {(peak - baseline) >> 20} MiB"
+    assert slowest < 1.5, slowest
+
+
+def test_a_client_that_reads_late_gets_every_outcome(servers: Servers) -> None:
+    """Outcomes sent while a client's queue was full (it read late: a busy engine, a starved
+    thread, thousands of calls ending meanwhile) were dropped by the ROUTER without a word:
+    those calls never ended. Now they wait on the server and are sent when the client reads
+    again."""
+    endpoint, _ = servers.start()
+    with zmq.Context() as context:
+        client = raw_dealer(context, servers, endpoint)
+        body = json.dumps({"value": "x" * 15_000}).encode()  # (under LARGE_INPUT_BYTES)
+        sent = 0
+        for _ in range(25):  # 2500 calls over 5 s, slower than the provider's queue fills
+            for _ in range(100):
+                envelope = json.dumps({"op": "call", "id": f"c{sent}", "action": "echo.echo"})
+                client.send_multipart([envelope.encode(), body])
+                sent += 1
+            client.send(b'{"op": "ping", "id": "ping"}')  # alive, only busy
+            time.sleep(0.2)
+        with servers.client(endpoint) as observer:  # until every call has ended there
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if sum(observer.stats()["echo"]["calls"].values()) >= sent:
+                    break
+                client.send(b'{"op": "ping", "id": "ping"}')
+                time.sleep(0.2)
+        ids = set()
+        while client.poll(3000):
+            reply = json.loads(client.recv())
+            ids.add(reply["id"])
+        client.close()
+    assert len(ids) == sent, f"{sent - len(ids)} of {sent} calls never ended"
+
+
+def test_large_inputs_of_one_client_do_not_stall_another_clients_calls(
+    servers: Servers,
+) -> None:
+    """Each call input was decoded, copied and checked against its schema on the server's one
+    thread: about 0.45 s for a 1 MiB array, so a client sending twenty of them held up every
+    other client's requests and outcomes for nine seconds. Large inputs are now prepared on a
+    thread of their own, clients in turn, a few per client at a time (more: Overloaded)."""
+    endpoint, proc = servers.start()
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        big = "a" * 300_000  # a large input of a well-behaved client still goes through
+        assert remote.call("echo.echo", {"value": big}) == big
+        hostile = raw_dealer(context, servers, endpoint)
+        body = b'{"value": [' + b"1," * 499_980 + b"1]}"  # not a string: InputInvalid
+        for i in range(20):
+            envelope = json.dumps({"op": "call", "id": f"h{i}", "action": "echo.echo"})
+            hostile.send_multipart([envelope.encode(), body], copy=False)
+        time.sleep(0.5)
+        found = latencies(remote, 5.0)
+        outcomes: collections.Counter[str] = collections.Counter()
+        while sum(outcomes.values()) < 20 and hostile.poll(20_000):
+            outcomes[json.loads(hostile.recv())["outcome"]["error"]["type"]] += 1
+        hostile.close()
+        assert proc.poll() is None
+    assert len(found) >= 20 and max(found) < 1.5, (len(found), max(found))
+    assert set(outcomes) <= {"InputInvalid", "Overloaded"}, outcomes
+
+
+def test_a_flood_of_medium_inputs_does_not_stall_another_clients_calls(
+    servers: Servers,
+) -> None:
+    """A turn of the server's loop read up to 100 requests before it sent any outcome: with
+    inputs of 60 KiB (~25 ms each to decode and check on its thread) a turn took seconds, and
+    so did every other client's call. A turn now also ends after 20 ms, and inputs over
+    16 KiB are prepared off the server's thread."""
+    endpoint, proc = servers.start()
+    body = b'{"value": [' + b"1," * 30_000 + b"1]}"
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        hostile = raw_dealer(context, servers, endpoint)
+        for i in range(300):
+            envelope = json.dumps({"op": "call", "id": f"m{i}", "action": "echo.echo"})
+            hostile.send_multipart([envelope.encode(), body])
+        time.sleep(0.3)
+        found = latencies(remote, 4.0)
+        hostile.close()
+        assert proc.poll() is None
+    assert len(found) >= 20 and max(found) < 1.5, (len(found), max(found))

@@ -115,6 +115,7 @@ class RemoteHost(CallingAPI):
         self._stopping = False
         self._next_ping = 0.0
         self._handshakes = 0
+        self._input_limits: dict[str, int] = {}
         self._context = zmq.Context()
         sock = self._socket = self._context.socket(zmq.DEALER)
         sock.linger = 0
@@ -140,6 +141,13 @@ class RemoteHost(CallingAPI):
         self._thread.start()
         try:
             self._load_catalog(self._query("hello"))
+            # Each provider's input limit, so that an input too big for it is refused here,
+            # as the server would: the server drops a frame bigger than its largest limit
+            # with the connection (and so every call in flight on it).
+            try:
+                self._input_limits = {p.namespace: p.policy.input for p in self.providers()}
+            except (KeyError, TypeError, ValueError, AttributeError):  # an odd answer: none
+                self._input_limits = {}
         except BaseException:
             self.close(timeout=0)
             raise
@@ -162,15 +170,15 @@ class RemoteHost(CallingAPI):
         try:
             if timeout is not None and not (timeout > 0):
                 raise ValueError(f"timeout must be positive, got {timeout!r}")
-            if self.catalog.find(action) is None:
+            descriptor = self.catalog.find(action)
+            if descriptor is None:
                 known = ", ".join(d.full_name for d in self.catalog.find_all(limit=20))
                 raise ProviderUnavailable(
                     f"no provider at {self.endpoint} offers {action!r}"
                     + (f" (known: {known})" if known else "")
                 )
-            _, encoded = encode_input(
-                {} if input is None else input, limit=wire.MAX_MESSAGE_BYTES - 8192
-            )
+            limit = self._input_limits.get(descriptor.namespace, wire.MAX_MESSAGE_BYTES - 8192)
+            _, encoded = encode_input({} if input is None else input, limit=limit)
         except SandboxError as error:
             future.settle(Outcome.failure(error))
             return future

@@ -22,13 +22,15 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 from zmq.utils import z85
 
-from host.errors import Cancelled, InputInvalid, Outcome, Overloaded
+from host.errors import Cancelled, InputInvalid, Outcome, Overloaded, Timeout
 from host.futures import CallFuture
 from host.host import Host
 from host.logs import LOGGER
@@ -50,6 +52,100 @@ ACK_WAIT_S = 3.0
 #: workers are free for live clients.
 CLIENT_TIMEOUT_S = 5.0
 ZAP_DOMAIN = b"sandbox"
+#: Requests read per turn of the loop (at most so many, for at most so long) before finished
+#: calls are answered and handshakes are.
+RECV_BATCH = 100
+RECV_BATCH_S = 0.02
+#: Requests queued unread per client connection (libzmq's default is 1000).
+RCVHWM = 100
+#: Replies kept for a client whose queue is full (it is not reading); more are dropped.
+MAX_BACKLOG = MAX_IN_FLIGHT
+MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+#: A call input bigger than this is decoded and checked (plain copy, schema: up to about half
+#: a second for a MiB) on a thread of its own, clients in turn, not on the server's: one
+#: client's big inputs must not hold up every other client's requests and outcomes.
+LARGE_INPUT_BYTES = 16 * 1024
+#: Large inputs waiting to be decoded, per client and in all; more are answered Overloaded.
+MAX_LARGE_PER_CLIENT = 32
+MAX_LARGE = 128
+
+
+Key = tuple[bytes, str]
+
+
+def _submit(host: Host, action: str, frame: bytes | None, timeout: float | None) -> CallFuture:
+    """Decode a call's input and hand it to the host, as a local engine's call."""
+    try:
+        value = {} if frame is None else protocol.loads(frame, max_depth=protocol.MAX_INPUT_DEPTH)
+    except protocol.ProtocolError as exc:
+        future = CallFuture()
+        future.set_running_or_notify_cancel()
+        future.settle(Outcome.failure(InputInvalid(f"the input is not JSON: {exc}")))
+        return future
+    return host.submit(action, value, timeout=timeout)
+
+
+class _LargeInputs:
+    """Decodes and submits large inputs on a thread of its own, one client's after another's
+    (each client has its queue), and hands each call's future to the server's thread."""
+
+    def __init__(self, host: Host, handover: Callable[[Key, str, CallFuture], None]) -> None:
+        self._host = host
+        self._handover = handover
+        self._ready = threading.Condition()
+        self._queues: dict[bytes, collections.deque[tuple[str, str, bytes, Any, float]]] = {}
+        self._count = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="sandbox-serve-inputs", daemon=True)
+        self._thread.start()
+
+    def put(
+        self, identity: bytes, request_id: str, action: str, frame: bytes, timeout: Any
+    ) -> bool:
+        """Queue one; False if this client or all have as many waiting as they may."""
+        with self._ready:
+            queue = self._queues.get(identity)
+            if self._count >= MAX_LARGE or (queue and len(queue) >= MAX_LARGE_PER_CLIENT):
+                return False
+            if queue is None:
+                queue = self._queues[identity] = collections.deque()
+            queue.append((request_id, action, frame, timeout, time.monotonic()))
+            self._count += 1
+            self._ready.notify()
+        return True
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queues and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return
+                identity = next(iter(self._queues))  # the client waiting longest for its turn
+                queue = self._queues.pop(identity)
+                request_id, action, frame, timeout, received = queue.popleft()
+                if queue:
+                    self._queues[identity] = queue  # back of the line
+                self._count -= 1
+            if timeout is not None and time.monotonic() - received >= timeout:
+                future = CallFuture()
+                future.set_running_or_notify_cancel()
+                error = Timeout("the call's timeout passed while its input waited to be decoded")
+                future.settle(Outcome.failure(error))
+            else:
+                left = None if timeout is None else timeout - (time.monotonic() - received)
+                try:
+                    future = _submit(self._host, action, frame, left)
+                except Exception as exc:  # the host closed: the call still gets its outcome
+                    future = CallFuture()
+                    future.set_running_or_notify_cancel()
+                    future.settle(Outcome.failure(Cancelled(f"the call was not run: {exc}")))
+            self._handover((identity, request_id), action, future)
 
 
 class ServeError(Exception):
@@ -87,7 +183,15 @@ class Server:
         self._zap.bind("inproc://zeromq.zap.01")
         self._router = self._context.socket(zmq.ROUTER)
         self._router.linger = 1000
-        self._router.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)
+        # No frame bigger than the largest input a provider here accepts (a bigger one
+        # drops its connection unread), and few queued per client: what one client can make
+        # this process hold is about RCVHWM such frames, not RCVHWM of MAX_MESSAGE_BYTES.
+        self.input_limit = max((p.policy.input for p in host.providers()), default=0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, wire.frame_limit(self.input_limit))
+        self._router.setsockopt(zmq.RCVHWM, RCVHWM)
+        # A reply to a client whose queue is full fails (EAGAIN) instead of vanishing: it is
+        # kept and sent later, so a client busy for a while still gets every outcome.
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         self._router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         self._router.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
@@ -104,8 +208,18 @@ class Server:
         os.set_blocking(self._wake_w, False)
         self._done: collections.deque[tuple[bytes, str, CallFuture, str]] = collections.deque()
         self._in_flight: dict[tuple[bytes, str], CallFuture] = {}
+        #: Calls whose large input is being decoded (see _LargeInputs), and those of them a
+        #: cancel (the client's, a drain's, a gone client's) came for meanwhile.
+        self._preparing: set[Key] = set()
+        self._cancel_early: set[Key] = set()
+        self._cancel_all = False
+        self._prepared: collections.deque[tuple[Key, str, CallFuture]] = collections.deque()
+        self._large = _LargeInputs(host, self._hand_over)
         self._unacked: set[tuple[bytes, str]] = set()
         self._last_seen: dict[bytes, float] = {}
+        self._backlog: dict[bytes, collections.deque[bytes]] = {}
+        self._backlog_bytes: dict[bytes, int] = {}
+        self._overflowed: set[bytes] = set()
         self._next_sweep = 0.0
         self._draining = False
         self._stop = False
@@ -135,17 +249,25 @@ class Server:
         ack_deadline: float | None = None
         cancelled = False
         while True:
-            events = dict(poller.poll(200))
+            events = dict(poller.poll(10 if self._backlog else 200))
             if self._wake_r in events:
                 os.read(self._wake_r, 65536)
             if self._zap in events:
                 self._answer_zap()
-            while self._router in events:
+            # A bounded batch: a client that sends faster than this thread handles must not
+            # keep it reading for ever while other clients' outcomes wait to be sent (and
+            # handshakes to be answered); what is left is read on the next turn.
+            turn_ends = time.monotonic() + RECV_BATCH_S
+            for _ in range(RECV_BATCH if self._router in events else 0):
+                if time.monotonic() > turn_ends:
+                    break
                 try:
                     frames = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
-                self._handle(frames)
+                self._handle_guarded(frames)
+            self._send_backlog()
+            self._take_prepared()
             self._send_done()
             self._cancel_abandoned()
             if self._draining:
@@ -153,10 +275,11 @@ class Server:
                 if drain_deadline is None:
                     drain_deadline = now + self.drain_timeout
                     _say(
-                        f"draining: {len(self._in_flight)} calls running, refusing new ones, "
+                        f"draining: {len(self._in_flight) + len(self._preparing)} calls running, "
+                        "refusing new ones, "
                         f"waiting up to {self.drain_timeout:g}s"
                     )
-                if not self._in_flight:
+                if not self._in_flight and not self._preparing:
                     if ack_deadline is None:
                         ack_deadline = now + ACK_WAIT_S
                     if not self._unacked or now >= ack_deadline:
@@ -165,6 +288,7 @@ class Server:
                 if (now >= drain_deadline or self._stop) and not cancelled:
                     _say(f"drain timeout: cancelling {len(self._in_flight)} calls")
                     cancelled = True
+                    self._cancel_all = True
                     for future in list(self._in_flight.values()):
                         future.cancel()
                     drain_deadline = now + 10.0  # their Cancelled outcomes, then give up
@@ -173,6 +297,7 @@ class Server:
         _say("drained; stopping")
 
     def close(self) -> None:
+        self._large.close()
         self._close_sockets()
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -220,10 +345,47 @@ class Server:
     # ------------------------------------------------------------------ requests
 
     def _reply(self, identity: bytes, body: bytes) -> None:
-        try:
-            self._router.send_multipart([identity, body], zmq.NOBLOCK)
-        except zmq.ZMQError:  # the client is gone or not reading: its loss
-            pass
+        """Send ``body``; if the client's queue is full (it reads slower than its calls end),
+        keep it, in order, until there is room (see :meth:`_send_backlog`)."""
+        backlog = self._backlog.get(identity)
+        if backlog is None:
+            try:
+                self._router.send_multipart([identity, body], zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                backlog = self._backlog[identity] = collections.deque()
+            except zmq.ZMQError:  # EHOSTUNREACH: the client is gone, its loss
+                return
+        held = self._backlog_bytes.get(identity, 0)
+        if len(backlog) >= MAX_BACKLOG or held + len(body) > MAX_BACKLOG_BYTES:
+            if identity not in self._overflowed:
+                self._overflowed.add(identity)
+                _say(
+                    f"a client does not read its replies ({len(backlog)} replies, {held} bytes "
+                    "wait for it): dropping more"
+                )
+            return
+        backlog.append(body)
+        self._backlog_bytes[identity] = held + len(body)
+
+    def _send_backlog(self) -> None:
+        """Send what waits for clients whose queue was full, as far as there is room now."""
+        for identity in list(self._backlog):
+            backlog = self._backlog[identity]
+            try:
+                while backlog:
+                    self._router.send_multipart([identity, backlog[0]], zmq.NOBLOCK)
+                    self._backlog_bytes[identity] -= len(backlog.popleft())
+            except zmq.Again:
+                continue
+            except zmq.ZMQError:  # gone
+                pass
+            self._forget_backlog(identity)
+
+    def _forget_backlog(self, identity: bytes) -> None:
+        self._backlog.pop(identity, None)
+        self._backlog_bytes.pop(identity, None)
+        self._overflowed.discard(identity)
 
     def _cancel_abandoned(self) -> None:
         """Cancel the calls of clients silent for ``client_timeout`` (checked once a second)."""
@@ -235,8 +397,10 @@ class Server:
         if not gone:
             return
         abandoned = [(key, f) for key, f in self._in_flight.items() if key[0] in gone]
+        self._cancel_early.update(k for k in self._preparing if k[0] in gone)
         for identity in gone:
             del self._last_seen[identity]
+            self._forget_backlog(identity)
         if abandoned:
             _say(
                 f"cancelling {len(abandoned)} calls of {len({k[0] for k, _ in abandoned})} "
@@ -244,6 +408,17 @@ class Server:
             )
         for _, future in abandoned:
             future.cancel()
+
+    def _handle_guarded(self, frames: list[bytes]) -> None:
+        """:meth:`_handle`; a request it fails on (a bug) is answered with an error, and the
+        server goes on serving the other clients rather than dying of one client's message."""
+        try:
+            self._handle(frames)
+        except Exception as exc:
+            log.exception("request from a client failed")
+            _say(f"a request failed on the server: {type(exc).__name__}: {str(exc)[:200]}")
+            error = f"the server failed on this request: {type(exc).__name__}"
+            self._reply(frames[0], protocol.dumps({"id": "", "error": error}))
 
     def _handle(self, frames: list[bytes]) -> None:
         identity, rest = frames[0], frames[1:]
@@ -264,6 +439,8 @@ class Server:
             future = self._in_flight.get((identity, request_id))
             if future is not None:
                 future.cancel()
+            elif (identity, request_id) in self._preparing:
+                self._cancel_early.add((identity, request_id))
         elif op == "hello":
             catalog = [d.to_dict() for d in self.host.catalog.find_all()]
             self._reply(identity, protocol.dumps({"id": request_id, "value": catalog}))
@@ -282,21 +459,44 @@ class Server:
             self._unacked.add(key)
             self._reply(identity, protocol.dumps({**body, "ack": True}))
             return
-        if key in self._in_flight:
+        if key in self._in_flight or key in self._preparing:
             self._reply(identity, protocol.dumps({"id": request_id, "error": "duplicate id"}))
             return
-        if len(self._in_flight) >= MAX_IN_FLIGHT:
+        if len(self._in_flight) + len(self._preparing) >= MAX_IN_FLIGHT:
             error = Overloaded(f"the server has {MAX_IN_FLIGHT} calls in flight")
             self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
             return
-        try:
-            value = protocol.loads(rest[0], max_depth=protocol.MAX_INPUT_DEPTH) if rest else {}
-        except protocol.ProtocolError as exc:
-            invalid = InputInvalid(f"the input is not JSON: {exc}")
-            self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(invalid)))
-            return
         action: str = envelope["action"]
-        future = self.host.submit(action, value, timeout=envelope.get("timeout"))
+        frame = rest[0] if rest else None
+        if frame is not None and len(frame) > LARGE_INPUT_BYTES:
+            if not self._large.put(identity, request_id, action, frame, envelope.get("timeout")):
+                error = Overloaded(
+                    f"the server is decoding {MAX_LARGE_PER_CLIENT} large inputs of this "
+                    f"client (or {MAX_LARGE} in all); try again later"
+                )
+                self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
+                return
+            self._preparing.add(key)
+            return
+        self._track(key, action, _submit(self.host, action, frame, envelope.get("timeout")))
+
+    def _hand_over(self, key: Key, action: str, future: CallFuture) -> None:
+        """On the large inputs' thread: a call was submitted; the server's thread tracks it."""
+        self._prepared.append((key, action, future))
+        self._wake()
+
+    def _take_prepared(self) -> None:
+        while self._prepared:
+            key, action, future = self._prepared.popleft()
+            self._preparing.discard(key)
+            self._track(key, action, future)
+            if key in self._cancel_early or self._cancel_all:
+                self._cancel_early.discard(key)
+                future.cancel()
+
+    def _track(self, key: Key, action: str, future: CallFuture) -> None:
+        """Send the call's outcome when it ends."""
+        identity, request_id = key
         self._in_flight[key] = future
 
         def done(_: object) -> None:  # on the host's loop thread: hand over, wake ours

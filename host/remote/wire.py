@@ -21,6 +21,8 @@ from sandbox import protocol
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 #: Largest request envelope: an id, an action name and a timeout.
 MAX_ENVELOPE_BYTES = 4096
+#: What a frame may hold beyond a call's encoded input (which the providers' policies bound).
+FRAME_SLACK_BYTES = 64 * 1024
 MAX_ID_LENGTH = 64
 MAX_ACTION_LENGTH = 300
 OPS = ("call", "cancel", "ack", "ping", "hello", "providers", "stats")
@@ -32,6 +34,12 @@ class BadRequest(ValueError):
 
 def request(op: str, request_id: str, **fields: Any) -> bytes:
     return protocol.dumps({"op": op, "id": request_id, **fields})
+
+
+def frame_limit(input_limit: int) -> int:
+    """The largest frame a server accepts whose providers accept inputs of ``input_limit``
+    bytes encoded (an input is sent as its encoding, the envelope is smaller still)."""
+    return min(max(input_limit, MAX_ENVELOPE_BYTES) + FRAME_SLACK_BYTES, MAX_MESSAGE_BYTES)
 
 
 def parse_envelope(frame: bytes) -> dict[str, Any]:
@@ -53,14 +61,21 @@ def parse_envelope(frame: bytes) -> dict[str, Any]:
         action, timeout = body.get("action"), body.get("timeout")
         if not isinstance(action, str) or not 0 < len(action) <= MAX_ACTION_LENGTH:
             raise BadRequest(f"action must be a string of 1-{MAX_ACTION_LENGTH} characters")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
+        if timeout is not None and not _positive_seconds(timeout):
             raise BadRequest("timeout must be a positive number of seconds or null")
+        if isinstance(timeout, int):  # (a JSON integer may be too big for a float)
+            body["timeout"] = float(timeout)
     return body
+
+
+def _positive_seconds(value: Any) -> bool:
+    """A finite positive number (an integer of 400 digits is finite, but no float: refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:
+        return False
 
 
 def outcome_reply(request_id: str, outcome: Outcome, *, ack: bool = False) -> bytes:
