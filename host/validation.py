@@ -86,12 +86,31 @@ class SchemaInvalid(ValueError):
     """A schema a provider declared is not valid JSON Schema (draft 2020-12)."""
 
 
+#: jsonschema's messages quote the value that failed (``[...] is not of type 'object'``): one
+#: about a 1 MiB input was 1.5 MB, sent back to the caller (or a remote client) as the error.
+#: Longer messages keep their start and their end (where the verdict is) around a note.
+MAX_MESSAGE_CHARS = 2000
+
+
+def short_message(message: str) -> str:
+    """``message``, at most about :data:`MAX_MESSAGE_CHARS` long."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    head, tail = MAX_MESSAGE_CHARS * 3 // 4, MAX_MESSAGE_CHARS // 4
+    left_out = len(message) - head - tail
+    return f"{message[:head]} [... {left_out:,} characters left out ...] {message[-tail:]}"
+
+
 @dataclass(frozen=True)
 class Problem:
-    """Why an instance does not match: where (a JSON path) and what."""
+    """Why an instance does not match: where (a JSON path) and what (at most about
+    :data:`MAX_MESSAGE_CHARS` long)."""
 
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", short_message(self.message))
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

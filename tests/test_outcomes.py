@@ -144,6 +144,17 @@ def test_invalid_input_names_the_json_path_and_sends_nothing(hostile: Host) -> N
     assert hostile.call("hostile.getpid", {}) == pid  # same worker: nothing reached it
 
 
+def test_the_message_about_a_huge_invalid_input_stays_short(hostile: Host) -> None:
+    """jsonschema quotes the failing value in its message: for a 600 KB list where a string
+    belongs, the error the caller (or a remote client) got was as big as the input."""
+    with pytest.raises(InputInvalid) as info:
+        hostile.call("hostile.read_file", {"path": ["x"] * 120_000})
+    message = info.value.message
+    assert len(message) < 2200, len(message)
+    assert message.startswith("invalid input at $.path: ['x', 'x'")
+    assert "characters left out" in message and message.endswith("is not of type 'string'")
+
+
 def test_output_not_matching_its_schema_is_output_invalid(hostile: Host) -> None:
     err = _raises(hostile, "hostile.wrong_output", {}, OutputInvalid)
     assert err.details["path"] == "$"
