@@ -177,16 +177,25 @@ def _wait_until(condition: Any, bound: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def _hosts_and_the_leaving_node(
+    actors: list[Any], nodes: Cluster
+) -> tuple[list[RayHost], list[dict[str, Any]], Any, int]:
+    """A RayHost per actor, their pings, the node that is not the head (the one a test
+    removes) and the index of the host whose actor runs there."""
+    hosts = [RayHost(actor) for actor in actors]
+    pings = [h.ping() for h in hosts]
+    leaving = next(n for n in nodes.list_all_nodes() if not n.head)
+    lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+    return hosts, pings, leaving, lost_at
+
+
 def test_a_node_that_leaves_is_routed_around_and_its_host_is_gone_for_good(
     two_nodes: tuple[Path, Cluster],
 ) -> None:
     config, nodes = two_nodes
     actors = deploy(config)
     try:
-        hosts = [RayHost(actor) for actor in actors]
-        pings = [h.ping() for h in hosts]
-        leaving = next(n for n in nodes.list_all_nodes() if not n.head)
-        lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+        hosts, pings, leaving, lost_at = _hosts_and_the_leaving_node(actors, nodes)
         lost, kept = hosts[lost_at], hosts[1 - lost_at]
         # Another caller's view of the same actor, which sends nothing until the node is gone.
         unaware = RayHost(actors[lost_at])
@@ -268,10 +277,7 @@ def test_a_call_running_when_its_node_leaves_is_not_sent_again(
     config, nodes = two_nodes
     actors = deploy(config)
     try:
-        hosts = [RayHost(actor) for actor in actors]
-        pings = [h.ping() for h in hosts]
-        leaving = next(n for n in nodes.list_all_nodes() if not n.head)
-        lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+        hosts, _, leaving, lost_at = _hosts_and_the_leaving_node(actors, nodes)
         lost, kept = hosts[lost_at], hosts[1 - lost_at]
         with HostGroup([lost, kept]) as group:  # equal load: the first host gets the call
             running = group.submit("echo.slow", {"seconds": 5})
@@ -353,10 +359,7 @@ def test_ray_shutdown_while_a_host_probes_starts_no_new_ray(
     when Ray is not running), and the call in flight ends (it may have run)."""
     config, nodes = two_nodes
     actors = deploy(config)
-    hosts = [RayHost(actor) for actor in actors]
-    pings = [h.ping() for h in hosts]
-    leaving = next(n for n in nodes.list_all_nodes() if not n.head)
-    lost_at = next(i for i, p in enumerate(pings) if p["node_id"] == leaving.node_id)
+    hosts, _, leaving, lost_at = _hosts_and_the_leaving_node(actors, nodes)
     lost, kept = hosts[lost_at], hosts[1 - lost_at]
     idle = RayHost(actors[1 - lost_at])  # one that sees nothing go wrong before the shutdown
     running = lost.submit("echo.slow", {"seconds": 10})
