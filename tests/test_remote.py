@@ -646,3 +646,24 @@ def test_a_flood_of_medium_inputs_does_not_stall_another_clients_calls(
         hostile.close()
         assert proc.poll() is None
     assert len(found) >= 20 and max(found) < 1.5, (len(found), max(found))
+
+
+def test_a_group_member_closed_under_it_fails_over_and_never_raises() -> None:
+    """A member closed after the group was made: its ``submit`` raises, which escaped the
+    group's ``submit`` (and, on a fail-over from a done callback, left the call without an
+    outcome). It is a host that did not take the call: it never ran, so the next one gets it."""
+    from host import Host
+
+    closed, live = Host(), Host()
+    try:
+        for member in (closed, live):
+            member.add_provider(str(ECHO))
+        closed.close()
+        group = HostGroup([closed, live])
+        outcome = group.run("echo.add", {"a": 1})  # not safe_rerun: it never ran on `closed`
+        assert outcome.ok and outcome.value == 2 and outcome.attempts == 2, outcome
+        alone = HostGroup([closed]).run("echo.add", {"a": 1})
+        assert isinstance(alone.error, HostUnavailable), alone
+        assert alone.error.details["delivered"] is False
+    finally:
+        live.close()

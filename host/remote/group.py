@@ -101,7 +101,18 @@ class HostGroup(CallingAPI):
             tried.add(index)
             with self._lock:
                 self._load[index] += 1
-            inner = self.hosts[index].submit(action, input, timeout=timeout)
+            try:
+                inner = self.hosts[index].submit(action, input, timeout=timeout)
+            except Exception as exc:  # (closed meanwhile): it did not take the call, which
+                with self._lock:  # never ran there, so the next host may have it
+                    self._load[index] -= 1
+                host = self.hosts[index]
+                endpoint = getattr(host, "endpoint", "local")
+                attempt(Outcome.failure(HostUnavailable(
+                    f"host {index} ({endpoint}) did not take the call: "
+                    f"{type(exc).__name__}: {exc}", endpoint=endpoint, delivered=False,
+                ), attempts=len(tried)))  # fmt: skip
+                return
             state["inner"] = inner
             inner.add_done_callback(lambda f: finished(index, f))
 
