@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -229,14 +229,27 @@ class Host(CallingAPI):
 
     # ------------------------------------------------------------------ calls
 
-    def submit(self, action: str, input: Any = None, *, timeout: float | None = None) -> CallFuture:
+    def submit(
+        self,
+        action: str,
+        input: Any = None,
+        *,
+        timeout: float | None = None,
+        tenant: Hashable = None,
+    ) -> CallFuture:
         """Start a call and return its future at once (thread-safe, never blocks).
 
         ``result()`` gives the value or raises the outcome's :class:`SandboxError`;
         ``future.outcome`` holds the whole :class:`Outcome` once done. ``cancel()`` removes a
         queued call, or kills the worker of a running one (which then ends ``Cancelled``).
+
+        ``tenant`` (any hashable: a user, a client) makes a provider's queue fair: waiting
+        calls are taken from the tenants in turn, and one tenant may not fill the queue (see
+        ``host.fairqueue``). Calls without one are a single tenant, served in order.
         """
-        return self._submit_with(action, {} if input is None else input, timeout=timeout)
+        return self._submit_with(
+            action, {} if input is None else input, timeout=timeout, tenant=tenant
+        )
 
     def _submit_with(
         self,
@@ -246,10 +259,11 @@ class Host(CallingAPI):
         timeout: float | None = None,
         future: CallFuture | None = None,
         payload: bytes | None = None,
+        tenant: Hashable = None,
     ) -> CallFuture:
         future = future if future is not None else CallFuture()
         try:
-            self._prepare(action, input, timeout, future, payload)
+            self._prepare(action, input, timeout, future, payload, tenant)
         except SandboxError as error:
             future.set_running_or_notify_cancel()
             future.settle(Outcome.failure(error))
@@ -270,6 +284,7 @@ class Host(CallingAPI):
         timeout: float | None,
         future: CallFuture,
         payload: bytes | None = None,
+        tenant: Hashable = None,
     ) -> PendingCall:
         self._check_open()
         descriptor, policy = self._find(action)
@@ -304,6 +319,7 @@ class Host(CallingAPI):
             future=future,
             submitted=now,
             caller_deadline=None if timeout is None else now + timeout,
+            tenant=tenant,
         )
         reactor = self._reactor
         call.future._canceller = lambda _: reactor.submit(lambda: reactor.cancel(call))

@@ -15,10 +15,11 @@ so the same machine runs in the tests with plain integers.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from host.fairqueue import FairQueue
 
 if TYPE_CHECKING:
     from policies import Policy
@@ -121,7 +122,9 @@ class Pool(Generic[C, W]):
     """One provider's queue and workers. Every method takes the time it is told of."""
 
     limits: Limits
-    queue: deque[C] = field(default_factory=deque)
+    #: Fair between tenants (``host.fairqueue``): each waits for one call of each other
+    #: waiting tenant at most, and holds at most its share of the bound.
+    queue: FairQueue[C] = field(default_factory=FairQueue)
     #: Every worker that holds a slot (a stopping one still counts against ``max_workers``),
     #: in the order they were started: the first idle one gets the next call.
     slots: dict[W, Slot] = field(default_factory=dict)
@@ -190,14 +193,37 @@ class Pool(Generic[C, W]):
             self.failures and now < self.next_spawn and not self.serving()
         ):
             return Refusal("unavailable", self.unavailable_text(name, now))
-        if len(self.queue) >= self.limits.queue and self.idle() is None:
-            return Refusal(
-                "overloaded",
-                f"provider {name!r} has {len(self.queue)} calls waiting "
-                f"(its queue limit); try again later",
-            )
+        if self.idle() is None:
+            full = self._full(call, name)
+            if full is not None:
+                return full
         self.queue.append(call)
         return None
+
+    def _full(self, call: C, name: str) -> Refusal | None:
+        """Why the queue takes no more of this call's tenant, if it does not.
+
+        One tenant (every local call) may fill the queue up to its bound. With more, a tenant
+        below its share (the bound divided among the tenants waiting, itself included) is
+        taken beyond the bound, up to twice the bound in all: a tenant that filled the queue
+        first must not leave the others nothing but ``Overloaded``. No tenant holds more than
+        the bound."""
+        bound, total = self.limits.queue, len(self.queue)
+        tenant = self.queue.tenant(call)
+        mine = self.queue.waiting(tenant)
+        tenants = self.queue.tenants() + (0 if mine else 1)
+        if total < bound:
+            return None
+        if total < 2 * bound and mine < bound // tenants:
+            return None
+        if tenants <= 1:
+            text = f"provider {name!r} has {total} calls waiting (its queue limit)"
+        else:
+            text = (
+                f"provider {name!r} has {total} calls waiting, {mine} of them this tenant's "
+                f"(its share of the queue limit {bound}, among {tenants} tenants)"
+            )
+        return Refusal("overloaded", f"{text}; try again later")
 
     def requeue(self, call: C) -> None:
         """A call that did not run (its worker was unreachable, or was killed before the

@@ -30,8 +30,7 @@ import struct
 import termios
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -64,6 +63,7 @@ from host.errors import (
     Usage,
     WorkerCrashed,
 )
+from host.fairqueue import FairQueue
 from host.futures import CallFuture
 from host.janitor import Janitor
 from host.lanes import Lane
@@ -197,6 +197,8 @@ class PendingCall:
     future: CallFuture
     submitted: float
     caller_deadline: float | None
+    #: Whose call it is, for the queue's fairness (``host.fairqueue``): None for a local call.
+    tenant: Hashable = None
     dispatched: float | None = None
     worker: WorkerHandle | None = None
     done: bool = False
@@ -323,7 +325,7 @@ class ProviderState:
         return self.pool.workers
 
     @property
-    def queue(self) -> deque[PendingCall]:
+    def queue(self) -> FairQueue[PendingCall]:
         """The calls waiting for a worker (the pool's own queue: read it, do not change it)."""
         return self.pool.queue
 

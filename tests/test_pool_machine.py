@@ -16,6 +16,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from host.fairqueue import FairQueue
 from host.pool import (
     MAX_UNDELIVERED,
     Limits,
@@ -35,7 +36,9 @@ class PoolMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 1000.0
-        self.pool: Pool[int, int] = Pool(Limits())
+        #: Each call's tenant (the queue is fair between them: ``host.fairqueue``).
+        self.tenant: dict[int, int] = {}
+        self.pool: Pool[int, int] = Pool(Limits(), queue=FairQueue(self.tenant.__getitem__))
         self.ids = iter(range(1, 1 << 30))
         self.outcomes: dict[int, str] = {}
         self.submitted: set[int] = set()
@@ -81,7 +84,8 @@ class PoolMachine(RuleBasedStateMachine):
                 max_memory_growth=1000,
                 breaker_threshold=threshold,
                 breaker_cooldown_s=cooldown,
-            )
+            ),
+            queue=FairQueue(self.tenant.__getitem__),
         )
         self.pump()
 
@@ -127,22 +131,29 @@ class PoolMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ rules
 
-    @rule(safe_rerun=st.booleans())
-    def submit(self, safe_rerun: bool) -> None:
+    @rule(safe_rerun=st.booleans(), tenant=st.integers(0, 2))
+    def submit(self, safe_rerun: bool, tenant: int) -> None:
         call = next(self.ids)
+        self.tenant[call] = tenant
         self.submitted.add(call)
         self.safe[call] = safe_rerun
         self.attempts[call] = 1
         self.undelivered[call] = 0
         pool = self.pool
         before = len(pool.queue)
+        mine = sum(1 for c in pool.queue if self.tenant[c] == tenant)
+        tenants = len({self.tenant[c] for c in pool.queue} | {tenant})
+        bound = pool.limits.queue
+        # Up to the bound for anyone; beyond it, up to twice the bound in all, for a tenant
+        # below its share of the bound.
+        room = before < bound or (before < 2 * bound and mine < bound // tenants)
         idle = pool.idle() is not None
         backing_off = pool.failures > 0 and self.now < pool.next_spawn and not pool.serving()
         breaker = self.now < pool.breaker_until
         refusal = pool.enqueue(call, self.now, "p")
         if breaker or backing_off:
             assert refusal is not None and refusal.kind == "unavailable"
-        elif before >= pool.limits.queue and not idle:
+        elif not room and not idle:
             assert refusal is not None and refusal.kind == "overloaded"
         else:
             assert refusal is None
@@ -291,7 +302,9 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def queue_within_its_bound(self) -> None:
         fresh = [c for c in self.pool.queue if c not in self.requeued]
-        assert len(fresh) <= self.pool.limits.queue
+        assert len(fresh) <= 2 * self.pool.limits.queue
+        for tenant in set(self.tenant.values()):
+            assert sum(1 for c in fresh if self.tenant[c] == tenant) <= self.pool.limits.queue
 
     @invariant()
     def a_queued_call_never_waits_beside_an_idle_worker(self) -> None:

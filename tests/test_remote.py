@@ -30,6 +30,7 @@ from host import (
     HostGroup,
     HostUnavailable,
     InputInvalid,
+    Overloaded,
     ProviderUnavailable,
     RemoteHost,
 )
@@ -670,3 +671,38 @@ def test_a_group_member_closed_under_it_fails_over_and_never_raises() -> None:
         assert alone.error.details["delivered"] is False
     finally:
         live.close()
+
+
+def test_a_client_that_fills_a_providers_queue_leaves_other_clients_their_share(
+    servers: Servers,
+) -> None:
+    """One client's calls filled a provider's queue (1,000 waiting), and every other client's
+    call then ended ``Overloaded`` at once, or waited behind all of them. The queue is now
+    fair between client keys: another key's calls are taken beyond the bound, up to its share,
+    and each waits for one of the hog's calls at most. A second connection of the hog's key
+    is the same tenant: it gets no bigger share."""
+    keygen(servers.base / "keys", "hog")
+    shutil.copy(servers.base / "keys" / "hog.key", servers.base / "auth" / "hog.key")
+    endpoint, proc = servers.start()
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        hog = raw_dealer(context, servers, endpoint, key="hog")
+        body = json.dumps({"seconds": 0.05}).encode()
+        for i in range(1300):
+            envelope = json.dumps({"op": "call", "id": f"h{i}", "action": "echo.slow"})
+            hog.send_multipart([envelope.encode(), body])
+        overloaded = 0
+        deadline = time.monotonic() + 20
+        while overloaded < 250 and time.monotonic() < deadline and hog.poll(1000):
+            reply = json.loads(hog.recv())
+            overloaded += reply.get("outcome", {}).get("error", {}).get("type") == "Overloaded"
+        assert overloaded >= 250, f"the hog's queue never filled ({overloaded} refused)"
+        with servers.client(endpoint, key="hog") as hog_again, pytest.raises(Overloaded):
+            hog_again.call("echo.echo", {"value": "x"}, timeout=30)
+        found = []
+        for _ in range(5):
+            started = time.monotonic()
+            assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
+            found.append(time.monotonic() - started)
+        hog.close()
+        assert proc.poll() is None
+    assert max(found) < 1.5, found

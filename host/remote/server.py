@@ -4,7 +4,8 @@ One thread owns every socket: a ROUTER the clients' DEALERs connect to, the ZAP 
 (``inproc://zeromq.zap.01``, which libzmq asks about every CURVE handshake: only keys in
 ``--authorized`` pass) and a pipe that the host's done-callbacks write to. A client's request
 is untrusted input: its envelope is checked (``host.remote.wire``) and its input goes through
-``Host.submit`` exactly as a local engine's does (plain copy, size limit, schema).
+``Host.submit`` exactly as a local engine's does (plain copy, size limit, schema), with the
+client's key as its tenant, so the providers' queues are fair between clients.
 
 SIGTERM drains: new calls are refused (the client may send them elsewhere, they never ran),
 running ones get ``drain_timeout`` seconds, then are cancelled, and the host closes. Every reply
@@ -24,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import zmq
@@ -70,11 +71,17 @@ MAX_LARGE_PER_CLIENT = 32
 MAX_LARGE = 128
 
 
+#: A call of a client: (its connection's routing id, the request id).
 Key = tuple[bytes, str]
+#: A large input waiting to be decoded: key, action, input frame, timeout, when received.
+_Large = tuple[Key, str, bytes, Any, float]
 
 
-def _submit(host: Host, action: str, frame: bytes | None, timeout: float | None) -> CallFuture:
-    """Decode a call's input and hand it to the host, as a local engine's call."""
+def _submit(
+    host: Host, action: str, frame: bytes | None, timeout: float | None, tenant: Hashable
+) -> CallFuture:
+    """Decode a call's input and hand it to the host, as a local engine's call; ``tenant``
+    (the client's key) makes the providers' queues fair between clients."""
     try:
         value = {} if frame is None else protocol.loads(frame, max_depth=protocol.MAX_INPUT_DEPTH)
     except protocol.ProtocolError as exc:
@@ -82,34 +89,32 @@ def _submit(host: Host, action: str, frame: bytes | None, timeout: float | None)
         future.set_running_or_notify_cancel()
         future.settle(Outcome.failure(InputInvalid(f"the input is not JSON: {exc}")))
         return future
-    return host.submit(action, value, timeout=timeout)
+    return host.submit(action, value, timeout=timeout, tenant=tenant)
 
 
 class _LargeInputs:
-    """Decodes and submits large inputs on a thread of its own, one client's after another's
-    (each client has its queue), and hands each call's future to the server's thread."""
+    """Decodes and submits large inputs on a thread of its own, one tenant's after another's
+    (each client key has its queue), and hands each call's future to the server's thread."""
 
     def __init__(self, host: Host, handover: Callable[[Key, str, CallFuture], None]) -> None:
         self._host = host
         self._handover = handover
         self._ready = threading.Condition()
-        self._queues: dict[bytes, collections.deque[tuple[str, str, bytes, Any, float]]] = {}
+        self._queues: dict[Hashable, collections.deque[_Large]] = {}
         self._count = 0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="sandbox-serve-inputs", daemon=True)
         self._thread.start()
 
-    def put(
-        self, identity: bytes, request_id: str, action: str, frame: bytes, timeout: Any
-    ) -> bool:
-        """Queue one; False if this client or all have as many waiting as they may."""
+    def put(self, tenant: Hashable, key: Key, action: str, frame: bytes, timeout: Any) -> bool:
+        """Queue one; False if this tenant or all have as many waiting as they may."""
         with self._ready:
-            queue = self._queues.get(identity)
+            queue = self._queues.get(tenant)
             if self._count >= MAX_LARGE or (queue and len(queue) >= MAX_LARGE_PER_CLIENT):
                 return False
             if queue is None:
-                queue = self._queues[identity] = collections.deque()
-            queue.append((request_id, action, frame, timeout, time.monotonic()))
+                queue = self._queues[tenant] = collections.deque()
+            queue.append((key, action, frame, timeout, time.monotonic()))
             self._count += 1
             self._ready.notify()
         return True
@@ -126,11 +131,11 @@ class _LargeInputs:
                     self._ready.wait()
                 if self._closed:
                     return
-                identity = next(iter(self._queues))  # the client waiting longest for its turn
-                queue = self._queues.pop(identity)
-                request_id, action, frame, timeout, received = queue.popleft()
+                tenant = next(iter(self._queues))  # the one waiting longest for its turn
+                queue = self._queues.pop(tenant)
+                key, action, frame, timeout, received = queue.popleft()
                 if queue:
-                    self._queues[identity] = queue  # back of the line
+                    self._queues[tenant] = queue  # back of the line
                 self._count -= 1
             if timeout is not None and time.monotonic() - received >= timeout:
                 future = CallFuture()
@@ -140,12 +145,12 @@ class _LargeInputs:
             else:
                 left = None if timeout is None else timeout - (time.monotonic() - received)
                 try:
-                    future = _submit(self._host, action, frame, left)
+                    future = _submit(self._host, action, frame, left, tenant)
                 except Exception as exc:  # the host closed: the call still gets its outcome
                     future = CallFuture()
                     future.set_running_or_notify_cancel()
                     future.settle(Outcome.failure(Cancelled(f"the call was not run: {exc}")))
-            self._handover((identity, request_id), action, future)
+            self._handover(key, action, future)
 
 
 class ServeError(Exception):
@@ -217,6 +222,8 @@ class Server:
         self._large = _LargeInputs(host, self._hand_over)
         self._unacked: set[tuple[bytes, str]] = set()
         self._last_seen: dict[bytes, float] = {}
+        #: Each connection's tenant (see _tenant_of), kept while it is seen.
+        self._tenants: dict[bytes, Hashable] = {}
         self._backlog: dict[bytes, collections.deque[bytes]] = {}
         self._backlog_bytes: dict[bytes, int] = {}
         self._overflowed: set[bytes] = set()
@@ -261,9 +268,8 @@ class Server:
             for _ in range(RECV_BATCH if self._router in events else 0):
                 if time.monotonic() > turn_ends:
                     break
-                try:
-                    frames = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
-                except zmq.Again:
+                frames = self._receive()
+                if frames is None:
                     break
                 self._handle_guarded(frames)
             self._send_backlog()
@@ -400,6 +406,7 @@ class Server:
         self._cancel_early.update(k for k in self._preparing if k[0] in gone)
         for identity in gone:
             del self._last_seen[identity]
+            self._tenants.pop(identity, None)
             self._forget_backlog(identity)
         if abandoned:
             _say(
@@ -408,6 +415,27 @@ class Server:
             )
         for _, future in abandoned:
             future.cancel()
+
+    def _receive(self) -> list[bytes] | None:
+        """The next request's frames (None if none waits); notes whose connection it came on."""
+        try:
+            parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        frames = [part.bytes for part in parts]
+        if frames[0] not in self._tenants:
+            self._tenants[frames[0]] = self._tenant_of(parts[-1], frames[0])
+        return frames
+
+    def _tenant_of(self, part: zmq.Frame, identity: bytes) -> Hashable:
+        """Whose calls a connection's are, for the providers' fair queues: the name of its
+        client key (ZAP's user id), so that a client opening more connections gets no bigger
+        share; without keys (``--insecure``), the connection."""
+        try:
+            user = part.get("User-Id")
+        except (zmq.ZMQError, KeyError):
+            user = ""
+        return f"key:{user}" if user else identity
 
     def _handle_guarded(self, frames: list[bytes]) -> None:
         """:meth:`_handle`; a request it fails on (a bug) is answered with an error, and the
@@ -468,17 +496,19 @@ class Server:
             return
         action: str = envelope["action"]
         frame = rest[0] if rest else None
+        tenant = self._tenants.get(identity, identity)
         if frame is not None and len(frame) > LARGE_INPUT_BYTES:
-            if not self._large.put(identity, request_id, action, frame, envelope.get("timeout")):
+            if not self._large.put(tenant, key, action, frame, envelope.get("timeout")):
                 error = Overloaded(
                     f"the server is decoding {MAX_LARGE_PER_CLIENT} large inputs of this "
-                    f"client (or {MAX_LARGE} in all); try again later"
+                    f"client key (or {MAX_LARGE} in all); try again later"
                 )
                 self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
                 return
             self._preparing.add(key)
             return
-        self._track(key, action, _submit(self.host, action, frame, envelope.get("timeout")))
+        timeout = envelope.get("timeout")
+        self._track(key, action, _submit(self.host, action, frame, timeout, tenant))
 
     def _hand_over(self, key: Key, action: str, future: CallFuture) -> None:
         """On the large inputs' thread: a call was submitted; the server's thread tracks it."""
