@@ -19,7 +19,7 @@ import pytest
 from host import Host
 from policies import Policy
 from sandbox.libc import PR_SET_CHILD_SUBREAPER, prctl
-from tests import confinement
+from tests import confinement, shards
 
 TEST_PROVIDERS = Path(__file__).parent / "providers"
 #: How long a test's processes get to disappear after it ends (killing a tree is asynchronous).
@@ -60,6 +60,7 @@ def _describe(pids: set[tuple[int, float]]) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    shards.add_options(parser)
     parser.addoption(
         "--spawn",
         choices=("zygote", "fresh"),
@@ -69,7 +70,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: The run's config, for the hooks that are not given it (a shard's report writer).
+_config: pytest.Config | None = None
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    global _config
+    _config = config
     _restore_sigint()
     _confine(config)
     spawn = config.getoption("--spawn")
@@ -119,7 +126,9 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Unconfined, skip the escape suite: its attacks could reach the runner's other processes."""
+    """In a shard, only the tests the parent gave it (``tests.shards``). Unconfined, skip the
+    escape suite: its attacks could reach the runner's other processes."""
+    shards.selected_by_the_parent(config, items)
     why = confinement.unconfined_reason()
     if why is None:
         return
@@ -127,6 +136,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "escapes" in item.path.parts:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """With ``--shards N``, the tests run in N confined processes (``tests.shards``)."""
+    if shards.wanted(session.config) and session.items:
+        return shards.run(session)
+    return None
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _config is not None:
+        shards.write_report(_config, report)
 
 
 @pytest.fixture(autouse=True)

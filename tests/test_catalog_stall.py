@@ -17,6 +17,9 @@ from host import catalog as catalog_module
 from policies import Policy
 from tests.conftest import provider_file
 
+#: Each bounds another provider's latency during an attack (``tests.shards``).
+pytestmark = pytest.mark.serial
+
 ECHO = provider_file("echo.py")
 HUGE = provider_file("huge_catalog.py")
 BIG = provider_file("big_catalog.py")

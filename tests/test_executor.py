@@ -168,6 +168,7 @@ def test_context_manager_runs_pending_futures() -> None:
     assert [f.result(timeout=1) for f in futures] == [None, None, None]
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_shutdown_no_wait_returns_at_once() -> None:
     executor = SandboxExecutor(max_workers=2)
     futures = [executor.submit(time.sleep, 1.0) for _ in range(2)]

@@ -113,6 +113,7 @@ def test_default_workers_max_is_the_cpu_count() -> None:
     assert Policy().retries == 0
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_caller_timeout_while_queued(host: Host, shared_dir: str) -> None:
     policy = Policy(workers={"min": 0, "max": 1}, wall_time=10, write=[shared_dir])
     host.add_provider(FAULTY, policy=policy)
@@ -145,6 +146,7 @@ def test_one_call_per_worker_at_a_time(host: Host) -> None:
 # ---------------------------------------------------------------------- the bounded queue
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_overloaded_when_the_queue_is_full(host: Host) -> None:
     host.add_provider(FAULTY, policy=Policy(workers={"min": 0, "max": 1}, queue=2, wall_time=10))
     running = host.submit("faulty.sleep", {"seconds": 1.5})

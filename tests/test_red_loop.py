@@ -17,6 +17,9 @@ from host import Host, OutputInvalid
 from policies import Policy
 from tests.conftest import provider_file
 
+#: Each bounds another provider's latency during an attack (``tests.shards``).
+pytestmark = pytest.mark.serial
+
 RED = provider_file("red_schemas.py")
 ECHO = provider_file("echo.py")
 

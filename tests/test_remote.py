@@ -528,6 +528,7 @@ def latencies(remote: RemoteHost, seconds: float) -> list[float]:
     return found
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_a_flood_of_pings_does_not_stall_another_clients_calls(servers: Servers) -> None:
     """The server read requests until none was left before it sent finished calls' outcomes:
     a client sending pings faster than it handles them kept every other client's outcomes
@@ -540,6 +541,7 @@ def test_a_flood_of_pings_does_not_stall_another_clients_calls(servers: Servers)
     assert len(found) >= 3 and max(found) < 1.5, (len(found), max(found))
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_frames_far_over_the_input_limit_are_dropped_unread(servers: Servers) -> None:
     """The server accepted frames of up to 256 MiB whatever its providers' input limits
     (1 MiB here), read each whole and decoded it on its one thread before the limit refused
@@ -604,6 +606,7 @@ def test_a_client_that_reads_late_gets_every_outcome(servers: Servers) -> None:
     assert len(ids) == sent, f"{sent - len(ids)} of {sent} calls never ended"
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_large_inputs_of_one_client_do_not_stall_another_clients_calls(
     servers: Servers,
 ) -> None:
@@ -631,6 +634,7 @@ def test_large_inputs_of_one_client_do_not_stall_another_clients_calls(
     assert set(outcomes) <= {"InputInvalid", "Overloaded"}, outcomes
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_a_flood_of_medium_inputs_does_not_stall_another_clients_calls(
     servers: Servers,
 ) -> None:
@@ -673,6 +677,7 @@ def test_a_group_member_closed_under_it_fails_over_and_never_raises() -> None:
         live.close()
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_a_client_that_fills_a_providers_queue_leaves_other_clients_their_share(
     servers: Servers,
 ) -> None:

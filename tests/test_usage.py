@@ -89,6 +89,7 @@ def test_spinning_left_behind_after_the_result_is_stopped(host: Host) -> None:
     assert replaced, "a worker spinning between calls (30s, cpu_time=1s) was left running"
 
 
+@pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_host_side_cpu_overshoot_is_small(host: Host) -> None:
     """With the worker's own timer disarmed only the host stops the spin; its overshoot over
     ``cpu_time`` is bounded generously here (the figure is in the report, not asserted tight)."""

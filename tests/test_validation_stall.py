@@ -22,6 +22,9 @@ from host import Host, InputInvalid, OutputInvalid, ProviderUnavailable, Timeout
 from policies import Policy
 from tests.conftest import provider_file
 
+#: Each bounds another provider's latency during an attack (``tests.shards``).
+pytestmark = pytest.mark.serial
+
 STALL = provider_file("stall.py")
 ECHO = provider_file("echo.py")
 HOSTILE_TEXT = "a" * 26 + "!"
