@@ -146,6 +146,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     return None
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if shards.summary:
+        terminalreporter.write_line(shards.summary)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if _config is not None:
         shards.write_report(_config, report)

@@ -41,8 +41,10 @@ from tests import confinement
 WEIGHTS = Path(__file__).with_name("shard_weights.json")
 #: A module the weights do not know costs this much per test.
 UNKNOWN_WEIGHT_PER_TEST_S = 0.5
-#: How long a shard that exited may still be read from before its missing tests are failures.
+#: How often the parent reads the shards' reports.
 POLL_S = 0.1
+#: How long each part took, for the terminal summary (and for regenerating the weights).
+summary: str | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -96,18 +98,26 @@ def run(session: pytest.Session) -> bool:
     groups = _assign(shared, config.getoption("--shards"))
     with tempfile.TemporaryDirectory(prefix="pytest-shards-") as work:
         shards = [_Shard(config, Path(work) / f"shard{i}", group) for i, group in enumerate(groups)]
+        started = time.monotonic()
         try:
             _replay_until_done(session, shards)
         finally:
             for shard in shards:
                 shard.stop()
+        times = [f"{len(s.items)} tests in {s.took:.0f}s" for s in shards]
         if session.shouldfail or session.shouldstop:
             return True
+        serial_started = time.monotonic()
         for i, item in enumerate(serial):
             nextitem = serial[i + 1] if i + 1 < len(serial) else None
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             if session.shouldfail or session.shouldstop:
                 break
+    global summary
+    summary = (
+        f"shards: {'; '.join(times)} (all {serial_started - started:.0f}s); then "
+        f"{len(serial)} serial tests in {time.monotonic() - serial_started:.0f}s"
+    )
     return True
 
 
@@ -151,6 +161,8 @@ class _Shard:
         self._reports = open(f"{stem}.jsonl")  # noqa: SIM115 - read as it grows, closed in stop
         self._pending = ""
         self.output = open(f"{stem}.out", "w+b")  # noqa: SIM115 - closed in stop
+        self.started = time.monotonic()
+        self.ended: float | None = None
         env = dict(os.environ)
         env.pop(confinement.MARKER, None)  # a shard confines itself, in a namespace of its own
         self.process = subprocess.Popen(
@@ -165,6 +177,11 @@ class _Shard:
         self._pending += self._reports.read()
         *lines, self._pending = self._pending.split("\n")
         return [json.loads(line) for line in lines if line]
+
+    @property
+    def took(self) -> float:
+        """Seconds from its start until it exited (or until now)."""
+        return (self.ended or time.monotonic()) - self.started
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -211,6 +228,7 @@ def _replay_until_done(session: pytest.Session, shards: list[_Shard]) -> None:
             if session.shouldfail or session.shouldstop:
                 return
             if exited:
+                shard.ended = time.monotonic()
                 live.remove(shard)
                 _fail_what_did_not_end(session, shard)
         time.sleep(POLL_S)
