@@ -309,6 +309,11 @@ def test_group_survives_a_killed_server(servers: Servers, ledger: Path) -> None:
         later = [mark(0.05) for _ in range(20)]
         done, _ = wait([f for _, f in first + racing + later], timeout=60)
         assert len(done) == 70  # every call has an outcome
+        # The survivors' providers (before, the dead member's error escaped providers()).
+        assert [p.name for p in group.providers()] == ["ledger", "ledger"]
+        remotes[0].connect_timeout = 1.0  # (asked only when no member is available)
+        with pytest.raises(HostUnavailable):
+            HostGroup(remotes[:1]).providers()
     runs = _runs(ledger)
     assert max(runs.values()) == 1, runs  # none ran twice
     for token, f in first + racing:

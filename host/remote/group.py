@@ -9,6 +9,7 @@ in exactly one outcome, that of its last attempt (``attempts`` counts the hosts 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,6 +20,9 @@ from host.catalog import ActionDescriptor
 from host.errors import HostUnavailable, Outcome, ProviderUnavailable
 from host.futures import CallFuture
 from host.host import ProviderInfo
+from host.logs import LOGGER
+
+log = logging.getLogger(f"{LOGGER}.{__name__}")
 
 
 class _AnyHost(Protocol):
@@ -140,8 +144,27 @@ class HostGroup(CallingAPI):
         return outer
 
     def providers(self) -> list[ProviderInfo]:
-        """Every member's providers (a provider served by three hosts is listed three times)."""
-        return [p for host in self.hosts for p in host.providers()]
+        """Every member's providers (a provider served by three hosts is listed three times).
+
+        A member that cannot answer (closed, its server unreachable) is left out, with a
+        warning in the log, as its calls go elsewhere: one lost member must not hide what the
+        others serve. One known to be unavailable is not asked (a remote one would wait for
+        its ``connect_timeout``) unless every member is. Only if no member answers is the
+        first one's error raised."""
+        found: list[ProviderInfo] = []
+        errors: list[Exception] = []
+        members = list(enumerate(self.hosts))
+        available = [(i, h) for i, h in members if getattr(h, "available", True)]
+        for i, host in available or members:
+            try:
+                found.extend(host.providers())
+            except Exception as exc:
+                errors.append(exc)
+                log.warning("group member %d (%s) did not list its providers: %s: %s",
+                            i, getattr(host, "endpoint", "local"), type(exc).__name__, exc)
+        if errors and len(errors) == len(available or members):
+            raise errors[0]
+        return found
 
     def stats(self) -> dict[str, Any]:
         """Per member (by index and, for remote ones, endpoint): its ``stats()``."""
