@@ -327,7 +327,7 @@ def _starting(args: argparse.Namespace, what: str) -> Any:
 
 def _open_host(args: argparse.Namespace) -> Any:
     """A Host with the providers the arguments name. Raises UsageError for bad references."""
-    from policies import Policy, PolicyError
+    from policies import Policy
 
     # The flags and the config are checked before any worker starts, and before the host's
     # own modules load (~0.4 s), so a usage error costs next to nothing.
@@ -359,10 +359,7 @@ def _open_host(args: argparse.Namespace) -> Any:
                 raise UsageError(f"--provider {ref}: no such file")
             with _starting(args, ref):
                 host.add_provider(ref, policy=default_policy)
-    except PolicyError as exc:
-        host.close()
-        raise UsageError(str(exc)) from None
-    except (ProviderUnavailable, ValueError) as exc:
+    except (ProviderUnavailable, ValueError) as exc:  # (a PolicyError is a ValueError)
         host.close()
         raise UsageError(str(exc)) from None
     except BaseException:  # interrupted: stop every worker now, wait for none
