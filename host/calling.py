@@ -35,17 +35,7 @@ class CallingAPI:
         ``BaseException`` raised in the waiting thread) cancels the call - a running call's
         worker is killed - and is re-raised: Ctrl-C must stop the call, not be swallowed.
         """
-        future = self.submit(action, input, timeout=timeout)
-        try:
-            future.result()
-        except Exception:  # the call's error (or CancelledError): the outcome says it
-            pass
-        except BaseException:
-            future.cancel()
-            raise
-        if future.outcome is None:  # cancelled while queued
-            return Outcome.failure(Cancelled("the call was cancelled"))
-        return future.outcome
+        return wait_for_outcome(self.submit(action, input, timeout=timeout))
 
     def call(self, action: str, input: Any = None, *, timeout: float | None = None) -> Any:
         """Call ``action`` and return its value, or raise the outcome's :class:`SandboxError`.
@@ -54,3 +44,18 @@ class CallingAPI:
         provider's ``wall_time`` bounds the action itself. Both kill the worker's tree.
         """
         return self.run(action, input, timeout=timeout).unwrap()
+
+
+def wait_for_outcome(future: CallFuture) -> Outcome:
+    """Wait for a submitted call's :class:`Outcome` (``run``'s wait, for callers of
+    ``submit``): an interrupted wait cancels the call and is re-raised."""
+    try:
+        future.result()
+    except Exception:  # the call's error (or CancelledError): the outcome says it
+        pass
+    except BaseException:
+        future.cancel()
+        raise
+    if future.outcome is None:  # cancelled while queued
+        return Outcome.failure(Cancelled("the call was cancelled"))
+    return future.outcome

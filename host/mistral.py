@@ -30,6 +30,7 @@ from mistral_lib import exceptions as ml_exc
 from mistral_lib.actions.providers import base as ml_base
 from mistral_lib.utils import get_dict_from_string
 
+from host.calling import wait_for_outcome
 from policies import load_config
 
 #: The input property through which an action asks for the non-secret execution context.
@@ -166,6 +167,19 @@ def _json_path(path: Any) -> str:
     return out
 
 
+def _project_of(context: Any) -> str | None:
+    """The OpenStack project a call runs for (the security context's ``project_id``, which is
+    never forwarded to the action): the tenant of the providers' fair queues, so one project's
+    burst of workflow actions makes another project's action wait for one of its calls, not
+    for all of them (see ``host.fairqueue``)."""
+    security = getattr(context, "security", None)
+    if isinstance(security, dict):  # (mistral-lib keeps whatever it was given)
+        project = security.get("project_id")
+    else:
+        project = getattr(security, "project_id", None)
+    return str(project) if project else None
+
+
 class SandboxAction(ml_actions.Action):  # type: ignore[misc]
     """One call of a sandboxed action. Plain attributes only (``ActionSerializer``)."""
 
@@ -182,10 +196,13 @@ class SandboxAction(ml_actions.Action):  # type: ignore[misc]
             execution = getattr(context, "execution", None)
             data[CONTEXT_PARAM] = {f: getattr(execution, f, None) for f in _CONTEXT_FIELDS}
         try:
-            outcome = _shared_host(self.config).run(self.full_name, data)
+            host = _shared_host(self.config)
+            outcome = wait_for_outcome(
+                host.submit(self.full_name, data, tenant=_project_of(context))
+            )
         except Exception as exc:  # the host could not start: still a Mistral error result
             return ml_actions.Result(error={"type": type(exc).__name__, "message": str(exc)})
-        if outcome.ok:
+        if outcome.error is None:
             return ml_actions.Result(data=outcome.value)
         return ml_actions.Result(error=outcome.error.to_dict())
 

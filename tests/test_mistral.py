@@ -25,7 +25,11 @@ ml = pytest.importorskip(
 )
 from mistral_lib import exceptions as ml_exc  # noqa: E402
 from mistral_lib.actions.base import ActionSerializer  # noqa: E402
-from mistral_lib.actions.context import ActionContext, ExecutionContext  # noqa: E402
+from mistral_lib.actions.context import (  # noqa: E402
+    ActionContext,
+    ExecutionContext,
+    SecurityContext,
+)
 from mistral_lib.utils import get_dict_from_string  # noqa: E402
 
 from host import mistral as hm  # noqa: E402
@@ -205,3 +209,54 @@ def test_dynamic_action_source_runs_confined(config: Path) -> None:
     assert hello.description == "Greet someone."
     src.write_text(src.read_text().replace("Greet someone.", "Greet loudly."))
     assert provider.find("dyn.hello").description == "Greet loudly."
+
+
+def test_one_projects_burst_does_not_make_another_project_wait_for_all_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call's OpenStack project is its tenant in the provider's queue (host.fairqueue):
+    project A's six queued actions make project B's wait for one of them, not all six. Before,
+    the queue was first come, first served across projects."""
+    import threading
+    import time
+
+    for parent in (tmp_path.parent, tmp_path):
+        parent.chmod(0o755)
+    shutil.copy(DATA / "nap.py", tmp_path / "nap.py")
+    (tmp_path / "nap.py").chmod(0o644)
+    toml = tmp_path / "sandbox.toml"
+    toml.write_text('[providers.nap]\nsource = "nap.py"\n\n[providers.nap.policy]\n'
+                    'workers = { min = 1, max = 1 }\n')
+    monkeypatch.setenv("SANDBOX_CONFIG", str(toml))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    try:
+        nap = hm.SandboxActionProvider("sandbox").find("nap.nap")
+
+        def context(project: str) -> ActionContext:
+            security = SecurityContext(auth_token="S", project_id=project)  # as Mistral's
+            return ActionContext(security_ctx=security, execution_ctx=ExecutionContext())
+
+        assert nap.instantiate({"seconds": 0}, {}).run(context("a")).data == 0  # warm
+        order: list[str] = []
+
+        def run(project: str) -> None:
+            result = nap.instantiate({"seconds": 0.3}, {}).run(context(project))
+            assert result.error is None, result.error
+            order.append(project)
+
+        burst = [threading.Thread(target=run, args=("a",)) for _ in range(6)]
+        for thread in burst:
+            thread.start()
+        host = hm._shared_host(str(toml))
+        deadline = time.monotonic() + 10
+        while host.stats()["nap"]["queue"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert host.stats()["nap"]["queue"] == 5  # one runs, five wait
+        other = threading.Thread(target=run, args=("b",))
+        other.start()
+        for thread in [*burst, other]:
+            thread.join(30)
+        assert sorted(order) == ["a"] * 6 + ["b"]
+        assert order.index("b") <= 2, order  # first come, first served: 6
+    finally:
+        hm.close_shared_host()
