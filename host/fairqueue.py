@@ -21,6 +21,20 @@ from typing import Generic, TypeVar
 C = TypeVar("C")
 
 
+def admits(total: int, mine: int, tenants: int, bound: int) -> bool:
+    """The share rule, for a provider's queue and for what ``sandbox serve`` holds: whether
+    one more of a tenant's calls is taken when ``total`` are held, ``mine`` of them its own,
+    among ``tenants`` (itself included).
+
+    Anyone is taken below the bound. Beyond it, up to twice the bound in all, a tenant below
+    its share of the bound (the bound divided among the tenants, and at least one call: with a
+    bound smaller than the number of tenants, a share of nothing left a tenant that filled the
+    queue alone in it) is taken too. No tenant holds more than the bound."""
+    if total < bound:
+        return True
+    return total < 2 * bound and mine < max(1, bound // tenants)
+
+
 def tenant_attribute(call: object) -> Hashable:
     """A call's ``tenant`` attribute (None for calls without one, e.g. the pool tests' ints)."""
     return getattr(call, "tenant", None)

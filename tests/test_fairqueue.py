@@ -127,3 +127,22 @@ def test_calls_without_a_tenant_are_one_fifo_queue_with_the_old_bound() -> None:
     refusals = [pool.enqueue(n, 0.0, "p") for n in range(5)]
     assert refusals[:3] == [None] * 3 and all(r is not None for r in refusals[3:])
     assert [pool.queue.popleft() for _ in range(3)] == [0, 1, 2]
+
+
+def test_a_queue_shorter_than_the_number_of_tenants_still_takes_each_tenants_first_call() -> None:
+    """A share was the bound divided among the tenants, rounded down: with ``queue = 1`` (or
+    any bound below the number of tenants waiting) it was nothing, so one tenant keeping a
+    call waiting left every other one only ``Overloaded``. A share is now at least one call,
+    still within twice the bound in all."""
+    pool: Pool[Call, int] = Pool(Limits(queue=1))
+    pool.spawned(1)
+    assert pool.enqueue(Call(0, 0), 0.0, "p") is None
+    assert pool.enqueue(Call(0, 1), 0.0, "p") is not None  # the hog: the bound, no more
+    assert pool.enqueue(Call(1, 0), 0.0, "p") is None  # another tenant: its one call
+    assert pool.enqueue(Call(1, 1), 0.0, "p") is not None
+    assert pool.enqueue(Call(2, 0), 0.0, "p") is not None  # twice the bound in all
+    assert [pool.queue.popleft().tenant for _ in range(2)] == [0, 1]
+    pool = Pool(Limits(queue=2))
+    pool.spawned(1)
+    taken = [pool.enqueue(Call(t, n), 0.0, "p") is None for t in range(4) for n in range(3)]
+    assert taken == [True, True, False, True, False, False, True, False, False] + [False] * 3
