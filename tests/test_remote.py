@@ -39,6 +39,7 @@ from host.remote.keys import keygen, load_public, load_secret
 ECHO = Path(__file__).parent / "providers" / "echo.py"
 TEXT = Path(__file__).parent.parent / "providers" / "examples" / "text.py"
 LEDGER = Path(__file__).parent / "providers" / "ledger.py"
+HOSTILE = Path(__file__).parent.parent / "providers" / "examples" / "hostile.py"
 
 
 def free_port() -> int:
@@ -706,3 +707,40 @@ def test_a_client_that_fills_a_providers_queue_leaves_other_clients_their_share(
         hog.close()
         assert proc.poll() is None
     assert max(found) < 1.5, found
+
+
+def _flood(sock: zmq.Socket[bytes], action: str, count: int, body: bytes, prefix: str) -> None:
+    for i in range(count):
+        envelope = json.dumps({"op": "call", "id": f"{prefix}{i}", "action": action})
+        sock.send_multipart([envelope.encode(), body])
+
+
+def test_one_client_key_cannot_take_every_call_the_server_holds_in_flight(
+    servers: Servers,
+) -> None:
+    """The server holds at most 10,000 calls in flight (MAX_IN_FLIGHT), across all clients:
+    one key with calls waiting on a provider with a long queue (or on ten providers of the
+    default 1,000) took all of them, and every other client's call, to any provider, ended
+    ``Overloaded`` at once. The cap is now shared as the providers' queues are: another key
+    below its share is taken beyond it."""
+    keygen(servers.base / "keys", "hog")
+    shutil.copy(servers.base / "keys" / "hog.key", servers.base / "auth" / "hog.key")
+    (servers.base / "sink.toml").write_text(
+        f'[providers.echo]\nsource = "{ECHO}"\n'
+        f'[providers.hostile]\nsource = "{HOSTILE}"\n[providers.hostile.policy]\nqueue = 12000\n'
+    )
+    endpoint, proc = servers.start(config="sink.toml")
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        hog = raw_dealer(context, servers, endpoint, key="hog")
+        hog.sndhwm = 20_000
+        _flood(hog, "hostile.sleep", 10_300, json.dumps({"seconds": 30}).encode(), "h")
+        overloaded = 0
+        deadline = time.monotonic() + 20
+        while overloaded < 200 and time.monotonic() < deadline and hog.poll(3000):
+            reply = json.loads(hog.recv())
+            overloaded += reply.get("outcome", {}).get("error", {}).get("type") == "Overloaded"
+        assert overloaded >= 200, f"the hog's calls never filled the server ({overloaded})"
+        for _ in range(3):
+            assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
+        hog.close()
+        assert proc.poll() is None

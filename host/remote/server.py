@@ -32,6 +32,7 @@ import zmq
 from zmq.utils import z85
 
 from host.errors import Cancelled, InputInvalid, Outcome, Overloaded, Timeout
+from host.fairqueue import admits
 from host.futures import CallFuture
 from host.host import Host
 from host.logs import LOGGER
@@ -44,7 +45,9 @@ log = logging.getLogger(f"{LOGGER}.{__name__}")
 #: ZMTP heartbeats: a silent peer is dropped after HEARTBEAT_TIMEOUT_MS (its calls ended).
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
-#: Calls in flight across all clients; more are answered ``Overloaded`` at once.
+#: Calls in flight across all clients; more are answered ``Overloaded`` at once, but for a
+#: client key below its share (``host.fairqueue.admits``: up to twice as many in all), so one
+#: key holding them all does not leave every other key only ``Overloaded``.
 MAX_IN_FLIGHT = 10_000
 #: How long a drained server waits for its last replies' acknowledgements before it closes.
 ACK_WAIT_S = 3.0
@@ -213,6 +216,10 @@ class Server:
         os.set_blocking(self._wake_w, False)
         self._done: collections.deque[tuple[bytes, str, CallFuture, str]] = collections.deque()
         self._in_flight: dict[tuple[bytes, str], CallFuture] = {}
+        #: Calls in flight or preparing, per tenant, and whose each of them is (for the
+        #: share of MAX_IN_FLIGHT each tenant may hold).
+        self._held: dict[Hashable, int] = {}
+        self._holder: dict[Key, Hashable] = {}
         #: Calls whose large input is being decoded (see _LargeInputs), and those of them a
         #: cancel (the client's, a drain's, a gone client's) came for meanwhile.
         self._preparing: set[Key] = set()
@@ -490,13 +497,17 @@ class Server:
         if key in self._in_flight or key in self._preparing:
             self._reply(identity, protocol.dumps({"id": request_id, "error": "duplicate id"}))
             return
-        if len(self._in_flight) + len(self._preparing) >= MAX_IN_FLIGHT:
-            error = Overloaded(f"the server has {MAX_IN_FLIGHT} calls in flight")
+        tenant = self._tenants.get(identity, identity)
+        total, mine = len(self._in_flight) + len(self._preparing), self._held.get(tenant, 0)
+        if not admits(total, mine, len(self._held) + (0 if mine else 1), MAX_IN_FLIGHT):
+            error = Overloaded(
+                f"the server has {total} calls in flight, {mine} of them this client key's "
+                f"(its share of {MAX_IN_FLIGHT}); try again later"
+            )
             self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
             return
         action: str = envelope["action"]
         frame = rest[0] if rest else None
-        tenant = self._tenants.get(identity, identity)
         if frame is not None and len(frame) > LARGE_INPUT_BYTES:
             if not self._large.put(tenant, key, action, frame, envelope.get("timeout")):
                 error = Overloaded(
@@ -505,10 +516,27 @@ class Server:
                 )
                 self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
                 return
+            self._hold(key, tenant)
             self._preparing.add(key)
             return
+        self._hold(key, tenant)
         timeout = envelope.get("timeout")
         self._track(key, action, _submit(self.host, action, frame, timeout, tenant))
+
+    def _hold(self, key: Key, tenant: Hashable) -> None:
+        """A call is in flight (or preparing) until its outcome is sent: its tenant holds it."""
+        self._holder[key] = tenant
+        self._held[tenant] = self._held.get(tenant, 0) + 1
+
+    def _release(self, key: Key) -> None:
+        if key not in self._holder:
+            return
+        tenant = self._holder.pop(key)
+        left = self._held[tenant] - 1
+        if left:
+            self._held[tenant] = left
+        else:
+            del self._held[tenant]
 
     def _hand_over(self, key: Key, action: str, future: CallFuture) -> None:
         """On the large inputs' thread: a call was submitted; the server's thread tracks it."""
@@ -539,6 +567,7 @@ class Server:
         while self._done:
             identity, request_id, future, action = self._done.popleft()
             self._in_flight.pop((identity, request_id), None)
+            self._release((identity, request_id))
             outcome = future.outcome
             if outcome is None:
                 outcome = Outcome.failure(Cancelled("the call was cancelled"))
