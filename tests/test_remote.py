@@ -438,11 +438,18 @@ def test_the_calls_of_a_client_that_died_are_cancelled(servers: Servers) -> None
 
 
 def raw_dealer(
-    context: zmq.Context[zmq.Socket[bytes]], servers: Servers, endpoint: str, key: str = "client"
+    context: zmq.Context[zmq.Socket[bytes]],
+    servers: Servers,
+    endpoint: str,
+    key: str = "client",
+    routing_id: bytes | None = None,
 ) -> zmq.Socket[bytes]:
-    """A DEALER speaking CURVE with ``key``, written by hand: it sends whatever a test says."""
+    """A DEALER speaking CURVE with ``key``, written by hand: it sends whatever a test says
+    (and names itself ``routing_id``, as any client may)."""
     sock = context.socket(zmq.DEALER)
     sock.linger = 0
+    if routing_id is not None:
+        sock.routing_id = routing_id
     sock.curve_serverkey = load_public(servers.base / "keys" / "server.key")
     sock.curve_publickey, sock.curve_secretkey = load_secret(
         servers.base / "keys" / f"{key}.key_secret"
@@ -744,3 +751,44 @@ def test_one_client_key_cannot_take_every_call_the_server_holds_in_flight(
             assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
         hog.close()
         assert proc.poll() is None
+
+
+def test_a_routing_id_used_before_by_another_key_does_not_make_its_calls_that_keys(
+    servers: Servers,
+) -> None:
+    """The server kept each connection's tenant by its routing id, which a client chooses
+    (``ZMQ_ROUTING_ID``): a client that named its connection as another client later did (a
+    fixed name) made that client's calls count as its own, for seconds after it left. With
+    its calls filling its share of the queue, the other client's calls were ``Overloaded``
+    at once; now they wait their turn (here, until their timeout: the hog's call runs)."""
+    keygen(servers.base / "keys", "hog")
+    shutil.copy(servers.base / "keys" / "hog.key", servers.base / "auth" / "hog.key")
+    (servers.base / "short.toml").write_text(
+        f'[providers.echo]\nsource = "{ECHO}"\n[providers.echo.policy]\nqueue = 10\n'
+        "workers = { max = 1 }\n"
+    )
+    endpoint, proc = servers.start(config="short.toml")
+    with zmq.Context() as context:
+        squatter = raw_dealer(context, servers, endpoint, key="hog", routing_id=b"engine-1")
+        squatter.send(b'{"op": "hello", "id": "h"}')
+        assert squatter.poll(10_000)
+        squatter.close()
+        hog = raw_dealer(context, servers, endpoint, key="hog")
+        _flood(hog, "echo.echo", 1, b'{"value": "x"}', "w")  # a worker is up, and idle
+        assert hog.poll(20_000) and "result" in json.loads(hog.recv())["outcome"]
+        _flood(hog, "echo.slow", 21, json.dumps({"seconds": 30}).encode(), "s")
+        overloaded = 0
+        while overloaded < 10 and hog.poll(10_000):
+            reply = json.loads(hog.recv())
+            overloaded += reply.get("outcome", {}).get("error", {}).get("type") == "Overloaded"
+        assert overloaded == 10, overloaded  # 1 runs, 10 wait: the queue's bound
+        time.sleep(0.3)  # the squatter's connection is gone: its routing id is free
+        engine = raw_dealer(context, servers, endpoint, routing_id=b"engine-1")
+        envelope = {"op": "call", "id": "e1", "action": "echo.echo", "timeout": 1.0}
+        engine.send_multipart([json.dumps(envelope).encode(), b'{"value": "x"}'])
+        assert engine.poll(20_000), "no answer"
+        reply = json.loads(engine.recv())
+        hog.close()
+        engine.close()
+        assert proc.poll() is None
+    assert reply.get("outcome", {}).get("error", {}).get("type") == "Timeout", reply

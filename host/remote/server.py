@@ -229,8 +229,6 @@ class Server:
         self._large = _LargeInputs(host, self._hand_over)
         self._unacked: set[tuple[bytes, str]] = set()
         self._last_seen: dict[bytes, float] = {}
-        #: Each connection's tenant (see _tenant_of), kept while it is seen.
-        self._tenants: dict[bytes, Hashable] = {}
         self._backlog: dict[bytes, collections.deque[bytes]] = {}
         self._backlog_bytes: dict[bytes, int] = {}
         self._overflowed: set[bytes] = set()
@@ -275,10 +273,10 @@ class Server:
             for _ in range(RECV_BATCH if self._router in events else 0):
                 if time.monotonic() > turn_ends:
                     break
-                frames = self._receive()
-                if frames is None:
+                received = self._receive()
+                if received is None:
                     break
-                self._handle_guarded(frames)
+                self._handle_guarded(*received)
             self._send_backlog()
             self._take_prepared()
             self._send_done()
@@ -413,7 +411,6 @@ class Server:
         self._cancel_early.update(k for k in self._preparing if k[0] in gone)
         for identity in gone:
             del self._last_seen[identity]
-            self._tenants.pop(identity, None)
             self._forget_backlog(identity)
         if abandoned:
             _say(
@@ -423,16 +420,20 @@ class Server:
         for _, future in abandoned:
             future.cancel()
 
-    def _receive(self) -> list[bytes] | None:
-        """The next request's frames (None if none waits); notes whose connection it came on."""
+    def _receive(self) -> tuple[list[bytes], Hashable] | None:
+        """The next request's frames and whose it is (None if none waits).
+
+        The tenant is read from each message (its connection's ZAP user id), not kept per
+        routing id: a routing id is the client's to choose (``ZMQ_ROUTING_ID``), so one kept
+        from a connection that had it before would count another key's calls as that one's
+        (and one kept for each connection whose requests were all malformed was never
+        forgotten)."""
         try:
             parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
         frames = [part.bytes for part in parts]
-        if frames[0] not in self._tenants:
-            self._tenants[frames[0]] = self._tenant_of(parts[-1], frames[0])
-        return frames
+        return frames, self._tenant_of(parts[-1], frames[0])
 
     def _tenant_of(self, part: zmq.Frame, identity: bytes) -> Hashable:
         """Whose calls a connection's are, for the providers' fair queues: the name of its
@@ -444,18 +445,18 @@ class Server:
             user = ""
         return f"key:{user}" if user else identity
 
-    def _handle_guarded(self, frames: list[bytes]) -> None:
+    def _handle_guarded(self, frames: list[bytes], tenant: Hashable) -> None:
         """:meth:`_handle`; a request it fails on (a bug) is answered with an error, and the
         server goes on serving the other clients rather than dying of one client's message."""
         try:
-            self._handle(frames)
+            self._handle(frames, tenant)
         except Exception as exc:
             log.exception("request from a client failed")
             _say(f"a request failed on the server: {type(exc).__name__}: {str(exc)[:200]}")
             error = f"the server failed on this request: {type(exc).__name__}"
             self._reply(frames[0], protocol.dumps({"id": "", "error": error}))
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], tenant: Hashable) -> None:
         identity, rest = frames[0], frames[1:]
         if not rest:
             return
@@ -467,7 +468,7 @@ class Server:
         self._last_seen[identity] = time.monotonic()
         request_id, op = envelope["id"], envelope["op"]
         if op == "call":
-            self._call(identity, request_id, envelope, rest[1:])
+            self._call(identity, request_id, envelope, rest[1:], tenant)
         elif op == "ack":
             self._unacked.discard((identity, request_id))
         elif op == "cancel":
@@ -486,7 +487,12 @@ class Server:
             self._reply(identity, protocol.dumps({"id": request_id, "value": self.host.stats()}))
 
     def _call(
-        self, identity: bytes, request_id: str, envelope: dict[str, Any], rest: list[bytes]
+        self,
+        identity: bytes,
+        request_id: str,
+        envelope: dict[str, Any],
+        rest: list[bytes],
+        tenant: Hashable,
     ) -> None:
         key = (identity, request_id)
         if self._draining:
@@ -497,7 +503,6 @@ class Server:
         if key in self._in_flight or key in self._preparing:
             self._reply(identity, protocol.dumps({"id": request_id, "error": "duplicate id"}))
             return
-        tenant = self._tenants.get(identity, identity)
         total, mine = len(self._in_flight) + len(self._preparing), self._held.get(tenant, 0)
         if not admits(total, mine, len(self._held) + (0 if mine else 1), MAX_IN_FLIGHT):
             error = Overloaded(
