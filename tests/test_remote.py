@@ -66,11 +66,24 @@ class Servers:
         self.before = {p.pid for p in psutil.process_iter()}
 
     def start(
-        self, *extra: str, endpoint: str | None = None, config: str = "sandbox.toml"
+        self,
+        *extra: str,
+        endpoint: str | None = None,
+        config: str = "sandbox.toml",
+        constants: dict[str, int] | None = None,
     ) -> tuple[str, subprocess.Popen[bytes]]:
+        """A server; ``constants``: host.remote.server's figures this one has instead (a
+        bound a test reaches in seconds)."""
         endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
+        python = ["-m", "host.cli"]
+        if constants:
+            python = ["-c", (
+                "import host.remote.server as s\n"
+                + "".join(f"s.{name} = {value!r}\n" for name, value in constants.items())
+                + "from host.cli import main\nraise SystemExit(main())"
+            )]  # fmt: skip
         proc = subprocess.Popen(
-            [sys.executable, "-m", "host.cli", "serve", "--bind", endpoint,
+            [sys.executable, *python, "serve", "--bind", endpoint,
              "--config", str(self.base / config),
              "--server-key", str(self.base / "keys" / "server.key_secret"),
              "--authorized", str(self.base / "auth"), "--drain-timeout", "1", *extra],
@@ -792,3 +805,39 @@ def test_a_routing_id_used_before_by_another_key_does_not_make_its_calls_that_ke
         engine.close()
         assert proc.poll() is None
     assert reply.get("outcome", {}).get("error", {}).get("type") == "Timeout", reply
+
+
+def test_a_key_whose_connections_do_not_read_is_kept_one_backlog_not_one_each(
+    servers: Servers,
+) -> None:
+    """Replies a client does not read wait on the server, up to MAX_BACKLOG_BYTES, and libzmq
+    queued a thousand more before them: both per connection, so one key opening connections
+    that asked for catalogs and never read them made the server hold that much again for each
+    (here 16 MiB each, about 13 KiB a reply), as far as its memory went. The backlog is now
+    the key's, across its connections, and libzmq holds 100 replies per connection."""
+    (servers.base / "three.toml").write_text(
+        f'[providers.echo]\nsource = "{ECHO}"\n[providers.text]\nsource = "{TEXT}"\n'
+        f'[providers.hostile]\nsource = "{HOSTILE}"\n'
+    )
+    endpoint, proc = servers.start(config="three.toml", constants={"MAX_BACKLOG_BYTES": 16 << 20})
+    server = psutil.Process(proc.pid)
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        assert remote.call("echo.echo", {"value": "x"}) == "x"
+        hoarders = [raw_dealer(context, servers, endpoint) for _ in range(8)]
+        for sock in hoarders:
+            sock.rcvhwm = 1
+        time.sleep(0.3)
+        baseline = peak = server.memory_info().rss
+        end = time.monotonic() + 6
+        while time.monotonic() < end:
+            for sock in hoarders:
+                with contextlib.suppress(zmq.Again):
+                    for _ in range(20):
+                        sock.send(b'{"op": "hello", "id": "h"}', zmq.NOBLOCK)
+            time.sleep(0.01)
+            peak = max(peak, server.memory_info().rss)
+        assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
+        for sock in hoarders:
+            sock.close()
+        assert proc.poll() is None
+    assert peak - baseline < 48 << 20, f"the server grew by {(peak - baseline) >> 20} MiB"

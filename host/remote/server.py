@@ -62,9 +62,14 @@ RECV_BATCH = 100
 RECV_BATCH_S = 0.02
 #: Requests queued unread per client connection (libzmq's default is 1000).
 RCVHWM = 100
-#: Replies kept for a client whose queue is full (it is not reading); more are dropped.
+#: Replies kept for a client key whose queues are full (it is not reading), across all its
+#: connections; more are dropped. Per connection, a key opening many connections that did not
+#: read made the server hold that much for each (and libzmq a thousand replies more each).
 MAX_BACKLOG = MAX_IN_FLIGHT
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+#: Replies libzmq queues per connection before a send would block (its default is 1000, of
+#: replies up to the output limit each): beyond them they wait in the key's backlog, counted.
+SNDHWM = 100
 #: A call input bigger than this is decoded and checked (plain copy, schema: up to about half
 #: a second for a MiB) on a thread of its own, clients in turn, not on the server's: one
 #: client's big inputs must not hold up every other client's requests and outcomes.
@@ -197,6 +202,7 @@ class Server:
         self.input_limit = max((p.policy.input for p in host.providers()), default=0)
         self._router.setsockopt(zmq.MAXMSGSIZE, wire.frame_limit(self.input_limit))
         self._router.setsockopt(zmq.RCVHWM, RCVHWM)
+        self._router.setsockopt(zmq.SNDHWM, SNDHWM)
         # A reply to a client whose queue is full fails (EAGAIN) instead of vanishing: it is
         # kept and sent later, so a client busy for a while still gets every outcome.
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -231,6 +237,9 @@ class Server:
         self._last_seen: dict[bytes, float] = {}
         self._backlog: dict[bytes, collections.deque[bytes]] = {}
         self._backlog_bytes: dict[bytes, int] = {}
+        #: Whose each backlog is, and the replies and bytes each tenant's backlogs hold.
+        self._backlog_tenant: dict[bytes, Hashable] = {}
+        self._tenant_backlog: dict[Hashable, list[int]] = {}
         self._overflowed: set[bytes] = set()
         self._next_sweep = 0.0
         self._draining = False
@@ -355,9 +364,10 @@ class Server:
 
     # ------------------------------------------------------------------ requests
 
-    def _reply(self, identity: bytes, body: bytes) -> None:
+    def _reply(self, identity: bytes, body: bytes, tenant: Hashable = None) -> None:
         """Send ``body``; if the client's queue is full (it reads slower than its calls end),
-        keep it, in order, until there is room (see :meth:`_send_backlog`)."""
+        keep it, in order, until there is room (see :meth:`_send_backlog`), within what its
+        tenant (``tenant``: the key it came with; None: the connection) may have kept."""
         backlog = self._backlog.get(identity)
         if backlog is None:
             try:
@@ -365,28 +375,37 @@ class Server:
                 return
             except zmq.Again:
                 backlog = self._backlog[identity] = collections.deque()
+                owner = identity if tenant is None else tenant
+                self._backlog_tenant[identity] = owner
+                self._tenant_backlog.setdefault(owner, [0, 0])
             except zmq.ZMQError:  # EHOSTUNREACH: the client is gone, its loss
                 return
-        held = self._backlog_bytes.get(identity, 0)
-        if len(backlog) >= MAX_BACKLOG or held + len(body) > MAX_BACKLOG_BYTES:
+        held = self._tenant_backlog[self._backlog_tenant[identity]]
+        if held[0] >= MAX_BACKLOG or held[1] + len(body) > MAX_BACKLOG_BYTES:
             if identity not in self._overflowed:
                 self._overflowed.add(identity)
                 _say(
-                    f"a client does not read its replies ({len(backlog)} replies, {held} bytes "
-                    "wait for it): dropping more"
+                    f"a client does not read its replies ({held[0]} replies, {held[1]} bytes "
+                    "wait for its key): dropping more"
                 )
             return
         backlog.append(body)
-        self._backlog_bytes[identity] = held + len(body)
+        self._backlog_bytes[identity] = self._backlog_bytes.get(identity, 0) + len(body)
+        held[0] += 1
+        held[1] += len(body)
 
     def _send_backlog(self) -> None:
         """Send what waits for clients whose queue was full, as far as there is room now."""
         for identity in list(self._backlog):
             backlog = self._backlog[identity]
+            held = self._tenant_backlog[self._backlog_tenant[identity]]
             try:
                 while backlog:
                     self._router.send_multipart([identity, backlog[0]], zmq.NOBLOCK)
-                    self._backlog_bytes[identity] -= len(backlog.popleft())
+                    size = len(backlog.popleft())
+                    self._backlog_bytes[identity] -= size
+                    held[0] -= 1
+                    held[1] -= size
             except zmq.Again:
                 continue
             except zmq.ZMQError:  # gone
@@ -394,9 +413,17 @@ class Server:
             self._forget_backlog(identity)
 
     def _forget_backlog(self, identity: bytes) -> None:
-        self._backlog.pop(identity, None)
-        self._backlog_bytes.pop(identity, None)
+        backlog = self._backlog.pop(identity, None)
+        size = self._backlog_bytes.pop(identity, 0)
         self._overflowed.discard(identity)
+        if backlog is None:
+            return
+        owner = self._backlog_tenant.pop(identity)
+        held = self._tenant_backlog[owner]
+        held[0] -= len(backlog)
+        held[1] -= size
+        if owner not in self._backlog_tenant.values():
+            del self._tenant_backlog[owner]
 
     def _cancel_abandoned(self) -> None:
         """Cancel the calls of clients silent for ``client_timeout`` (checked once a second)."""
@@ -454,7 +481,7 @@ class Server:
             log.exception("request from a client failed")
             _say(f"a request failed on the server: {type(exc).__name__}: {str(exc)[:200]}")
             error = f"the server failed on this request: {type(exc).__name__}"
-            self._reply(frames[0], protocol.dumps({"id": "", "error": error}))
+            self._reply(frames[0], protocol.dumps({"id": "", "error": error}), tenant)
 
     def _handle(self, frames: list[bytes], tenant: Hashable) -> None:
         identity, rest = frames[0], frames[1:]
@@ -463,7 +490,7 @@ class Server:
         try:
             envelope = wire.parse_envelope(rest[0])
         except wire.BadRequest as exc:
-            self._reply(identity, protocol.dumps({"id": "", "error": str(exc)}))
+            self._reply(identity, protocol.dumps({"id": "", "error": str(exc)}), tenant)
             return
         self._last_seen[identity] = time.monotonic()
         request_id, op = envelope["id"], envelope["op"]
@@ -479,12 +506,13 @@ class Server:
                 self._cancel_early.add((identity, request_id))
         elif op == "hello":
             catalog = [d.to_dict() for d in self.host.catalog.find_all()]
-            self._reply(identity, protocol.dumps({"id": request_id, "value": catalog}))
+            self._reply(identity, protocol.dumps({"id": request_id, "value": catalog}), tenant)
         elif op == "providers":
             value = [p.to_dict() for p in self.host.providers()]
-            self._reply(identity, protocol.dumps({"id": request_id, "value": value}))
+            self._reply(identity, protocol.dumps({"id": request_id, "value": value}), tenant)
         elif op == "stats":
-            self._reply(identity, protocol.dumps({"id": request_id, "value": self.host.stats()}))
+            stats = self.host.stats()
+            self._reply(identity, protocol.dumps({"id": request_id, "value": stats}), tenant)
 
     def _call(
         self,
@@ -498,10 +526,11 @@ class Server:
         if self._draining:
             body = {"id": request_id, "refused": "the server is draining (shutting down)"}
             self._unacked.add(key)
-            self._reply(identity, protocol.dumps({**body, "ack": True}))
+            self._reply(identity, protocol.dumps({**body, "ack": True}), tenant)
             return
         if key in self._in_flight or key in self._preparing:
-            self._reply(identity, protocol.dumps({"id": request_id, "error": "duplicate id"}))
+            duplicate = protocol.dumps({"id": request_id, "error": "duplicate id"})
+            self._reply(identity, duplicate, tenant)
             return
         total, mine = len(self._in_flight) + len(self._preparing), self._held.get(tenant, 0)
         if not admits(total, mine, len(self._held) + (0 if mine else 1), MAX_IN_FLIGHT):
@@ -509,7 +538,7 @@ class Server:
                 f"the server has {total} calls in flight, {mine} of them this client key's "
                 f"(its share of {MAX_IN_FLIGHT}); try again later"
             )
-            self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
+            self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)), tenant)
             return
         action: str = envelope["action"]
         frame = rest[0] if rest else None
@@ -519,7 +548,8 @@ class Server:
                     f"the server is decoding {MAX_LARGE_PER_CLIENT} large inputs of this "
                     f"client key (or {MAX_LARGE} in all); try again later"
                 )
-                self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
+                reply = wire.outcome_reply(request_id, Outcome.failure(error))
+                self._reply(identity, reply, tenant)
                 return
             self._hold(key, tenant)
             self._preparing.add(key)
@@ -572,6 +602,7 @@ class Server:
         while self._done:
             identity, request_id, future, action = self._done.popleft()
             self._in_flight.pop((identity, request_id), None)
+            tenant = self._holder.get((identity, request_id))
             self._release((identity, request_id))
             outcome = future.outcome
             if outcome is None:
@@ -579,7 +610,7 @@ class Server:
             if self._draining:
                 self._unacked.add((identity, request_id))
             reply = wire.outcome_reply(request_id, outcome, ack=self._draining)
-            self._reply(identity, reply)
+            self._reply(identity, reply, tenant)
             if self.metrics is not None:
                 # Labels only for actions the catalog has: a client must not be able to grow
                 # the metrics without bound by inventing action names.
