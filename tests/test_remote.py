@@ -841,3 +841,43 @@ def test_a_key_whose_connections_do_not_read_is_kept_one_backlog_not_one_each(
             sock.close()
         assert proc.poll() is None
     assert peak - baseline < 48 << 20, f"the server grew by {(peak - baseline) >> 20} MiB"
+
+
+def test_a_few_keys_holding_every_large_input_place_leave_another_key_its_share(
+    servers: Servers,
+) -> None:
+    """At most MAX_LARGE large inputs wait to be decoded, MAX_LARGE_PER_CLIENT of each key:
+    the keys that held them all (four keys of 32, of 128; here two keys of 1, of 2) left
+    every other key's large input ``Overloaded`` at once, however little it had sent. A key
+    below its share of MAX_LARGE is now taken beyond it, as in the providers' queues."""
+    for n in range(2):
+        keygen(servers.base / "keys", f"hog{n}")
+        shutil.copy(servers.base / "keys" / f"hog{n}.key", servers.base / "auth")
+    endpoint, proc = servers.start(constants={"MAX_LARGE": 2, "MAX_LARGE_PER_CLIENT": 1})
+    body = b'{"value": [' + b"[]," * 333_000 + b"1]}"  # ~1 s to decode; then InputInvalid
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        hogs = []
+        for n in range(2):
+            hogs.append(raw_dealer(context, servers, endpoint, key=f"hog{n}"))
+            hogs[-1].send(b'{"op": "hello", "id": "h"}')
+            assert hogs[-1].poll(10_000)
+            hogs[-1].recv()
+
+        def send(hog: zmq.Socket[bytes], request_id: str) -> None:
+            envelope = json.dumps({"op": "call", "id": request_id, "action": "echo.echo"})
+            hog.send_multipart([envelope.encode(), body], copy=False)
+
+        send(hogs[0], "first")  # being decoded: it holds no place
+        time.sleep(0.2)
+        for hog in hogs:
+            send(hog, "waits")
+            send(hog, "refused")
+        for hog in hogs:  # each holds its one place, and its second call is refused
+            assert hog.poll(10_000)
+            reply = json.loads(hog.recv())
+            assert reply["id"] == "refused" and reply["outcome"]["error"]["type"] == "Overloaded"
+        value = "a" * 20_000
+        assert remote.call("echo.echo", {"value": value}, timeout=30) == value
+        for hog in hogs:
+            hog.close()
+        assert proc.poll() is None

@@ -74,7 +74,9 @@ SNDHWM = 100
 #: a second for a MiB) on a thread of its own, clients in turn, not on the server's: one
 #: client's big inputs must not hold up every other client's requests and outcomes.
 LARGE_INPUT_BYTES = 16 * 1024
-#: Large inputs waiting to be decoded, per client and in all; more are answered Overloaded.
+#: Large inputs waiting to be decoded, per client key and in all; more are answered
+#: Overloaded, but for a key below its share of MAX_LARGE (``host.fairqueue.admits``: up to
+#: twice as many in all), so that four keys holding them all do not leave the others nothing.
 MAX_LARGE_PER_CLIENT = 32
 MAX_LARGE = 128
 
@@ -118,7 +120,9 @@ class _LargeInputs:
         """Queue one; False if this tenant or all have as many waiting as they may."""
         with self._ready:
             queue = self._queues.get(tenant)
-            if self._count >= MAX_LARGE or (queue and len(queue) >= MAX_LARGE_PER_CLIENT):
+            mine = 0 if queue is None else len(queue)
+            tenants = len(self._queues) + (0 if mine else 1)
+            if mine >= MAX_LARGE_PER_CLIENT or not admits(self._count, mine, tenants, MAX_LARGE):
                 return False
             if queue is None:
                 queue = self._queues[tenant] = collections.deque()
