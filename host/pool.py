@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from host.fairqueue import FairQueue
+from host.fairqueue import FairQueue, admits
 
 if TYPE_CHECKING:
     from policies import Policy
@@ -204,17 +204,15 @@ class Pool(Generic[C, W]):
         """Why the queue takes no more of this call's tenant, if it does not.
 
         One tenant (every local call) may fill the queue up to its bound. With more, a tenant
-        below its share (the bound divided among the tenants waiting, itself included) is
-        taken beyond the bound, up to twice the bound in all: a tenant that filled the queue
-        first must not leave the others nothing but ``Overloaded``. No tenant holds more than
-        the bound."""
+        below its share (the bound divided among the tenants waiting, itself included, and at
+        least one call) is taken beyond the bound, up to twice the bound in all: a tenant that
+        filled the queue first must not leave the others nothing but ``Overloaded``. No tenant
+        holds more than the bound (``host.fairqueue.admits``)."""
         bound, total = self.limits.queue, len(self.queue)
         tenant = self.queue.tenant(call)
         mine = self.queue.waiting(tenant)
         tenants = self.queue.tenants() + (0 if mine else 1)
-        if total < bound:
-            return None
-        if total < 2 * bound and mine < bound // tenants:
+        if admits(total, mine, tenants, bound):
             return None
         if tenants <= 1:
             text = f"provider {name!r} has {total} calls waiting (its queue limit)"

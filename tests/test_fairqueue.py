@@ -3,6 +3,7 @@ Hypothesis against plain models: what a deque would hold, and how long a call ma
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -127,3 +128,44 @@ def test_calls_without_a_tenant_are_one_fifo_queue_with_the_old_bound() -> None:
     refusals = [pool.enqueue(n, 0.0, "p") for n in range(5)]
     assert refusals[:3] == [None] * 3 and all(r is not None for r in refusals[3:])
     assert [pool.queue.popleft() for _ in range(3)] == [0, 1, 2]
+
+
+def test_a_queue_shorter_than_the_number_of_tenants_still_takes_each_tenants_first_call() -> None:
+    """A share was the bound divided among the tenants, rounded down: with ``queue = 1`` (or
+    any bound below the number of tenants waiting) it was nothing, so one tenant keeping a
+    call waiting left every other one only ``Overloaded``. A share is now at least one call,
+    still within twice the bound in all."""
+    pool: Pool[Call, int] = Pool(Limits(queue=1))
+    pool.spawned(1)
+    assert pool.enqueue(Call(0, 0), 0.0, "p") is None
+    assert pool.enqueue(Call(0, 1), 0.0, "p") is not None  # the hog: the bound, no more
+    assert pool.enqueue(Call(1, 0), 0.0, "p") is None  # another tenant: its one call
+    assert pool.enqueue(Call(1, 1), 0.0, "p") is not None
+    assert pool.enqueue(Call(2, 0), 0.0, "p") is not None  # twice the bound in all
+    assert [pool.queue.popleft().tenant for _ in range(2)] == [0, 1]
+    pool = Pool(Limits(queue=2))
+    pool.spawned(1)
+    taken = [pool.enqueue(Call(t, n), 0.0, "p") is None for t in range(4) for n in range(3)]
+    assert taken == [True, True, False, True, False, False, True, False, False] + [False] * 3
+
+
+def test_withdrawing_a_tenants_calls_from_the_back_takes_constant_time_each() -> None:
+    """``withdraw`` (a cancel, or a caller's timeout, of a queued call) scanned its tenant's
+    line: a client with 12,000 calls queued (its share on a provider with a long queue) that
+    cancelled them last first, or gave them shorter timeouts the later it sent them, held the
+    host's loop (every provider, every client) for about 3 s. The removed calls are skipped
+    now, and dropped once they are as many as the waiting ones."""
+    pool: Pool[Call, int] = Pool(Limits(queue=20_000))
+    pool.spawned(1)
+    calls = [Call(0, n) for n in range(12_000)]
+    others = [Call(1, n) for n in range(3)]
+    for call in calls + others:
+        assert pool.enqueue(call, 0.0, "p") is None
+    started = time.perf_counter()
+    for call in reversed(calls[1:]):
+        assert pool.withdraw(call)
+        assert not pool.withdraw(call)
+    elapsed = time.perf_counter() - started
+    assert len(pool.queue) == 4 and pool.queue.waiting(0) == 1 and pool.queue.tenants() == 2
+    assert [(c.tenant, c.n) for c in pool.drain()] == [(0, 0), (1, 0), (1, 1), (1, 2)]
+    assert elapsed < 1.0, f"{elapsed:.2f}s"

@@ -145,8 +145,8 @@ class PoolMachine(RuleBasedStateMachine):
         tenants = len({self.tenant[c] for c in pool.queue} | {tenant})
         bound = pool.limits.queue
         # Up to the bound for anyone; beyond it, up to twice the bound in all, for a tenant
-        # below its share of the bound.
-        room = before < bound or (before < 2 * bound and mine < bound // tenants)
+        # below its share of the bound (at least one call).
+        room = before < bound or (before < 2 * bound and mine < max(1, bound // tenants))
         idle = pool.idle() is not None
         backing_off = pool.failures > 0 and self.now < pool.next_spawn and not pool.serving()
         breaker = self.now < pool.breaker_until

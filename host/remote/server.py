@@ -32,6 +32,7 @@ import zmq
 from zmq.utils import z85
 
 from host.errors import Cancelled, InputInvalid, Outcome, Overloaded, Timeout
+from host.fairqueue import admits
 from host.futures import CallFuture
 from host.host import Host
 from host.logs import LOGGER
@@ -44,7 +45,9 @@ log = logging.getLogger(f"{LOGGER}.{__name__}")
 #: ZMTP heartbeats: a silent peer is dropped after HEARTBEAT_TIMEOUT_MS (its calls ended).
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
-#: Calls in flight across all clients; more are answered ``Overloaded`` at once.
+#: Calls in flight across all clients; more are answered ``Overloaded`` at once, but for a
+#: client key below its share (``host.fairqueue.admits``: up to twice as many in all), so one
+#: key holding them all does not leave every other key only ``Overloaded``.
 MAX_IN_FLIGHT = 10_000
 #: How long a drained server waits for its last replies' acknowledgements before it closes.
 ACK_WAIT_S = 3.0
@@ -59,14 +62,21 @@ RECV_BATCH = 100
 RECV_BATCH_S = 0.02
 #: Requests queued unread per client connection (libzmq's default is 1000).
 RCVHWM = 100
-#: Replies kept for a client whose queue is full (it is not reading); more are dropped.
+#: Replies kept for a client key whose queues are full (it is not reading), across all its
+#: connections; more are dropped. Per connection, a key opening many connections that did not
+#: read made the server hold that much for each (and libzmq a thousand replies more each).
 MAX_BACKLOG = MAX_IN_FLIGHT
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+#: Replies libzmq queues per connection before a send would block (its default is 1000, of
+#: replies up to the output limit each): beyond them they wait in the key's backlog, counted.
+SNDHWM = 100
 #: A call input bigger than this is decoded and checked (plain copy, schema: up to about half
 #: a second for a MiB) on a thread of its own, clients in turn, not on the server's: one
 #: client's big inputs must not hold up every other client's requests and outcomes.
 LARGE_INPUT_BYTES = 16 * 1024
-#: Large inputs waiting to be decoded, per client and in all; more are answered Overloaded.
+#: Large inputs waiting to be decoded, per client key and in all; more are answered
+#: Overloaded, but for a key below its share of MAX_LARGE (``host.fairqueue.admits``: up to
+#: twice as many in all), so that four keys holding them all do not leave the others nothing.
 MAX_LARGE_PER_CLIENT = 32
 MAX_LARGE = 128
 
@@ -110,7 +120,9 @@ class _LargeInputs:
         """Queue one; False if this tenant or all have as many waiting as they may."""
         with self._ready:
             queue = self._queues.get(tenant)
-            if self._count >= MAX_LARGE or (queue and len(queue) >= MAX_LARGE_PER_CLIENT):
+            mine = 0 if queue is None else len(queue)
+            tenants = len(self._queues) + (0 if mine else 1)
+            if mine >= MAX_LARGE_PER_CLIENT or not admits(self._count, mine, tenants, MAX_LARGE):
                 return False
             if queue is None:
                 queue = self._queues[tenant] = collections.deque()
@@ -194,6 +206,7 @@ class Server:
         self.input_limit = max((p.policy.input for p in host.providers()), default=0)
         self._router.setsockopt(zmq.MAXMSGSIZE, wire.frame_limit(self.input_limit))
         self._router.setsockopt(zmq.RCVHWM, RCVHWM)
+        self._router.setsockopt(zmq.SNDHWM, SNDHWM)
         # A reply to a client whose queue is full fails (EAGAIN) instead of vanishing: it is
         # kept and sent later, so a client busy for a while still gets every outcome.
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -213,6 +226,10 @@ class Server:
         os.set_blocking(self._wake_w, False)
         self._done: collections.deque[tuple[bytes, str, CallFuture, str]] = collections.deque()
         self._in_flight: dict[tuple[bytes, str], CallFuture] = {}
+        #: Calls in flight or preparing, per tenant, and whose each of them is (for the
+        #: share of MAX_IN_FLIGHT each tenant may hold).
+        self._held: dict[Hashable, int] = {}
+        self._holder: dict[Key, Hashable] = {}
         #: Calls whose large input is being decoded (see _LargeInputs), and those of them a
         #: cancel (the client's, a drain's, a gone client's) came for meanwhile.
         self._preparing: set[Key] = set()
@@ -222,10 +239,11 @@ class Server:
         self._large = _LargeInputs(host, self._hand_over)
         self._unacked: set[tuple[bytes, str]] = set()
         self._last_seen: dict[bytes, float] = {}
-        #: Each connection's tenant (see _tenant_of), kept while it is seen.
-        self._tenants: dict[bytes, Hashable] = {}
         self._backlog: dict[bytes, collections.deque[bytes]] = {}
         self._backlog_bytes: dict[bytes, int] = {}
+        #: Whose each backlog is, and the replies and bytes each tenant's backlogs hold.
+        self._backlog_tenant: dict[bytes, Hashable] = {}
+        self._tenant_backlog: dict[Hashable, list[int]] = {}
         self._overflowed: set[bytes] = set()
         self._next_sweep = 0.0
         self._draining = False
@@ -268,10 +286,10 @@ class Server:
             for _ in range(RECV_BATCH if self._router in events else 0):
                 if time.monotonic() > turn_ends:
                     break
-                frames = self._receive()
-                if frames is None:
+                received = self._receive()
+                if received is None:
                     break
-                self._handle_guarded(frames)
+                self._handle_guarded(*received)
             self._send_backlog()
             self._take_prepared()
             self._send_done()
@@ -350,9 +368,10 @@ class Server:
 
     # ------------------------------------------------------------------ requests
 
-    def _reply(self, identity: bytes, body: bytes) -> None:
+    def _reply(self, identity: bytes, body: bytes, tenant: Hashable = None) -> None:
         """Send ``body``; if the client's queue is full (it reads slower than its calls end),
-        keep it, in order, until there is room (see :meth:`_send_backlog`)."""
+        keep it, in order, until there is room (see :meth:`_send_backlog`), within what its
+        tenant (``tenant``: the key it came with; None: the connection) may have kept."""
         backlog = self._backlog.get(identity)
         if backlog is None:
             try:
@@ -360,28 +379,37 @@ class Server:
                 return
             except zmq.Again:
                 backlog = self._backlog[identity] = collections.deque()
+                owner = identity if tenant is None else tenant
+                self._backlog_tenant[identity] = owner
+                self._tenant_backlog.setdefault(owner, [0, 0])
             except zmq.ZMQError:  # EHOSTUNREACH: the client is gone, its loss
                 return
-        held = self._backlog_bytes.get(identity, 0)
-        if len(backlog) >= MAX_BACKLOG or held + len(body) > MAX_BACKLOG_BYTES:
+        held = self._tenant_backlog[self._backlog_tenant[identity]]
+        if held[0] >= MAX_BACKLOG or held[1] + len(body) > MAX_BACKLOG_BYTES:
             if identity not in self._overflowed:
                 self._overflowed.add(identity)
                 _say(
-                    f"a client does not read its replies ({len(backlog)} replies, {held} bytes "
-                    "wait for it): dropping more"
+                    f"a client does not read its replies ({held[0]} replies, {held[1]} bytes "
+                    "wait for its key): dropping more"
                 )
             return
         backlog.append(body)
-        self._backlog_bytes[identity] = held + len(body)
+        self._backlog_bytes[identity] = self._backlog_bytes.get(identity, 0) + len(body)
+        held[0] += 1
+        held[1] += len(body)
 
     def _send_backlog(self) -> None:
         """Send what waits for clients whose queue was full, as far as there is room now."""
         for identity in list(self._backlog):
             backlog = self._backlog[identity]
+            held = self._tenant_backlog[self._backlog_tenant[identity]]
             try:
                 while backlog:
                     self._router.send_multipart([identity, backlog[0]], zmq.NOBLOCK)
-                    self._backlog_bytes[identity] -= len(backlog.popleft())
+                    size = len(backlog.popleft())
+                    self._backlog_bytes[identity] -= size
+                    held[0] -= 1
+                    held[1] -= size
             except zmq.Again:
                 continue
             except zmq.ZMQError:  # gone
@@ -389,9 +417,17 @@ class Server:
             self._forget_backlog(identity)
 
     def _forget_backlog(self, identity: bytes) -> None:
-        self._backlog.pop(identity, None)
-        self._backlog_bytes.pop(identity, None)
+        backlog = self._backlog.pop(identity, None)
+        size = self._backlog_bytes.pop(identity, 0)
         self._overflowed.discard(identity)
+        if backlog is None:
+            return
+        owner = self._backlog_tenant.pop(identity)
+        held = self._tenant_backlog[owner]
+        held[0] -= len(backlog)
+        held[1] -= size
+        if owner not in self._backlog_tenant.values():
+            del self._tenant_backlog[owner]
 
     def _cancel_abandoned(self) -> None:
         """Cancel the calls of clients silent for ``client_timeout`` (checked once a second)."""
@@ -406,7 +442,6 @@ class Server:
         self._cancel_early.update(k for k in self._preparing if k[0] in gone)
         for identity in gone:
             del self._last_seen[identity]
-            self._tenants.pop(identity, None)
             self._forget_backlog(identity)
         if abandoned:
             _say(
@@ -416,16 +451,20 @@ class Server:
         for _, future in abandoned:
             future.cancel()
 
-    def _receive(self) -> list[bytes] | None:
-        """The next request's frames (None if none waits); notes whose connection it came on."""
+    def _receive(self) -> tuple[list[bytes], Hashable] | None:
+        """The next request's frames and whose it is (None if none waits).
+
+        The tenant is read from each message (its connection's ZAP user id), not kept per
+        routing id: a routing id is the client's to choose (``ZMQ_ROUTING_ID``), so one kept
+        from a connection that had it before would count another key's calls as that one's
+        (and one kept for each connection whose requests were all malformed was never
+        forgotten)."""
         try:
             parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
         frames = [part.bytes for part in parts]
-        if frames[0] not in self._tenants:
-            self._tenants[frames[0]] = self._tenant_of(parts[-1], frames[0])
-        return frames
+        return frames, self._tenant_of(parts[-1], frames[0])
 
     def _tenant_of(self, part: zmq.Frame, identity: bytes) -> Hashable:
         """Whose calls a connection's are, for the providers' fair queues: the name of its
@@ -437,30 +476,30 @@ class Server:
             user = ""
         return f"key:{user}" if user else identity
 
-    def _handle_guarded(self, frames: list[bytes]) -> None:
+    def _handle_guarded(self, frames: list[bytes], tenant: Hashable) -> None:
         """:meth:`_handle`; a request it fails on (a bug) is answered with an error, and the
         server goes on serving the other clients rather than dying of one client's message."""
         try:
-            self._handle(frames)
+            self._handle(frames, tenant)
         except Exception as exc:
             log.exception("request from a client failed")
             _say(f"a request failed on the server: {type(exc).__name__}: {str(exc)[:200]}")
             error = f"the server failed on this request: {type(exc).__name__}"
-            self._reply(frames[0], protocol.dumps({"id": "", "error": error}))
+            self._reply(frames[0], protocol.dumps({"id": "", "error": error}), tenant)
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], tenant: Hashable) -> None:
         identity, rest = frames[0], frames[1:]
         if not rest:
             return
         try:
             envelope = wire.parse_envelope(rest[0])
         except wire.BadRequest as exc:
-            self._reply(identity, protocol.dumps({"id": "", "error": str(exc)}))
+            self._reply(identity, protocol.dumps({"id": "", "error": str(exc)}), tenant)
             return
         self._last_seen[identity] = time.monotonic()
         request_id, op = envelope["id"], envelope["op"]
         if op == "call":
-            self._call(identity, request_id, envelope, rest[1:])
+            self._call(identity, request_id, envelope, rest[1:], tenant)
         elif op == "ack":
             self._unacked.discard((identity, request_id))
         elif op == "cancel":
@@ -471,44 +510,72 @@ class Server:
                 self._cancel_early.add((identity, request_id))
         elif op == "hello":
             catalog = [d.to_dict() for d in self.host.catalog.find_all()]
-            self._reply(identity, protocol.dumps({"id": request_id, "value": catalog}))
+            self._reply(identity, protocol.dumps({"id": request_id, "value": catalog}), tenant)
         elif op == "providers":
             value = [p.to_dict() for p in self.host.providers()]
-            self._reply(identity, protocol.dumps({"id": request_id, "value": value}))
+            self._reply(identity, protocol.dumps({"id": request_id, "value": value}), tenant)
         elif op == "stats":
-            self._reply(identity, protocol.dumps({"id": request_id, "value": self.host.stats()}))
+            stats = self.host.stats()
+            self._reply(identity, protocol.dumps({"id": request_id, "value": stats}), tenant)
 
     def _call(
-        self, identity: bytes, request_id: str, envelope: dict[str, Any], rest: list[bytes]
+        self,
+        identity: bytes,
+        request_id: str,
+        envelope: dict[str, Any],
+        rest: list[bytes],
+        tenant: Hashable,
     ) -> None:
         key = (identity, request_id)
         if self._draining:
             body = {"id": request_id, "refused": "the server is draining (shutting down)"}
             self._unacked.add(key)
-            self._reply(identity, protocol.dumps({**body, "ack": True}))
+            self._reply(identity, protocol.dumps({**body, "ack": True}), tenant)
             return
         if key in self._in_flight or key in self._preparing:
-            self._reply(identity, protocol.dumps({"id": request_id, "error": "duplicate id"}))
+            duplicate = protocol.dumps({"id": request_id, "error": "duplicate id"})
+            self._reply(identity, duplicate, tenant)
             return
-        if len(self._in_flight) + len(self._preparing) >= MAX_IN_FLIGHT:
-            error = Overloaded(f"the server has {MAX_IN_FLIGHT} calls in flight")
-            self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
+        total, mine = len(self._in_flight) + len(self._preparing), self._held.get(tenant, 0)
+        if not admits(total, mine, len(self._held) + (0 if mine else 1), MAX_IN_FLIGHT):
+            error = Overloaded(
+                f"the server has {total} calls in flight, {mine} of them this client key's "
+                f"(its share of {MAX_IN_FLIGHT}); try again later"
+            )
+            self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)), tenant)
             return
         action: str = envelope["action"]
         frame = rest[0] if rest else None
-        tenant = self._tenants.get(identity, identity)
         if frame is not None and len(frame) > LARGE_INPUT_BYTES:
             if not self._large.put(tenant, key, action, frame, envelope.get("timeout")):
                 error = Overloaded(
                     f"the server is decoding {MAX_LARGE_PER_CLIENT} large inputs of this "
                     f"client key (or {MAX_LARGE} in all); try again later"
                 )
-                self._reply(identity, wire.outcome_reply(request_id, Outcome.failure(error)))
+                reply = wire.outcome_reply(request_id, Outcome.failure(error))
+                self._reply(identity, reply, tenant)
                 return
+            self._hold(key, tenant)
             self._preparing.add(key)
             return
+        self._hold(key, tenant)
         timeout = envelope.get("timeout")
         self._track(key, action, _submit(self.host, action, frame, timeout, tenant))
+
+    def _hold(self, key: Key, tenant: Hashable) -> None:
+        """A call is in flight (or preparing) until its outcome is sent: its tenant holds it."""
+        self._holder[key] = tenant
+        self._held[tenant] = self._held.get(tenant, 0) + 1
+
+    def _release(self, key: Key) -> None:
+        if key not in self._holder:
+            return
+        tenant = self._holder.pop(key)
+        left = self._held[tenant] - 1
+        if left:
+            self._held[tenant] = left
+        else:
+            del self._held[tenant]
 
     def _hand_over(self, key: Key, action: str, future: CallFuture) -> None:
         """On the large inputs' thread: a call was submitted; the server's thread tracks it."""
@@ -539,13 +606,15 @@ class Server:
         while self._done:
             identity, request_id, future, action = self._done.popleft()
             self._in_flight.pop((identity, request_id), None)
+            tenant = self._holder.get((identity, request_id))
+            self._release((identity, request_id))
             outcome = future.outcome
             if outcome is None:
                 outcome = Outcome.failure(Cancelled("the call was cancelled"))
             if self._draining:
                 self._unacked.add((identity, request_id))
             reply = wire.outcome_reply(request_id, outcome, ack=self._draining)
-            self._reply(identity, reply)
+            self._reply(identity, reply, tenant)
             if self.metrics is not None:
                 # Labels only for actions the catalog has: a client must not be able to grow
                 # the metrics without bound by inventing action names.
