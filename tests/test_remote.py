@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -897,3 +898,30 @@ def test_a_few_keys_holding_every_large_input_place_leave_another_key_its_share(
         for hog in hogs:
             hog.close()
         assert proc.poll() is None
+
+
+def test_a_refused_client_that_keeps_reconnecting_does_not_flood_the_log(
+    servers: Servers,
+) -> None:
+    """Anyone who can reach the port can offer an unknown key, as often as it likes: the
+    server logged a line for each refused handshake, without end (and stopped once a stderr
+    pipe nobody read was full). Now at most 20 connection lines per 10 s are logged, then
+    one line says how many more there were."""
+    endpoint, proc = servers.start()
+    with zmq.Context() as context:
+        strangers = [raw_dealer(context, servers, endpoint, key="stranger") for _ in range(60)]
+        for stranger in strangers:
+            stranger.send(b'{"op": "ping", "id": "p"}')
+        time.sleep(2)  # their handshakes, refused
+        for stranger in strangers:
+            stranger.close()
+    with servers.client(endpoint) as remote:  # still served, and said
+        assert remote.call("echo.echo", {"value": "x"}) == "x"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    log = proc.stderr.read().decode()
+    proc.wait(timeout=20)
+    refused = log.count("refused connection from")
+    assert refused == 20, log[-2000:]
+    left_out = re.search(r"(\d+) more connection lines were left out", log)
+    assert left_out is not None and int(left_out.group(1)) >= 40, log[-2000:]

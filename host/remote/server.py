@@ -165,6 +165,47 @@ class _LargeInputs:
             self._handover(key, action, future)
 
 
+#: Lines about connections (accepted or refused) logged per window; more are counted and said
+#: in one line when the window ends. A refused client's libzmq reconnects every 100 ms, and
+#: anyone who can reach the port can offer a refused key (no key is needed for that), so each
+#: connection's line alone could fill the log, or block the server on a full stderr pipe.
+LOG_LINES_PER_WINDOW = 20
+LOG_WINDOW_S = 10.0
+
+
+class _Limited:
+    """One kind of log line, at most :data:`LOG_LINES_PER_WINDOW` per window; then a count."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.window_ends = 0.0
+        self.said = 0
+        self.left_out = 0
+
+    def say(self, text: str) -> None:
+        self.flush()
+        if self.said < LOG_LINES_PER_WINDOW:
+            self.said += 1
+            _say(text)
+        else:
+            self.left_out += 1
+
+    def flush(self, *, last: bool = False) -> None:
+        """At the end of a window, say how many lines were left out in it (checked each turn
+        of the server's loop, so the count comes even when the flood has stopped; ``last``:
+        the server stops, say it now)."""
+        now = time.monotonic()
+        if now < self.window_ends and not last:
+            return
+        if self.left_out:
+            _say(
+                f"{self.left_out} more {self.what} in the last {LOG_WINDOW_S:g}s "
+                f"(at most {LOG_LINES_PER_WINDOW} are logged per {LOG_WINDOW_S:g}s)"
+            )
+        self.window_ends = now + LOG_WINDOW_S
+        self.said = self.left_out = 0
+
+
 class ServeError(Exception):
     """The server cannot start (busy port, bad bind address): one line, exit 2."""
 
@@ -246,6 +287,8 @@ class Server:
         self._tenant_backlog: dict[Hashable, list[int]] = {}
         self._overflowed: set[bytes] = set()
         self._next_sweep = 0.0
+        self._connections = _Limited("connection lines were left out")
+        self._failures = _Limited("failed requests were not logged")
         self._draining = False
         self._stop = False
 
@@ -290,6 +333,8 @@ class Server:
                 if received is None:
                     break
                 self._handle_guarded(*received)
+            self._connections.flush()
+            self._failures.flush()
             self._send_backlog()
             self._take_prepared()
             self._send_done()
@@ -318,6 +363,8 @@ class Server:
                     drain_deadline = now + 10.0  # their Cancelled outcomes, then give up
                 elif cancelled and now >= drain_deadline:
                     break
+        self._connections.flush(last=True)
+        self._failures.flush(last=True)
         _say("drained; stopping")
 
     def close(self) -> None:
@@ -352,16 +399,24 @@ class Server:
             name = self._authorized.get(public)
             if name is not None:
                 status, text, user = b"200", b"OK", name.encode()
-                _say(f"connection from {peer}: client key {name} ({public.decode()})")
+                self._connections.say(
+                    f"connection from {peer}: client key {name} ({public.decode()})"
+                )
             else:
-                _say(f"refused connection from {peer}: key {public.decode()} is not authorized")
+                self._connections.say(
+                    f"refused connection from {peer}: key {public.decode()} is not authorized"
+                )
                 if self.metrics is not None:
                     self.metrics.refused.inc()
         elif mechanism == b"NULL" and self._authorized is None:
             status, text = b"200", b"OK"
-            _say(f"connection from {peer} (INSECURE: no encryption, no authentication)")
+            self._connections.say(
+                f"connection from {peer} (INSECURE: no encryption, no authentication)"
+            )
         else:
-            _say(f"refused connection from {peer}: mechanism {mechanism.decode('ascii', '?')}")
+            self._connections.say(
+                f"refused connection from {peer}: mechanism {mechanism.decode('ascii', '?')}"
+            )
             if self.metrics is not None:
                 self.metrics.refused.inc()
         self._zap.send_multipart([version, request_id, status, text, user, b""])
@@ -483,7 +538,9 @@ class Server:
             self._handle(frames, tenant)
         except Exception as exc:
             log.exception("request from a client failed")
-            _say(f"a request failed on the server: {type(exc).__name__}: {str(exc)[:200]}")
+            self._failures.say(
+                f"a request failed on the server: {type(exc).__name__}: {str(exc)[:200]}"
+            )
             error = f"the server failed on this request: {type(exc).__name__}"
             self._reply(frames[0], protocol.dumps({"id": "", "error": error}), tenant)
 
