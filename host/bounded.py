@@ -64,10 +64,15 @@ ECMA_SPACE = (
 )
 
 
+#: ECMA-262's ``.`` (no ``s`` flag): anything but a LineTerminator. RE2's ``.`` is ``[^\n]``.
+ECMA_DOT = "[^\\n\\r\\x{2028}\\x{2029}]"
+
+
 def ecma_pattern(pattern: str) -> str:
-    """``pattern`` with ECMA-262's meaning of ``\\s`` and ``\\S`` in RE2's syntax (outside a
-    character class, and ``\\s`` inside one; ``\\S`` inside a class keeps RE2's meaning)."""
-    if "\\s" not in pattern and "\\S" not in pattern:
+    """``pattern`` with ECMA-262's meaning of ``.``, ``\\s`` and ``\\S`` in RE2's syntax
+    (outside a character class, and ``\\s`` inside one; ``\\S`` inside a class keeps RE2's
+    meaning)."""
+    if "\\s" not in pattern and "\\S" not in pattern and "." not in pattern:
         return pattern
     out: list[str] = []
     in_class = False
@@ -97,7 +102,7 @@ def ecma_pattern(pattern: str) -> str:
             continue
         if char == "]" and in_class:
             in_class = False
-        out.append(char)
+        out.append(ECMA_DOT if char == "." and not in_class else char)
         i += 1
     return "".join(out)
 

@@ -157,3 +157,20 @@ def test_pattern_space_classes_are_ecma_262s(pattern: str, spaces: bool) -> None
     for char in ["a", "\x1c", "\x85", "\u200b"]:  # (Python's \s has \x1c and \x85; ECMA not)
         assert (validator.problem(char) is None) is not spaces, (pattern, char)
         assert validator.quick(char) is not spaces, (pattern, char)
+
+
+@pytest.mark.parametrize("pattern", [r"^.$", r"^a.c$", r"^(.)+$"])
+def test_pattern_dot_is_ecma_262s(pattern: str) -> None:
+    """ECMA-262's ``.`` matches anything but a line terminator (\\n, \\r, U+2028, U+2029);
+    RE2's (and Python's) only excludes \\n. ``[.]`` stays a dot."""
+    validator = SchemaValidator({"type": "string", "pattern": pattern}, what="test")
+    for char in ["\n", "\r", "\u2028", "\u2029"]:
+        value = {"^.$": char, "^a.c$": f"a{char}c", "^(.)+$": f"ab{char}"}[pattern]
+        assert validator.problem(value) is not None, (pattern, value)
+        assert not validator.quick(value), (pattern, value)
+    for char in ["x", "\t", "\x0b", "\u0085", "\U0001f600", "."]:
+        value = {"^.$": char, "^a.c$": f"a{char}c", "^(.)+$": f"ab{char}"}[pattern]
+        assert validator.problem(value) is None, (pattern, value)
+        assert validator.quick(value), (pattern, value)
+    dots = SchemaValidator({"type": "string", "pattern": r"^[.]\.$"}, what="test")
+    assert dots.problem("..") is None and dots.problem("ab") is not None
