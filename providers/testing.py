@@ -529,10 +529,31 @@ def from_schema(schema: Any) -> Strategy:
     return strategy.filter(_validator(schema))
 
 
+def _accepts_everything(schema: Any) -> bool:
+    """Whether ``schema`` visibly accepts every value (``true``, only annotations, ``not:
+    false``, an ``anyOf`` with such a branch, an ``allOf`` of them)."""
+    if schema is True:
+        return True
+    if not isinstance(schema, Mapping):
+        return False
+    rest = set(schema) - _ANNOTATIONS
+    if not rest:
+        return True
+    if rest == {"not"}:
+        return schema["not"] is False
+    if rest == {"anyOf"}:
+        return any(_accepts_everything(b) for b in schema["anyOf"])
+    if rest == {"allOf"}:
+        return all(_accepts_everything(b) for b in schema["allOf"])
+    return False
+
+
 def invalid_from_schema(schema: Any) -> Strategy:
     """Values *invalid* under ``schema``: a valid value with one thing broken (a property of
     the wrong kind, a required one dropped, an unexpected one added), or any JSON value; each
     checked to be invalid."""
+    if _accepts_everything(schema):
+        raise ValueError("the schema accepts every value: no invalid value can be generated")
     valid = from_schema(schema)
     props = dict(schema.get("properties", {})) if isinstance(schema, Mapping) else {}
     required = list(schema.get("required", [])) if isinstance(schema, Mapping) else []
