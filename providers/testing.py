@@ -529,6 +529,13 @@ def from_schema(schema: Any) -> Strategy:
     return strategy.filter(_validator(schema))
 
 
+#: Applicators that, with the schema ``true``, accept every instance.
+_NO_OP_WHEN_TRUE = frozenset({
+    "items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems",
+    "propertyNames", "then", "else", "if",
+})  # fmt: skip
+
+
 def _accepts_everything(schema: Any) -> bool:
     """Whether ``schema`` visibly accepts every value (``true``, only annotations, ``not:
     false``, an ``anyOf`` with such a branch, an ``allOf`` of them)."""
@@ -536,7 +543,12 @@ def _accepts_everything(schema: Any) -> bool:
         return True
     if not isinstance(schema, Mapping):
         return False
-    rest = set(schema) - _ANNOTATIONS
+    rest = {
+        key for key in set(schema) - _ANNOTATIONS
+        if not (key in _NO_OP_WHEN_TRUE and schema[key] is True)
+        and not (key in ("then", "else") and "if" not in schema)
+        and not (key == "if" and "then" not in schema and "else" not in schema)
+    }
     if not rest:
         return True
     if rest == {"not"}:

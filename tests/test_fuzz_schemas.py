@@ -211,7 +211,9 @@ def test_combined_fragments_never_give_invalid_values(data: Any, n: int) -> None
 @pytest.mark.parametrize(
     "schema",
     [True, {}, {"title": "anything"}, {"$defs": {"d": {"type": "integer"}}}, {"not": False},
-     {"anyOf": [{"type": "integer"}, True]}, {"allOf": [{}, True]}],
+     {"anyOf": [{"type": "integer"}, True]}, {"allOf": [{}, True]},
+     {"then": {"type": "integer"}, "propertyNames": True, "items": True},
+     {"if": {"type": "integer"}}],
 )
 def test_negative_examples_of_a_schema_that_accepts_everything_are_refused_at_once(
     schema: Any,
