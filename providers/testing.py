@@ -8,18 +8,22 @@ whole OpenAPI document and a heavy import. The schemas the SDK derives use a sma
 ``prefixItems``, ``minItems``/``maxItems``, ``enum``, ``const``, ``anyOf``); that subset, and
 the common keywords around it (bounds, lengths, ``uniqueItems``, local ``$ref``/``$defs``,
 ``oneOf``/``allOf``, ``dependentRequired``, ``format: uuid``...), is generated *exactly*. For
-any keyword the generator does not model, the drawn values are filtered through the draft
-2020-12 validator, so a positive example is always schema-valid (a generator that would have
-to reject too much fails Hypothesis's health check loudly rather than lying).
+any keyword the generator does not model, the drawn values are filtered through the host's
+own validator (``host.validation``), so a positive example is always valid for the host (a
+generator that would have to reject too much fails Hypothesis's health check loudly rather
+than lying). A schema no value satisfies, or a ``$ref`` that leads nowhere, is refused by
+:func:`from_schema` at once with a ValueError saying why.
 
-Imports Hypothesis and jsonschema: never imported by workers or by ``providers`` itself.
+Imports Hypothesis, jsonschema and ``host.validation``: never imported by workers or by
+``providers`` itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
+import sys
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,12 +51,24 @@ _EXACT = frozenset(
         "dependentRequired", "minProperties", "maxProperties",
     }
 )
+_LABEL = st.from_regex(r"[a-z][a-z0-9]{0,9}", fullmatch=True)
 _FORMATS: dict[str, Callable[[], Strategy]] = {
     "uuid": lambda: st.uuids().map(str),
     "date": lambda: st.dates().map(lambda d: d.isoformat()),
     "date-time": lambda: st.datetimes(timezones=st.just(dt.UTC)).map(
         lambda t: t.isoformat()
     ),
+    "time": lambda: st.times().map(lambda t: t.isoformat() + "Z"),
+    "duration": lambda: st.tuples(
+        st.integers(0, 10**6), st.sampled_from(["Y", "M", "W", "D", "TH", "TM", "TS"])
+    ).map(lambda nu: "P" + nu[1][:-1] + str(nu[0]) + nu[1][-1]),
+    "email": lambda: st.tuples(_LABEL, _LABEL, _LABEL).map(lambda t: f"{t[0]}@{t[1]}.{t[2]}"),
+    "hostname": lambda: st.lists(_LABEL, min_size=1, max_size=3).map(".".join),
+    "uri": lambda: st.tuples(_LABEL, _LABEL, _LABEL).map(
+        lambda t: f"https://{t[0]}.example/{t[1]}?q={t[2]}"
+    ),
+    "uri-reference": lambda: st.lists(_LABEL, max_size=3).map(lambda p: "/" + "/".join(p)),
+    "json-pointer": lambda: st.lists(_LABEL, max_size=3).map(lambda p: "".join("/" + x for x in p)),
     "ipv4": lambda: st.ip_addresses(v=4).map(str),
     "ipv6": lambda: st.ip_addresses(v=6).map(str),
 }
@@ -76,8 +92,65 @@ def json_values(max_leaves: int = 8) -> Strategy:
     )
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def _canonical(value: Any) -> Any:
+    """A hashable form of a JSON value; equal forms <=> equal under JSON Schema's rules (``1``
+    and ``1.0`` equal, ``true`` and ``1`` not, key order irrelevant)."""
+    if value is True or value is False:
+        return ("b", value)
+    if isinstance(value, int | float):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, list | tuple):
+        return ("l", tuple(_canonical(item) for item in value))
+    if isinstance(value, dict):
+        return ("d", frozenset((key, _canonical(item)) for key, item in value.items()))
+    return ("z",)
+
+
+_NOTHING = st.nothing()
+_STRING_KEYWORDS = frozenset({"minLength", "maxLength", "pattern"})
+_MAX_FLOAT = sys.float_info.max
+_DEEP = 6
+
+
+def _one_of(strategies: list[Strategy]) -> Strategy:
+    """``st.one_of`` without the branches known to be empty (nothing if all are)."""
+    live = [s for s in strategies if s is not _NOTHING]
+    return st.one_of(live) if live else _NOTHING
+
+
+def _merge(schema: Mapping[str, Any], branches: list[Any]) -> dict[str, Any] | None:
+    """``schema`` with the ``allOf`` branches folded into it (the union of their properties and
+    required names, the intersection of their types), None if one of them is ``false``. The
+    result only guides generation: values are still checked against the schema itself."""
+    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+    for branch in branches:
+        if branch is True:
+            continue
+        if branch is False:
+            return None
+        if not isinstance(branch, Mapping):
+            continue
+        for key, value in branch.items():
+            if key not in merged:
+                merged[key] = value
+            elif key == "properties" and isinstance(value, Mapping):
+                props = dict(merged[key])
+                for name, sub in value.items():
+                    props[name] = sub if name not in props else {"allOf": [props[name], sub]}
+                merged[key] = props
+            elif key == "required" and isinstance(value, list):
+                merged[key] = list(dict.fromkeys([*merged[key], *value]))
+            elif key == "type":
+                mine = {merged[key]} if isinstance(merged[key], str) else set(merged[key])
+                theirs = {value} if isinstance(value, str) else set(value)
+                if "number" in mine and "integer" in theirs:
+                    mine.add("integer")
+                if "number" in theirs and "integer" in mine:
+                    theirs.add("integer")
+                merged[key] = sorted(mine & theirs)
+    return merged
 
 
 class _Compiler:
@@ -88,53 +161,95 @@ class _Compiler:
         self.root = root
         self.exact = True
         self._refs: dict[str, Strategy] = {}
+        #: Arrays and objects being drawn, one inside the other: past :data:`_DEEP`, each
+        #: takes only what it must (a recursive definition would otherwise grow without end).
+        self.depth = 0
+
+    def _anchor(self, name: str) -> Any:
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Mapping):
+                if node.get("$anchor") == name or node.get("$dynamicAnchor") == name:
+                    return node
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        raise ValueError(f"$ref {'#' + name!r}: no $anchor {name!r} in the schema")
 
     def resolve(self, ref: str) -> Any:
         if not ref.startswith("#"):
             raise ValueError(f"only local $ref is supported, got {ref!r}")
+        fragment = urllib.parse.unquote(ref[1:])
+        if fragment and not fragment.startswith("/"):
+            return self._anchor(fragment)
         node = self.root
-        for part in ref[1:].lstrip("/").split("/") if ref != "#" else []:
+        for part in fragment.split("/")[1:]:
             part = part.replace("~1", "/").replace("~0", "~")
-            node = node[int(part)] if isinstance(node, list) else node[part]
+            try:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise ValueError(f"$ref {ref!r} points to nothing in the schema") from None
         return node
+
+    def _ref(self, ref: str) -> Strategy:
+        if ref in self._refs:
+            return self._refs[ref]
+        # Compiled now, not when first drawn: what it holds decides ``exact`` (a target with a
+        # keyword generated approximately must put the filter on), and a broken $ref must be
+        # reported by from_schema itself. The deferred stands for it in recursive definitions.
+        seen = [ref]
+        target = self.resolve(ref)
+        while isinstance(target, Mapping) and "$ref" in target and not (
+            set(target) - _ANNOTATIONS - {"$ref"}
+        ):
+            if target["$ref"] in seen:
+                raise ValueError(f"$ref cycle with no schema in between: {' -> '.join(seen)}")
+            seen.append(target["$ref"])
+            target = self.resolve(target["$ref"])
+        holder: dict[str, Strategy] = {}
+        self._refs[ref] = st.deferred(lambda: holder["strategy"])
+        holder["strategy"] = self.compile(target)
+        if holder["strategy"] is _NOTHING:
+            self._refs[ref] = _NOTHING
+        return self._refs[ref]
 
     def compile(self, schema: Any) -> Strategy:
         if schema is True or schema == {}:
             return json_values()
         if schema is False:
-            return st.nothing()
+            return _NOTHING
         if not isinstance(schema, Mapping):
             raise ValueError(f"not a schema: {schema!r}")
         unknown = set(schema) - _EXACT - _ANNOTATIONS - {"format", "pattern", "multipleOf"}
         if unknown or ("format" in schema and schema["format"] not in _EXACT_FORMATS):
             self.exact = False
         if "$ref" in schema:
-            ref = schema["$ref"]
-            if ref not in self._refs:
-                self._refs[ref] = st.deferred(lambda: self.compile(self.resolve(ref)))
-            base = self._refs[ref]
+            base = self._ref(schema["$ref"])
             rest = {k: v for k, v in schema.items() if k != "$ref"}
             if set(rest) - _ANNOTATIONS:
                 self.exact = False  # (siblings of $ref: left to the validator's filter)
             return base
-        if "const" in schema:
-            return st.just(schema["const"])
-        if "enum" in schema:
-            return st.sampled_from(list(schema["enum"]))
+        if "const" in schema or "enum" in schema:
+            if set(schema) - _ANNOTATIONS - {"const" if "const" in schema else "enum"}:
+                self.exact = False  # (a sibling may reject a member: filtered)
+            if "const" in schema:
+                return st.just(schema["const"])
+            members = list(schema["enum"])
+            return st.sampled_from(members) if members else _NOTHING
         if "allOf" in schema:
             self.exact = False
-            first, *_ = schema["allOf"] or [True]
-            rest = {k: v for k, v in schema.items() if k != "allOf"}
-            return self.compile(first) if not set(rest) - _ANNOTATIONS else self.compile(rest)
+            merged = _merge(schema, list(schema["allOf"]))
+            return _NOTHING if merged is None else self.compile(merged)
         if "anyOf" in schema or "oneOf" in schema:
             branches = schema.get("anyOf", schema.get("oneOf"))
             if "oneOf" in schema or set(schema) - _ANNOTATIONS - {"anyOf"}:
                 self.exact = False  # (oneOf's "exactly one", or siblings: filtered)
-            return st.one_of([self.compile(b) for b in branches])
+            return _one_of([self.compile(b) for b in branches])
         types = schema.get("type", list(_TYPES))
         if isinstance(types, str):
             types = [types]
-        return st.one_of([self._typed(t, schema) for t in types])
+        return _one_of([self._typed(t, schema) for t in types])
 
     def _typed(self, kind: str, s: Mapping[str, Any]) -> Strategy:
         if kind == "null":
@@ -144,7 +259,7 @@ class _Compiler:
         if kind == "integer":
             return self._integers(s)
         if kind == "number":
-            return self._integers(s) | self._floats(s)
+            return _one_of([self._integers(s), self._floats(s)])
         if kind == "string":
             return self._strings(s)
         if kind == "array":
@@ -153,44 +268,69 @@ class _Compiler:
             return self._objects(s)
         raise ValueError(f"unknown type {kind!r}")
 
+    @staticmethod
+    def _bounds(s: Mapping[str, Any]) -> tuple[Any, bool, Any, bool]:
+        """The tightest lower and upper bounds, each with whether it is exclusive."""
+        lo, lo_open, hi, hi_open = s.get("minimum"), False, s.get("maximum"), False
+        if "exclusiveMinimum" in s and (lo is None or s["exclusiveMinimum"] >= lo):
+            lo, lo_open = s["exclusiveMinimum"], True
+        if "exclusiveMaximum" in s and (hi is None or s["exclusiveMaximum"] <= hi):
+            hi, hi_open = s["exclusiveMaximum"], True
+        return lo, lo_open, hi, hi_open
+
     def _integers(self, s: Mapping[str, Any]) -> Strategy:
-        lo, hi = s.get("minimum"), s.get("maximum")
-        if "exclusiveMinimum" in s:
-            lo = max(lo, s["exclusiveMinimum"]) if lo is not None else s["exclusiveMinimum"]
-            lo = math.floor(lo) + 1
-        if "exclusiveMaximum" in s:
-            hi = min(hi, s["exclusiveMaximum"]) if hi is not None else s["exclusiveMaximum"]
-            hi = math.ceil(hi) - 1
-        lo = None if lo is None else math.ceil(lo)
-        hi = None if hi is None else math.floor(hi)
-        ints = st.integers(min_value=lo, max_value=hi)
+        low, lo_open, high, hi_open = self._bounds(s)
+        lo = None if low is None else (math.floor(low) + 1 if lo_open else math.ceil(low))
+        hi = None if high is None else (math.ceil(high) - 1 if hi_open else math.floor(high))
         step = s.get("multipleOf")
-        if isinstance(step, int) and not isinstance(step, bool) and step > 0:
-            ints = st.integers(
-                min_value=None if lo is None else -(-lo // step),
-                max_value=None if hi is None else hi // step,
-            ).map(lambda n: n * step)
-        return ints
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+        if step is not None and not isinstance(step, int):
+            self.exact = False  # (a fractional step: filtered)
+            step = None
+        if step is not None:
+            lo = None if lo is None else -(-lo // step)
+            hi = None if hi is None else hi // step
+        if lo is not None and hi is not None and lo > hi:
+            return _NOTHING
+        ints = st.integers(min_value=lo, max_value=hi)
+        return ints if step is None else ints.map(lambda n: n * step)
 
     def _floats(self, s: Mapping[str, Any]) -> Strategy:
         if "multipleOf" in s:
             self.exact = False
+        low, lo_open, high, hi_open = self._bounds(s)
+        if (low is not None and low > _MAX_FLOAT) or (high is not None and high < -_MAX_FLOAT):
+            return _NOTHING  # (no float there; the integers cover it)
+        lo = None if low is None or low < -_MAX_FLOAT else float(low)
+        hi = None if high is None or high > _MAX_FLOAT else float(high)
+        if lo is not None and lo < low:
+            lo, lo_open = math.nextafter(lo, math.inf), False  # (an integer no float equals)
+        if hi is not None and hi > high:
+            hi, hi_open = math.nextafter(hi, -math.inf), False
+        if lo is not None and hi is not None and (lo > hi or (lo == hi and (lo_open or hi_open))):
+            return _NOTHING
+        if lo is not None and hi is not None and lo_open and hi_open and (
+            math.nextafter(lo, math.inf) >= hi
+        ):
+            return _NOTHING
         return st.floats(
-            min_value=s.get("minimum", s.get("exclusiveMinimum")),
-            max_value=s.get("maximum", s.get("exclusiveMaximum")),
-            exclude_min="exclusiveMinimum" in s and "minimum" not in s,
-            exclude_max="exclusiveMaximum" in s and "maximum" not in s,
-            allow_nan=False,
-            allow_infinity=False,
+            min_value=lo, max_value=hi, exclude_min=lo_open and lo is not None,
+            exclude_max=hi_open and hi is not None, allow_nan=False, allow_infinity=False,
         )
 
     def _strings(self, s: Mapping[str, Any]) -> Strategy:
         if s.get("format") in _FORMATS:
+            if set(s) & _STRING_KEYWORDS:
+                self.exact = False  # (a length or a pattern on top of a format: filtered)
             return _FORMATS[s["format"]]()
+        lo, hi = s.get("minLength", 0), s.get("maxLength")
+        if hi is not None and lo > hi:
+            return _NOTHING
         if "pattern" in s:
             self.exact = False
             return st.from_regex(s["pattern"]).filter(_ecma_search(s["pattern"]))
-        return st.text(min_size=s.get("minLength", 0), max_size=s.get("maxLength"))
+        return st.text(min_size=lo, max_size=hi)
 
     def _arrays(self, s: Mapping[str, Any]) -> Strategy:
         prefix = [self.compile(p) for p in s.get("prefixItems", [])]
@@ -198,17 +338,43 @@ class _Compiler:
         lo, hi = s.get("minItems", 0), s.get("maxItems")
         if items is False:
             hi = len(prefix) if hi is None else min(hi, len(prefix))
-        rest = self.compile(items) if items is not False else st.nothing()
+        rest = self.compile(items)
+        if rest is _NOTHING:
+            hi = len(prefix) if hi is None else min(hi, len(prefix))
+        for i, strategy in enumerate(prefix):
+            if strategy is _NOTHING:  # (no array reaches past this position)
+                hi = i if hi is None else min(hi, i)
+                break
+        if hi is not None and lo > hi:
+            return _NOTHING
         unique = bool(s.get("uniqueItems"))
+        contains = s.get("contains")
+        wanted = s.get("minContains", 1) if contains is not None else 0
+        matching = self.compile(contains) if wanted else _NOTHING
+        if wanted and matching is _NOTHING:
+            return _NOTHING
 
         @st.composite
         def draw_array(draw: Callable[..., Any]) -> list[Any]:
-            top = hi if hi is not None else max(lo, len(prefix)) + 5
+            self.depth += 1
+            try:
+                return draw_items(draw)
+            finally:
+                self.depth -= 1
+
+        def draw_items(draw: Callable[..., Any]) -> list[Any]:
+            top = hi if hi is not None else max(lo, len(prefix), wanted) + 5
+            if self.depth > _DEEP:
+                top = max(lo, wanted)
             size = draw(st.integers(min_value=lo, max_value=max(lo, top)))
             out: list[Any] = []
-            seen: set[str] = set()
+            seen: set[Any] = set()
             for i in range(size):
-                element = draw(prefix[i] if i < len(prefix) else rest)
+                # (positions after the prefix get the items ``contains`` needs first)
+                if wanted and i >= len(prefix) and size - i <= wanted:
+                    element = draw(matching)
+                else:
+                    element = draw(prefix[i] if i < len(prefix) else rest)
                 if unique:
                     key = _canonical(element)
                     if key in seen:
@@ -225,46 +391,113 @@ class _Compiler:
         props: dict[str, Any] = dict(s.get("properties", {}))
         required = list(s.get("required", []))
         extra = s.get("additionalProperties", True)
+        if "additionalProperties" not in s and "unevaluatedProperties" in s and not (
+            set(s) & {"anyOf", "oneOf", "if", "$ref", "$dynamicRef", "dependentSchemas",
+                      "patternProperties"}
+        ):
+            extra = s["unevaluatedProperties"]  # (nothing else here evaluates a property)
         depends: dict[str, list[str]] = dict(s.get("dependentRequired", {}))
         lo, hi = s.get("minProperties", 0), s.get("maxProperties")
         if lo or hi is not None:
             self.exact = False
         compiled = {k: self.compile(v) for k, v in props.items()}
+        extra_values = self.compile(extra)
+        names = self._names(s)
+
+        def closure(name: str) -> list[str]:
+            out, todo = [], [name]
+            while todo:
+                n = todo.pop()
+                if n not in out:
+                    out.append(n)
+                    todo.extend(depends.get(n, []))
+            return out
+
+        def allowed(name: str) -> bool:
+            if name in compiled:
+                return compiled[name] is not _NOTHING
+            return extra_values is not _NOTHING or "patternProperties" in s
+
         for name in required:
-            compiled.setdefault(name, self.compile(extra) if extra is not False else json_values())
-        extra_values = self.compile(extra) if extra is not False else None
+            if not all(allowed(n) for n in closure(name)):
+                return _NOTHING  # (a required name, or one it needs, can have no value)
+        optional = [n for n in compiled if n not in required and all(map(allowed, closure(n)))]
+
+        patterns = [
+            (pattern, self.compile(sub)) for pattern, sub in s.get("patternProperties", {}).items()
+        ]
+
+        def value_of(name: str) -> Strategy:
+            if name in compiled:
+                return compiled[name]
+            for pattern, strategy in patterns:  # (a name the pattern matches: its schema)
+                if _ecma_search(pattern)(name):
+                    return strategy
+            return extra_values if extra_values is not _NOTHING else json_values()
 
         @st.composite
         def draw_object(draw: Callable[..., Any]) -> dict[str, Any]:
+            self.depth += 1
+            try:
+                return draw_members(draw)
+            finally:
+                self.depth -= 1
+
+        def draw_members(draw: Callable[..., Any]) -> dict[str, Any]:
             out: dict[str, Any] = {}
+            deep = self.depth > _DEEP
+
+            def add(name: str) -> None:
+                for needed in closure(name):
+                    if needed not in out:
+                        out[needed] = draw(value_of(needed))
+
             for name in required:
-                out[name] = draw(compiled[name])
-            for name, strategy in compiled.items():
-                if name not in out and draw(st.booleans()):
-                    out[name] = draw(strategy)
-            if extra_values is not None:
+                add(name)
+            for name in optional:
+                if deep:
+                    break
+                if name not in out and (hi is None or len(out) < hi) and draw(st.booleans()):
+                    add(name)
+            for name in optional:  # (minProperties: more of the declared ones first)
+                if len(out) >= lo:
+                    break
+                add(name)
+            if extra_values is not _NOTHING:
+                need = max(0, lo - len(out))
+                room = (need if deep else 2 + need) if hi is None else max(0, hi - len(out))
                 keys = draw(
-                    st.lists(st.text(max_size=8).filter(lambda k: k not in compiled), max_size=2)
+                    st.lists(
+                        names.filter(lambda k: k not in compiled and k not in out),
+                        min_size=min(need, room), max_size=room, unique=True,
+                    )
                 )
                 for key in keys:
-                    out[key] = draw(extra_values)
-            for name in list(out):
-                for needed in depends.get(name, []):
-                    if needed not in out:
-                        fallback = extra_values if extra_values is not None else json_values()
-                        out[needed] = draw(compiled.get(needed, fallback))
+                    if key not in out:
+                        out[key] = draw(extra_values)
+                        add(key)
             return out
 
         return draw_object()
 
+    def _names(self, s: Mapping[str, Any]) -> Strategy:
+        """Names for properties the schema does not declare (``propertyNames`` applies)."""
+        names = s.get("propertyNames", True)
+        if isinstance(names, Mapping) and names:
+            keys = self.compile({**names, "type": "string"} if "type" not in names else names)
+            return keys.filter(lambda k: isinstance(k, str))
+        if names is False:
+            return _NOTHING
+        return st.text(max_size=8)
+
 
 def _ecma_search(pattern: str) -> Callable[[str], bool]:
     """A pattern's match as ECMA-262 (and the host's RE2) reads it: Python's ``$`` also
-    matches before a final newline, which the host does not accept."""
-    import re2
+    matches before a final newline, and its ``\\s`` is not ECMA's, which the host follows."""
+    from host.bounded import compiled
 
-    compiled = re2.compile(pattern)
-    return lambda value: compiled.search(value) is not None
+    search = compiled(pattern).search
+    return lambda value: search(value) is not None
 
 
 def _schema_of(target: Any) -> Any:
@@ -276,26 +509,63 @@ def _schema_of(target: Any) -> Any:
 
 
 def _validator(schema: Any) -> Callable[[Any], bool]:
-    from jsonschema import Draft202012Validator
+    """The host's own verdict (``host.validation``): its formats and its patterns (RE2, with
+    ECMA-262's ``\\s``) are what the values must pass, and where it differs from jsonschema's
+    (whose ``pattern`` is Python's ``re``), a value jsonschema rejects may pass the host."""
+    from host.validation import SchemaValidator
 
-    checker = Draft202012Validator.FORMAT_CHECKER
-    validator = Draft202012Validator(schema, format_checker=checker)
-    return validator.is_valid  # type: ignore[no-any-return]
+    validator = SchemaValidator(schema, what="the schema")
+    return lambda value: validator.problem(value) is None
 
 
 def from_schema(schema: Any) -> Strategy:
     """Values valid under ``schema`` (draft 2020-12)."""
     compiler = _Compiler(schema)
     strategy = compiler.compile(schema)
+    if strategy is _NOTHING:
+        raise ValueError("the schema is unsatisfiable: no value can be generated for it")
     if compiler.exact:
         return strategy
     return strategy.filter(_validator(schema))
+
+
+#: Applicators that, with the schema ``true``, accept every instance.
+_NO_OP_WHEN_TRUE = frozenset({
+    "items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems",
+    "propertyNames", "then", "else", "if",
+})  # fmt: skip
+
+
+def _accepts_everything(schema: Any) -> bool:
+    """Whether ``schema`` visibly accepts every value (``true``, only annotations, ``not:
+    false``, an ``anyOf`` with such a branch, an ``allOf`` of them)."""
+    if schema is True:
+        return True
+    if not isinstance(schema, Mapping):
+        return False
+    rest = {
+        key for key in set(schema) - _ANNOTATIONS
+        if not (key in _NO_OP_WHEN_TRUE and schema[key] is True)
+        and not (key in ("then", "else") and "if" not in schema)
+        and not (key == "if" and "then" not in schema and "else" not in schema)
+    }
+    if not rest:
+        return True
+    if rest == {"not"}:
+        return schema["not"] is False
+    if rest == {"anyOf"}:
+        return any(_accepts_everything(b) for b in schema["anyOf"])
+    if rest == {"allOf"}:
+        return all(_accepts_everything(b) for b in schema["allOf"])
+    return False
 
 
 def invalid_from_schema(schema: Any) -> Strategy:
     """Values *invalid* under ``schema``: a valid value with one thing broken (a property of
     the wrong kind, a required one dropped, an unexpected one added), or any JSON value; each
     checked to be invalid."""
+    if _accepts_everything(schema):
+        raise ValueError("the schema accepts every value: no invalid value can be generated")
     valid = from_schema(schema)
     props = dict(schema.get("properties", {})) if isinstance(schema, Mapping) else {}
     required = list(schema.get("required", [])) if isinstance(schema, Mapping) else []
@@ -308,8 +578,9 @@ def invalid_from_schema(schema: Any) -> Strategy:
         how = draw(st.sampled_from(["wrong", "drop", "add"]))
         if how == "wrong" and props:
             value[draw(st.sampled_from(sorted(props)))] = draw(json_values(4))
-        elif how == "drop" and required:
-            value.pop(draw(st.sampled_from(required)), None)
+        elif how == "drop" and (required or value):
+            # (a required one, or any: minProperties, dependentRequired, if/then...)
+            value.pop(draw(st.sampled_from(required or sorted(value))), None)
         else:
             value[draw(st.text(min_size=1, max_size=8))] = draw(json_values(4))
         return value

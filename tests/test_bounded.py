@@ -137,3 +137,40 @@ def test_format_regex_of_a_huge_value_is_bounded() -> None:
     assert validator.problem("(?=a)" * 2000) is not None
     assert validator.problem("(?=a)b") is None  # short: Python's re decides, as before
     assert time.monotonic() - start < 2.0
+
+
+#: ECMA-262's \s (WhiteSpace and LineTerminator), which RE2's \s ([\t\n\f\r ]) is not.
+ECMA_SPACES = ["\t", "\n", "\x0b", "\f", "\r", " ", "\u00a0", "\u1680", "\u2000", "\u200a",
+               "\u2028", "\u2029", "\u202f", "\u205f", "\u3000", "\ufeff"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "spaces"),
+    [(r"^\s$", True), (r"^[\s]$", True), (r"^[x\s]$", True), (r"^\S$", False),
+     (r"^[^\s]$", False)],
+)
+def test_pattern_space_classes_are_ecma_262s(pattern: str, spaces: bool) -> None:
+    validator = SchemaValidator({"type": "string", "pattern": pattern}, what="test")
+    for char in ECMA_SPACES:
+        assert (validator.problem(char) is None) is spaces, (pattern, char)
+        assert validator.quick(char) is spaces, (pattern, char)
+    for char in ["a", "\x1c", "\x85", "\u200b"]:  # (Python's \s has \x1c and \x85; ECMA not)
+        assert (validator.problem(char) is None) is not spaces, (pattern, char)
+        assert validator.quick(char) is not spaces, (pattern, char)
+
+
+@pytest.mark.parametrize("pattern", [r"^.$", r"^a.c$", r"^(.)+$"])
+def test_pattern_dot_is_ecma_262s(pattern: str) -> None:
+    """ECMA-262's ``.`` matches anything but a line terminator (\\n, \\r, U+2028, U+2029);
+    RE2's (and Python's) only excludes \\n. ``[.]`` stays a dot."""
+    validator = SchemaValidator({"type": "string", "pattern": pattern}, what="test")
+    for char in ["\n", "\r", "\u2028", "\u2029"]:
+        value = {"^.$": char, "^a.c$": f"a{char}c", "^(.)+$": f"ab{char}"}[pattern]
+        assert validator.problem(value) is not None, (pattern, value)
+        assert not validator.quick(value), (pattern, value)
+    for char in ["x", "\t", "\x0b", "\u0085", "\U0001f600", "."]:
+        value = {"^.$": char, "^a.c$": f"a{char}c", "^(.)+$": f"ab{char}"}[pattern]
+        assert validator.problem(value) is None, (pattern, value)
+        assert validator.quick(value), (pattern, value)
+    dots = SchemaValidator({"type": "string", "pattern": r"^[.]\.$"}, what="test")
+    assert dots.problem("..") is None and dots.problem("ab") is not None

@@ -175,9 +175,11 @@ def fuzz_action(
     if options.mode not in ("positive", "negative", "all"):
         raise ValueError(f"unknown fuzz mode {options.mode!r}")
     if tagged:
-        strategy = from_schema(schema).map(lambda v: (True, v)) | invalid_from_schema(
-            schema
-        ).map(lambda v: (False, v))
+        strategy = from_schema(schema).map(lambda v: (True, v))
+        try:
+            strategy |= invalid_from_schema(schema).map(lambda v: (False, v))
+        except ValueError:
+            pass  # (a schema that accepts every value: no negative examples to mix in)
     elif options.mode == "positive":
         strategy = from_schema(schema)
     else:
