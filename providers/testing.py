@@ -518,8 +518,14 @@ def _validator(schema: Any) -> Callable[[Any], bool]:
     return lambda value: validator.problem(value) is None
 
 
+class AcceptsEverything(ValueError):
+    """:func:`invalid_from_schema` of a schema that every value satisfies: there is no
+    invalid value to draw (not the schema's fault)."""
+
+
 def from_schema(schema: Any) -> Strategy:
-    """Values valid under ``schema`` (draft 2020-12)."""
+    """Values valid under ``schema`` (draft 2020-12). Raises ValueError, naming why, for a
+    schema no value satisfies or one it cannot read (a broken ``$ref``)."""
     compiler = _Compiler(schema)
     strategy = compiler.compile(schema)
     if strategy is _NOTHING:
@@ -565,7 +571,7 @@ def invalid_from_schema(schema: Any) -> Strategy:
     the wrong kind, a required one dropped, an unexpected one added), or any JSON value; each
     checked to be invalid."""
     if _accepts_everything(schema):
-        raise ValueError("the schema accepts every value: no invalid value can be generated")
+        raise AcceptsEverything("the schema accepts every value: no invalid value can be generated")
     valid = from_schema(schema)
     props = dict(schema.get("properties", {})) if isinstance(schema, Mapping) else {}
     required = list(schema.get("required", [])) if isinstance(schema, Mapping) else []

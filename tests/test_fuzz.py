@@ -163,3 +163,21 @@ def test_max_time_keeps_the_failures_found_before_it(capsys: object) -> None:
     assert action["examples"] < 100000
     (finding,) = action["findings"]
     assert finding["check"] == "no_action_failure" and finding["input"]["n"] >= 30
+
+
+def test_an_action_no_input_satisfies_is_reported_not_a_traceback(capsys: object) -> None:
+    """An input schema no value satisfies (an empty integer range) raised ValueError out of
+    the generator, through ``sandbox fuzz``, as a traceback. It is now that action's error
+    (the run fails: the action can never be called), and the other actions are fuzzed."""
+    source = os.path.join(HERE, "providers", "unfuzzable.py")
+    code, data = _fuzz(capsys, "--provider", source, "--max-examples", "20")
+    assert code == 1 and data["ok"] is False
+    actions = {a["action"]: a for a in data["actions"]}  # type: ignore[union-attr]
+    assert "unsatisfiable" in actions["unfuzzable.never"]["error"]
+    assert actions["unfuzzable.never"]["examples"] == 0
+    fine = actions["unfuzzable.fine"]
+    assert fine["examples"] == 20 and not fine["findings"] and "error" not in fine
+    human = main(["fuzz", "--provider", source, "unfuzzable.never", "--database", "none"])
+    out = capsys.readouterr()  # type: ignore[attr-defined]
+    assert human == 1 and "Traceback" not in out.err + out.out
+    assert "unfuzzable.never: cannot generate inputs from its input schema" in out.out

@@ -197,7 +197,7 @@ def run(
         raise
     finally:
         host.close()
-    ok = not any(r.findings for r in reports)
+    ok = not any(r.findings or r.error for r in reports)
     data = {"ok": ok, "seed": options.seed, "actions": [r.to_dict() for r in reports]}
     if args.report:
         from host.fuzz.junit import write_junit
@@ -227,6 +227,9 @@ def _summary(
     total = sum(len(r.findings) for r in reports)
     print(f"{total} distinct failure(s) in {elapsed:.1f} s (seed {seed})")
     for r in reports:
+        if r.error or r.note:
+            print()
+            print(printable(f"{r.action}: {r.error or r.note}"))
         for f in r.findings:
             print()
             print(printable(f"{r.action}: {f.check} ({f.outcome}): {f.message}"))

@@ -47,6 +47,10 @@ class FuzzItem(pytest.Item):
             descriptor = host.catalog.find(self.action)
             assert descriptor is not None
             report = fuzz_action(host, descriptor, options, ["--provider", self.suite.ref])
+        if report.error:
+            raise FuzzFailure(f"{self.action}: {report.error}")
+        if report.note:
+            pytest.skip(f"{self.action}: {report.note}")
         if report.findings:
             lines = [f"{len(report.findings)} distinct failure(s) in {self.action}:"]
             for f in report.findings:

@@ -82,6 +82,12 @@ class ActionReport:
     findings: list[Finding] = field(default_factory=list)
     #: The input that cost the most wall time, with its usage (even when no limit was hit).
     worst: dict[str, Any] | None = None
+    #: Why the action could not be fuzzed (its input schema: no value satisfies it, or a
+    #: ``$ref`` leads nowhere): a failure of the run, as a finding is.
+    error: str = ""
+    #: Why there was nothing to fuzz in this mode (negative mode, a schema every value
+    #: satisfies): not a failure.
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -92,6 +98,10 @@ class ActionReport:
         }
         if self.worst is not None:
             data["worst"] = self.worst
+        if self.error:
+            data["error"] = self.error
+        if self.note:
+            data["note"] = self.note
         return data
 
 
@@ -162,7 +172,7 @@ def fuzz_action(
     from hypothesis.database import DirectoryBasedExampleDatabase
     from hypothesis.errors import Flaky
 
-    from providers.testing import from_schema, invalid_from_schema
+    from providers.testing import AcceptsEverything, from_schema, invalid_from_schema
 
     name = descriptor.full_name
     report = ActionReport(name)
@@ -174,16 +184,25 @@ def fuzz_action(
     tagged = options.mode == "all"
     if options.mode not in ("positive", "negative", "all"):
         raise ValueError(f"unknown fuzz mode {options.mode!r}")
-    if tagged:
-        strategy = from_schema(schema).map(lambda v: (True, v))
-        try:
-            strategy |= invalid_from_schema(schema).map(lambda v: (False, v))
-        except ValueError:
-            pass  # (a schema that accepts every value: no negative examples to mix in)
-    elif options.mode == "positive":
-        strategy = from_schema(schema)
-    else:
-        strategy = invalid_from_schema(schema)
+    try:
+        if tagged:
+            strategy = from_schema(schema).map(lambda v: (True, v))
+            try:
+                strategy |= invalid_from_schema(schema).map(lambda v: (False, v))
+            except AcceptsEverything:
+                pass  # no negative examples to mix in
+        elif options.mode == "positive":
+            strategy = from_schema(schema)
+        else:
+            strategy = invalid_from_schema(schema)
+    except AcceptsEverything as exc:  # negative mode: nothing to try
+        report.note = f"no negative examples: {exc}"
+    except ValueError as exc:  # no value satisfies the schema, or it cannot be read
+        report.error = f"cannot generate inputs from its input schema: {exc}"
+    if report.error or report.note:
+        if progress is not None:
+            progress(report, True)
+        return report
     untagged_positive = options.mode == "positive"
     started = time.monotonic()
     state = {"timed_out": False, "last_progress": started}
