@@ -705,6 +705,29 @@ def test_a_group_member_closed_under_it_fails_over_and_never_raises() -> None:
         live.close()
 
 
+def _authorize(servers: Servers, name: str) -> None:
+    """Make a client key ``name`` and authorize it (before the server starts)."""
+    keygen(servers.base / "keys", name)
+    shutil.copy(servers.base / "keys" / f"{name}.key", servers.base / "auth" / f"{name}.key")
+
+
+def _flood(sock: zmq.Socket[bytes], action: str, count: int, body: bytes, prefix: str) -> None:
+    for i in range(count):
+        envelope = json.dumps({"op": "call", "id": f"{prefix}{i}", "action": action})
+        sock.send_multipart([envelope.encode(), body])
+
+
+def _refusals(sock: zmq.Socket[bytes], wanted: int, seconds: float) -> int:
+    """Read replies until ``wanted`` of them were ``Overloaded`` (or ``seconds`` passed, or
+    none came for 10 s: the server submits thousands of calls before its first refusal)."""
+    overloaded = 0
+    deadline = time.monotonic() + seconds
+    while overloaded < wanted and time.monotonic() < deadline and sock.poll(10_000):
+        reply = json.loads(sock.recv())
+        overloaded += reply.get("outcome", {}).get("error", {}).get("type") == "Overloaded"
+    return overloaded
+
+
 @pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_a_client_that_fills_a_providers_queue_leaves_other_clients_their_share(
     servers: Servers,
@@ -714,20 +737,12 @@ def test_a_client_that_fills_a_providers_queue_leaves_other_clients_their_share(
     fair between client keys: another key's calls are taken beyond the bound, up to its share,
     and each waits for one of the hog's calls at most. A second connection of the hog's key
     is the same tenant: it gets no bigger share."""
-    keygen(servers.base / "keys", "hog")
-    shutil.copy(servers.base / "keys" / "hog.key", servers.base / "auth" / "hog.key")
+    _authorize(servers, "hog")
     endpoint, proc = servers.start()
     with zmq.Context() as context, servers.client(endpoint) as remote:
         hog = raw_dealer(context, servers, endpoint, key="hog")
-        body = json.dumps({"seconds": 0.05}).encode()
-        for i in range(1300):
-            envelope = json.dumps({"op": "call", "id": f"h{i}", "action": "echo.slow"})
-            hog.send_multipart([envelope.encode(), body])
-        overloaded = 0
-        deadline = time.monotonic() + 20
-        while overloaded < 250 and time.monotonic() < deadline and hog.poll(10_000):
-            reply = json.loads(hog.recv())
-            overloaded += reply.get("outcome", {}).get("error", {}).get("type") == "Overloaded"
+        _flood(hog, "echo.slow", 1300, json.dumps({"seconds": 0.05}).encode(), "h")
+        overloaded = _refusals(hog, 250, 20)
         assert overloaded >= 250, f"the hog's queue never filled ({overloaded} refused)"
         # The hog's second connection is the hog: refused while the hog's waiting calls are
         # at the bound, else queued behind all of them (its FIFO), never served as another
@@ -746,12 +761,6 @@ def test_a_client_that_fills_a_providers_queue_leaves_other_clients_their_share(
     assert max(found) < 1.5, found
 
 
-def _flood(sock: zmq.Socket[bytes], action: str, count: int, body: bytes, prefix: str) -> None:
-    for i in range(count):
-        envelope = json.dumps({"op": "call", "id": f"{prefix}{i}", "action": action})
-        sock.send_multipart([envelope.encode(), body])
-
-
 def test_one_client_key_cannot_take_every_call_the_server_holds_in_flight(
     servers: Servers,
 ) -> None:
@@ -760,8 +769,7 @@ def test_one_client_key_cannot_take_every_call_the_server_holds_in_flight(
     default 1,000) took all of them, and every other client's call, to any provider, ended
     ``Overloaded`` at once. The cap is now shared as the providers' queues are: another key
     below its share is taken beyond it."""
-    keygen(servers.base / "keys", "hog")
-    shutil.copy(servers.base / "keys" / "hog.key", servers.base / "auth" / "hog.key")
+    _authorize(servers, "hog")
     (servers.base / "sink.toml").write_text(
         f'[providers.echo]\nsource = "{ECHO}"\n'
         f'[providers.hostile]\nsource = "{HOSTILE}"\n[providers.hostile.policy]\nqueue = 12000\n'
@@ -771,12 +779,7 @@ def test_one_client_key_cannot_take_every_call_the_server_holds_in_flight(
         hog = raw_dealer(context, servers, endpoint, key="hog")
         hog.sndhwm = 20_000
         _flood(hog, "hostile.sleep", 10_300, json.dumps({"seconds": 30}).encode(), "h")
-        overloaded = 0
-        # (10,000 calls submitted before the first refusal: seconds on a loaded machine)
-        deadline = time.monotonic() + 40
-        while overloaded < 200 and time.monotonic() < deadline and hog.poll(10_000):
-            reply = json.loads(hog.recv())
-            overloaded += reply.get("outcome", {}).get("error", {}).get("type") == "Overloaded"
+        overloaded = _refusals(hog, 200, 40)
         assert overloaded >= 200, f"the hog's calls never filled the server ({overloaded})"
         for _ in range(3):
             assert remote.call("echo.echo", {"value": "x"}, timeout=30) == "x"
@@ -792,8 +795,7 @@ def test_a_routing_id_used_before_by_another_key_does_not_make_its_calls_that_ke
     fixed name) made that client's calls count as its own, for seconds after it left. With
     its calls filling its share of the queue, the other client's calls were ``Overloaded``
     at once; now they wait their turn (here, until their timeout: the hog's call runs)."""
-    keygen(servers.base / "keys", "hog")
-    shutil.copy(servers.base / "keys" / "hog.key", servers.base / "auth" / "hog.key")
+    _authorize(servers, "hog")
     (servers.base / "short.toml").write_text(
         f'[providers.echo]\nsource = "{ECHO}"\n[providers.echo.policy]\nqueue = 10\n'
         "workers = { max = 1 }\n"
@@ -808,10 +810,7 @@ def test_a_routing_id_used_before_by_another_key_does_not_make_its_calls_that_ke
         _flood(hog, "echo.echo", 1, b'{"value": "x"}', "w")  # a worker is up, and idle
         assert hog.poll(20_000) and "result" in json.loads(hog.recv())["outcome"]
         _flood(hog, "echo.slow", 21, json.dumps({"seconds": 30}).encode(), "s")
-        overloaded = 0
-        while overloaded < 10 and hog.poll(10_000):
-            reply = json.loads(hog.recv())
-            overloaded += reply.get("outcome", {}).get("error", {}).get("type") == "Overloaded"
+        overloaded = _refusals(hog, 10, 60)
         assert overloaded == 10, overloaded  # 1 runs, 10 wait: the queue's bound
         time.sleep(0.3)  # the squatter's connection is gone: its routing id is free
         engine = raw_dealer(context, servers, endpoint, routing_id=b"engine-1")
@@ -869,8 +868,7 @@ def test_a_few_keys_holding_every_large_input_place_leave_another_key_its_share(
     every other key's large input ``Overloaded`` at once, however little it had sent. A key
     below its share of MAX_LARGE is now taken beyond it, as in the providers' queues."""
     for n in range(2):
-        keygen(servers.base / "keys", f"hog{n}")
-        shutil.copy(servers.base / "keys" / f"hog{n}.key", servers.base / "auth")
+        _authorize(servers, f"hog{n}")
     endpoint, proc = servers.start(constants={"MAX_LARGE": 2, "MAX_LARGE_PER_CLIENT": 1})
     body = b'{"value": [' + b"[]," * 200_000 + b"1]}"  # ~0.6 s to decode; then InputInvalid
     with zmq.Context() as context, servers.client(endpoint) as remote:
