@@ -21,10 +21,10 @@ from typing import Generic, TypeVar
 C = TypeVar("C")
 
 
-def admits(total: int, mine: int, tenants: int, bound: int) -> bool:
+def admits(total: int, mine: int, holding: int, bound: int) -> bool:
     """The share rule, for a provider's queue and for what ``sandbox serve`` holds: whether
     one more of a tenant's calls is taken when ``total`` are held, ``mine`` of them its own,
-    among ``tenants`` (itself included).
+    by ``holding`` tenants (itself among them if ``mine``; a newcomer is counted here).
 
     Anyone is taken below the bound. Beyond it, up to twice the bound in all, a tenant below
     its share of the bound (the bound divided among the tenants, and at least one call: with a
@@ -32,6 +32,7 @@ def admits(total: int, mine: int, tenants: int, bound: int) -> bool:
     queue alone in it) is taken too. No tenant holds more than the bound."""
     if total < bound:
         return True
+    tenants = holding + (0 if mine else 1)
     return total < 2 * bound and mine < max(1, bound // tenants)
 
 

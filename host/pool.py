@@ -211,9 +211,9 @@ class Pool(Generic[C, W]):
         bound, total = self.limits.queue, len(self.queue)
         tenant = self.queue.tenant(call)
         mine = self.queue.waiting(tenant)
-        tenants = self.queue.tenants() + (0 if mine else 1)
-        if admits(total, mine, tenants, bound):
+        if admits(total, mine, self.queue.tenants(), bound):
             return None
+        tenants = self.queue.tenants() + (0 if mine else 1)
         if tenants <= 1:
             text = f"provider {name!r} has {total} calls waiting (its queue limit)"
         else:

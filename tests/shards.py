@@ -64,9 +64,9 @@ def selected_by_the_parent(config: pytest.Config, items: list[pytest.Item]) -> N
     stem = config.getoption("--shard-of")
     if not stem:
         return
-    wanted = set(Path(f"{stem}.ids").read_text().splitlines())
-    kept = [item for item in items if item.nodeid in wanted]
-    dropped = [item for item in items if item.nodeid not in wanted]
+    given = set(Path(f"{stem}.ids").read_text().splitlines())
+    kept = [item for item in items if item.nodeid in given]
+    dropped = [item for item in items if item.nodeid not in given]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = kept

@@ -121,8 +121,8 @@ class _LargeInputs:
         with self._ready:
             queue = self._queues.get(tenant)
             mine = 0 if queue is None else len(queue)
-            tenants = len(self._queues) + (0 if mine else 1)
-            if mine >= MAX_LARGE_PER_CLIENT or not admits(self._count, mine, tenants, MAX_LARGE):
+            holding = len(self._queues)
+            if mine >= MAX_LARGE_PER_CLIENT or not admits(self._count, mine, holding, MAX_LARGE):
                 return False
             if queue is None:
                 queue = self._queues[tenant] = collections.deque()
@@ -594,7 +594,7 @@ class Server:
             self._reply(identity, duplicate, tenant)
             return
         total, mine = len(self._in_flight) + len(self._preparing), self._held.get(tenant, 0)
-        if not admits(total, mine, len(self._held) + (0 if mine else 1), MAX_IN_FLIGHT):
+        if not admits(total, mine, len(self._held), MAX_IN_FLIGHT):
             error = Overloaded(
                 f"the server has {total} calls in flight, {mine} of them this client key's "
                 f"(its share of {MAX_IN_FLIGHT}); try again later"
