@@ -36,6 +36,8 @@ from typing import Any
 import re2
 from jsonschema import Draft202012Validator, _keywords, _utils, validators
 
+from host.ecma import ecma_pattern
+
 #: Keyword evaluations one validation may make (a keyword applied to one instance node is one).
 MAX_STEPS = 1_000_000
 #: ``$ref``/``$dynamicRef`` expansions one validation may make.
@@ -55,61 +57,9 @@ class DeadlineExceeded(Exception):
     """The validation was still running when the call's deadline passed."""
 
 
-#: ECMA-262's ``\s``: its WhiteSpace and LineTerminator code points. RE2's ``\s`` is only
-#: ``[\t\n\f\r ]`` (no vertical tab, no-break space, ideographic space...), so a pattern's
-#: ``\s`` and ``\S`` are spelled out before RE2 compiles it.
-ECMA_SPACE = (
-    "\\t\\n\\x0b\\f\\r \\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}"
-    "\\x{205f}\\x{3000}\\x{feff}"
-)
-
-
-#: ECMA-262's ``.`` (no ``s`` flag): anything but a LineTerminator. RE2's ``.`` is ``[^\n]``.
-ECMA_DOT = "[^\\n\\r\\x{2028}\\x{2029}]"
-
-
-def ecma_pattern(pattern: str) -> str:
-    """``pattern`` with ECMA-262's meaning of ``.``, ``\\s`` and ``\\S`` in RE2's syntax
-    (outside a character class, and ``\\s`` inside one; ``\\S`` inside a class keeps RE2's
-    meaning)."""
-    if "\\s" not in pattern and "\\S" not in pattern and "." not in pattern:
-        return pattern
-    out: list[str] = []
-    in_class = False
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\" and i + 1 < len(pattern):
-            escaped = pattern[i + 1]
-            if escaped == "s":
-                out.append(ECMA_SPACE if in_class else f"[{ECMA_SPACE}]")
-            elif escaped == "S" and not in_class:
-                out.append(f"[^{ECMA_SPACE}]")
-            else:
-                out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if char == "[" and not in_class:
-            in_class = True
-            out.append(char)
-            i += 1
-            if pattern[i : i + 1] == "^":
-                out.append("^")
-                i += 1
-            if pattern[i : i + 1] == "]":  # (a leading ']' is a member in RE2)
-                out.append("]")
-                i += 1
-            continue
-        if char == "]" and in_class:
-            in_class = False
-        out.append(ECMA_DOT if char == "." and not in_class else char)
-        i += 1
-    return "".join(out)
-
-
 @functools.lru_cache(maxsize=2048)
 def compiled(pattern: str) -> Any:
-    """``pattern`` compiled by RE2 (cached), ECMA-262's ``\\s`` kept (:func:`ecma_pattern`);
+    """``pattern`` compiled by RE2 (cached) with ECMA-262's meaning (:func:`ecma_pattern`);
     raises ``re2.error`` if RE2 cannot compile it."""
     return re2.compile(ecma_pattern(pattern), _OPTIONS)
 
@@ -121,7 +71,7 @@ def unsupported_pattern(pattern: str, cache: bool = True) -> str | None:
         if cache:
             compiled(pattern)
         else:
-            re2.compile(pattern, _OPTIONS)
+            re2.compile(ecma_pattern.__wrapped__(pattern), _OPTIONS)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):
