@@ -59,10 +59,23 @@ def _normal(path: str) -> str:
     return os.path.normpath(path) if path else path
 
 
-@functools.cache
-def _database_homes() -> frozenset[str]:
-    """Homes of uid 0 and of person accounts in the user database, read once per process (the
-    worker reads it before confinement, when ``/etc/passwd`` is still readable)."""
+def _database_key() -> tuple[int, int, int] | None:
+    """What says the user database changed: ``/etc/passwd``'s inode, mtime and size."""
+    try:
+        status = os.stat("/etc/passwd")
+    except OSError:
+        return None
+    return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _database_homes(key: tuple[int, int, int] | None) -> frozenset[str]:
+    """Homes of uid 0 and of person accounts in the user database, read again only when
+    ``/etc/passwd`` changed (``key``). The zygote reads it once, so that the launchers it forks
+    find it here instead of each reading the database through NSS (a few milliseconds of every
+    worker's start); a worker reads it before confinement, when ``/etc/passwd`` is readable.
+    (Accounts NSS takes from elsewhere than ``/etc/passwd`` are read again when that changes,
+    or when a new zygote starts.)"""
     homes = set()
     try:
         entries = pwd.getpwall()
@@ -77,14 +90,25 @@ def _database_homes() -> frozenset[str]:
     return frozenset(homes)
 
 
-def home_directories() -> frozenset[str]:
-    """Every directory this module treats as a home (see the module docstring)."""
-    homes = set(HOME_ROOTS) | _database_homes()
-    env_home = os.environ.get("HOME", "")
+def preload() -> None:
+    """Read the user database now (the zygote calls this; see :func:`_database_homes`)."""
+    _database_homes(_database_key())
+
+
+@functools.lru_cache(maxsize=8)
+def _homes(database: frozenset[str], env_home: str) -> frozenset[str]:
+    """The homes and what each resolves to, once per process and inputs: a worker checks
+    every rule path against every home."""
+    homes = set(HOME_ROOTS) | database
     if env_home.startswith("/"):
         homes.add(_normal(env_home))
     homes.discard("/")  # "/" is refused on its own; as a "home" it would say the wrong thing
     return frozenset(os.path.realpath(h) for h in homes) | frozenset(homes)
+
+
+def home_directories() -> frozenset[str]:
+    """Every directory this module treats as a home (see the module docstring)."""
+    return _homes(_database_homes(_database_key()), os.environ.get("HOME", ""))
 
 
 def _holds(outer: str, inner: str) -> bool:

@@ -68,12 +68,13 @@ def _preload() -> None:
     import importlib.machinery  # the worker's provider lookup
     import importlib.util  # noqa: F401
 
-    import policies  # noqa: F401
+    import policies.paths
     import providers  # noqa: F401  (the SDK: our code, imported before confinement anyway)
     import sandbox.supervisor
     import sandbox.worker  # noqa: F401
     from sandbox import layers
 
+    policies.paths.preload()  # the user database, read through NSS once, not per launcher
     for module in layers._modules():
         prepare = getattr(module, "prepare_stage", None)
         if prepare is not None:
