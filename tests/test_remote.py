@@ -36,6 +36,7 @@ from host import (
     RemoteHost,
     Timeout,
 )
+from host.remote.connections import MAX_HANDSHAKING_PER_ADDRESS
 from host.remote.keys import keygen, load_public, load_secret
 
 ECHO = Path(__file__).parent / "providers" / "echo.py"
@@ -928,3 +929,36 @@ def test_a_refused_client_that_keeps_reconnecting_does_not_flood_the_log(
     assert refused == 20, log[-2000:]
     left_out = re.search(r"(\d+) more connection lines were left out", log)
     assert left_out is not None and int(left_out.group(1)) >= 40, log[-2000:]
+
+
+def test_connections_that_never_handshake_cannot_use_up_the_servers_descriptors(
+    servers: Servers,
+) -> None:
+    """Anyone who can reach the port may open TCP connections and send nothing. libzmq kept
+    each for its 30 s handshake interval, a descriptor each: at the server's descriptor limit
+    no client could connect (HostUnavailable after 10 s), and the host could not start a
+    worker, which needs descriptors too. Now connections still in their handshake are bounded
+    per address (the oldest is pushed out) and a handshake gets a few seconds."""
+    endpoint, proc = servers.start()
+    server = psutil.Process(proc.pid)
+    server.rlimit(psutil.RLIMIT_NOFILE, (300, 300))
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    idle: list[socket.socket] = []
+    try:
+        failed = 0
+        while len(idle) < 400 and failed < 20:
+            try:
+                idle.append(socket.create_connection((host, int(port)), timeout=0.05))
+            except OSError:
+                failed += 1
+        time.sleep(1)  # what the server accepted, it has seen
+        held = [c for c in server.net_connections(kind="tcp") if c.raddr]
+        assert len(held) <= MAX_HANDSHAKING_PER_ADDRESS + 4, len(held)
+        with servers.client(endpoint) as remote:  # (within its default connect_timeout)
+            assert remote.call("echo.echo", {"value": "still served"}, timeout=20) == (
+                "still served"
+            )
+    finally:
+        for sock in idle:
+            sock.close()
+    assert proc.poll() is None

@@ -19,9 +19,11 @@ so closing right after the last reply would lose finished calls' outcomes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -37,6 +39,13 @@ from host.futures import CallFuture
 from host.host import Host
 from host.logs import LOGGER
 from host.remote import wire
+from host.remote.connections import (
+    HANDSHAKE_BYTES,
+    HANDSHAKE_IVL_MS,
+    NULL_HANDSHAKE_BYTES,
+    ConnectionGuard,
+    raise_descriptor_limit,
+)
 from host.remote.metrics import Metrics
 from sandbox import protocol
 
@@ -254,7 +263,18 @@ class Server:
         self._router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         self._router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         self._router.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+        # A connection gets a few seconds for its handshake, not libzmq's 30: until then it
+        # holds a descriptor, and anyone who can reach the port can open connections.
+        self._router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
         self._router.zap_domain = ZAP_DOMAIN
+        raise_descriptor_limit()
+        self._guard = ConnectionGuard(
+            handshake_bytes=HANDSHAKE_BYTES if server_key is not None else NULL_HANDSHAKE_BYTES
+        )
+        self._monitor = self._router.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+        )
+        self._monitor.linger = 0
         if server_key is not None:
             self._router.curve_server = True
             self._router.curve_publickey, self._router.curve_secretkey = server_key
@@ -289,6 +309,7 @@ class Server:
         self._next_sweep = 0.0
         self._connections = _Limited("connection lines were left out")
         self._failures = _Limited("failed requests were not logged")
+        self._bounded = _Limited("connections were closed at the bounds")
         self._draining = False
         self._stop = False
 
@@ -313,6 +334,7 @@ class Server:
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._zap, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         drain_deadline: float | None = None
         ack_deadline: float | None = None
         cancelled = False
@@ -320,6 +342,8 @@ class Server:
             events = dict(poller.poll(10 if self._backlog else 200))
             if self._wake_r in events:
                 os.read(self._wake_r, 65536)
+            if self._monitor in events:
+                self._watch_connections()
             if self._zap in events:
                 self._answer_zap()
             # A bounded batch: a client that sends faster than this thread handles must not
@@ -335,6 +359,7 @@ class Server:
                 self._handle_guarded(*received)
             self._connections.flush()
             self._failures.flush()
+            self._bounded.flush()
             self._send_backlog()
             self._take_prepared()
             self._send_done()
@@ -364,6 +389,7 @@ class Server:
                 elif cancelled and now >= drain_deadline:
                     break
         self._connections.flush(last=True)
+        self._bounded.flush(last=True)
         self._failures.flush(last=True)
         _say("drained; stopping")
 
@@ -377,9 +403,34 @@ class Server:
                 pass
 
     def _close_sockets(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._router.disable_monitor()
+        self._monitor.close()
         self._router.close()
         self._zap.close()
         self._context.term()
+
+    # ------------------------------------------------------------------ connections
+
+    def _watch_connections(self) -> None:
+        """The socket monitor's events so far: connections accepted and ended, bounded by
+        ``host.remote.connections`` (all of them read first, so that a descriptor's end and
+        its reuse are both known before one is shut down)."""
+        events: list[tuple[int, int]] = []
+        while len(events) < 10_000:
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) >= 1 and len(frames[0]) >= 6:
+                event, value = struct.unpack("=HI", frames[0][:6])
+                events.append((event, value))
+        for event, fd in events:
+            if event == zmq.EVENT_ACCEPTED:
+                for line in self._guard.accepted(fd):
+                    self._bounded.say(line)
+            else:
+                self._guard.ended(fd)
 
     # ------------------------------------------------------------------ ZAP
 
