@@ -939,7 +939,8 @@ def test_connections_that_never_handshake_cannot_use_up_the_servers_descriptors(
     no client could connect (HostUnavailable after 10 s), and the host could not start a
     worker, which needs descriptors too. Now connections still in their handshake are bounded
     per address (the oldest is pushed out) and a handshake gets a few seconds."""
-    endpoint, proc = servers.start()
+    metrics_port = free_port()
+    endpoint, proc = servers.start("--metrics", f"127.0.0.1:{metrics_port}")
     server = psutil.Process(proc.pid)
     server.rlimit(psutil.RLIMIT_NOFILE, (300, 300))
     host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
@@ -958,6 +959,13 @@ def test_connections_that_never_handshake_cannot_use_up_the_servers_descriptors(
             assert remote.call("echo.echo", {"value": "still served"}, timeout=20) == (
                 "still served"
             )
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        (closed,) = [
+            s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == "sandbox_connections_closed_at_bounds_total"
+        ]  # fmt: skip
+        assert closed >= len(idle) - MAX_HANDSHAKING_PER_ADDRESS - 4
     finally:
         for sock in idle:
             sock.close()

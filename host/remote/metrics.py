@@ -64,6 +64,11 @@ class Metrics:
             "sandbox_refused_connections", "Connections whose client key was refused",
             registry=self.registry,
         )  # fmt: skip
+        self.closed_at_bounds = Counter(
+            "sandbox_connections_closed_at_bounds",
+            "Connections the server closed at its bounds (host.remote.connections)",
+            registry=self.registry,
+        )
         self.registry.register(_HostCollector(stats))
         self._server: Any = None
 

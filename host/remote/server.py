@@ -429,6 +429,8 @@ class Server:
             if event == zmq.EVENT_ACCEPTED:
                 for line in self._guard.accepted(fd):
                     self._bounded.say(line)
+                    if self.metrics is not None:
+                        self.metrics.closed_at_bounds.inc()
             else:
                 self._guard.ended(fd)
 
