@@ -54,6 +54,8 @@ log = logging.getLogger(f"{LOGGER}.{__name__}")
 #: ZMTP heartbeats: a silent peer is dropped after HEARTBEAT_TIMEOUT_MS (its calls ended).
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
+#: Socket-monitor events queued unread (connections accepted and ended; see _watch_connections).
+MONITOR_EVENTS_QUEUED = 100_000
 #: Calls in flight across all clients; more are answered ``Overloaded`` at once, but for a
 #: client key below its share (``host.fairqueue.admits``: up to twice as many in all), so one
 #: key holding them all does not leave every other key only ``Overloaded``.
@@ -271,10 +273,16 @@ class Server:
         self._guard = ConnectionGuard(
             handshake_bytes=HANDSHAKE_BYTES if server_key is not None else NULL_HANDSHAKE_BYTES
         )
-        self._monitor = self._router.get_monitor_socket(
-            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+        # The socket monitor's events, with room for a flood's (a full queue drops events;
+        # the guard survives lost ones, but should see them).
+        monitor_address = f"inproc://sandbox-serve-monitor-{id(self):x}"
+        self._router.monitor(
+            monitor_address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
         )
+        self._monitor = self._context.socket(zmq.PAIR)
         self._monitor.linger = 0
+        self._monitor.rcvhwm = MONITOR_EVENTS_QUEUED
+        self._monitor.connect(monitor_address)
         if server_key is not None:
             self._router.curve_server = True
             self._router.curve_publickey, self._router.curve_secretkey = server_key
