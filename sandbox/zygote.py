@@ -73,12 +73,14 @@ def _preload() -> None:
     import sandbox.supervisor
     import sandbox.worker  # noqa: F401
     from sandbox import layers
+    from sandbox.layers import seccomp
 
     policies.paths.preload()  # the user database, read through NSS once, not per launcher
     for module in layers._modules():
         prepare = getattr(module, "prepare_stage", None)
         if prepare is not None:
             prepare()  # load shared libraries (libseccomp) once, here
+    seccomp.prebuild()  # the filters every worker loads, built once
 
 
 def _threads() -> int:

@@ -374,3 +374,20 @@ def test_a_stalled_zygote_is_retired_without_taking_its_workers_along(zhost: Hos
         os.kill(zygote, signal.SIGCONT)
     assert took < zygote_module.FORK_TIMEOUT_S + 4.0, took  # (a fresh spawn on a loaded machine)
     assert running.result(timeout=30) == 3  # the stalled zygote's worker was not killed
+
+
+def test_zygote_workers_load_the_seccomp_filter_their_policys_network_asks_for(
+    zhost: Host,
+) -> None:
+    """The zygote builds both seccomp filters once (``seccomp.prebuild``) and each worker loads
+    the one for its policy's ``network``: a mix-up would give a worker without network an
+    inet socket, or refuse one to a worker with it."""
+    seen = []
+    for network in (False, True, False, True):
+        zhost.add_provider(ENTROPY, policy=Policy(network=network))
+        (worker,) = _workers(zhost, "entropy")
+        assert worker.process.spawn_kind == "zygote"
+        seen.append(zhost.call("entropy.inet_socket", {}))
+        zhost.remove_provider("entropy")
+        _wait_for(lambda: "entropy" not in zhost._reactor.providers, 10, "the provider to go")
+    assert seen == ["EAFNOSUPPORT", "made", "EAFNOSUPPORT", "made"]

@@ -20,3 +20,16 @@ def state() -> dict[str, object]:
         "env": dict(os.environ),
         "cwd": os.getcwd(),
     }
+
+
+@provider.action
+def inet_socket() -> str:
+    """Whether this worker may make an AF_INET socket: "made", or the error's name."""
+    import errno
+    import socket
+
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc))
+    return "made"
