@@ -197,6 +197,10 @@ def apply_policy_flags(policy: Any, args: argparse.Namespace) -> Any:
             except PolicyError as exc:
                 expected = "on or off" if key == "network" else exc.expected
                 raise UsageError(f"{flag} {item}: expected {expected}, got {exc.got}") from None
+            if key in ("read", "write") and not os.path.exists(override[-1]):
+                # A rule on a missing path is dropped (reported only as "absent, skipped"): a
+                # mistyped flag must not pass for one that took effect.
+                raise UsageError(f"{flag} {item}: no such file or directory ({override[-1]})")
     return policy
 
 

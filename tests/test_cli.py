@@ -826,6 +826,8 @@ def test_policy_flags_merge_over_the_config_policy(tmp_path: Path) -> None:
         ("--network", "maybe", ("--network maybe", "expected on or off")),
         ("--write", "/", ("--write /", "not /")),
         ("--read", "/", ("--read /", "not /")),
+        ("--read", "no/such/dir", ("--read no/such/dir", "no such file or directory")),
+        ("--write", "/no-such-dir", ("--write /no-such-dir", "no such file or directory")),
     ],
 )
 def test_bad_policy_flags_are_usage_errors(
@@ -1025,6 +1027,13 @@ def test_fuzz_option_and_report_errors(tmp_path: Path) -> None:
     assert_usage_error(run_cli(*fuzz[:6], "--max-examples", "9" * 30), "--max-examples")
     assert_usage_error(run_cli(*fuzz, "--database", "/" + "a" * 5_000), "--database")
     assert_usage_error(run_cli(*fuzz, "--database", ""), "--database")
+    # A file, or a place nothing can be made in: accepted before, and nothing was saved.
+    (tmp_path / "a-file").write_text("x")
+    assert_usage_error(run_cli(*fuzz, "--database", str(tmp_path / "a-file")), "not a directory")
+    assert_usage_error(run_cli(*fuzz, "--database", "/proc/sandbox-nope"), "cannot save")
+    made = tmp_path / "new" / "examples"
+    assert run_cli(*fuzz, "--database", str(made)).returncode == 0
+    assert made.is_dir()
 
 
 def test_keygen_with_a_name_too_long_is_a_usage_error(tmp_path: Path) -> None:

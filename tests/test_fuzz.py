@@ -77,11 +77,12 @@ ENTROPY = os.path.join(HERE, "providers", "entropy.py")
 
 def test_determinism_is_opt_in_and_finds_a_result_that_changes(capsys: object) -> None:
     """``entropy.state`` returns fresh randomness: only the opt-in check calls that a finding."""
-    code, data = _fuzz(capsys, "--provider", ENTROPY, "--max-examples", "3")
+    code, data = _fuzz(capsys, "--provider", ENTROPY, "entropy.state", "--max-examples", "3")
     assert code == 0, data
     code, data = _fuzz(
-        capsys, "--provider", ENTROPY, "--max-examples", "3", "--checks", "determinism"
-    )
+        capsys, "--provider", ENTROPY, "entropy.state", "--max-examples", "3",
+        "--checks", "determinism",
+    )  # fmt: skip
     assert code == 1, data
     (action,) = data["actions"]  # type: ignore[misc]
     (finding,) = action["findings"]

@@ -129,7 +129,7 @@ def test_the_containers_command_serves_a_call(tmp_path: Path) -> None:
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
-        assert "serving 1 providers" in line, line
+        assert "serving 1 provider " in line, line
         with RemoteHost(
             f"tcp://127.0.0.1:{port}", server_key=keys / "server.key",
             client_key=keys / "engine.key_secret",

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,8 @@ def add_parser(commands: Any, add_sources: Any) -> None:
         help="Hypothesis's seed (default: a random one, printed, so any run can be repeated)",
     )
     fuzz.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="wall-time cap per example"
+        "--timeout", type=float, default=5.0, metavar="S",
+        help="wall-time cap per example (5; lowered while a hang is shrunk)",
     )
     fuzz.add_argument("--max-time", type=float, metavar="S", help="stop each action after S s")
     fuzz.add_argument("--checks", metavar="NAME,...", help=f"only these of {', '.join(CHECKS)}")
@@ -57,9 +59,12 @@ def add_parser(commands: Any, add_sources: Any) -> None:
     )
     fuzz.add_argument(
         "--database", metavar="PATH|none", default=".sandbox/fuzz-examples",
-        help="Hypothesis's example database (failures are tried first next time)",
+        help="Hypothesis's example database, failures tried first next time "
+        "(.sandbox/fuzz-examples; none: no database)",
     )
-    fuzz.add_argument("--workers", type=int, default=1, metavar="N", help="actions in parallel")
+    fuzz.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="actions fuzzed in parallel (1)"
+    )
     fuzz.add_argument(
         "--no-shrink", action="store_true",
         help="report each failure as found, without shrinking it to a smaller input",
@@ -97,15 +102,20 @@ def _check_report(report: str, usage_error: type[Exception]) -> None:
 
 
 def _check_database(database: str, usage_error: type[Exception]) -> None:
-    """A directory Hypothesis can use (it creates a missing one), or an error now."""
+    """A directory Hypothesis can write to (made now if missing), or an error now: a file, or
+    a place where nothing can be saved, used to be accepted and then silently saved nothing."""
     if not database:
         raise usage_error("--database: expected a directory, or none for no database")
+    if os.path.exists(database) and not os.path.isdir(database):
+        raise usage_error(f"--database {database}: not a directory")
     try:
-        os.stat(database)
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # Hypothesis makes it, or (a file on the way) saves nothing
+        os.makedirs(database, exist_ok=True)
+        with tempfile.TemporaryFile(dir=database):
+            pass
     except OSError as exc:
-        raise usage_error(f"--database {database}: {exc.strerror or exc}") from None
+        raise usage_error(
+            f"--database {database}: cannot save examples there: {exc.strerror or exc}"
+        ) from None
 
 
 def options_from(args: argparse.Namespace, usage_error: type[Exception]) -> FuzzOptions:
@@ -155,7 +165,8 @@ def _progress(report: ActionReport, done: bool) -> None:
     end = "\n" if done or not sys.stderr.isatty() else "\r"
     if done or sys.stderr.isatty():
         sys.stderr.write(
-            f"{report.action}: {report.examples} examples, {len(report.findings)} failures, "
+            f"{report.action}: {_plural(report.examples, 'example')}, "
+            f"{_plural(len(report.findings), 'failure')}, "
             f"{rate:.1f} examples/s{end}"
         )
         sys.stderr.flush()
@@ -235,3 +246,7 @@ def _summary(
             print(printable(f"{r.action}: {f.check} ({f.outcome}): {f.message}"))
             print(printable(f"  Input: {json.dumps(f.input, ensure_ascii=False)}"))
             print(printable(f"  Reproduce with: {f.reproduce}"))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

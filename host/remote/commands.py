@@ -148,7 +148,8 @@ def _command_serve(args: argparse.Namespace) -> int:
         install_signals(server)
         actions = len(host.catalog)
         print(
-            f"sandbox serve: serving {len(names)} providers ({actions} actions) on {args.bind}"
+            f"sandbox serve: serving {len(names)} provider{'' if len(names) == 1 else 's'} "
+            f"({actions} action{'' if actions == 1 else 's'}) on {args.bind}"
             + (f", metrics on http://{args.metrics}/metrics" if metrics_at else ""),
             file=sys.stderr,
             flush=True,
