@@ -409,6 +409,12 @@ def test_busy_port_and_bad_key_exit_2(keys: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "sandbox.toml" in bad.stderr and "Traceback" not in bad.stderr
+    # A key file that is not there says so (pyzmq's own words were "Invalid certificate file").
+    missing = subprocess.run(
+        [*base, "--bind", "tcp://127.0.0.1:1", "--server-key", str(keys / "nowhere.key_secret")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "No such file or directory" in missing.stderr, missing
 
 
 ABANDONING_CLIENT = """

@@ -56,6 +56,11 @@ def keygen(directory: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
 
 
 def _load(path: str | os.PathLike[str]) -> tuple[bytes, bytes | None]:
+    # pyzmq says "Invalid certificate file" for a missing file too: ask the file system first.
+    try:
+        os.stat(path)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
     try:
         public, secret = zmq.auth.load_certificate(os.fspath(path))
     except OSError as exc:
