@@ -19,7 +19,7 @@ from host.remote.connections import (
 class Kernel:
     def __init__(self, limit: int = 10_000) -> None:
         self.peers: dict[int, tuple[str, int]] = {}
-        self.received: dict[int, int] = {}
+        self.sent: dict[int, int] = {}
         self.shut: list[int] = []
         self.now = 0.0
         self.limit = limit
@@ -29,16 +29,16 @@ class Kernel:
         fd = next(fd for fd in range(3, 1 << 20) if fd not in self.peers)
         self.port += 1
         self.peers[fd] = (address, self.port)
-        self.received[fd] = 0
+        self.sent[fd] = 0
         return fd
 
     def inspect(self, fd: int) -> tuple[tuple[str, int], int] | None:
         if fd not in self.peers:
             return None
-        return self.peers[fd], self.received[fd]
+        return self.peers[fd], self.sent[fd]
 
     def handshake(self, fd: int) -> None:
-        self.received[fd] = HANDSHAKE_BYTES
+        self.sent[fd] = HANDSHAKE_BYTES
 
     def guard(self) -> ConnectionGuard:
         return ConnectionGuard(
@@ -134,7 +134,7 @@ def test_the_bounds_hold_whatever_the_order_of_events(
         else:
             kernel.now += pick / 10
         for fd in kernel.shut:  # what was shut down, libzmq ends (and reports)
-            assert kernel.received.get(fd, 0) < HANDSHAKE_BYTES, "cut a completed handshake"
+            assert kernel.sent.get(fd, 0) < HANDSHAKE_BYTES, "cut a completed handshake"
             if kernel.peers.pop(fd, None) is not None:
                 guard.ended(fd)
         kernel.shut.clear()

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -975,4 +976,60 @@ def test_connections_that_never_handshake_cannot_use_up_the_servers_descriptors(
     finally:
         for sock in idle:
             sock.close()
+    assert proc.poll() is None
+
+
+#: A ZMTP 3.0 greeting offering CURVE as a client, then the start of a command frame that
+#: says it is 2000 bytes long: libzmq waits for the rest, for its whole handshake interval.
+SLOWLORIS = (
+    b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00"
+    + bytes(31) + b"\x06" + (2000).to_bytes(8, "big") + bytes(600)
+)
+
+
+@pytest.mark.serial  # a flood of connections for a few seconds
+def test_connections_that_send_a_handshakes_bytes_and_stall_cannot_use_up_the_descriptors(
+    servers: Servers,
+) -> None:
+    """A connection counted as handshaking while its peer had sent fewer bytes than a CURVE
+    handshake: one that sent a greeting and the first 600 bytes of a long HELLO, then
+    nothing, was no longer counted, and libzmq kept it its whole handshake interval. A
+    hundred such a second from one address held every connection the server allows (half
+    its descriptors): a real client was closed at accept each time it tried (HostUnavailable
+    after 10 s). Now a connection is handshaking until the server has sent its READY (which
+    it sends only to an authorized key), so these are pushed out like idle ones."""
+    endpoint, proc = servers.start()
+    psutil.Process(proc.pid).rlimit(psutil.RLIMIT_NOFILE, (300, 300))
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    stop = threading.Event()
+    opened = 0
+
+    def flood() -> None:  # from another address than the client's
+        nonlocal opened
+        held: collections.deque[tuple[float, socket.socket]] = collections.deque()
+        while not stop.is_set() and opened < 3000:
+            now = time.monotonic()
+            while held and held[0][0] < now - 6:
+                held.popleft()[1].close()
+            with contextlib.suppress(OSError):
+                sock = socket.create_connection((host, int(port)), 0.5, ("127.0.0.2", 0))
+                with contextlib.suppress(OSError):
+                    sock.sendall(SLOWLORIS)
+                held.append((now, sock))
+                opened += 1
+            if opened > 300:  # (a burst first: the server holds its bound at once)
+                time.sleep(0.005)
+        for _, sock in held:
+            sock.close()
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        time.sleep(1)  # the flood holds what it can
+        with servers.client(endpoint, connect_timeout=3) as remote:
+            assert remote.call("echo.echo", {"value": "served"}, timeout=20) == "served"
+    finally:
+        stop.set()
+        flooder.join()
+    assert opened > 200
     assert proc.poll() is None

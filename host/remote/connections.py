@@ -7,9 +7,11 @@ authorized key could do the same with connections it completed. So:
 
 - a handshake gets :data:`HANDSHAKE_IVL_MS` (the server sets it on its socket), and libzmq
   drops a connection that has not completed one by then;
-- a connection is *handshaking* while it is within that interval and its peer has sent fewer
-  bytes than a CURVE handshake takes (:data:`HANDSHAKE_BYTES`, read from the kernel's
-  ``TCP_INFO``; past them it is authorized, or being closed by ZAP's refusal). At most
+- a connection is *handshaking* while it is within that interval and the server has sent it
+  fewer bytes than a successful handshake takes (:data:`HANDSHAKE_BYTES`, read from the
+  kernel's ``TCP_INFO``: the server sends its READY only once ZAP authorized the key, so
+  only an authorized peer gets past them; the bytes the *peer* sent say nothing, a flood
+  sends a greeting and the start of a long HELLO, then stalls). At most
   :data:`MAX_HANDSHAKING_PER_ADDRESS` connections from one address and :data:`MAX_HANDSHAKING`
   in all are handshaking: a new one beyond either bound pushes out the oldest handshaking one
   (of that address, or of all). A flood of idle connections cannot keep a client from its turn
@@ -40,11 +42,11 @@ from dataclasses import dataclass
 
 #: How long a connection has to complete its ZMTP/CURVE handshake (libzmq's default is 30 s).
 HANDSHAKE_IVL_MS = 5000
-#: What a client sends in a CURVE handshake before ZAP decides: greeting (64), HELLO (200),
-#: INITIATE (257 and more).
-HANDSHAKE_BYTES = 64 + 200 + 257
-#: The same for the NULL mechanism (``--insecure``): greeting and READY.
-NULL_HANDSHAKE_BYTES = 64 + 28
+#: What the server has sent a CURVE client once its handshake succeeded: greeting (64),
+#: WELCOME (170), READY (67 measured; 40 is more than ZAP's refusal, an ERROR of 12, sends).
+HANDSHAKE_BYTES = 64 + 170 + 40
+#: The same for the NULL mechanism (``--insecure``): greeting and READY (43; an ERROR is 12).
+NULL_HANDSHAKE_BYTES = 64 + 30
 #: Connections within their handshake interval, from one address and in all.
 MAX_HANDSHAKING_PER_ADDRESS = 32
 MAX_HANDSHAKING = 256
@@ -77,8 +79,9 @@ class _Connection:
 
 
 def inspect(fd: int) -> tuple[tuple[str, int], int] | None:
-    """The remote (address, port) of the TCP socket ``fd`` and how many bytes it received, or
-    None (no TCP socket, or closed). Bytes unknown (a kernel before 4.1) count as none."""
+    """The remote (address, port) of the TCP socket ``fd`` and how many bytes were sent on it,
+    or None (no TCP socket, or closed). Before Linux 4.19 the bytes the peer acknowledged;
+    unknown (before 4.1), none."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError:
@@ -92,15 +95,19 @@ def inspect(fd: int) -> tuple[tuple[str, int], int] | None:
         sock.detach()  # the descriptor is libzmq's
     if not (isinstance(peer, tuple) and len(peer) >= 2):
         return None
-    received = 0
-    if len(info) >= _BYTES_RECEIVED_AT + 8:
-        (received,) = struct.unpack_from("=Q", info, _BYTES_RECEIVED_AT)
-    return (str(peer[0]), int(peer[1])), received
+    sent = 0
+    if len(info) >= _BYTES_SENT_AT + 8:
+        (sent,) = struct.unpack_from("=Q", info, _BYTES_SENT_AT)
+    elif len(info) >= _BYTES_ACKED_AT + 8:
+        (sent,) = struct.unpack_from("=Q", info, _BYTES_ACKED_AT)
+    return (str(peer[0]), int(peer[1])), sent
 
 
-#: ``struct tcp_info``: its size asked for, and where ``tcpi_bytes_received`` (a u64) is.
+#: ``struct tcp_info``: its size asked for, and where ``tcpi_bytes_sent`` and
+#: ``tcpi_bytes_acked`` (u64s) are.
 _TCP_INFO_BYTES = 256
-_BYTES_RECEIVED_AT = 128
+_BYTES_SENT_AT = 200
+_BYTES_ACKED_AT = 120
 
 
 def shut_down(fd: int) -> None:
@@ -124,7 +131,7 @@ class ConnectionGuard:
 
     Every operation is amortised O(1) however fast connections come: the handshaking ones are
     kept in order of acceptance, in all and per address, with counts; an entry that ended,
-    outlived its interval or sent its handshake's bytes is dropped from the counts at once and
+    outlived its interval or was sent a handshake's bytes is dropped from the counts at once and
     from the queues when it reaches their front."""
 
     def __init__(
@@ -215,7 +222,7 @@ class ConnectionGuard:
                     del self._open[connection.fd]
                 self._stop_counting(connection)
                 continue
-            if seen[1] >= self._handshake_bytes:  # it sent its handshake: not a flood's
+            if seen[1] >= self._handshake_bytes:  # it was authorized: not a flood's
                 self._stop_counting(connection)
                 continue
             held = count()
