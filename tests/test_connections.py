@@ -13,6 +13,7 @@ from host.remote.connections import (
     MAX_HANDSHAKING,
     MAX_HANDSHAKING_PER_ADDRESS,
     ConnectionGuard,
+    per_address_limit,
 )
 
 
@@ -143,3 +144,66 @@ def test_the_bounds_hold_whatever_the_order_of_events(
         for i in range(6):
             assert guard.handshaking(f"10.0.0.{i}") <= MAX_HANDSHAKING_PER_ADDRESS
         assert len(guard) == len(kernel.peers)
+        for i in range(6):
+            held = sum(peer[0] == f"10.0.0.{i}" for peer in kernel.peers.values())
+            assert held <= per_address_limit(kernel.limit)
+
+
+def test_at_the_bound_in_all_the_busiest_address_loses_a_connection_not_a_lone_client() -> None:
+    kernel = Kernel()
+    guard = kernel.guard()
+    lone = kernel.connect("192.0.2.7")  # a client mid-handshake, the oldest of all
+    guard.accepted(lone)
+    busy = [kernel.connect("10.9.9.9") for _ in range(MAX_HANDSHAKING_PER_ADDRESS - 1)]
+    for fd in busy:
+        guard.accepted(fd)
+    # A flood from many addresses, one connection each, past the bound in all (by fewer than
+    # the busy address holds: beyond, every address holds one, and the oldest goes).
+    spread = [kernel.connect(f"10.0.{i // 250}.{i % 250}") for i in range(MAX_HANDSHAKING - 10)]
+    for fd in spread:
+        guard.accepted(fd)
+    assert guard.handshaking() == MAX_HANDSHAKING
+    assert lone not in kernel.shut  # (it was the oldest: oldest-first in all would cut it)
+    assert kernel.shut == busy[:22]  # the busiest address's, oldest first
+
+
+def test_a_client_that_completes_its_handshake_within_a_spread_flood_is_never_cut() -> None:
+    kernel = Kernel()
+    guard = kernel.guard()
+    client = kernel.connect("192.0.2.7")
+    guard.accepted(client)
+    for i in range(4 * MAX_HANDSHAKING):
+        guard.accepted(kernel.connect(f"10.1.{i // 250}.{i % 250}"))
+        if i == MAX_HANDSHAKING // 2:
+            kernel.handshake(client)  # done while fewer than the bound came after it
+    assert client not in kernel.shut
+    assert guard.handshaking() <= MAX_HANDSHAKING
+
+
+def test_an_ipv6_host_is_one_address_however_many_of_its_64_it_uses() -> None:
+    kernel = Kernel()
+    guard = kernel.guard()
+    for i in range(3 * MAX_HANDSHAKING_PER_ADDRESS):
+        guard.accepted(kernel.connect(f"2001:db8:1:2::{i + 1:x}"))
+    assert guard.handshaking("2001:db8:1:2::/64") == MAX_HANDSHAKING_PER_ADDRESS
+    assert len(kernel.shut) == 2 * MAX_HANDSHAKING_PER_ADDRESS
+    mapped = kernel.connect("::ffff:10.1.1.1")
+    guard.accepted(mapped)
+    assert guard.handshaking("10.1.1.1") == 1
+
+
+def test_one_address_cannot_hold_every_connection_even_with_completed_handshakes() -> None:
+    """An authorized key opened connections until the server's limit: every other client was
+    closed at accept. One address now holds at most a quarter of the limit."""
+    kernel = Kernel(limit=400)
+    guard = kernel.guard()
+    hog = []
+    for _ in range(400):
+        fd = kernel.connect("10.0.0.1")
+        guard.accepted(fd)
+        kernel.handshake(fd)
+        hog.append(fd)
+    held = [fd for fd in hog if fd not in kernel.shut]
+    assert len(held) == per_address_limit(400) == 100
+    other = kernel.connect("10.0.0.2")
+    assert guard.accepted(other) == [] and other not in kernel.shut

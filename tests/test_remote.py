@@ -1033,3 +1033,28 @@ def test_connections_that_send_a_handshakes_bytes_and_stall_cannot_use_up_the_de
         flooder.join()
     assert opened > 200
     assert proc.poll() is None
+
+
+def test_an_authorized_key_on_one_address_cannot_take_every_connection(
+    servers: Servers,
+) -> None:
+    """An authorized key opened connections until the server's limit (half its descriptors):
+    heartbeats kept them, and every other client was closed at accept. One address now
+    holds at most a quarter of the connections."""
+    endpoint, proc = servers.start()
+    server = psutil.Process(proc.pid)
+    server.rlimit(psutil.RLIMIT_NOFILE, (300, 300))  # 150 connections, 37 per address
+    port = endpoint.rsplit(":", 1)[1]
+    with zmq.Context() as context:
+        hogs = [raw_dealer(context, servers, f"tcp://127.0.0.2:0;127.0.0.1:{port}")
+                for _ in range(160)]  # fmt: skip
+        for hog in hogs:
+            hog.send(b'{"op": "ping", "id": "p"}')
+        time.sleep(2)  # their handshakes, all authorized
+        held = [c for c in server.net_connections(kind="tcp") if c.raddr]
+        assert sum(c.raddr.ip == "127.0.0.2" for c in held) <= 150 // 4, len(held)
+        with servers.client(endpoint) as remote:  # from 127.0.0.1, within connect_timeout
+            assert remote.call("echo.echo", {"value": "mine"}, timeout=20) == "mine"
+        for hog in hogs:
+            hog.close()
+    assert proc.poll() is None

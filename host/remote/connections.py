@@ -7,18 +7,22 @@ authorized key could do the same with connections it completed. So:
 
 - a handshake gets :data:`HANDSHAKE_IVL_MS` (the server sets it on its socket), and libzmq
   drops a connection that has not completed one by then;
-- a connection is *handshaking* while it is within that interval and the server has sent it
-  fewer bytes than a successful handshake takes (:data:`HANDSHAKE_BYTES`, read from the
-  kernel's ``TCP_INFO``: the server sends its READY only once ZAP authorized the key, so
-  only an authorized peer gets past them; the bytes the *peer* sent say nothing, a flood
-  sends a greeting and the start of a long HELLO, then stalls). At most
-  :data:`MAX_HANDSHAKING_PER_ADDRESS` connections from one address and :data:`MAX_HANDSHAKING`
-  in all are handshaking: a new one beyond either bound pushes out the oldest handshaking one
-  (of that address, or of all). A flood of idle connections cannot keep a client from its turn
-  then (it only shortens the time its own address's connections have), and a burst of clients
-  from one address that complete their handshakes is never cut;
+- a connection is *handshaking* while it is within that interval and the peer has
+  acknowledged fewer bytes from the server than a successful handshake takes
+  (:data:`HANDSHAKE_BYTES`, read from the kernel's ``TCP_INFO``: the server sends its READY
+  only once ZAP authorized the key, so only an authorized peer gets past them; the bytes the
+  *peer* sent say nothing, a flood sends a greeting and the start of a long HELLO, then
+  stalls). At most :data:`MAX_HANDSHAKING_PER_ADDRESS` connections from one address (an IPv6
+  peer's /64, which one host may hold whole) and :data:`MAX_HANDSHAKING` in all are
+  handshaking: a new one beyond the first bound pushes out the oldest handshaking one of its
+  address, beyond the second the oldest of the address that holds the most. A flood cannot
+  keep a client from its turn then (it only shortens the time its own address's connections
+  have), and a burst of clients from one address that complete their handshakes is never cut;
 - all connections together stay below half the process's descriptor limit
-  (:func:`connection_limit`); a connection beyond that is closed as soon as it is accepted.
+  (:func:`connection_limit`), and those of one address below a quarter of that
+  (:func:`per_address_limit`); a connection beyond either is closed as soon as it is
+  accepted. (An authorized key on many addresses can still hold every connection: ZAP's
+  requests carry no descriptor, so connections cannot be counted per key.)
 
 libzmq tells the server through its socket monitor when it accepted a connection (with the
 descriptor) and when one ended, but not which connection completed a handshake (that event
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ipaddress
 import resource
 import socket
 import struct
@@ -50,6 +55,12 @@ NULL_HANDSHAKE_BYTES = 64 + 30
 #: Connections within their handshake interval, from one address and in all.
 MAX_HANDSHAKING_PER_ADDRESS = 32
 MAX_HANDSHAKING = 256
+
+
+def per_address_limit(limit: int) -> int:
+    """Open connections one address may hold, of ``limit`` in all: a quarter, and at least
+    as many as may be handshaking from it."""
+    return max(MAX_HANDSHAKING_PER_ADDRESS, limit // 4)
 
 
 def connection_limit() -> int:
@@ -79,9 +90,12 @@ class _Connection:
 
 
 def inspect(fd: int) -> tuple[tuple[str, int], int] | None:
-    """The remote (address, port) of the TCP socket ``fd`` and how many bytes were sent on it,
-    or None (no TCP socket, or closed). Before Linux 4.19 the bytes the peer acknowledged;
-    unknown (before 4.1), none."""
+    """The remote (address, port) of the TCP socket ``fd`` and how many bytes the peer has
+    acknowledged of what was sent on it, or None (no TCP socket, or closed); unknown (before
+    Linux 4.1), none. Acknowledged, not sent: ``tcpi_bytes_sent`` counts retransmissions too,
+    so a peer that withholds its ACKs would make the greeting and WELCOME it was sent count
+    twice, past the bytes of an authorized handshake; a peer cannot acknowledge more than
+    was sent."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError:
@@ -95,18 +109,14 @@ def inspect(fd: int) -> tuple[tuple[str, int], int] | None:
         sock.detach()  # the descriptor is libzmq's
     if not (isinstance(peer, tuple) and len(peer) >= 2):
         return None
-    sent = 0
-    if len(info) >= _BYTES_SENT_AT + 8:
-        (sent,) = struct.unpack_from("=Q", info, _BYTES_SENT_AT)
-    elif len(info) >= _BYTES_ACKED_AT + 8:
-        (sent,) = struct.unpack_from("=Q", info, _BYTES_ACKED_AT)
-    return (str(peer[0]), int(peer[1])), sent
+    acked = 0
+    if len(info) >= _BYTES_ACKED_AT + 8:
+        (acked,) = struct.unpack_from("=Q", info, _BYTES_ACKED_AT)
+    return (str(peer[0]), int(peer[1])), acked
 
 
-#: ``struct tcp_info``: its size asked for, and where ``tcpi_bytes_sent`` and
-#: ``tcpi_bytes_acked`` (u64s) are.
+#: ``struct tcp_info``: its size asked for, and where ``tcpi_bytes_acked`` (a u64) is.
 _TCP_INFO_BYTES = 256
-_BYTES_SENT_AT = 200
 _BYTES_ACKED_AT = 120
 
 
@@ -146,6 +156,8 @@ class ConnectionGuard:
         self._inspect, self._shut, self._limit, self._clock = inspect, shut, limit, clock
         self._handshake_bytes = handshake_bytes
         self._open: dict[int, _Connection] = {}
+        #: Open connections per address (see :func:`_address`), handshaking or not.
+        self._open_count: dict[str, int] = {}
         self._order: collections.deque[_Connection] = collections.deque()
         self._by_address: dict[str, collections.deque[_Connection]] = {}
         self._count: dict[str, int] = {}
@@ -166,22 +178,32 @@ class ConnectionGuard:
         """A connection was accepted on ``fd``: what was done beyond the bounds, as lines for
         the log (none, mostly)."""
         self._age()
-        stale = self._open.pop(fd, None)  # (its end was not reported)
+        stale = self._open.get(fd)  # (its end was not reported)
         if stale is not None:
-            self._stop_counting(stale)
+            self._forget(stale)
         limit = self._limit()
         if len(self._open) >= limit:
             self._expire_missing()
         seen = self._inspect(fd)
         peer = seen[0] if seen else None
+        address = _address(peer)
         if len(self._open) >= limit:
             self._shut(fd)
             self.refused += 1
             return [f"closed a connection from {_name(peer)}: {len(self._open)} are open"]
+        if self._open_count.get(address, 0) >= per_address_limit(limit):
+            # One address (one host: a key's owner, authorized or not) may not take every
+            # connection the server allows: those of others still get in.
+            self._shut(fd)
+            self.refused += 1
+            return [
+                f"closed a connection from {_name(peer)}: {self._open_count[address]} are "
+                "open from its address"
+            ]
         connection = _Connection(fd, peer, self._clock())
         self._open[fd] = connection
+        self._open_count[address] = self._open_count.get(address, 0) + 1
         self._order.append(connection)
-        address = peer[0] if peer else ""
         self._by_address.setdefault(address, collections.deque()).append(connection)
         self._count[address] = self._count.get(address, 0) + 1
         self._handshaking += 1
@@ -192,15 +214,24 @@ class ConnectionGuard:
                 lambda: self._count.get(address, 0), MAX_HANDSHAKING_PER_ADDRESS,
             )  # fmt: skip
         bound = min(MAX_HANDSHAKING, max(1, limit // 2))
-        if self._handshaking > bound:
-            said += self._push_out(self._order, "in all", lambda: self._handshaking, bound)
+        while self._handshaking > bound and self._count:
+            # The oldest of the address holding the most: a flood spread over many addresses
+            # then cuts its own connections, not a lone client's half-done handshake.
+            busiest = max(self._count, key=self._count.__getitem__)
+            before = self._handshaking
+            said += self._push_out(
+                self._by_address[busiest], f"in all, the most from {busiest or '?'}",
+                lambda: self._handshaking, bound,
+            )  # fmt: skip
+            if self._handshaking == before:
+                break  # (nothing could be pushed out: cannot happen while one is counted)
         return said
 
     def ended(self, fd: int) -> None:
         """libzmq ended the connection on ``fd``."""
-        connection = self._open.pop(fd, None)
+        connection = self._open.get(fd)
         if connection is not None:
-            self._stop_counting(connection)
+            self._forget(connection)
 
     def _push_out(
         self,
@@ -218,16 +249,13 @@ class ConnectionGuard:
                 continue
             seen = self._inspect(connection.fd)
             if seen is None or seen[0] != connection.peer:  # gone, and the number reused
-                if self._open.get(connection.fd) is connection:
-                    del self._open[connection.fd]
-                self._stop_counting(connection)
+                self._forget(connection)
                 continue
             if seen[1] >= self._handshake_bytes:  # it was authorized: not a flood's
                 self._stop_counting(connection)
                 continue
             held = count()
-            del self._open[connection.fd]
-            self._stop_counting(connection)
+            self._forget(connection)
             self._shut(connection.fd)
             self.evicted += 1
             return [
@@ -242,12 +270,22 @@ class ConnectionGuard:
         while self._order and (not self._order[0].handshaking or self._order[0].accepted < since):
             self._stop_counting(self._order.popleft())
 
+    def _forget(self, connection: _Connection) -> None:
+        """The connection is no longer open (or no longer ours to count)."""
+        if self._open.get(connection.fd) is connection:
+            del self._open[connection.fd]
+            address = _address(connection.peer)
+            self._open_count[address] -= 1
+            if not self._open_count[address]:
+                del self._open_count[address]
+        self._stop_counting(connection)
+
     def _stop_counting(self, connection: _Connection) -> None:
         if not connection.handshaking:
             return
         connection.handshaking = False
         self._handshaking -= 1
-        address = connection.peer[0] if connection.peer else ""
+        address = _address(connection.peer)
         self._count[address] -= 1
         queue = self._by_address[address]
         while queue and not queue[0].handshaking:
@@ -267,8 +305,24 @@ class ConnectionGuard:
         for fd, connection in list(self._open.items()):
             seen = self._inspect(fd)
             if connection.peer is None or seen is None or seen[0] != connection.peer:
-                del self._open[fd]
-                self._stop_counting(connection)
+                self._forget(connection)
+
+
+def _address(peer: tuple[str, int] | None) -> str:
+    """What the per-address bound counts by: an IPv4 address (also one mapped into IPv6), or
+    an IPv6 peer's /64."""
+    if peer is None:
+        return ""
+    host = peer[0]
+    if ":" not in host:
+        return host
+    try:
+        parsed = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ipaddress.IPv6Network((parsed, 64), strict=False))
 
 
 def _name(peer: tuple[str, int] | None) -> str:
