@@ -80,6 +80,10 @@ class PatternError(ValueError):
     """Not an ECMA-262 pattern, or one RE2 would give another meaning: the host refuses it."""
 
 
+class Unrunnable(PatternError):
+    """An ECMA-262 construct RE2 cannot run (a backreference): the pattern is ECMA-262's."""
+
+
 class _Reading:
     """What the translation met so far: the two kinds of syntax that may not be mixed."""
 
@@ -155,7 +159,7 @@ def _escape(pattern: str, i: int, reading: _Reading, in_class: bool) -> tuple[st
     elif escaped in "pP":
         return _property(pattern, i, reading)
     elif escaped in "123456789" or escaped == "k":
-        raise PatternError(f"backreferences are not supported: {pattern[i : i + 3]!r}")
+        raise Unrunnable(f"backreferences are not supported: {pattern[i : i + 3]!r}")
     raise PatternError(f"not an ECMA-262 escape (with the u flag): {pattern[i : i + 3]!r}")
 
 
