@@ -32,6 +32,7 @@ from host.bounded import (
     schema_problem,
     unsupported_pattern,
 )
+from host.ecma import PatternError, Unrunnable, ecma_pattern
 from host.fastschema import compile_schema
 from host.formats import is_iri, is_iri_reference, is_uri_template
 
@@ -51,6 +52,12 @@ MAX_PYTHON_REGEX = 4096
 def _is_regex(instance: object) -> bool:
     if not isinstance(instance, str):
         return True
+    try:
+        ecma_pattern.__wrapped__(instance)
+    except Unrunnable:
+        pass  # ECMA-262's (a backreference), RE2 cannot run it: Python's re decides below
+    except PatternError:
+        return False  # RE2's syntax or Annex B mixed with u-only syntax, no ECMA-262 regex
     if unsupported_pattern(instance, cache=False) is None:
         return True
     if len(instance) > MAX_PYTHON_REGEX:

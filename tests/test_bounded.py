@@ -139,6 +139,19 @@ def test_format_regex_of_a_huge_value_is_bounded() -> None:
     assert time.monotonic() - start < 2.0
 
 
+@pytest.mark.parametrize(
+    ("value", "regex"),
+    [("(?i)a", False), ("\\Aa\\z", False), ("(?P<n>a)", False), ("\\x{41}", False),
+     ("\\u{41}", True)],
+)
+def test_format_regex_is_ecma_262s(value: str, regex: bool) -> None:
+    """RE2's own syntax compiled, so ``format: regex`` took it for a regex; ECMA-262 (the
+    dialect the format names) has no inline flags, \\A, \\z, (?P<name> or \\x{...}."""
+    validator = SchemaValidator({"type": "string", "format": "regex"}, what="test")
+    assert (validator.problem(value) is None) is regex
+    assert validator.problem("(a)\\1") is None  # ECMA-262's, though RE2 cannot run it
+
+
 #: ECMA-262's \s (WhiteSpace and LineTerminator), which RE2's \s ([\t\n\f\r ]) is not.
 ECMA_SPACES = ["\t", "\n", "\x0b", "\f", "\r", " ", "\u00a0", "\u1680", "\u2000", "\u200a",
                "\u2028", "\u2029", "\u202f", "\u205f", "\u3000", "\ufeff"]
