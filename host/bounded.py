@@ -67,11 +67,24 @@ def compiled(pattern: str) -> Any:
 def unsupported_pattern(pattern: str, cache: bool = True) -> str | None:
     """Why RE2 cannot run ``pattern`` (backreference, lookaround...), or None if it can.
     ``cache=False`` for a pattern that is a value, not a schema's (``format: regex``)."""
+    if cache:
+        return _refusal(compiled, pattern)
     try:
-        if cache:
-            compiled(pattern)
-        else:
-            re2.compile(ecma_pattern.__wrapped__(pattern), _OPTIONS)
+        translated = ecma_pattern.__wrapped__(pattern)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return re2_refusal(translated)
+
+
+def re2_refusal(translated: str) -> str | None:
+    """Why RE2 cannot compile ``translated`` (a pattern already in RE2's syntax, see
+    :func:`ecma_pattern`), or None if it can; nothing is cached."""
+    return _refusal(lambda text: re2.compile(text, _OPTIONS), translated)
+
+
+def _refusal(compile_: Callable[[str], Any], pattern: str) -> str | None:
+    try:
+        compile_(pattern)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):

@@ -28,9 +28,9 @@ from host.bounded import (
     BudgetExceeded,
     DeadlineExceeded,
     loop_unsafe,
+    re2_refusal,
     run_bounded,
     schema_problem,
-    unsupported_pattern,
 )
 from host.ecma import PatternError, Unrunnable, ecma_pattern
 from host.fastschema import compile_schema
@@ -52,14 +52,13 @@ MAX_PYTHON_REGEX = 4096
 def _is_regex(instance: object) -> bool:
     if not isinstance(instance, str):
         return True
-    try:
-        ecma_pattern.__wrapped__(instance)
+    try:  # translated once (uncached: the value is untrusted), then compiled by RE2
+        if re2_refusal(ecma_pattern.__wrapped__(instance)) is None:
+            return True
     except Unrunnable:
         pass  # ECMA-262's (a backreference), RE2 cannot run it: Python's re decides below
     except PatternError:
         return False  # RE2's syntax or Annex B mixed with u-only syntax, no ECMA-262 regex
-    if unsupported_pattern(instance, cache=False) is None:
-        return True
     if len(instance) > MAX_PYTHON_REGEX:
         return False
     re.compile(instance)  # (re.error: not a regex)
