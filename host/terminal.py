@@ -16,6 +16,11 @@ COLOURS = ("auto", "always", "never")
 GREEN, YELLOW, RED, BOLD_RED = "32", "33", "31", "1;31"
 
 
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, which takes an "s" unless there is one (CLI lines)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def is_terminal(stream: Any) -> bool:
     try:
         return bool(stream.isatty())

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from host.fuzz.checks import CHECKS, MODES, OPT_IN
+from host.terminal import plural
 
 if TYPE_CHECKING:
     from host.fuzz.runner import ActionReport, FuzzOptions
@@ -165,8 +166,8 @@ def _progress(report: ActionReport, done: bool) -> None:
     end = "\n" if done or not sys.stderr.isatty() else "\r"
     if done or sys.stderr.isatty():
         sys.stderr.write(
-            f"{report.action}: {_plural(report.examples, 'example')}, "
-            f"{_plural(len(report.findings), 'failure')}, "
+            f"{report.action}: {plural(report.examples, 'example')}, "
+            f"{plural(len(report.findings), 'failure')}, "
             f"{rate:.1f} examples/s{end}"
         )
         sys.stderr.flush()
@@ -246,7 +247,3 @@ def _summary(
             print(printable(f"{r.action}: {f.check} ({f.outcome}): {f.message}"))
             print(printable(f"  Input: {json.dumps(f.input, ensure_ascii=False)}"))
             print(printable(f"  Reproduce with: {f.reproduce}"))
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"

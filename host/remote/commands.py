@@ -102,6 +102,7 @@ def _command_serve(args: argparse.Namespace) -> int:
     from host.host import Host
     from host.remote.metrics import Metrics
     from host.remote.server import ServeError, Server, install_signals
+    from host.terminal import plural
     from policies import PolicyError
 
     if not args.config:
@@ -148,8 +149,8 @@ def _command_serve(args: argparse.Namespace) -> int:
         install_signals(server)
         actions = len(host.catalog)
         print(
-            f"sandbox serve: serving {len(names)} provider{'' if len(names) == 1 else 's'} "
-            f"({actions} action{'' if actions == 1 else 's'}) on {args.bind}"
+            f"sandbox serve: serving {plural(len(names), 'provider')} "
+            f"({plural(actions, 'action')}) on {args.bind}"
             + (f", metrics on http://{args.metrics}/metrics" if metrics_at else ""),
             file=sys.stderr,
             flush=True,
