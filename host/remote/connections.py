@@ -84,6 +84,8 @@ def raise_descriptor_limit() -> None:
 class _Connection:
     fd: int
     peer: tuple[str, int] | None
+    #: What the per-address bounds count it under (:func:`_address` of ``peer``).
+    address: str
     accepted: float
     #: Counted among the handshaking (until it ends or its interval passes).
     handshaking: bool = True
@@ -163,8 +165,6 @@ class ConnectionGuard:
         self._count: dict[str, int] = {}
         self._handshaking = 0
         self._next_expiry = 0.0
-        self.refused = 0
-        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._open)
@@ -189,18 +189,16 @@ class ConnectionGuard:
         address = _address(peer)
         if len(self._open) >= limit:
             self._shut(fd)
-            self.refused += 1
             return [f"closed a connection from {_name(peer)}: {len(self._open)} are open"]
         if self._open_count.get(address, 0) >= per_address_limit(limit):
             # One address (one host: a key's owner, authorized or not) may not take every
             # connection the server allows: those of others still get in.
             self._shut(fd)
-            self.refused += 1
             return [
                 f"closed a connection from {_name(peer)}: {self._open_count[address]} are "
                 "open from its address"
             ]
-        connection = _Connection(fd, peer, self._clock())
+        connection = _Connection(fd, peer, address, self._clock())
         self._open[fd] = connection
         self._open_count[address] = self._open_count.get(address, 0) + 1
         self._order.append(connection)
@@ -257,7 +255,6 @@ class ConnectionGuard:
             held = count()
             self._forget(connection)
             self._shut(connection.fd)
-            self.evicted += 1
             return [
                 f"closed the oldest connection still in its handshake ({held} {where} were), "
                 f"from {_name(connection.peer)}"
@@ -274,7 +271,7 @@ class ConnectionGuard:
         """The connection is no longer open (or no longer ours to count)."""
         if self._open.get(connection.fd) is connection:
             del self._open[connection.fd]
-            address = _address(connection.peer)
+            address = connection.address
             self._open_count[address] -= 1
             if not self._open_count[address]:
                 del self._open_count[address]
@@ -285,7 +282,7 @@ class ConnectionGuard:
             return
         connection.handshaking = False
         self._handshaking -= 1
-        address = _address(connection.peer)
+        address = connection.address
         self._count[address] -= 1
         queue = self._by_address[address]
         while queue and not queue[0].handshaking:
