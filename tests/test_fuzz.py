@@ -153,6 +153,81 @@ def test_the_example_database_replays_a_failure_first(capsys: object, tmp_path: 
     assert action["findings"][0]["input"] == {"n": 30}
 
 
+def _saved(database: str) -> list[dict[str, object]]:
+    """Every entry the store holds, read as JSON."""
+    entries = []
+    for directory, _, names in os.walk(database):
+        for name in sorted(names):
+            with open(os.path.join(directory, name)) as source:
+                entries.append(json.load(source))
+    return entries
+
+
+def _run_json(capsys: object, *args: str) -> tuple[int, dict[str, object]]:
+    code = main(["fuzz", *args, "--json"])
+    return code, json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+
+
+def test_the_store_keeps_the_shrunk_input_and_a_replayed_failure_ends_the_run(
+    capsys: object, tmp_path: object
+) -> None:
+    """The kept entry is the reported finding's input; a run whose kept failure still fails
+    reports it after that one example, without a new search (as Hypothesis does)."""
+    database = os.path.join(str(tmp_path), "db")
+    base = ["--provider", PLANTED, "planted.fails", "--database", database]
+    code, _ = _run_json(capsys, *base, "--seed", "1", "--max-examples", "40")
+    assert code == 1
+    assert _saved(database) == [
+        {"positive": True, "check": "no_action_failure", "outcome": "ActionFailed",
+         "input": {"n": 30}}
+    ]
+    code, data = _run_json(capsys, *base, "--seed", "5", "--max-examples", "40")
+    (action,) = data["actions"]  # type: ignore[misc]
+    assert code == 1 and action["examples"] == 1, action
+    assert action["findings"][0]["input"] == {"n": 30}
+
+
+def test_a_kept_failure_that_no_longer_fails_is_forgotten_and_the_search_runs(
+    capsys: object, tmp_path: object
+) -> None:
+    """An entry whose input now passes every check is removed, and so is one the schema no
+    longer accepts; the run then searches as if there were none. An unreadable file in the
+    store is ignored and left where it is."""
+    database = os.path.join(str(tmp_path), "db")
+    base = ["--provider", PLANTED, "planted.clean", "--database", database]
+    assert _run_json(capsys, *base, "--max-examples", "1")[0] == 0  # makes nothing to keep
+    assert _saved(database) == []
+    from host.fuzz.runner import _store_key
+    from host.fuzz.store import FailureStore
+
+    store = FailureStore(database, _store_key(["--provider", PLANTED], "planted.clean",
+                                              "positive"))
+    store.save(True, "no_action_failure", "ActionFailed", {"text": "now fine"})
+    store.save(True, "no_action_failure", "ActionFailed", {"n": 3})  # not this schema's
+    garbage = os.path.join(store.directory, "garbage.json")
+    with open(garbage, "w") as out:
+        out.write("{not json")
+    code, data = _run_json(capsys, *base, "--max-examples", "20")
+    (action,) = data["actions"]  # type: ignore[misc]
+    assert code == 0 and action["findings"] == [] and action["examples"] > 2, action
+    assert os.listdir(store.directory) == ["garbage.json"]
+
+
+def test_a_kept_failure_of_a_check_left_out_is_kept_but_not_reported(
+    capsys: object, tmp_path: object
+) -> None:
+    """Excluding a check hides its kept failures for that run; it does not forget them."""
+    database = os.path.join(str(tmp_path), "db")
+    base = ["--provider", PLANTED, "planted.fails", "--database", database]
+    assert _run_json(capsys, *base, "--seed", "1", "--max-examples", "40")[0] == 1
+    kept = _saved(database)
+    code, data = _run_json(capsys, *base, "--max-examples", "5",
+                           "--exclude-checks", "no_action_failure")
+    (action,) = data["actions"]  # type: ignore[misc]
+    assert code == 0 and action["findings"] == [], action
+    assert _saved(database) == kept
+
+
 def test_max_time_keeps_the_failures_found_before_it(capsys: object) -> None:
     """The run ends at the limit, not after its examples; what it found is still reported."""
     code, data = _fuzz(

@@ -60,8 +60,9 @@ def add_parser(commands: Any, add_sources: Any) -> None:
     )
     fuzz.add_argument(
         "--database", metavar="PATH|none", default=".sandbox/fuzz-examples",
-        help="Hypothesis's example database, failures tried first next time "
-        "(.sandbox/fuzz-examples; none: no database)",
+        help="where each failure's input is kept, as JSON, and tried first next time; a "
+        "run whose kept failures still fail reports them without a new search "
+        "(.sandbox/fuzz-examples; none: keep nothing)",
     )
     fuzz.add_argument(
         "--workers", type=int, default=1, metavar="N", help="actions fuzzed in parallel (1)"

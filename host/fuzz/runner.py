@@ -6,11 +6,11 @@ the named checks (:data:`CHECKS`). A finding is raised as an exception whose *cl
 separately (its ``report_multiple_bugs``). Measured usage goes to ``hypothesis.target`` so the
 search climbs towards expensive inputs; once an action has timed out, the examples tried while
 shrinking get a lower deadline (the final replay of each failure gets the full one again).
+Each failure reported is kept (:mod:`host.fuzz.store`) and tried before the next run's search.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import threading
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from host.fuzz.checks import CHECKS, OPT_IN
+from host.fuzz.store import FailureStore
 
 if TYPE_CHECKING:
     from host.catalog import ActionDescriptor
@@ -45,7 +46,7 @@ class FuzzOptions:
     max_time: float | None = None
     checks: frozenset[str] = frozenset(CHECKS) - OPT_IN
     mode: str = "positive"
-    #: A directory for Hypothesis's example database, or None for none.
+    #: Where failures are kept and tried first next time (``host/fuzz/store.py``), or None.
     database: str | None = ".sandbox/fuzz-examples"
     shrink: bool = True
     #: Base Hypothesis settings (the pytest plugin passes the active profile's).
@@ -62,6 +63,8 @@ class Finding:
     input: Any
     usage: dict[str, Any]
     reproduce: str = ""
+    #: Whether the input fits the schema (only ``mode all`` mixes both kinds); not reported.
+    positive: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,7 +172,6 @@ def fuzz_action(
     Once ``stop`` is set (the command was interrupted) no further example runs."""
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis.control import current_build_context
-    from hypothesis.database import DirectoryBasedExampleDatabase
     from hypothesis.errors import Flaky
 
     from providers.testing import AcceptsEverything, from_schema, invalid_from_schema
@@ -211,6 +213,53 @@ def fuzz_action(
     # one before, so if max_time ends the run this is the smallest found so far.
     latest: dict[tuple[str, str], Finding] = {}
 
+    def examine(is_positive: bool, value: Any, timeout: float) -> tuple[Outcome, Finding | None]:
+        """Run one input confined and judge it: its outcome, and the finding it is (if any
+        check it fails is on)."""
+        outcome = host.run(name, value, timeout=timeout)
+        report.examples += 1
+        verdict = judge(descriptor, outcome, is_positive)
+        if verdict is None and is_positive and outcome.ok and "determinism" in options.checks:
+            again = host.run(name, value, timeout=options.timeout)
+            if not again.ok or _canonical(again.value) != _canonical(outcome.value):
+                verdict = ("determinism", "ok", "the same input gave a different result")
+        if verdict is None or verdict[0] not in options.checks:
+            return outcome, None
+        check, kind, message = verdict
+        return outcome, Finding(
+            check, kind, message, value, outcome.usage.to_dict(),
+            reproduce_command(name, value, sources, options.timeout), positive=is_positive,
+        )
+
+    store = (
+        FailureStore(options.database, _store_key(sources, name, options.mode))
+        if options.database is not None else None
+    )
+    if store is not None:
+        # Saved failures first, at the full timeout. As Hypothesis does with its database, a
+        # run whose saved failures still fail reports them at once: fix them (or pass
+        # --database none) for a new search. One that no longer fails any check is forgotten,
+        # and so is a valid input the schema now refuses (the schema changed; unless refusing
+        # it was the failure); one failing a check this run leaves out is kept, unreported.
+        replayed: list[Finding] = []
+        for entry in store.load():
+            if stop is not None and stop.is_set():
+                break
+            outcome, finding = examine(entry.positive, entry.input, options.timeout)
+            refused = outcome.error is not None and outcome.error.type == "InputInvalid"
+            if entry.positive and refused and entry.check != "positive_data_acceptance":
+                store.discard(entry)
+            elif finding is not None:
+                replayed.append(finding)
+            elif judge(descriptor, outcome, entry.positive) is None:
+                store.discard(entry)
+        if replayed:
+            report.findings = _distinct(replayed)
+            report.seconds = time.monotonic() - started
+            if progress is not None:
+                progress(report, True)
+            return report
+
     def body(example: Any) -> None:
         nonlocal worst_wall
         if stop is not None and stop.is_set():
@@ -229,8 +278,7 @@ def fuzz_action(
                 raise _TimeUp
             if state["timed_out"] and not final:
                 timeout = max(SHRINK_DEADLINE_FLOOR_S, options.timeout * SHRINK_DEADLINE_SHARE)
-        outcome = host.run(name, value, timeout=timeout)
-        report.examples += 1
+        outcome, finding = examine(is_positive, value, timeout)
         usage = outcome.usage
         if outcome.error is None or outcome.error.type != "InputInvalid":
             target(usage.wall_s, label="wall_s")
@@ -239,52 +287,36 @@ def fuzz_action(
             if usage.wall_s > worst_wall:
                 worst_wall = usage.wall_s
                 report.worst = {"input": value, "usage": usage.to_dict()}
-        verdict = judge(descriptor, outcome, is_positive)
-        if verdict is None and is_positive and outcome.ok and "determinism" in options.checks:
-            again = host.run(name, value, timeout=options.timeout)
-            if not again.ok or _canonical(again.value) != _canonical(outcome.value):
-                verdict = ("determinism", "ok", "the same input gave a different result")
         if progress is not None and time.monotonic() - state["last_progress"] > 1.0:
             state["last_progress"] = time.monotonic()
             report.seconds = time.monotonic() - started
             progress(report, False)
-        if verdict is None or verdict[0] not in options.checks:
+        if finding is None:
             return
-        check, kind, message = verdict
-        if kind in ("Timeout", "CpuExceeded"):
+        if finding.outcome in ("Timeout", "CpuExceeded"):
             state["timed_out"] = True
-        finding = Finding(check, kind, message, value, usage.to_dict(),
-                          reproduce_command(name, value, sources, options.timeout))
-        latest[(check, kind)] = finding
-        raise _kind(check, kind)(finding)
+        latest[(finding.check, finding.outcome)] = finding
+        raise _kind(finding.check, finding.outcome)(finding)
 
     base = options.settings if options.settings is not None else settings()
     phases = [p for p in base.phases if options.shrink or p is not Phase.shrink]
-    database = (
-        DirectoryBasedExampleDatabase(options.database) if options.database is not None else None
-    )
     given_body = given(strategy)(body)
     if options.seed is not None:
         from hypothesis import seed as with_seed
 
-        # Seeded before the settings are applied: ``seed`` also sets database=None, which the
-        # settings below then override, so a seeded run still saves and replays failures.
         given_body = with_seed(options.seed)(given_body)
     test = settings(
         base,
         max_examples=options.max_examples,
         deadline=None,
-        database=database,
+        # Failures are kept by ``store`` instead (host/fuzz/store.py says why).
+        database=None,
         phases=phases,
         report_multiple_bugs=True,
         suppress_health_check=list(HealthCheck),
         derandomize=False,
         print_blob=False,
     )(given_body)
-    # One database key per action (the body is the same function for all of them).
-    test._hypothesis_internal_database_key = hashlib.sha256(  # type: ignore[attr-defined]
-        json.dumps([list(sources), name, options.mode]).encode()
-    ).digest()
     found: list[_Found] = []
     try:
         test()
@@ -299,16 +331,27 @@ def fuzz_action(
             raise
     except Flaky as exc:  # a failure that did not happen again on replay: still a finding
         found.extend(f for f in _leaves(exc) if isinstance(f, _Found))
-    seen: set[tuple[str, str]] = set()
-    for one in found:
-        key = (one.finding.check, one.finding.outcome)
-        if key not in seen:
-            seen.add(key)
-            report.findings.append(one.finding)
+    report.findings = _distinct([one.finding for one in found])
+    if store is not None:
+        for finding in report.findings:
+            store.save(finding.positive, finding.check, finding.outcome, finding.input)
     report.seconds = time.monotonic() - started
     if progress is not None:
         progress(report, True)
     return report
+
+
+def _distinct(findings: list[Finding]) -> list[Finding]:
+    """The first finding of each (check, outcome)."""
+    seen: dict[tuple[str, str], Finding] = {}
+    for finding in findings:
+        seen.setdefault((finding.check, finding.outcome), finding)
+    return list(seen.values())
+
+
+def _store_key(sources: Sequence[str], action: str, mode: str) -> bytes:
+    """Which saved failures belong to this run: the same providers, action and mode."""
+    return json.dumps([list(sources), action, mode]).encode()
 
 
 def _leaves(exc: BaseException | None) -> list[BaseException]:
