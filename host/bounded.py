@@ -176,6 +176,21 @@ def _spend(ref: bool = False) -> None:
             time.sleep(0)
 
 
+def charge(steps: int) -> None:
+    """Spend ``steps`` of the running validation's budget at once (none outside one): for a
+    single step whose cost grows with the value it is given, such as ``format: regex``
+    translating and compiling the value itself."""
+    budget = _LOCAL.budget
+    if budget is None or steps <= 0:
+        return
+    budget.steps -= steps
+    if budget.steps <= 0:
+        raise BudgetExceeded("validating needed more schema steps than it may take")
+    deadline = budget.deadline
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded("the call's deadline passed during validation")
+
+
 def run_bounded(
     work: Callable[[], Any],
     deadline: float | None = None,

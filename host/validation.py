@@ -27,6 +27,7 @@ from host.bounded import (
     BoundedValidator,
     BudgetExceeded,
     DeadlineExceeded,
+    charge,
     loop_unsafe,
     re2_refusal,
     run_bounded,
@@ -49,11 +50,24 @@ _FORMATS.checkers = dict(Draft202012Validator.FORMAT_CHECKER.checkers)
 MAX_PYTHON_REGEX = 4096
 
 
+#: Budget steps (:func:`host.bounded.charge`) ``format: regex`` spends per character of the
+#: value (the translation, Python code, costs about a step's time per character) and per this
+#: many characters of the translation RE2 parses (~55 ns each: ``\S`` becomes 95 characters,
+#: so a 1 MB value of them was 47 MB of pattern and 2.6 s of RE2 holding the GIL).
+REGEX_STEPS_PER_CHAR = 1
+REGEX_TRANSLATED_CHARS_PER_STEP = 16
+
+
 def _is_regex(instance: object) -> bool:
     if not isinstance(instance, str):
         return True
-    try:  # translated once (uncached: the value is untrusted), then compiled by RE2
-        if re2_refusal(ecma_pattern.__wrapped__(instance)) is None:
+    # Translated once (uncached: the value is untrusted), then compiled by RE2; both are paid
+    # for from the validation's budget first, since each is one keyword step whatever its size.
+    charge(len(instance) * REGEX_STEPS_PER_CHAR)
+    try:
+        translated = ecma_pattern.__wrapped__(instance)
+        charge(len(translated) // REGEX_TRANSLATED_CHARS_PER_STEP)
+        if re2_refusal(translated) is None:
             return True
     except Unrunnable:
         pass  # ECMA-262's (a backreference), RE2 cannot run it: Python's re decides below

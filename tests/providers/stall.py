@@ -48,6 +48,15 @@ def unique() -> list[dict[str, int]]:
     return [{"k": i} for i in range(1500)]
 
 
+#: ``\S`` this many times: 600 KB, 900 KB in JSON, within the 1 MiB default ``output``.
+REGEX_ESCAPES = 300_000
+
+
+@provider.action(input=EMPTY, output={"type": "string", "format": "regex"})
+def regex() -> str:
+    return "\\S" * REGEX_ESCAPES
+
+
 @provider.action(input=EMPTY, output=DOUBLED)
 def doubled() -> int:
     return 1
