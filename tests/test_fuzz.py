@@ -257,3 +257,29 @@ def test_an_action_no_input_satisfies_is_reported_not_a_traceback(capsys: object
     out = capsys.readouterr()  # type: ignore[attr-defined]
     assert human == 1 and "Traceback" not in out.err + out.out
     assert "unfuzzable.never: cannot generate inputs from its input schema" in out.out
+
+
+def test_only_usage_above_a_round_trips_noise_reaches_target() -> None:
+    """A measure goes to ``hypothesis.target`` only above its floor (below it the differences
+    between examples are noise the optimiser would climb); memory counts from the least peak
+    the action's examples had, not from zero."""
+    from host.errors import Usage
+    from host.fuzz.runner import (
+        TARGET_FLOOR_CPU_S,
+        TARGET_FLOOR_RSS_MIB,
+        TARGET_FLOOR_WALL_S,
+        observations,
+    )
+
+    mib = 2**20
+    least = 20 * mib
+    quiet = Usage(wall_s=0.0006, cpu_s=0.0002, max_rss_bytes=least + 2 * mib)
+    assert observations(quiet, least) == {}
+    busy = Usage(
+        wall_s=TARGET_FLOOR_WALL_S * 3, cpu_s=TARGET_FLOOR_CPU_S * 3,
+        max_rss_bytes=least + int((TARGET_FLOOR_RSS_MIB + 1) * mib),
+    )
+    assert observations(busy, least) == {
+        "wall_s": busy.wall_s, "cpu_s": busy.cpu_s, "max_rss_mib": busy.max_rss_bytes / mib,
+    }
+    assert set(observations(busy, least + 8 * mib)) == {"wall_s", "cpu_s"}

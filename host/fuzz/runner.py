@@ -4,8 +4,9 @@ Hypothesis drives the search; each example is one ``host.run`` call whose outcom
 the named checks (:data:`CHECKS`). A finding is raised as an exception whose *class* is its
 (check, outcome type), so Hypothesis keeps, shrinks and replays each distinct failure
 separately (its ``report_multiple_bugs``). Measured usage goes to ``hypothesis.target`` so the
-search climbs towards expensive inputs; once an action has timed out, the examples tried while
-shrinking get a lower deadline (the final replay of each failure gets the full one again).
+search climbs towards expensive inputs (once a measure rises above a round trip's noise); once
+an action has timed out, the examples tried while shrinking get a lower deadline (the final
+replay of each failure gets the full one again).
 Each failure reported is kept (:mod:`host.fuzz.store`) and tried before the next run's search.
 """
 
@@ -24,7 +25,7 @@ from host.fuzz.store import FailureStore
 
 if TYPE_CHECKING:
     from host.catalog import ActionDescriptor
-    from host.errors import Outcome
+    from host.errors import Outcome, Usage
 
 class _TimeUp(BaseException):
     """``max_time`` passed: ends the Hypothesis run at once (a BaseException, which Hypothesis
@@ -135,6 +136,31 @@ def reproduce_command(action: str, value: Any, sources: Sequence[str], timeout: 
     return shlex.join(["sandbox", "call", action, payload, *sources, "--timeout", f"{timeout:g}"])
 
 
+#: What a measure must exceed before ``hypothesis.target`` sees it. Below these an example
+#: costs what a round trip costs (~0.5 ms of wall time, ~0.2 ms of the worker's CPU, a peak
+#: memory within a few MiB of the worker's own), and the differences between examples are
+#: noise: Hypothesis would spend its optimisation examples climbing that noise, and paid
+#: ~0.04 ms per label per example for watching it (the three labels were 0.12 ms of an
+#: example's ~1.5 ms). Above them the differences are the input's.
+TARGET_FLOOR_WALL_S = 0.005
+TARGET_FLOOR_CPU_S = 0.002
+#: Peak memory counts once it is this far above the least peak the action's examples had.
+TARGET_FLOOR_RSS_MIB = 16.0
+
+
+def observations(usage: Usage, least_rss_bytes: int) -> dict[str, float]:
+    """The ``target()`` scores of one example's usage: each measure above its floor."""
+    scores: dict[str, float] = {}
+    if usage.wall_s > TARGET_FLOOR_WALL_S:
+        scores["wall_s"] = usage.wall_s
+    if usage.cpu_s > TARGET_FLOOR_CPU_S:
+        scores["cpu_s"] = usage.cpu_s
+    rss_mib = usage.max_rss_bytes / 2**20
+    if rss_mib > least_rss_bytes / 2**20 + TARGET_FLOOR_RSS_MIB:
+        scores["max_rss_mib"] = rss_mib
+    return scores
+
+
 def judge(
     descriptor: ActionDescriptor, outcome: Outcome, positive: bool
 ) -> tuple[str, str, str] | None:
@@ -209,6 +235,7 @@ def fuzz_action(
     started = time.monotonic()
     state = {"timed_out": False, "last_progress": started}
     worst_wall = -1.0
+    least_rss = [2**63]  # the smallest peak memory of this action's examples so far
     # The last finding raised per (check, outcome): while shrinking each is smaller than the
     # one before, so if max_time ends the run this is the smallest found so far.
     latest: dict[tuple[str, str], Finding] = {}
@@ -281,9 +308,10 @@ def fuzz_action(
         outcome, finding = examine(is_positive, value, timeout)
         usage = outcome.usage
         if outcome.error is None or outcome.error.type != "InputInvalid":
-            target(usage.wall_s, label="wall_s")
-            target(usage.cpu_s, label="cpu_s")
-            target(usage.max_rss_bytes / 2**20, label="max_rss_mib")
+            if usage.max_rss_bytes:
+                least_rss[0] = min(least_rss[0], usage.max_rss_bytes)
+            for label, score in observations(usage, least_rss[0]).items():
+                target(score, label=label)
             if usage.wall_s > worst_wall:
                 worst_wall = usage.wall_s
                 report.worst = {"input": value, "usage": usage.to_dict()}
