@@ -39,6 +39,7 @@ from host import (
 )
 from host.remote.connections import MAX_HANDSHAKING_PER_ADDRESS
 from host.remote.keys import keygen, load_public, load_secret
+from host.remote.metrics import MAX_METRICS_CONNECTIONS, METRICS_CONNECTION_S
 
 ECHO = Path(__file__).parent / "providers" / "echo.py"
 TEXT = Path(__file__).parent.parent / "providers" / "examples" / "text.py"
@@ -1059,4 +1060,52 @@ def test_an_authorized_key_on_one_address_cannot_take_every_connection(
             assert remote.call("echo.echo", {"value": "mine"}, timeout=20) == "mine"
         for hog in hogs:
             hog.close()
+    assert proc.poll() is None
+
+
+def _scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
+@pytest.mark.serial  # hundreds of connections for a few seconds
+def test_idle_and_trickling_metrics_connections_cost_the_server_a_bounded_number_of_threads(
+    servers: Servers,
+) -> None:
+    """prometheus_client's server starts a thread per connection and never times one out:
+    300 connections that send nothing were 300 threads of the server's process, kept for as
+    long as the peer liked (a pids limit reached that way also stops the host starting
+    workers). Now connections are bounded (in all and per address), each has a deadline,
+    and a scrape still gets through once the idle ones are cut off."""
+    port = free_port()
+    endpoint, proc = servers.start("--metrics", f"127.0.0.1:{port}")
+    server = psutil.Process(proc.pid)
+    assert "sandbox_calls" in _scrape(port)
+    threads_before = server.num_threads()
+    idle: list[socket.socket] = []
+    try:
+        for i in range(300):
+            with contextlib.suppress(OSError):
+                conn = socket.create_connection(("127.0.0.1", port), timeout=1)
+                if i % 2:
+                    conn.sendall(b"GET /metrics HTTP/1.1\r\n")  # a request it never finishes
+                idle.append(conn)
+        time.sleep(1)  # what the server accepted, it has seen
+        assert server.num_threads() <= threads_before + MAX_METRICS_CONNECTIONS + 2
+        held = [c for c in server.net_connections(kind="tcp") if c.laddr.port == port and c.raddr]
+        assert len(held) <= MAX_METRICS_CONNECTIONS + 2, len(held)
+        # The idle connections are cut off at their deadline: a scrape then gets through.
+        deadline = time.monotonic() + METRICS_CONNECTION_S + 10
+        while True:
+            try:
+                text = _scrape(port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "no scrape got through"
+                time.sleep(0.5)
+        assert "sandbox_workers" in text
+        with servers.client(endpoint) as remote:
+            assert remote.call("echo.echo", {"value": "served"}, timeout=20) == "served"
+    finally:
+        for conn in idle:
+            conn.close()
     assert proc.poll() is None
