@@ -1,24 +1,28 @@
 """Fuzz rate: ``sandbox fuzz``'s runner on text.upper (every example confined) against the same
-Hypothesis strategy calling the function in-process. Target: ratio >= 0.5.
+Hypothesis strategy calling the function in-process. Target: rate >= 0.5x in-process, i.e. a
+confined example takes at most twice as long.
 
-Run: ``python -m benchmarks.fuzz [N]``.
+Run: ``python -m benchmarks.fuzz [N] [ROUNDS]`` (also a row of ``python -m benchmarks.run``).
 
-The ratio is one confined run of N examples (database off) against one in-process run of the
-same strategy, same N. Before either is timed, Hypothesis runs a few in-process examples once:
-the first Hypothesis run in a process pays one-off costs (~0.45 ms per example over 300), which
-would otherwise fall on whichever side runs first. The lines after the ratio only explain it
-and are not part of it: the per-example cost of each side, the host round trip alone
-(``host.run`` N times in a loop: the part of a confined example that is not Hypothesis), and the
-confined rate with the example database on, as ``sandbox fuzz`` runs by default.
+The two sides take turns, round by round (N examples each per round), and the ratio is the
+median of the rounds' ratios: this machine's speed moves by up to 2x between minutes, so only
+figures taken side by side compare. The confined side is the runner as ``sandbox fuzz`` runs it
+(failures kept in a store, here a fresh directory; seeded alike on both sides). Before the first
+round Hypothesis runs a few in-process examples once: the first Hypothesis run in a process
+pays one-off costs that would otherwise fall on whichever side runs first. The lines after the
+ratio only explain it: the per-example cost of each side and of the host round trip alone
+(``host.run`` N times in a loop, the part of a confined example that is not Hypothesis).
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 
 from host import Host
 from host.fuzz.runner import FuzzOptions, fuzz_action
@@ -26,12 +30,15 @@ from providers.examples import text
 from providers.testing import inputs
 
 ACTION = text.provider.actions["upper"]
+SEED = 20261204
 
 
 def in_process(n: int) -> float:
+    """Milliseconds per example of the strategy calling the function in this process."""
     action = ACTION
     ran = 0
 
+    @seed(SEED)
     @settings(max_examples=n, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
     @given(inputs(action))
@@ -42,45 +49,54 @@ def in_process(n: int) -> float:
 
     started = time.monotonic()
     body()
-    return ran / (time.monotonic() - started)
+    return (time.monotonic() - started) * 1e3 / ran
 
 
-def confined(n: int, database: str | None = None) -> float:
-    with Host() as host:
-        host.add_provider("providers.examples.text")
-        host.run("text.upper", {"text": "warm"})
-        descriptor = host.catalog.find("text.upper")
-        assert descriptor is not None
-        options = FuzzOptions(max_examples=n, database=database)
+def confined(host: Host, n: int) -> float:
+    """Milliseconds per example of the fuzz runner, every example confined."""
+    descriptor = host.catalog.find("text.upper")
+    assert descriptor is not None
+    with tempfile.TemporaryDirectory() as store:
+        options = FuzzOptions(max_examples=n, database=store, seed=SEED)
         report = fuzz_action(host, descriptor, options, [])
-    return report.examples / report.seconds
+    return report.seconds * 1e3 / report.examples
 
 
-def round_trip(n: int) -> float:
-    """``host.run`` alone, n times in a loop: calls per second."""
+def round_trip(host: Host, n: int) -> float:
+    """Milliseconds per ``host.run`` alone, n of them in a loop."""
+    started = time.monotonic()
+    for _ in range(n):
+        host.run("text.upper", {"text": "warm"}, timeout=5.0)
+    return (time.monotonic() - started) * 1e3 / n
+
+
+def measure(n: int, rounds: int) -> dict[str, Any]:
+    """Per round: ms per example confined, in-process, and per bare round trip."""
+    in_process(20)  # warm-up, timed for neither side
+    result: dict[str, list[float]] = {"confined": [], "in_process": [], "round_trip": []}
     with Host() as host:
         host.add_provider("providers.examples.text")
         host.run("text.upper", {"text": "warm"})
-        started = time.monotonic()
-        for _ in range(n):
-            host.run("text.upper", {"text": "warm"}, timeout=5.0)
-        return n / (time.monotonic() - started)
+        for _ in range(rounds):
+            result["confined"].append(confined(host, n))
+            result["in_process"].append(in_process(n))
+            result["round_trip"].append(round_trip(host, n))
+    return {
+        **result,
+        "ratios": [b / a for a, b in zip(result["confined"], result["in_process"], strict=True)],
+    }
 
 
-def main(n: int) -> None:
-    in_process(20)  # warm-up, timed for neither side
-    a, b = confined(n), in_process(n)
-    print(f"confined {a:.0f} examples/s, in-process {b:.0f} examples/s, ratio {a / b:.2f}")
-    trip = round_trip(n)
-    with tempfile.TemporaryDirectory() as database:
-        with_db = confined(n, database)
-    ms = 1e3
-    print(f"  per example: confined {ms / a:.3f} ms, in-process {ms / b:.3f} ms; "
-          f"host.run alone {ms / trip:.3f} ms; confined - in-process - host.run "
-          f"{ms / a - ms / b - ms / trip:.3f} ms")
-    print(f"  confined with the example database (sandbox fuzz's default): {with_db:.0f} "
-          f"examples/s, {ms / with_db:.3f} ms per example")
+def main(n: int, rounds: int) -> None:
+    figures = measure(n, rounds)
+    for i, ratio in enumerate(figures["ratios"]):
+        print(f"round {i + 1}: confined {figures['confined'][i]:.3f} ms, in-process "
+              f"{figures['in_process'][i]:.3f} ms, host.run alone {figures['round_trip'][i]:.3f}"
+              f" ms per example: rate ratio {ratio:.2f}")
+    print(f"median rate ratio (confined / in-process) {statistics.median(figures['ratios']):.2f}"
+          " (target >= 0.5)")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 500,
+         int(sys.argv[2]) if len(sys.argv) > 2 else 5)

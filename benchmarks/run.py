@@ -50,6 +50,7 @@ BENCHMARKS = (
     "validation_overhead",
     "remote",
     "many_providers",
+    "fuzz_rate",
 )
 
 
@@ -68,6 +69,8 @@ class Sizes:
     many_calls: int
     remote_calls: int
     remote_burst: int
+    fuzz_examples: int
+    fuzz_rounds: int
 
 
 FULL = Sizes(
@@ -84,6 +87,8 @@ FULL = Sizes(
     many_calls=1000,
     remote_calls=2000,
     remote_burst=10_000,
+    fuzz_examples=500,
+    fuzz_rounds=5,
 )
 TINY = Sizes(
     rtt_calls=20,
@@ -99,6 +104,8 @@ TINY = Sizes(
     many_calls=10,
     remote_calls=20,
     remote_burst=100,
+    fuzz_examples=20,
+    fuzz_rounds=1,
 )
 
 
@@ -797,6 +804,29 @@ def bench_many_providers(sizes: Sizes) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_fuzz_rate(sizes: Sizes) -> list[dict[str, Any]]:
+    """``sandbox fuzz``'s runner on text.upper against the same strategy in-process, in
+    alternating rounds (``benchmarks.fuzz``)."""
+    from benchmarks import fuzz
+
+    figures = fuzz.measure(sizes.fuzz_examples, sizes.fuzz_rounds)
+    rate = statistics.median(figures["ratios"])
+    return [
+        case(
+            f"fuzz example on text.upper, {sizes.fuzz_examples} per round", "ms per example",
+            summary(figures["confined"]),
+            {"same strategy in-process (alternating rounds)": summary(figures["in_process"]),
+             "host.run alone": summary(figures["round_trip"])},
+            "fuzzing rate >= 0.5x in-process (median of the rounds' ratios)",
+            lambda o, rt: rate >= 0.5,
+            note="rate ratio per round (in-process ms / confined ms): "
+            + ", ".join(f"{r:.2f}" for r in figures["ratios"])
+            + f"; median {rate:.2f}. Every example confined, failures kept in a fresh store, "
+            "both sides seeded alike",
+        )
+    ]
+
+
 SUITE: dict[str, Callable[[Sizes], list[dict[str, Any]]]] = {
     "rtt_small": bench_rtt_small,
     "rtt_large": bench_rtt_large,
@@ -807,6 +837,7 @@ SUITE: dict[str, Callable[[Sizes], list[dict[str, Any]]]] = {
     "idle_memory": bench_idle_memory,
     "validation_overhead": bench_validation_overhead,
     "remote": bench_remote,
+    "fuzz_rate": bench_fuzz_rate,
     "many_providers": bench_many_providers,  # last: it starts many workers
 }
 
