@@ -1052,10 +1052,17 @@ def test_an_authorized_key_on_one_address_cannot_take_every_connection(
         for hog in hogs:
             hog.send(b'{"op": "ping", "id": "p"}')
         time.sleep(2)  # their handshakes, all authorized
-        # (A connection the server just shut down is still listed, closing, for a moment.)
-        held = [c for c in server.net_connections(kind="tcp")
-                if c.raddr and c.status == psutil.CONN_ESTABLISHED]  # fmt: skip
-        assert sum(c.raddr.ip == "127.0.0.2" for c in held) <= 150 // 4, len(held)
+        # The hogs reconnect as soon as they are closed, so a snapshot may also list one the
+        # server has just accepted and is about to close (CI runs 20 and 22: 38 against 37):
+        # what the server holds is in every snapshot, such a passer-by in few. (A connection
+        # it shut down is still listed, closing, for a moment: only established ones count.)
+        counts = []
+        for _ in range(5):
+            held = [c for c in server.net_connections(kind="tcp")
+                    if c.raddr and c.status == psutil.CONN_ESTABLISHED]  # fmt: skip
+            counts.append(sum(c.raddr.ip == "127.0.0.2" for c in held))
+            time.sleep(0.2)
+        assert min(counts) <= 150 // 4, counts
         with servers.client(endpoint) as remote:  # from 127.0.0.1, within connect_timeout
             assert remote.call("echo.echo", {"value": "mine"}, timeout=20) == "mine"
         for hog in hogs:
