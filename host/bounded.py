@@ -17,7 +17,16 @@ refers twice to the next cost 2**17 expansions for the integer ``1``). Here:
   ``1.0`` equal, ``true`` and ``1`` not, object key order irrelevant);
 - every keyword evaluation spends one step of a budget (:data:`MAX_STEPS`), every ``$ref`` or
   ``$dynamicRef`` expansion one of a smaller one (:data:`MAX_REFS`), and past a deadline (the
-  call's own) the validation stops: :class:`BudgetExceeded` / :class:`DeadlineExceeded`.
+  call's own) the validation stops: :class:`BudgetExceeded` / :class:`DeadlineExceeded`;
+- a keyword whose one evaluation does work that grows with the instance (and the schema) pays
+  for that work first, out of the same budget (:data:`_PRICES`): ``patternProperties`` a step
+  per key and pattern (15,000 patterns against 1,000 keys were 23 s of one step, on the loop),
+  ``additionalProperties`` and ``uniqueItems`` one per key or item; the searches for what
+  ``unevaluatedItems``/``unevaluatedProperties`` leave over pay one per item (times the
+  patterns) and answer with a set (jsonschema's list made them quadratic: 8,000 items took
+  0.4 s); and every error pays for its message, a step per :data:`MESSAGE_CHARS_PER_STEP`
+  characters, since jsonschema writes the instance into it (``anyOf`` with 300 branches held
+  300 copies of a 1 MB result: 290 MB), as does a ``false`` subschema, a step itself.
 
 The keyword implementations are jsonschema's own functions, rebound to a namespace where ``re``
 is RE2 and ``uniq`` is the linear one (the function objects are copied, jsonschema itself is not
@@ -44,6 +53,9 @@ MAX_STEPS = 1_000_000
 MAX_REFS = 20_000
 #: Steps between two looks at the clock when a deadline is set.
 _CLOCK_EVERY = 256
+#: Characters of an error's message one budget step pays for: a validation's messages hold at
+#: most ``MAX_STEPS * MESSAGE_CHARS_PER_STEP`` characters (16 M) in all.
+MESSAGE_CHARS_PER_STEP = 16
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a pattern RE2 rejects is reported by us, not printed by RE2
@@ -223,12 +235,51 @@ def _rebind(function: Any, namespace: dict[str, Any]) -> Any:
     return copy
 
 
+def _sized(instance: Any) -> int:
+    return len(instance) if isinstance(instance, dict | list | tuple) else 0
+
+
+def _patterns(schema: Any) -> int:
+    patterns = schema.get("patternProperties") if isinstance(schema, dict) else None
+    return len(patterns) if isinstance(patterns, dict) else 0
+
+
 def _counted_finder(function: Any) -> Any:
+    """A counted copy of one of jsonschema's searches for the items or properties a schema
+    evaluates (for ``unevaluatedItems``/``unevaluatedProperties``). Each call looks at every
+    item or key of the instance (times each of the schema's ``patternProperties``), and pays
+    for that; its answer is a set, so the keyword's test of each item against it is O(1)
+    (jsonschema's own list, with repeats from every branch, made the keyword quadratic)."""
+
     def finder(validator: Any, instance: Any, schema: Any) -> Any:
         _spend(ref=isinstance(schema, dict) and ("$ref" in schema or "$dynamicRef" in schema))
-        return function(validator, instance, schema)
+        charge(_sized(instance) * (1 + _patterns(schema)))
+        found = function(validator, instance, schema)
+        charge(len(found))
+        return set(found)
 
     return finder
+
+
+def _price_pattern_properties(value: Any, instance: Any) -> int:
+    return len(value) * _sized(instance) if isinstance(value, dict) else 0
+
+
+def _price_additional_properties(value: Any, instance: Any) -> int:
+    return _sized(instance) if isinstance(instance, dict) else 0
+
+
+def _price_unique_items(value: Any, instance: Any) -> int:
+    return _sized(instance) if value is True else 0
+
+
+#: What one evaluation of these keywords costs beyond its step, in steps, paid before it runs
+#: (the keyword's value and the instance): the work it does in a loop of its own.
+_PRICES: dict[str, Callable[[Any, Any], int]] = {
+    "patternProperties": _price_pattern_properties,
+    "additionalProperties": _price_additional_properties,  # (find_additional_properties)
+    "uniqueItems": _price_unique_items,
+}
 
 
 def _build_keywords() -> dict[str, Any]:
@@ -254,18 +305,41 @@ def _build_keywords() -> dict[str, Any]:
     for keyword, function in Draft202012Validator.VALIDATORS.items():
         if getattr(function, "__module__", None) == _keywords.__name__:
             function = _rebind(function, keywords_ns)
-        result[keyword] = _counted(function, ref=keyword in ("$ref", "$dynamicRef"))
+        result[keyword] = _counted(
+            function, ref=keyword in ("$ref", "$dynamicRef"), price=_PRICES.get(keyword)
+        )
     return result
 
 
-def _counted(function: Any, ref: bool) -> Any:
+def _counted(
+    function: Any, ref: bool, price: Callable[[Any, Any], int] | None = None
+) -> Any:
     def keyword(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any] | None:
         _spend(ref)
+        if price is not None:
+            charge(price(value, instance))
         result: Iterator[Any] | None = function(validator, value, instance, schema)
         return result
 
     keyword.__name__ = function.__name__
     return keyword
+
+
+def _charged_descend(descend: Any) -> Any:
+    """``descend`` (every subschema's evaluation goes through it), paying a step for a boolean
+    subschema (no keyword of its own would count it: 40,000 ``false`` branches fit in a
+    schema) and, once per error, for the error's message (see the module's notes)."""
+
+    def charged(validator: Any, instance: Any, schema: Any, *args: Any, **kwargs: Any) -> Any:
+        if schema is True or schema is False:
+            _spend()
+        for error in descend(validator, instance, schema, *args, **kwargs):
+            if not getattr(error, "_sandbox_paid", False):
+                error._sandbox_paid = True
+                charge(len(error.message) // MESSAGE_CHARS_PER_STEP)
+            yield error
+
+    return charged
 
 
 #: Draft 2020-12 with every keyword counted, RE2 for regular expressions and a linear
@@ -281,6 +355,8 @@ BoundedValidator: Any = validators.create(
     # every user of jsonschema in the process)
     applicable_validators=Draft202012Validator._APPLICABLE_VALIDATORS,
 )
+# (on our class only: jsonschema's own validators are left as they are)
+BoundedValidator.descend = _charged_descend(BoundedValidator.descend)
 
 
 #: The only dialect a schema may name (``$schema``, at its root only).

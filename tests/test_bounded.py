@@ -187,3 +187,25 @@ def test_pattern_dot_is_ecma_262s(pattern: str) -> None:
         assert validator.quick(value), (pattern, value)
     dots = SchemaValidator({"type": "string", "pattern": r"^[.]\.$"}, what="test")
     assert dots.problem("..") is None and dots.problem("ab") is not None
+
+
+def test_false_branches_pay_a_step_each_and_their_messages() -> None:
+    """A ``false`` subschema is no keyword, so nothing counted it, and its error writes the
+    instance into its message: 5,000 ``false`` branches (25 KB of schema) against a 100 KB
+    string were 500 MB of messages. Each branch is a step now, each message pays for itself,
+    and the validation stops once it has paid for 16 M characters of them."""
+    validator = SchemaValidator({"anyOf": [False] * 5000}, what="test")
+    problem = validator.problem("x" * 100_000)
+    assert problem is not None and "too costly" in str(problem), problem
+    # A few such branches are still just invalid, with jsonschema's own message.
+    small = SchemaValidator({"anyOf": [False] * 3}, what="test").problem("x" * 100_000)
+    assert small is not None and "not valid under any" in str(small), small
+
+
+def test_pattern_properties_pay_per_key_and_pattern() -> None:
+    """Within the budget the verdict is jsonschema's; past it, too costly (not a slow yes)."""
+    schema = {"patternProperties": {f"^p{i}$": {"type": "integer"} for i in range(100)}}
+    validator = SchemaValidator(schema, what="test")
+    assert validator.problem({"p7": 1, "q": "x"}) is None
+    assert "p7" in str(validator.problem({"p7": "x"}))
+    assert validator.trial({f"k{i}": 0 for i in range(100)}, 2000, 1.0) is False  # undecided

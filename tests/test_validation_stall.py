@@ -178,3 +178,47 @@ def test_a_big_result_is_decoded_off_the_loop(big_results: Host) -> None:
     assert outcome.ok, outcome.error
     assert len(outcome.value) == NESTED_ITEMS and outcome.value[7] == [[[[7]]]]
     assert worst <= baseline + SLACK_S, (baseline, worst)
+
+
+def test_many_pattern_properties_are_paid_per_key_and_pattern(shared: Host) -> None:
+    """``patternProperties`` searches every key with every pattern in one keyword step: 3,000
+    patterns against a 1.7 KB result cost the loop 1.2 s per call (15,000 against 1,000 keys,
+    30 s, and the call came back ok past its wall time). Paid for first, the step is too
+    costly for the loop's trial and the result is validated off it."""
+    outcome, baseline, worst = _latency_during(shared, lambda: _run(shared, "stall.patterns"))
+    assert outcome.ok, outcome.error
+    assert len(outcome.value) == 200
+    assert worst <= baseline + SLACK_S, (baseline, worst)
+
+
+@pytest.mark.parametrize("action", ["stall.unevaluated_items", "stall.unevaluated_properties"])
+def test_unevaluated_items_and_properties_are_linear(shared: Host, action: str) -> None:
+    """60,000 items took about 22 s (quadratic; 8,000 took 0.4 s): within a 10 s timeout the
+    call ended Timeout. Linear, it is ok at once."""
+    outcome = shared.run(action, {}, timeout=10)
+    assert outcome.ok, outcome.error
+    assert len(outcome.value) == 60_000
+
+
+def test_unevaluated_items_of_an_input_are_linear_for_the_caller(shared: Host) -> None:
+    """The caller's side: a 60,000-item input with a 10 s timeout was a Timeout (17.7 s of the
+    caller's thread for 60,000 items, with ``timeout=1.0``: the deadline is looked at between
+    steps, and this was one)."""
+    assert shared.call(
+        "stall.take_left_over", {"items": list(range(60_000))}, timeout=10
+    ) == 60_000
+
+
+def test_error_messages_are_paid_from_the_budget(shared: Host) -> None:
+    """jsonschema writes the instance into each error's message: 300 failing branches on a
+    1 MB result held 300 copies, 290 MB of the host's memory. Each message now pays for its
+    length, and the budget runs out long before."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcome, baseline, worst = _latency_during(shared, lambda: _run(shared, "stall.messages"))
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert not outcome.ok and isinstance(outcome.error, OutputInvalid), outcome
+    assert "too costly" in str(outcome.error), outcome.error
+    assert grown_mib < 100, grown_mib
+    assert worst <= baseline + SLACK_S, (baseline, worst)

@@ -99,3 +99,56 @@ NESTED_ITEMS = 200_000
 @provider.action(input=EMPTY, output={"type": "array"})
 def nested() -> list[Any]:
     return [[[[[i]]]] for i in range(NESTED_ITEMS)]
+
+
+# One keyword step whose work grows with the value (and the schema): each was paid as a single
+# step of the budget, whatever it cost.
+
+#: ``patterns``: 3,000 ``patternProperties`` (44 KB of schema) against a 200-key result (1.7
+#: KB, small enough to be judged first on the loop): 600,000 regex searches in one step, 1.2 s
+#: of the loop per call.
+PATTERNS = {"type": "object", "patternProperties": {f"^p{i}$": {} for i in range(3000)}}
+PATTERN_KEYS = 200
+
+
+@provider.action(input=EMPTY, output=PATTERNS)
+def patterns() -> dict[str, int]:
+    return {f"k{i}": i for i in range(PATTERN_KEYS)}
+
+
+#: ``unevaluated_items`` / ``unevaluated_properties``: jsonschema tested each item against a
+#: list of the evaluated ones, quadratic (8,000 items took 0.4 s: 60,000 about 22 s).
+LEFT_OVER = 60_000
+UNEVALUATED_ITEMS = {"type": "array", "items": True, "unevaluatedItems": False}
+UNEVALUATED_PROPERTIES = {
+    "type": "object", "additionalProperties": True, "unevaluatedProperties": False,
+}  # fmt: skip
+
+
+@provider.action(input=EMPTY, output=UNEVALUATED_ITEMS)
+def unevaluated_items() -> list[int]:
+    return list(range(LEFT_OVER))
+
+
+@provider.action(input=EMPTY, output=UNEVALUATED_PROPERTIES)
+def unevaluated_properties() -> dict[str, int]:
+    return {f"k{i}": 0 for i in range(LEFT_OVER)}
+
+
+@provider.action(
+    input={"type": "object", "properties": {"items": UNEVALUATED_ITEMS}, "required": ["items"]},
+    output={"type": "integer"},
+)
+def take_left_over(items: list[int]) -> int:
+    return len(items)
+
+
+#: ``messages``: 300 branches that each fail on a 1 MB string, and jsonschema writes the
+#: instance into every error's message: 300 copies held at once, 290 MB of the host's memory.
+MESSAGE_BRANCHES = 300
+MESSAGE_CHARS = 1_000_000
+
+
+@provider.action(input=EMPTY, output={"anyOf": [{"type": "integer"}] * MESSAGE_BRANCHES})
+def messages() -> str:
+    return "x" * MESSAGE_CHARS
