@@ -15,8 +15,9 @@ class CallFuture(Future[Any]):
     ``result()`` returns the action's value or raises the outcome's ``SandboxError``; ``outcome``
     holds the full :class:`Outcome` (usage, logs, attempts) once done.
 
-    Done-callbacks run on the host's loop thread: keep them short and never call the host
-    synchronously from one (hand work to another thread).
+    Done-callbacks run on the host's loop thread (or on the thread of a ``Host.run`` caller
+    that read its worker's reply itself, while it holds the loop's lock): keep them short and
+    never call the host synchronously from one (hand work to another thread).
 
     ``cancel()`` on a queued call removes it (the future is then cancelled, as usual). Unlike a
     plain future, a *running* call can be cancelled too: its worker is killed, ``cancel()``

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from host import installed
-from host.calling import CallingAPI
+from host.calling import CallingAPI, wait_for_outcome
 from host.catalog import MAX_NAME_LENGTH, ActionDescriptor, Catalog, is_name
 from host.errors import (
     InputInvalid,
@@ -269,6 +269,34 @@ class Host(CallingAPI):
             future.settle(Outcome.failure(error))
         return future
 
+    def run(self, action: str, input: Any = None, *, timeout: float | None = None) -> Outcome:
+        """Call ``action`` and return its :class:`Outcome` (never raises a call error).
+
+        An interrupted wait (``KeyboardInterrupt``, ``SystemExit`` or any other
+        ``BaseException`` raised in the waiting thread) cancels the call - a running call's
+        worker is killed - and is re-raised: Ctrl-C must stop the call, not be swallowed.
+
+        When a worker is idle, this thread hands it the call and reads its reply itself
+        (``Reactor.wait_here``): the same outcome as through :meth:`submit`, without the
+        thread hand-offs to the host's loop and back.
+        """
+        future = CallFuture()
+        try:
+            call, borrowed = self._prepare(
+                action, {} if input is None else input, timeout, future, borrow=True
+            )
+        except SandboxError as error:
+            future.set_running_or_notify_cancel()
+            future.settle(Outcome.failure(error))
+        else:
+            if borrowed is not None:
+                try:
+                    self._reactor.wait_here(call, borrowed)
+                except BaseException:
+                    future.cancel()
+                    raise
+        return wait_for_outcome(future)
+
     def stats(self) -> dict[str, Any]:
         """Per provider: calls by outcome, latency p50/p99 (s), workers live/idle/busy/starting,
         restarts, failed starts, retries, recycled and hung workers, queue depth."""
@@ -285,7 +313,10 @@ class Host(CallingAPI):
         future: CallFuture,
         payload: bytes | None = None,
         tenant: Hashable = None,
-    ) -> PendingCall:
+        borrow: bool = False,
+    ) -> tuple[PendingCall, int | None]:
+        """Check and encode a call, and hand it to the loop. ``borrow``: the caller will wait
+        in ``Reactor.wait_here`` on the descriptor returned with the call, if any."""
         self._check_open()
         descriptor, policy = self._find(action)
         # In the caller's thread: a private copy of plain JSON types, encoded once; the copy is
@@ -323,8 +354,7 @@ class Host(CallingAPI):
         )
         reactor = self._reactor
         call.future._canceller = lambda _: reactor.submit(lambda: reactor.cancel(call))
-        reactor.accept(call)
-        return call
+        return call, reactor.accept(call, borrow)
 
     def _find(self, action: str) -> tuple[ActionDescriptor, Policy]:
         """The action's descriptor and the policy of the provider bound to its namespace. (The

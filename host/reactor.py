@@ -140,6 +140,9 @@ QUICK_RESULT_BYTES = 16 * 1024
 DECODE_ON_LOOP_BYTES = 64 * 1024
 QUICK_STEPS = 2000
 QUICK_SECONDS = 0.002
+#: A caller reading its own call's reply (``Reactor.wait_here``) looks at whether the call
+#: ended some other way (the host closing) at least this often.
+DIRECT_SLICE_MS = 50
 
 
 @contextlib.contextmanager
@@ -250,6 +253,9 @@ class WorkerHandle:
     #: its exit) is held here and handled, in order, once that message has been.
     decoding: bool = False
     held: list[Callable[[], None]] = field(default_factory=list)
+    #: Its connection is read by the caller waiting for its call (``Reactor.wait_here``),
+    #: not by the loop, until given back.
+    lent: bool = False
 
     # Its state, when it went idle, and its call count live in its provider's pool (the
     # pool's decisions depend on them); these read and report changes to it.
@@ -358,6 +364,16 @@ class Reactor:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._timers: list[_Timer] = []
+        #: Held by whichever thread runs the loop's logic: the loop thread while it handles
+        #: what a poll returned, or a caller's thread dispatching its own call or reading its
+        #: reply (:meth:`accept`, :meth:`wait_here`), which spares the call the thread
+        #: hand-offs to the loop and back. Never held while the loop waits in poll.
+        self._lock = threading.Lock()
+        #: The loop thread's ident (set when it starts): what runs elsewhere may not spawn.
+        self._loop_ident: int | None = None
+        #: When the loop's current poll returns by itself (its earliest timer): a timer set
+        #: by a caller's thread before then wakes the loop.
+        self._poll_until = math.inf
         self._cancelled_timers = 0
         self._seq = itertools.count()
         self._workers: dict[bytes, WorkerHandle] = {}
@@ -416,6 +432,8 @@ class Reactor:
         self._pending_lock = threading.Lock()
         #: Calls whose result is being validated on their provider's lane.
         self._validating: set[PendingCall] = set()
+        #: Callers may dispatch their own calls (not under eventlet, whose hub runs the loop).
+        self._direct = self._hub_wait is None
 
     # ------------------------------------------------------------------ thread-safe entry points
 
@@ -424,6 +442,10 @@ class Reactor:
         if self._stopped:
             raise RuntimeError("the host is closed")
         self._commands.put(command)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make the loop's poll return (a command, or a timer set from a caller's thread)."""
         # One wake-up byte per batch of commands: a write per command would make every
         # submit a system call that also hands the GIL to the loop thread. The loop reads the
         # byte, then clears the flag, then drains the queue: a command put while the flag was
@@ -438,24 +460,40 @@ class Reactor:
     def run(self) -> None:
         """The thread's body. Exits once closing has finished."""
         try:
-            self.zygotes.start()  # from this thread: its parent-death signal follows it
+            with self._lock:
+                self._loop_ident = threading.get_ident()
+                self.zygotes.start()  # from this thread: its parent-death signal follows it
             while not self._stopped:
                 self._step()
         except BaseException:  # a bug here must not leave callers hanging
             log.exception("host reactor crashed; failing every call")
-            self._fail_everything("the host's event loop crashed")
+            with self._lock:
+                self._stopped = True  # (no caller dispatches from here on)
+                self._fail_everything("the host's event loop crashed")
             raise
         finally:
+            # Once stopped (under the lock), no caller's thread runs the loop's handlers: the
+            # release runs alone without holding the lock through its clean-up.
+            with self._lock:
+                self._stopped = True
             self._release()
 
     def _step(self) -> None:
         timeout_ms: int | None = None
+        with self._lock:
+            self._poll_until = self._timers[0].when if self._timers else math.inf
         if self._timers:
-            timeout_ms = max(0, math.ceil((self._timers[0].when - time.monotonic()) * 1000))
+            timeout_ms = max(0, math.ceil((self._poll_until - time.monotonic()) * 1000))
         if self._hub_wait is not None:
             self._hub_wait(self._loop_fds, None if timeout_ms is None else timeout_ms / 1000)
             timeout_ms = 0
         events = dict(self._poller.poll(timeout_ms))
+        with self._lock:
+            self._poll_until = -math.inf  # (handling events: due timers are looked at below)
+            self._handle(events)
+
+    def _handle(self, events: dict[int, int]) -> None:
+        """What one poll returned: the wire, then commands, pipes and due timers."""
         if self._wire.fileno() in events:
             for fd, mask in self._wire.poll(0):
                 worker = self._wire_fds.get(fd)
@@ -498,6 +536,8 @@ class Reactor:
     ) -> _Timer:
         timer = _Timer(when, next(self._seq), action, worker)
         heapq.heappush(self._timers, timer)
+        if when < self._poll_until:  # set from a caller's thread, due before the loop wakes
+            self._wake()
         return timer
 
     # ------------------------------------------------------------------ containing host failures
@@ -927,14 +967,100 @@ class Reactor:
 
     # ------------------------------------------------------------------ calls
 
-    def accept(self, call: PendingCall) -> None:
+    def accept(self, call: PendingCall, borrow: bool = False) -> int | None:
         """Thread-safe: hand a call to the loop. It will get exactly one outcome, even if the
-        loop stops before it runs."""
+        loop stops before it runs.
+
+        If the loop is waiting (not handling events), the call is queued and dispatched from
+        this thread, under the loop's lock: a thread hand-off less. Otherwise, or when a
+        worker must be started for it, the loop does it; a caller never waits for the lock.
+        ``borrow``: the caller will wait for the outcome in :meth:`wait_here`; if the call
+        went to a worker at once, that worker's connection is lent to it, and the descriptor
+        it waits on is returned (None otherwise)."""
         with self._pending_lock:
             if self._stopped:
                 raise RuntimeError("the host is closed")
             self._pending.add(call)
+        if self._direct and self._lock.acquire(blocking=False):
+            try:
+                if not self._stopped and self._loop_ident is not None:
+                    self._enqueue_guarded(call)
+                    return self._lend_wire(call) if borrow else None
+            finally:
+                self._lock.release()
         self.submit(lambda: self._enqueue_guarded(call))
+        return None
+
+    def _lend_wire(self, call: PendingCall) -> int | None:
+        """Let the caller of a just-dispatched call read its worker's reply itself: the loop
+        stops watching the connection (until :meth:`_give_back_wire`), and the caller waits
+        on a duplicate of its descriptor, which stays valid whatever the loop does with the
+        original meanwhile (closing it, say, if the worker is killed)."""
+        worker = call.worker
+        if call.done or worker is None or worker.call is not call or worker.channel.wants_write:
+            return None
+        fd = worker.channel.fileno()
+        if fd < 0 or self._wire_fds.get(fd) is not worker:
+            return None
+        try:
+            borrowed = os.dup(fd)
+        except OSError:
+            return None
+        try:
+            self._wire.modify(fd, 0)
+        except OSError:
+            os.close(borrowed)
+            return None
+        worker.lent = True
+        return borrowed
+
+    def _give_back_wire(self, worker: WorkerHandle) -> None:
+        if not worker.lent:
+            return
+        worker.lent = False
+        fd = worker.channel.fileno()
+        if fd >= 0 and self._wire_fds.get(fd) is worker:
+            self._watch_wire(worker, write=worker.channel.wants_write)
+
+    def wait_here(self, call: PendingCall, borrowed: int) -> None:
+        """Wait in the caller's thread for ``call``, whose worker's connection was lent to it
+        (:meth:`accept`): read the reply here, and judge it with the loop's own handlers under
+        the loop's lock, rather than have the loop wake, read it and hand the outcome over.
+        Closes ``borrowed``.
+
+        Once the worker no longer runs this call (its reply came: it may still be validated
+        on the provider's lane) or its message is decoded off the loop, or the call ended
+        another way (a deadline killed the worker: its connection then ends too), the
+        connection goes back to the loop and the caller waits on the future as any other.
+        What deadlines and deaths do stays the loop's: this only moves who reads the reply.
+        """
+        worker = call.worker
+        try:
+            if worker is None:
+                return
+            poller = select.poll()
+            poller.register(borrowed, select.POLLIN)
+            while True:
+                ready = poller.poll(DIRECT_SLICE_MS)
+                with self._lock:
+                    fd = worker.channel.fileno()
+                    watched = fd >= 0 and self._wire_fds.get(fd) is worker
+                    ours = worker.call is call and not worker.decoding and not call.done
+                    if ready and watched and ours:
+                        self._guard(worker, "its connection", self._on_wire, worker, ready[0][1])
+                    if (
+                        call.done or self._stopped or worker.call is not call or worker.decoding
+                        or not watched or worker.channel.closed
+                    ):
+                        self._give_back_wire(worker)
+                        return
+        except BaseException:
+            if worker is not None:
+                with self._lock:
+                    self._give_back_wire(worker)
+            raise
+        finally:
+            os.close(borrowed)
 
     def _enqueue_guarded(self, call: PendingCall) -> None:
         """:meth:`enqueue`; if the host fails doing it (a bug), the call still gets an outcome
@@ -1007,6 +1133,11 @@ class Reactor:
         if self._closing is not None or provider.removed:
             return
         decision = pool.scale(time.monotonic())
+        if decision is not None and threading.get_ident() != self._loop_ident:
+            # On a caller's thread (``accept``, ``wait_here``): starting workers is the loop's
+            # job (a child's parent-death signal follows the thread that started it).
+            self.submit(lambda: self._pump(provider))
+            return
         if isinstance(decision, WakeAt):
             self._at(decision.when, lambda: self._pump(provider))
         elif isinstance(decision, Spawn):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from host.calling import wait_for_outcome
 from host.fuzz.checks import CHECKS, OPT_IN
 from host.fuzz.store import FailureStore
 
@@ -181,6 +182,15 @@ def judge(
     return None
 
 
+def _run(host: Any, action: str, value: Any, timeout: float) -> Outcome:
+    """One confined example, its reply read by the host's loop thread (``submit``), not by
+    this one (``Host.run`` reads it here when a worker is idle): between calls this thread
+    runs Hypothesis, and with the host's work on the same thread the two evicted each other
+    from the caches, 18% slower per example (24 of 30 alternating rounds of 300), though a
+    bare round trip is 18% faster that way."""
+    return wait_for_outcome(host.submit(action, value, timeout=timeout))
+
+
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -243,11 +253,11 @@ def fuzz_action(
     def examine(is_positive: bool, value: Any, timeout: float) -> tuple[Outcome, Finding | None]:
         """Run one input confined and judge it: its outcome, and the finding it is (if any
         check it fails is on)."""
-        outcome = host.run(name, value, timeout=timeout)
+        outcome = _run(host, name, value, timeout)
         report.examples += 1
         verdict = judge(descriptor, outcome, is_positive)
         if verdict is None and is_positive and outcome.ok and "determinism" in options.checks:
-            again = host.run(name, value, timeout=options.timeout)
+            again = _run(host, name, value, options.timeout)
             if not again.ok or _canonical(again.value) != _canonical(outcome.value):
                 verdict = ("determinism", "ok", "the same input gave a different result")
         if verdict is None or verdict[0] not in options.checks:
