@@ -9,6 +9,7 @@ relevant error when there are several (``best_match``), so a user sees one clear
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -149,10 +150,12 @@ def json_path(parts: Iterable[Any]) -> str:
     return text
 
 
-#: Schemas (as canonical JSON) that passed the meta-schema check, most recent last. Checking
-#: one costs about a millisecond - most of a worker's HELLO handling - and the same schemas come
-#: back whenever a provider is loaded again or by another host of this process.
-_CHECKED: OrderedDict[str, None] = OrderedDict()
+#: Schemas that passed the meta-schema check (the SHA-256 of their canonical JSON, so a big one
+#: costs no more to remember than a small one), most recent last. Checking one costs about a
+#: millisecond for a small schema, far more for one near the size limit - most of a worker's
+#: HELLO handling - and the same schemas come back whenever a provider is loaded again or by
+#: another host of this process.
+_CHECKED: OrderedDict[bytes, None] = OrderedDict()
 _CHECKED_MAX = 4096
 _CHECKED_LOCK = threading.Lock()
 
@@ -161,14 +164,16 @@ def _check_schema(schema: Any, what: str) -> None:
     """Raise :class:`SchemaInvalid` unless ``schema`` is valid JSON Schema (draft 2020-12) the
     host can apply with bounded work (``host.bounded.schema_problem``)."""
     try:
-        key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(schema, sort_keys=True, separators=(",", ":")).encode()
     except (TypeError, ValueError, RecursionError):
-        key = None  # not JSON: the check below says so
-    if key is not None:
+        canonical = None  # not JSON: the check below says so
+    key = None
+    if canonical is not None:
         # Before the meta-schema check, whose own cost must stay bounded too.
-        reason = schema_problem(schema, len(key.encode()))
+        reason = schema_problem(schema, len(canonical))
         if reason is not None:
             raise SchemaInvalid(f"{what}: {reason}")
+        key = hashlib.sha256(canonical).digest()
         with _CHECKED_LOCK:
             if key in _CHECKED:
                 _CHECKED.move_to_end(key)
@@ -179,7 +184,7 @@ def _check_schema(schema: Any, what: str) -> None:
         location = "/".join(str(part) for part in exc.absolute_path)
         where = f" at /{location}" if location else ""
         raise SchemaInvalid(f"{what}{where}: {' '.join(str(exc.message).split())}") from None
-    if key is not None and len(key) <= 64 * 1024:  # (a huge schema is not worth keeping)
+    if key is not None:
         with _CHECKED_LOCK:
             _CHECKED[key] = None
             while len(_CHECKED) > _CHECKED_MAX:

@@ -8,6 +8,7 @@ boundaries, and every pair is checked both ways.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -191,18 +192,37 @@ def test_rejections_keep_jsonschema_messages() -> None:
     assert problem is not None and "Additional properties are not allowed" in problem.message
 
 
+def _cache_key(schema: Any) -> bytes:
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).digest()
+
+
 def test_a_checked_schema_is_remembered_and_an_invalid_one_never_is() -> None:
-    """The meta-schema check is cached by the schema's canonical JSON; only valid schemas go in,
-    so an invalid one is refused every time it comes back."""
+    """The meta-schema check is cached by the hash of the schema's canonical JSON; only valid
+    schemas go in, so an invalid one is refused every time it comes back."""
     from host import validation
 
     schema = {"type": "object", "properties": {"zz_cache_probe": {"type": "string"}}}
     SchemaValidator(schema, what="input")
-    assert json.dumps(schema, sort_keys=True, separators=(",", ":")) in validation._CHECKED
+    assert _cache_key(schema) in validation._CHECKED
     reordered = {"properties": {"zz_cache_probe": {"type": "string"}}, "type": "object"}
     assert SchemaValidator(reordered, what="input").problem({"zz_cache_probe": 1}) is not None
     bad = {"type": "no-such-type"}
     for _ in range(2):
         with pytest.raises(SchemaInvalid):
             SchemaValidator(bad, what="input")
-    assert json.dumps(bad, sort_keys=True, separators=(",", ":")) not in validation._CHECKED
+    assert _cache_key(bad) not in validation._CHECKED
+
+
+def test_a_big_schema_is_remembered_too() -> None:
+    """A schema near the size limit was never kept (its JSON as the key: 4,096 of them would
+    have been a GiB), so its meta-schema check, the costliest, ran again at every load of it;
+    its hash is kept now, 32 bytes whatever its size."""
+    from host import validation
+
+    properties = {f"zz_big_{i}": {"type": "string"} for i in range(4000)}
+    schema = {"type": "object", "properties": properties}
+    assert len(json.dumps(schema)) > 64 * 1024
+    SchemaValidator(schema, what="input")
+    assert _cache_key(schema) in validation._CHECKED
+    assert all(len(key) == 32 for key in validation._CHECKED)
