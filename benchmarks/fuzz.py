@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hypothesis import HealthCheck, given, seed, settings
@@ -71,16 +72,18 @@ def round_trip(host: Host, n: int) -> float:
 
 
 def measure(n: int, rounds: int) -> dict[str, Any]:
-    """Per round: ms per example confined, in-process, and per bare round trip."""
-    in_process(20)  # warm-up, timed for neither side
+    """Per round: ms per example confined, in-process, and per bare round trip. Every side runs
+    on a thread other than the main one, as ``sandbox fuzz`` runs its actions (the host's
+    fast path is not taken on the main thread: docs/architecture.md)."""
     result: dict[str, list[float]] = {"confined": [], "in_process": [], "round_trip": []}
-    with Host() as host:
+    with Host() as host, ThreadPoolExecutor(1) as thread:
         host.add_provider("providers.examples.text")
         host.run("text.upper", {"text": "warm"})
+        thread.submit(in_process, 20).result()  # warm-up, timed for neither side
         for _ in range(rounds):
-            result["confined"].append(confined(host, n))
-            result["in_process"].append(in_process(n))
-            result["round_trip"].append(round_trip(host, n))
+            result["confined"].append(thread.submit(confined, host, n).result())
+            result["in_process"].append(thread.submit(in_process, n).result())
+            result["round_trip"].append(thread.submit(round_trip, host, n).result())
     return {
         **result,
         "ratios": [b / a for a, b in zip(result["confined"], result["in_process"], strict=True)],

@@ -38,6 +38,7 @@ from host.reactor import (
     PendingCall,
     ProviderState,
     Reactor,
+    WorkerHandle,
 )
 from host.usage import annotate_layers
 from host.validation import DeadlineExceeded
@@ -282,19 +283,17 @@ class Host(CallingAPI):
         """
         future = CallFuture()
         try:
-            call, borrowed = self._prepare(
+            call, lent = self._prepare(
                 action, {} if input is None else input, timeout, future, borrow=True
             )
+            if lent is not None:
+                self._reactor.wait_here(call, lent)
         except SandboxError as error:
             future.set_running_or_notify_cancel()
             future.settle(Outcome.failure(error))
-        else:
-            if borrowed is not None:
-                try:
-                    self._reactor.wait_here(call, borrowed)
-                except BaseException:
-                    future.cancel()
-                    raise
+        except BaseException:  # (interrupted: the call, if it was accepted, is cancelled)
+            future.cancel()
+            raise
         return wait_for_outcome(future)
 
     def stats(self) -> dict[str, Any]:
@@ -314,9 +313,9 @@ class Host(CallingAPI):
         payload: bytes | None = None,
         tenant: Hashable = None,
         borrow: bool = False,
-    ) -> tuple[PendingCall, int | None]:
+    ) -> tuple[PendingCall, tuple[int, WorkerHandle] | None]:
         """Check and encode a call, and hand it to the loop. ``borrow``: the caller will wait
-        in ``Reactor.wait_here`` on the descriptor returned with the call, if any."""
+        in ``Reactor.wait_here`` with what is returned with the call, if anything."""
         self._check_open()
         descriptor, policy = self._find(action)
         # In the caller's thread: a private copy of plain JSON types, encoded once; the copy is

@@ -434,6 +434,11 @@ class Reactor:
         self._validating: set[PendingCall] = set()
         #: Callers may dispatch their own calls (not under eventlet, whose hub runs the loop).
         self._direct = self._hub_wait is None
+        #: The main thread never runs the loop's logic: Python runs signal handlers there, at
+        #: any bytecode, so one could run (or a KeyboardInterrupt land) in the middle of a
+        #: handler holding the loop's lock: a handler calling the host waited for the lock
+        #: for ever, and an interrupted dispatch left a call without an outcome.
+        self._main_ident = threading.main_thread().ident
 
     # ------------------------------------------------------------------ thread-safe entry points
 
@@ -967,23 +972,32 @@ class Reactor:
 
     # ------------------------------------------------------------------ calls
 
-    def accept(self, call: PendingCall, borrow: bool = False) -> int | None:
+    def accept(
+        self, call: PendingCall, borrow: bool = False
+    ) -> tuple[int, WorkerHandle] | None:
         """Thread-safe: hand a call to the loop. It will get exactly one outcome, even if the
         loop stops before it runs.
 
-        If the loop is waiting (not handling events), the call is queued and dispatched from
-        this thread, under the loop's lock: a thread hand-off less. Otherwise, or when a
-        worker must be started for it, the loop does it; a caller never waits for the lock.
-        ``borrow``: the caller will wait for the outcome in :meth:`wait_here`; if the call
-        went to a worker at once, that worker's connection is lent to it, and the descriptor
-        it waits on is returned (None otherwise)."""
+        If the loop is waiting (not handling events) and has no command waiting (an earlier
+        call of this thread may be one: calls are queued in the order they are submitted),
+        the call is queued and dispatched from this thread, under the loop's lock: a thread
+        hand-off less. Otherwise, when a worker must be started for it, or on the main thread,
+        the loop does it; a caller never waits for the lock. ``borrow``: the caller will wait
+        for the outcome in :meth:`wait_here`; if the call went to a worker at once, that
+        worker's connection is lent to it: the descriptor it waits on and the worker are
+        returned (None otherwise)."""
         with self._pending_lock:
             if self._stopped:
                 raise RuntimeError("the host is closed")
             self._pending.add(call)
-        if self._direct and self._lock.acquire(blocking=False):
+        if (
+            self._direct
+            and self._commands.empty()
+            and threading.get_ident() != self._main_ident
+            and self._lock.acquire(blocking=False)
+        ):
             try:
-                if not self._stopped and self._loop_ident is not None:
+                if not self._stopped and self._loop_ident is not None and self._commands.empty():
                     self._enqueue_guarded(call)
                     return self._lend_wire(call) if borrow else None
             finally:
@@ -991,7 +1005,7 @@ class Reactor:
         self.submit(lambda: self._enqueue_guarded(call))
         return None
 
-    def _lend_wire(self, call: PendingCall) -> int | None:
+    def _lend_wire(self, call: PendingCall) -> tuple[int, WorkerHandle] | None:
         """Let the caller of a just-dispatched call read its worker's reply itself: the loop
         stops watching the connection (until :meth:`_give_back_wire`), and the caller waits
         on a duplicate of its descriptor, which stays valid whatever the loop does with the
@@ -1012,21 +1026,21 @@ class Reactor:
             os.close(borrowed)
             return None
         worker.lent = True
-        return borrowed
+        return borrowed, worker
 
     def _give_back_wire(self, worker: WorkerHandle) -> None:
         if not worker.lent:
             return
         worker.lent = False
         fd = worker.channel.fileno()
-        if fd >= 0 and self._wire_fds.get(fd) is worker:
+        if not self._stopped and fd >= 0 and self._wire_fds.get(fd) is worker:
             self._watch_wire(worker, write=worker.channel.wants_write)
 
-    def wait_here(self, call: PendingCall, borrowed: int) -> None:
+    def wait_here(self, call: PendingCall, lent: tuple[int, WorkerHandle]) -> None:
         """Wait in the caller's thread for ``call``, whose worker's connection was lent to it
         (:meth:`accept`): read the reply here, and judge it with the loop's own handlers under
         the loop's lock, rather than have the loop wake, read it and hand the outcome over.
-        Closes ``borrowed``.
+        ``lent``: what :meth:`accept` returned (the descriptor is closed here).
 
         Once the worker no longer runs this call (its reply came: it may still be validated
         on the provider's lane) or its message is decoded off the loop, or the call ended
@@ -1034,10 +1048,10 @@ class Reactor:
         connection goes back to the loop and the caller waits on the future as any other.
         What deadlines and deaths do stays the loop's: this only moves who reads the reply.
         """
-        worker = call.worker
+        # (The worker it was lent, not ``call.worker``: if that one died before this thread
+        # got here, the call may already be on another worker, which the loop reads.)
+        borrowed, worker = lent
         try:
-            if worker is None:
-                return
             poller = select.poll()
             poller.register(borrowed, select.POLLIN)
             while True:
@@ -1045,7 +1059,10 @@ class Reactor:
                 with self._lock:
                     fd = worker.channel.fileno()
                     watched = fd >= 0 and self._wire_fds.get(fd) is worker
-                    ours = worker.call is call and not worker.decoding and not call.done
+                    ours = (
+                        worker.call is call and not worker.decoding and not call.done
+                        and not self._stopped
+                    )  # fmt: skip
                     if ready and watched and ours:
                         self._guard(worker, "its connection", self._on_wire, worker, ready[0][1])
                     if (
@@ -1055,9 +1072,8 @@ class Reactor:
                         self._give_back_wire(worker)
                         return
         except BaseException:
-            if worker is not None:
-                with self._lock:
-                    self._give_back_wire(worker)
+            with self._lock:
+                self._give_back_wire(worker)
             raise
         finally:
             os.close(borrowed)

@@ -7,11 +7,16 @@ as the loop's own path, with real workers, and check the mechanism is the one in
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +26,7 @@ from policies import Policy
 from tests.conftest import provider_file
 
 ECHO = provider_file("echo.py")
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -93,13 +99,109 @@ def test_many_callers_on_both_paths_each_get_their_own_outcome(two_workers: Host
     assert _lent_workers(host) == 0
 
 
+def _in_thread(work: Callable[[], T]) -> T:
+    """``work``'s result, run on a thread of its own (the main thread never takes the fast
+    path: see ``test_the_main_thread_never_holds_the_loops_lock``)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result(timeout=120)
+
+
 def test_a_deadline_ends_a_call_its_caller_is_reading(two_workers: Host) -> None:
     host = two_workers
     assert host.call("echo.echo", {"value": "warm"}) == "warm"
-    outcome = host.run("echo.slow", {"seconds": 30}, timeout=0.3)
+    lent: list[int] = []
+    watcher = threading.Thread(target=lambda: lent.append(_max_lent(host, 0.25)))
+    watcher.start()
+    outcome = _in_thread(lambda: host.run("echo.slow", {"seconds": 30}, timeout=0.5))
+    watcher.join()
+    assert lent == [1]
     assert not outcome.ok and isinstance(outcome.error, Timeout), outcome
     assert outcome.usage.wall_s < 10, outcome.usage
     assert host.call("echo.echo", {"value": "after"}, timeout=30) == "after"
+
+
+def _max_lent(host: Host, seconds: float) -> int:
+    most = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        most = max(most, _lent_workers(host))
+        time.sleep(0.005)
+    return most
+
+
+def test_one_threads_calls_are_queued_in_the_order_it_submits_them() -> None:
+    """While the loop is busy (another provider's calls), one thread's call can go to the
+    command queue and its next find the lock free: that one was queued first, ahead of the
+    earlier (3-13 inversions in 300 calls). A caller now dispatches directly only when no
+    command waits."""
+    with Host() as host:
+        host.add_provider(ECHO, policy=Policy(workers={"min": 0, "max": 1}, wall_time=20))
+        host.add_provider("providers.examples.text", policy=Policy(workers={"min": 2, "max": 2}))
+        host.call("echo.echo", {"value": "warm"})
+        stop = threading.Event()
+
+        def noise() -> None:
+            while not stop.is_set():
+                for future in [host.submit("text.echo", {"value": "x"}) for _ in range(4)]:
+                    future.result(timeout=30)
+
+        def submitter() -> list[int]:
+            finished: list[int] = []
+            blocker = host.submit("echo.slow", {"seconds": 0.3})
+            time.sleep(0.05)
+            futures = []
+            for i in range(300):
+                future = host.submit("echo.echo", {"value": str(i)})
+                future.add_done_callback(lambda _, i=i: finished.append(i))
+                futures.append(future)
+                time.sleep(0.0002 if i % 3 else 0)
+            for future in futures:
+                future.result(timeout=60)
+            blocker.result(timeout=60)
+            return finished
+
+        noisy = [threading.Thread(target=noise) for _ in range(2)]
+        for thread in noisy:
+            thread.start()
+        try:
+            for _ in range(3):
+                finished = _in_thread(submitter)
+                assert finished == sorted(finished), [
+                    (a, b) for a, b in itertools.pairwise(finished) if b < a
+                ]
+        finally:
+            stop.set()
+            for thread in noisy:
+                thread.join(timeout=60)
+
+
+def test_the_main_thread_never_holds_the_loops_lock(two_workers: Host) -> None:
+    """Python runs signal handlers on the main thread, at any bytecode: one that called the
+    host while the main thread held the loop's lock (dispatching, or reading its reply)
+    waited for that lock for ever (``stats()`` gave up after 30 s, six times out of six), and
+    a KeyboardInterrupt landing there left calls without an outcome. The main thread's calls
+    go through the loop; a handler calling the host returns at once."""
+    host = two_workers
+    host.call("echo.echo", {"value": "warm"})
+    answered: list[float] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        started = time.monotonic()
+        host.stats()
+        answered.append(time.monotonic() - started)
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        sender = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+        sender.start()
+        deadline = time.monotonic() + 60
+        while not answered and time.monotonic() < deadline:
+            assert host.call("echo.echo", {"value": "x"}, timeout=60) == "x"
+            assert _lent_workers(host) == 0
+        sender.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(answered) == 1 and answered[0] < 10, answered
 
 
 def test_closing_the_host_ends_the_calls_their_callers_are_reading() -> None:
