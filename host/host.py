@@ -277,9 +277,10 @@ class Host(CallingAPI):
         ``BaseException`` raised in the waiting thread) cancels the call - a running call's
         worker is killed - and is re-raised: Ctrl-C must stop the call, not be swallowed.
 
-        When a worker is idle, this thread hands it the call and reads its reply itself
-        (``Reactor.wait_here``): the same outcome as through :meth:`submit`, without the
-        thread hand-offs to the host's loop and back.
+        When a worker is idle, this thread (unless it is the main thread, where signal
+        handlers run) hands it the call and reads its reply itself (``Reactor.wait_here``):
+        the same outcome as through :meth:`submit`, without the thread hand-offs to the host's
+        loop and back.
         """
         future = CallFuture()
         try:
