@@ -1053,7 +1053,7 @@ def test_an_authorized_key_on_one_address_cannot_take_every_connection(
             hog.send(b'{"op": "ping", "id": "p"}')
         time.sleep(2)  # their handshakes, all authorized
         # The hogs reconnect as soon as they are closed, so a snapshot may also list one the
-        # server has just accepted and is about to close (CI runs 20 and 22: 38 against 37):
+        # server has just accepted and is about to close (CI run 20 and a local run: 38 against 37):
         # what the server holds is in every snapshot, such a passer-by in few. (A connection
         # it shut down is still listed, closing, for a moment: only established ones count.)
         counts = []
