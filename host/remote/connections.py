@@ -186,7 +186,7 @@ class ConnectionGuard:
             self._expire_missing()
         seen = self._inspect(fd)
         peer = seen[0] if seen else None
-        address = _address(peer)
+        address = address_key(peer)
         if len(self._open) >= limit:
             self._shut(fd)
             return [f"closed a connection from {_name(peer)}: {len(self._open)} are open"]
@@ -305,9 +305,9 @@ class ConnectionGuard:
                 self._forget(connection)
 
 
-def _address(peer: tuple[str, int] | None) -> str:
-    """What the per-address bound counts by: an IPv4 address (also one mapped into IPv6), or
-    an IPv6 peer's /64."""
+def address_key(peer: tuple[str, int] | None) -> str:
+    """What a per-address bound counts by: an IPv4 address (also one mapped into IPv6), or
+    an IPv6 peer's /64 (which one host may hold whole). Also the metrics port's."""
     if peer is None:
         return ""
     host = peer[0]

@@ -20,7 +20,6 @@ import contextlib
 import socket
 import threading
 import time
-from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -31,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from host.errors import Outcome
+from host.remote.connections import address_key
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -61,31 +61,24 @@ class BoundedMetricsServer(ThreadingMixIn, WSGIServer):
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
         self.address_family = family
-        #: Open connections: when each was accepted, and from which address.
+        #: Open connections (at most MAX_METRICS_CONNECTIONS): when each was accepted, and
+        #: the address it counts under (``address_key``: an IPv6 peer's /64).
         self._open: dict[socket.socket, tuple[float, str]] = {}
-        self._by_address: Tally[str] = Tally()
         self._open_lock = threading.Lock()
         super().__init__(address, _QuietHandler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        peer = str(client_address[0])
+        peer = address_key(client_address)
         with self._open_lock:
-            if (
-                len(self._open) >= MAX_METRICS_CONNECTIONS
-                or self._by_address[peer] >= MAX_METRICS_PER_ADDRESS
-            ):
+            of_peer = sum(1 for _, key in self._open.values() if key == peer)
+            if len(self._open) >= MAX_METRICS_CONNECTIONS or of_peer >= MAX_METRICS_PER_ADDRESS:
                 return False  # (socketserver then closes it)
             self._open[request] = (time.monotonic(), peer)
-            self._by_address[peer] += 1
         return True
 
     def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
-            entry = self._open.pop(request, None)
-            if entry is not None:
-                self._by_address[entry[1]] -= 1
-                if not self._by_address[entry[1]]:
-                    del self._by_address[entry[1]]
+            self._open.pop(request, None)
         super().shutdown_request(request)
 
     def service_actions(self) -> None:
