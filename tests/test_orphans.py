@@ -88,7 +88,10 @@ SCRIPT = textwrap.dedent(
 
     doomed = {d for pid in targets for d in tree(pid)}
     for pid in targets:
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # (a launcher whose init was just killed may have exited and been reaped)
     # The kernel may take seconds to finish a killed process's exit (tearing down its memory
     # and namespaces) on a loaded machine; that is not the host's doing. Once every doomed
     # process is dead (a zombie or gone), the host has a few heartbeats to reap what is its.
