@@ -36,10 +36,12 @@ changed for anyone else in the process), so their verdicts and messages stay jso
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 import types
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from typing import Any
 
 import re2
@@ -282,6 +284,42 @@ _PRICES: dict[str, Callable[[Any, Any], int]] = {
 }
 
 
+def _multiple_of(validator: Any, step: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """jsonschema's ``multipleOf``, exact where jsonschema's raises ``OverflowError``.
+
+    jsonschema divides first and falls back to fractions only if the float quotient overflows;
+    but the division itself overflows for an integer instance too large for a float
+    (``10**400`` against ``0.1``), and so does ``0.5 % 10**400``: the exception then ended the
+    validation as "the schema cannot be applied", a valid value refused. The verdict here is
+    jsonschema's wherever it gives one, and otherwise the exact one on the same binary values
+    (``Fraction`` of the float is the float's exact value, as in jsonschema's own fallback)."""
+    if not validator.is_type(instance, "number"):
+        return
+    try:
+        if isinstance(step, float):
+            quotient = instance / step
+            failed = int(quotient) != quotient
+        else:
+            failed = bool(instance % step)
+    except OverflowError:
+        if isinstance(instance, float) and not math.isfinite(instance):
+            failed = True  # (no JSON number, but a Python caller can pass one)
+        else:
+            failed = (Fraction(instance) / Fraction(step)).denominator != 1
+    if failed:
+        yield _keywords.ValidationError(
+            f"{_short_number(instance)} is not a multiple of {_short_number(step)}"
+        )
+
+
+def _short_number(number: Any) -> str:
+    """``repr`` of a number, or its size when it has too many digits to print (``repr`` of an
+    int over 4,300 digits raises ValueError, and a long one would fill the message)."""
+    if isinstance(number, int) and number.bit_length() > 1000:
+        return f"an integer of about {int(number.bit_length() * math.log10(2)) + 1:,} digits"
+    return repr(number)
+
+
 def _build_keywords() -> dict[str, Any]:
     utils_ns = dict(vars(_utils))
     utils_ns["re"] = _Re2Module
@@ -303,7 +341,9 @@ def _build_keywords() -> dict[str, Any]:
         )
     result = {}
     for keyword, function in Draft202012Validator.VALIDATORS.items():
-        if getattr(function, "__module__", None) == _keywords.__name__:
+        if keyword == "multipleOf":
+            function = _multiple_of
+        elif getattr(function, "__module__", None) == _keywords.__name__:
             function = _rebind(function, keywords_ns)
         result[keyword] = _counted(
             function, ref=keyword in ("$ref", "$dynamicRef"), price=_PRICES.get(keyword)

@@ -209,3 +209,33 @@ def test_pattern_properties_pay_per_key_and_pattern() -> None:
     assert validator.problem({"p7": 1, "q": "x"}) is None
     assert "p7" in str(validator.problem({"p7": "x"}))
     assert validator.trial({f"k{i}": 0 for i in range(100)}, 2000, 1.0) is False  # undecided
+
+
+@pytest.mark.parametrize(
+    ("step", "instance", "multiple"),
+    [
+        (0.5, 10**400, True),  # jsonschema: OverflowError dividing the int by the float
+        (0.1, 10**4000, False),  # (0.1 as a double is not a divisor of 10**4000)
+        (2, 10**5000, True),  # a repr of over 4,300 digits raises ValueError
+        (2, 10**5000 + 1, False),
+        (10**400, 0.5, False),  # 0.5 % 10**400: OverflowError
+        (10**400, 0, True),
+        (1e-300, 1e300, False),  # the float quotient is inf: jsonschema's own fallback
+        (3, 9, True),  # ordinary values keep jsonschema's verdicts
+        (0.5, 1.5, True),
+        (0.1, 0.3, False),
+    ],
+    ids=lambda v: repr(v) if not isinstance(v, int) or v.bit_length() < 64 else "big",
+)
+def test_multiple_of_gives_a_verdict_for_any_size(
+    step: float | int, instance: float | int, multiple: bool
+) -> None:
+    """A value too large for a float was "the schema cannot be applied" (a valid input
+    refused as InputInvalid); now every number gets the exact verdict, with a short message."""
+    problem = SchemaValidator({"multipleOf": step}, what="t").problem(instance)
+    if multiple:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert "is not a multiple of" in problem.message, problem.message
+        assert len(problem.message) < 200, problem.message
