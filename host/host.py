@@ -34,6 +34,8 @@ from host.futures import CallFuture
 from host.inputs import encode_input
 from host.reactor import (
     PENDING_PREFIX,
+    QUICK_SECONDS,
+    QUICK_STEPS,
     STARTUP_TIMEOUT_S,
     PendingCall,
     ProviderState,
@@ -355,6 +357,19 @@ class Host(CallingAPI):
         reactor = self._reactor
         call.future._canceller = lambda _: reactor.submit(lambda: reactor.cancel(call))
         return call, reactor.accept(call, borrow)
+
+    def input_check_is_costly(self, action: str, value: Any) -> bool:
+        """True if checking ``value`` against ``action``'s input schema takes more than a
+        trial's budget (``host.reactor.QUICK_STEPS`` keyword evaluations, about
+        ``QUICK_SECONDS``). ``submit`` validates in the caller's thread, with the whole budget
+        (a schema may cost seconds for a tiny value: ``tests/providers/stall.py``): a thread
+        that submits for many clients (``sandbox serve``, the Ray actor) asks this first, and
+        submits a costly one from a thread of its own, so that one client's call does not
+        hold up the others'. False also when the action is unknown (submit refuses it)."""
+        descriptor = self.catalog.find(action)
+        if descriptor is None:
+            return False
+        return descriptor.input_validator.trial(value, QUICK_STEPS, QUICK_SECONDS) is False
 
     def _find(self, action: str) -> tuple[ActionDescriptor, Policy]:
         """The action's descriptor and the policy of the provider bound to its namespace. (The

@@ -69,6 +69,10 @@ HEARTBEAT_TIMEOUT_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
 
 
+#: An input longer than this (its JSON text) is decoded and checked off the actor's event loop.
+INLINE_INPUT_CHARS = 16 * 1024
+
+
 class SandboxActor:
     """The body of the Ray actor: a ``Host`` loaded from ``config`` (a path on the node).
 
@@ -85,12 +89,18 @@ class SandboxActor:
             raise
 
     async def call(self, action: str, encoded: str, timeout: float | None = None) -> dict[str, Any]:
-        """Run one call; its outcome as ``Outcome.to_dict()``."""
-        try:
-            value = protocol.loads(encoded.encode())
-        except protocol.ProtocolError as exc:
-            return Outcome.failure(ProtocolViolation(f"call input: {exc}")).to_dict()
-        future = self.host.submit(action, value, timeout=timeout)
+        """Run one call; its outcome as ``Outcome.to_dict()``.
+
+        Every call of the actor runs on its one event loop: an input that is large or costly
+        to check against its schema (``Host.input_check_is_costly``) is decoded and submitted
+        from a thread, or it would hold up every other call of the node (and the heartbeat,
+        whose silence ends them all) for as long as its check takes."""
+        future = None
+        if len(encoded) <= INLINE_INPUT_CHARS:
+            future = self._submit(action, encoded, timeout, True)
+        if future is None:
+            future = await asyncio.to_thread(self._submit, action, encoded, timeout, False)
+        assert future is not None
         try:
             await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -105,6 +115,21 @@ class SandboxActor:
         except (TypeError, ValueError):  # a detail that is not JSON: say so rather than drop it
             return Outcome.failure(ProtocolViolation("the outcome could not be encoded")).to_dict()
         return data
+
+    def _submit(
+        self, action: str, encoded: str, timeout: float | None, inline: bool
+    ) -> CallFuture | None:
+        """Decode and submit one call; None if ``inline`` and its input is costly to check."""
+        try:
+            value = protocol.loads(encoded.encode())
+        except protocol.ProtocolError as exc:
+            future = CallFuture()
+            future.set_running_or_notify_cancel()
+            future.settle(Outcome.failure(ProtocolViolation(f"call input: {exc}")))
+            return future
+        if inline and self.host.input_check_is_costly(action, value):
+            return None
+        return self.host.submit(action, value, timeout=timeout)
 
     def hello(self) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.host.catalog.find_all()]

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.ray
 
 ECHO = Path(__file__).parent / "providers" / "echo.py"
 HOSTILE = Path(__file__).parents[1] / "providers" / "examples" / "hostile.py"
+STALL = Path(__file__).parent / "providers" / "stall.py"
 
 
 def _reap_orphans(before: set[int], bound: float = 20.0) -> None:
@@ -61,6 +62,7 @@ def two_nodes(tmp_path: Path) -> Iterator[tuple[Path, Cluster]]:
     config = tmp_path / "sandbox.toml"
     config.write_text(
         f'[providers.echo]\nsource = "{ECHO}"\n[providers.hostile]\nsource = "{HOSTILE}"\n'
+        f'[providers.stall]\nsource = "{STALL}"\n'
     )
     nodes = Cluster(
         initialize_head=True,
@@ -296,6 +298,29 @@ def test_a_call_running_when_its_node_leaves_is_not_sent_again(
             # never ran, and the group sends it to the host that is left.
             again = group.run("echo.add", {"a": 1})
             assert again.ok and again.value == 2, again
+    finally:
+        stop(actors)
+
+
+def test_an_input_costly_to_check_does_not_stall_the_actors_other_calls(cluster: Path) -> None:
+    """The actor decoded and checked every input on its one event loop: ``stall.take_many``
+    (a 12 KB array that its schema takes seconds to check) held every other call of the node
+    that long. Such an input is now checked from a thread, and still gets its verdict."""
+    actors = deploy(cluster)
+    try:
+        host = RayHost(actors[0])
+        assert host.call("echo.echo", {"value": "warm"}) == "warm"
+        costly = [host.submit("stall.take_many", {"items": [1] * 4000}) for _ in range(2)]
+        time.sleep(0.3)
+        slowest, calls = 0.0, 0
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            started = time.monotonic()
+            assert host.call("echo.echo", {"value": "x"}, timeout=30) == "x"
+            slowest, calls = max(slowest, time.monotonic() - started), calls + 1
+        assert [f.result(timeout=60) for f in costly] == [4000, 4000]
+        assert calls >= 3 and slowest < 1.5, (calls, slowest)
+        host.close()
     finally:
         stop(actors)
 

@@ -708,6 +708,41 @@ def test_a_flood_of_medium_inputs_does_not_stall_another_clients_calls(
     assert len(found) >= 3 and max(found) < 1.5, (len(found), max(found))
 
 
+STALL = Path(__file__).parent / "providers" / "stall.py"
+
+
+@pytest.mark.serial  # bounds a latency: alone, with --shards
+def test_small_inputs_with_costly_schemas_do_not_stall_another_clients_calls(
+    servers: Servers,
+) -> None:
+    """An input under 16 KiB was checked against its schema on the server's one thread, with
+    the whole validation budget: ``stall.take_many`` costs seconds for a 12 KB array, and each
+    such request held every other client's requests and outcomes that long. Now an input the
+    schema does not decide within a trial's budget is prepared off that thread, as a large
+    one is, and still gets its verdict."""
+    (servers.base / "both.toml").write_text(
+        f'[providers.echo]\nsource = "{ECHO}"\n[providers.stall]\nsource = "{STALL}"\n'
+    )
+    # (the hostile client is silent while the other one measures: it must not count as gone)
+    endpoint, proc = servers.start("--client-timeout", "60", config="both.toml")
+    body = json.dumps({"items": [1] * 4000}).encode()
+    assert len(body) < 16 * 1024
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        hostile = raw_dealer(context, servers, endpoint)
+        for i in range(2):
+            envelope = json.dumps({"op": "call", "id": f"s{i}", "action": "stall.take_many"})
+            hostile.send_multipart([envelope.encode(), body])
+        time.sleep(0.3)
+        found = latencies(remote, 4.0)
+        results = []
+        while len(results) < 2 and hostile.poll(60_000):
+            results.append(json.loads(hostile.recv())["outcome"])
+        hostile.close()
+        assert proc.poll() is None
+    assert len(found) >= 3 and max(found) < 1.5, (len(found), max(found))
+    assert [r.get("result") for r in results] == [4000] * 2, results
+
+
 def test_a_group_member_closed_under_it_fails_over_and_never_raises() -> None:
     """A member closed after the group was made: its ``submit`` raises, which escaped the
     group's ``submit`` (and, on a fail-over from a done callback, left the call without an

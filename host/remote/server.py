@@ -83,7 +83,8 @@ MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 SNDHWM = 100
 #: A call input bigger than this is decoded and checked (plain copy, schema: up to about half
 #: a second for a MiB) on a thread of its own, clients in turn, not on the server's: one
-#: client's big inputs must not hold up every other client's requests and outcomes.
+#: client's big inputs must not hold up every other client's requests and outcomes. So is a
+#: smaller one whose schema takes more than a trial's budget to apply (Server._costly).
 LARGE_INPUT_BYTES = 16 * 1024
 #: Large inputs waiting to be decoded, per client key and in all; more are answered
 #: Overloaded, but for a key below its share of MAX_LARGE (``host.fairqueue.admits``: up to
@@ -664,7 +665,7 @@ class Server:
             return
         action: str = envelope["action"]
         frame = rest[0] if rest else None
-        if frame is not None and len(frame) > LARGE_INPUT_BYTES:
+        if frame is not None and (len(frame) > LARGE_INPUT_BYTES or self._costly(action, frame)):
             if not self._large.put(tenant, key, action, frame, envelope.get("timeout")):
                 error = Overloaded(
                     f"the server is decoding {MAX_LARGE_PER_CLIENT} large inputs of this "
@@ -679,6 +680,17 @@ class Server:
         self._hold(key, tenant)
         timeout = envelope.get("timeout")
         self._track(key, action, _submit(self.host, action, frame, timeout, tenant))
+
+    def _costly(self, action: str, frame: bytes) -> bool:
+        """True if checking this (small) input against its schema takes more than a trial's
+        budget, so that it must be prepared off the server's thread like a large input: a
+        schema can cost seconds for a small value (``stall.take_many``: 4.7 s for 12 KB), and on
+        this thread every client's requests and outcomes waited for it, once per request."""
+        try:
+            value = protocol.loads(frame, max_depth=protocol.MAX_INPUT_DEPTH)
+        except protocol.ProtocolError:
+            return False  # (refused as not JSON, by _submit)
+        return self.host.input_check_is_costly(action, value)
 
     def _hold(self, key: Key, tenant: Hashable) -> None:
         """A call is in flight (or preparing) until its outcome is sent: its tenant holds it."""

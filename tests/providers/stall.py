@@ -91,6 +91,25 @@ def take_number(n: int) -> int:
     return n
 
 
+#: ``take_many``: every item of a 12 KB array (small enough to be checked inline, under
+#: ``sandbox serve``'s 16 KiB) meets 240 subschemas: about 960,000 keyword evaluations, just
+#: within the validation budget, several seconds of validation for one small request.
+MANY_CHECKS = {"allOf": [{"type": "integer"}] * 240}
+MANY_ITEMS = 4000
+
+
+@provider.action(
+    input={
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": MANY_CHECKS}},
+        "required": ["items"],
+    },
+    output={"type": "integer"},
+)
+def take_many(items: list[int]) -> int:
+    return len(items)
+
+
 #: ``nested``: a result of many small containers (3.6 MB of ``[[[[[i]]]]]``): decoding and
 #: checking it costs the host about a second per MB, which must not be the loop's second.
 NESTED_ITEMS = 200_000
