@@ -51,5 +51,7 @@ class Lane:
                 job = self._jobs.popleft()
             try:
                 job()
-            except Exception:  # the job reports its own outcome; this is a bug in it
+            except BaseException:  # the job reports its own outcome; this is a bug in it
+                # (BaseException too: a pyo3 PanicException from a Rust extension is one, and
+                # a lane that died of it would leave its queued jobs' calls without outcomes)
                 log.exception("host background job failed (%s)", self._name)

@@ -191,6 +191,17 @@ def _check_schema(schema: Any, what: str) -> None:
                 _CHECKED.popitem(last=False)
 
 
+def _propagates(exc: BaseException) -> bool:
+    """Whether an exception out of jsonschema is the caller's (an interrupt, an exit) rather
+    than the schema's. Not only ``Exception`` is the schema's: a schema whose ``$ref`` cycles
+    through ``not`` recurses until the interpreter's limit, and where that limit is reached
+    inside ``referencing``'s Rust registry it becomes a pyo3 ``PanicException``, a
+    BaseException (at about one stack depth in seven, tests/test_bounded.py); on the host's
+    loop it would end the loop (``Reactor.run`` takes a BaseException for a crash), and every
+    call of every provider with it."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
 class SchemaValidator:
     """One compiled schema; :meth:`problem` returns ``None`` when the instance is valid."""
 
@@ -236,7 +247,9 @@ class SchemaValidator:
             )
         except (DeadlineExceeded, BudgetExceeded):
             return False
-        except Exception:
+        except BaseException as exc:
+            if _propagates(exc):
+                raise
             return False  # (let the full validation give its message)
         if error is None:
             return None
@@ -265,8 +278,12 @@ class SchemaValidator:
                 "$", f"the schema is too costly to apply to this value ({exc}: at most "
                 f"{MAX_STEPS:,} steps, {MAX_REFS:,} $ref expansions)",
             )
-        except Exception as exc:
-            return Problem("$", f"the schema cannot be applied: {type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            if _propagates(exc):
+                raise
+            return Problem(
+                "$", f"the schema cannot be applied: {type(exc).__name__}: {str(exc)[:300]}"
+            )
         if error is None:
             return None
         return Problem(json_path(error.absolute_path), error.message)

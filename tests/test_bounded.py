@@ -239,3 +239,23 @@ def test_multiple_of_gives_a_verdict_for_any_size(
         assert problem is not None
         assert "is not a multiple of" in problem.message, problem.message
         assert len(problem.message) < 200, problem.message
+
+
+def _at_depth(depth: int, function: Any) -> Any:
+    return _at_depth(depth - 1, function) if depth else function()
+
+
+@pytest.mark.parametrize("applicator", ["not", "anyOf"])
+def test_a_ref_cycle_is_a_problem_at_any_stack_depth(applicator: str) -> None:
+    """A ``$ref`` cycling through ``not`` (or ``anyOf``) recurses to the interpreter's limit.
+    Where the limit hits inside ``referencing``'s Rust code, it comes out as a pyo3
+    PanicException, which is no Exception: it escaped ``problem`` and ``trial``, and on the
+    host's loop thread it ended the loop (every call of every provider failed). Whatever the
+    caller's stack depth, the verdict is now a problem (or undecided, for the trial)."""
+    inner: Any = {"$ref": "#/$defs/a"}
+    body = {"not": inner} if applicator == "not" else {"anyOf": [inner, {"type": "string"}]}
+    validator = SchemaValidator({"$defs": {"a": body}, "$ref": "#/$defs/a"}, what="t")
+    for depth in range(0, 90, 3):
+        problem = _at_depth(depth, lambda: validator.problem(1))
+        assert problem is not None and "cannot be applied" in problem.message, (depth, problem)
+        assert _at_depth(depth, lambda: validator.trial(1, 2000, 1.0)) is not None, depth
