@@ -48,6 +48,7 @@ import re2
 from jsonschema import Draft202012Validator, _keywords, _utils, validators
 
 from host.ecma import ecma_pattern
+from host.refcycles import ref_cycle
 
 #: Keyword evaluations one validation may make (a keyword applied to one instance node is one).
 MAX_STEPS = 1_000_000
@@ -421,8 +422,9 @@ def schema_problem(schema: Any, size: int) -> str | None:
     """Why ``schema`` (``size`` bytes serialized) may not be used, before any meta-schema check
     or validation touches it: too big, too deep, a dialect other than 2020-12 or a ``$schema``
     below the root (jsonschema would switch to another, unbounded, validator there), a string
-    array the meta-schema checks for uniqueness holding something else, or a regular expression
-    RE2 cannot run. None if it may be used. Work linear in the schema's size."""
+    array the meta-schema checks for uniqueness holding something else, a regular expression
+    RE2 cannot run, or a ``$ref`` cycle that never descends into the value
+    (:mod:`host.refcycles`). None if it may be used. Work linear in the schema's size."""
     if size > MAX_SCHEMA_BYTES:
         return f"the schema is {size:,} bytes; the limit is {MAX_SCHEMA_BYTES:,}"
     # Every container, with its depth: the depth limit and the ``$schema`` rule hold everywhere.
@@ -470,7 +472,7 @@ def schema_problem(schema: Any, size: int) -> str | None:
                         if reason is not None:
                             return _pattern_message(pattern, reason)
                 schemas.extend(value.values())
-    return None
+    return ref_cycle(schema)
 
 
 #: Formats whose checker costs far more than linear time and memory per character: never tried

@@ -13,6 +13,7 @@ from jsonschema._utils import equal as jsonschema_equal
 
 from host.bounded import schema_problem, uniq
 from host.validation import SchemaInvalid, SchemaValidator
+from providers.testing import from_schema
 
 SLOW_KEY = "a" * 30 + "!"
 json_values = st.recursive(
@@ -249,13 +250,63 @@ def _at_depth(depth: int, function: Any) -> Any:
 def test_a_ref_cycle_is_a_problem_at_any_stack_depth(applicator: str) -> None:
     """A ``$ref`` cycling through ``not`` (or ``anyOf``) recurses to the interpreter's limit.
     Where the limit hits inside ``referencing``'s Rust code, it comes out as a pyo3
-    PanicException, which is no Exception: it escaped ``problem`` and ``trial``, and on the
-    host's loop thread it ended the loop (every call of every provider failed). Whatever the
-    caller's stack depth, the verdict is now a problem (or undecided, for the trial)."""
-    inner: Any = {"$ref": "#/$defs/a"}
+    PanicException, which is no Exception: it escaped ``problem`` and ``trial`` (on the host's
+    loop thread it would end the loop). A local cycle is refused with the schema now
+    (test_ref_cycles_that_never_descend_are_refused); one through an ``$id`` is not followed
+    there, and whatever the caller's stack depth its verdict is a problem (or undecided, for
+    the trial)."""
+    uri = "https://example.com/a"
+    inner: Any = {"$ref": uri}
     body = {"not": inner} if applicator == "not" else {"anyOf": [inner, {"type": "string"}]}
-    validator = SchemaValidator({"$defs": {"a": body}, "$ref": "#/$defs/a"}, what="t")
+    validator = SchemaValidator({"$defs": {"a": {"$id": uri, **body}}, "$ref": uri}, what="t")
     for depth in range(0, 90, 3):
         problem = _at_depth(depth, lambda: validator.problem(1))
         assert problem is not None and "cannot be applied" in problem.message, (depth, problem)
         assert _at_depth(depth, lambda: validator.trial(1, 2000, 1.0)) is not None, depth
+
+
+_NOT_CYCLE = {"$defs": {"a": {"not": {"$ref": "#/$defs/a"}}}, "$ref": "#/$defs/a"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "cycle"),
+    [
+        (_NOT_CYCLE, "#/$defs/a -> #/$defs/a/not -> #/$defs/a"),
+        ({"$ref": "#", "type": "integer"}, "# -> #"),
+        ({"if": {"type": "integer"}, "then": {"$ref": "#"}}, "#/then -> # -> #/then"),
+        ({"$defs": {"a": {"$anchor": "x", "allOf": [{"$ref": "#x"}]}}, "$ref": "#/$defs/a"},
+         "#/$defs/a -> #/$defs/a/allOf/0 -> #/$defs/a"),
+        ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"oneOf": [{"$ref": "#/$defs/a"}]}},
+          "$ref": "#/$defs/a"}, "#/$defs/a -> #/$defs/b -> #/$defs/b/oneOf/0 -> #/$defs/a"),
+        ({"$dynamicAnchor": "n", "anyOf": [{"$dynamicRef": "#n"}]}, "#/anyOf/0 -> #"),
+        ({"$defs": {"a/b": {"allOf": [{"$ref": "#/$defs/a~1b"}]}}, "$ref": "#/$defs/a~1b"},
+         "#/$defs/a~1b -> "),
+    ],
+)  # fmt: skip
+def test_ref_cycles_that_never_descend_are_refused(schema: Any, cycle: str) -> None:
+    """A schema applying itself to the same value without end is refused when it is read,
+    naming the cycle: it could only end in a RecursionError for some values (and the fuzz
+    generator could not build a strategy for it: "Cannot define a deferred strategy to be
+    itself", a Hypothesis internal error at draw time)."""
+    with pytest.raises(SchemaInvalid, match="without end") as caught:
+        SchemaValidator(schema, what="t")
+    assert cycle in str(caught.value)
+    with pytest.raises(ValueError, match="without end"):
+        from_schema(schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"n": {"type": "array", "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"},
+        {"type": "object", "properties": {"l": {"$ref": "#"}, "r": {"$ref": "#"}}},
+        {"$defs": {"a": {"not": {"$ref": "#/$defs/a"}}}, "type": "integer"},  # (never applied)
+        {"$dynamicAnchor": "n", "type": "array", "items": {"$dynamicRef": "#n"}},
+        {"$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/b"}},
+                   "b": {"anyOf": [{"$ref": "#/$defs/a"}, {"type": "integer"}]}},
+         "$ref": "#/$defs/a"},
+        {"propertyNames": {"$ref": "#/$defs/s"}, "$defs": {"s": {"type": "string"}}},
+    ],
+)  # fmt: skip
+def test_recursion_through_a_part_of_the_value_is_accepted(schema: Any) -> None:
+    SchemaValidator(schema, what="t")
