@@ -208,7 +208,7 @@ def fuzz_action(
     Once ``stop`` is set (the command was interrupted) no further example runs."""
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis.control import current_build_context
-    from hypothesis.errors import Flaky
+    from hypothesis.errors import Flaky, HypothesisException, Unsatisfiable
 
     from providers.testing import AcceptsEverything, from_schema, invalid_from_schema
 
@@ -369,6 +369,17 @@ def fuzz_action(
             raise
     except Flaky as exc:  # a failure that did not happen again on replay: still a finding
         found.extend(f for f in _leaves(exc) if isinstance(f, _Found))
+    except HypothesisException as exc:
+        # Hypothesis could not draw from the strategy: a schema the generator did not see was
+        # unsatisfiable (``propertyNames: {const: "a"}`` with ``minProperties: 2`` came out as
+        # InvalidArgument at draw time, and the whole command ended in its traceback). The
+        # action could not be fuzzed; the findings before it still count.
+        found.extend(_kind(f.check, f.outcome)(f) for f in latest.values())
+        if isinstance(exc, Unsatisfiable):
+            why = "no value it accepts was found (is it satisfiable?)"
+        else:
+            why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        report.error = f"cannot generate inputs from its input schema: {why}"
     report.findings = _distinct([one.finding for one in found])
     if store is not None:
         for finding in report.findings:

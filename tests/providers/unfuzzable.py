@@ -18,6 +18,23 @@ def never(n: int) -> int:
     return n
 
 
+# Unsatisfiable in ways the generator does not see when it builds the strategy: Hypothesis
+# fails at draw time (InvalidArgument; Unsatisfiable after every try is filtered out).
+@provider.action(
+    input={"type": "object", "propertyNames": {"const": "a"}, "minProperties": 2},
+    output={},
+)
+def one_name_two_keys(**values: int) -> int:
+    return len(values)
+
+
+@provider.action(
+    input={"type": "object", "required": ["a", "b"], "maxProperties": 1},
+    output={},
+)
+def two_required_one_allowed(**values: int) -> int:
+    return len(values)
+
 
 @provider.action
 def fine(text: str) -> str:
