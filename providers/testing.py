@@ -27,7 +27,9 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hypothesis import reject
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 __all__ = ["from_schema", "inputs", "invalid_from_schema", "invalid_inputs", "json_values"]
 
@@ -466,12 +468,20 @@ class _Compiler:
             if extra_values is not _NOTHING:
                 need = max(0, lo - len(out))
                 room = (need if deep else 2 + need) if hi is None else max(0, hi - len(out))
-                keys = draw(
-                    st.lists(
-                        names.filter(lambda k: k not in compiled and k not in out),
-                        min_size=min(need, room), max_size=room, unique=True,
-                    )
-                )
+                if names is _NOTHING or room == 0:  # (propertyNames: false)
+                    if need:
+                        reject()
+                    keys = []
+                else:
+                    try:
+                        keys = draw(
+                            st.lists(
+                                names.filter(lambda k: k not in compiled and k not in out),
+                                min_size=min(need, room), max_size=room, unique=True,
+                            )
+                        )
+                    except InvalidArgument:  # (fewer distinct names than ``need``: a const)
+                        reject()
                 for key in keys:
                     if key not in out:
                         out[key] = draw(extra_values)

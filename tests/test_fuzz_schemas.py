@@ -96,6 +96,11 @@ CORPUS: dict[str, Any] = {
     "pattern_overlap": {**OBJ, "properties": {"x_a": {"type": "string"}},
                         "patternProperties": {"^x_": {"type": ["string", "integer"]}},
                         "required": ["x_b"], "additionalProperties": False},
+    # propertyNames that allow few names (or none): a list of unique keys drawn from a
+    # strategy with fewer values than it needed was Hypothesis's InvalidArgument at draw time.
+    "property_names_const": {**OBJ, "propertyNames": {"const": "a"}, "minProperties": 1},
+    "property_names_enum": {**OBJ, "propertyNames": {"enum": ["a", "b"]}, "minProperties": 2},
+    "property_names_false": {**OBJ, "propertyNames": False},
 }
 
 #: Schemas no value satisfies: refused at once (ValueError), not drawn from until a timeout.
