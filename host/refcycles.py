@@ -53,6 +53,8 @@ def _subschemas(node: dict[str, Any], pointer: str) -> list[tuple[str, Any, bool
     for keys, applies, shape in groups:
         for key in keys:
             value = node.get(key)
+            if key in ("then", "else") and "if" not in node:
+                continue  # (ignored without an ``if``)
             if shape == "one" and value is not None:
                 found.append((f"{pointer}/{_escape(key)}", value, applies))
             elif shape == "list" and isinstance(value, list):

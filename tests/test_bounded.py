@@ -306,6 +306,8 @@ def test_ref_cycles_that_never_descend_are_refused(schema: Any, cycle: str) -> N
                    "b": {"anyOf": [{"$ref": "#/$defs/a"}, {"type": "integer"}]}},
          "$ref": "#/$defs/a"},
         {"propertyNames": {"$ref": "#/$defs/s"}, "$defs": {"s": {"type": "string"}}},
+        {"propertyNames": {"$ref": "#"}},  # (the names are strings: no propertyNames there)
+        {"then": {"$ref": "#"}},  # (no ``if``: ``then`` is never applied)
     ],
 )  # fmt: skip
 def test_recursion_through_a_part_of_the_value_is_accepted(schema: Any) -> None:
