@@ -37,6 +37,7 @@ from host import (
     RemoteHost,
     Timeout,
 )
+from host.remote import wire
 from host.remote.connections import MAX_HANDSHAKING_PER_ADDRESS
 from host.remote.keys import keygen, load_public, load_secret
 from host.remote.metrics import MAX_METRICS_CONNECTIONS, METRICS_CONNECTION_S
@@ -522,6 +523,32 @@ def test_a_timeout_too_big_for_a_float_is_refused_and_the_server_stays_up(
         hostile.close()
         assert proc.poll() is None
         assert remote.call("echo.echo", {"value": "still"}) == "still"
+
+
+def test_hello_replies_carry_each_requests_id_and_the_whole_catalog(servers: Servers) -> None:
+    """The catalog's JSON is encoded once per catalog and spliced into each ``hello`` reply
+    (encoding it again cost the server's thread ~5 ms per MB for every request): each reply
+    is still one JSON object with its own request's id, whatever characters the id holds,
+    and the catalog RemoteHost reads."""
+    endpoint, proc = servers.start()
+    ids = [
+        "h1", 'quote " and \\ backslash', "ünïcødé ✓", "\u2028 line sep", "x" * wire.MAX_ID_LENGTH
+    ]
+    with zmq.Context() as context, servers.client(endpoint) as remote:
+        expected = sorted(
+            (d.to_dict() for d in remote.catalog.find_all()), key=lambda d: d["full_name"]
+        )
+        assert expected, "the client read no catalog"
+        sock = raw_dealer(context, servers, endpoint)
+        for request_id in ids * 3:
+            sock.send_multipart([wire.request("hello", request_id)])
+            assert sock.poll(10_000), "no answer"
+            (reply,) = sock.recv_multipart()
+            body = json.loads(reply)
+            assert body["id"] == request_id
+            assert sorted(body["value"], key=lambda d: d["full_name"]) == expected
+        sock.close()
+    assert proc.poll() is None
 
 
 FLOODER = """
