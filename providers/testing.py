@@ -223,6 +223,8 @@ class _Compiler:
             return _NOTHING
         if not isinstance(schema, Mapping):
             raise ValueError(f"not a schema: {schema!r}")
+        if "not" in schema and _accepts_everything(schema["not"]):
+            return _NOTHING  # (``not: {}``: the filter would reject every value drawn)
         unknown = set(schema) - _EXACT - _ANNOTATIONS - {"format", "pattern", "multipleOf"}
         if unknown or ("format" in schema and schema["format"] not in _EXACT_FORMATS):
             self.exact = False
@@ -353,8 +355,8 @@ class _Compiler:
         contains = s.get("contains")
         wanted = s.get("minContains", 1) if contains is not None else 0
         matching = self.compile(contains) if wanted else _NOTHING
-        if wanted and matching is _NOTHING:
-            return _NOTHING
+        if wanted and (matching is _NOTHING or (hi is not None and wanted > hi)):
+            return _NOTHING  # (no item can match, or more must than an array may hold)
 
         @st.composite
         def draw_array(draw: Callable[..., Any]) -> list[Any]:
@@ -423,6 +425,8 @@ class _Compiler:
         for name in required:
             if not all(allowed(n) for n in closure(name)):
                 return _NOTHING  # (a required name, or one it needs, can have no value)
+        if hi is not None and (lo > hi or len(set(required)) > hi):
+            return _NOTHING  # (more members needed than an object may have)
         optional = [n for n in compiled if n not in required and all(map(allowed, closure(n)))]
 
         patterns = [

@@ -119,6 +119,17 @@ UNSATISFIABLE: dict[str, Any] = {
     "array_too_long": {"type": "array", "items": False, "minItems": 1},
     "contains_false": {"type": "array", "contains": False},
     "empty_enum_branches": {"anyOf": [False, {"type": "integer", "minimum": 2, "maximum": 1}]},
+    # Seen by the generator since the filter turned them into a health-check failure after
+    # seconds of drawing: ``not`` of a schema that accepts everything, more members or
+    # matching items needed than the object or array may hold.
+    "not_anything": {"not": {}},
+    "integer_not_true": {"type": "integer", "not": True},
+    "property_not_anything": {**OBJ, "properties": {"n": {"not": {}}}, "required": ["n"]},
+    "not_any_of_anything": {"not": {"anyOf": [{"type": "string"}, {}]}},
+    "required_over_max_properties": {**OBJ, "required": ["a", "b"], "maxProperties": 1},
+    "min_over_max_properties": {**OBJ, "minProperties": 3, "maxProperties": 2},
+    "min_contains_over_max_items": {"type": "array", "contains": {"type": "integer"},
+                                    "minContains": 3, "maxItems": 2},
 }
 
 #: Broken $refs: refused at once with a ValueError naming the $ref.
