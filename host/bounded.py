@@ -62,6 +62,28 @@ MESSAGE_CHARS_PER_STEP = 16
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a pattern RE2 rejects is reported by us, not printed by RE2
+#: For a first compile that only tells whether a pattern is runnable and small: RE2 stops
+#: compiling once the program outgrows ``max_mem``, so this one is bounded in time (~12 ms),
+#: where one with the default 8 MiB took 60 ms for the 17 characters ``(?:\p{L}{1,1000})``
+#: before refusing it, holding the GIL. (The program then used is compiled with the default,
+#: which leaves its DFA the memory it needs to stay fast.)
+_SIZE_OPTIONS = re2.Options()
+_SIZE_OPTIONS.log_errors = False
+_SIZE_OPTIONS.max_mem = 512 * 1024
+
+#: RE2 instructions a schema's pattern may compile to. Matching is linear in the text, but RE2
+#: falls back from its DFA to its NFA when the DFA's states do not fit its memory, and the NFA
+#: costs up to one instruction per character: 3,000 counted alternatives (79,506 instructions,
+#: a 29 KB pattern) took 2.3 ms per character, 5.2 s for a 2,000-character result, on the loop.
+#: ``^\S{1,255}$`` is 10,456, ``^[^\s]{1,100}@[^\s]{1,255}$`` 14,556.
+MAX_PATTERN_PROGRAM = 20_000
+#: A pattern search pays a budget step per this many units of its worst case (characters of
+#: the text times instructions of the program, ~15-30 ns each in the NFA on this machine):
+#: so a trial on the loop (``host.reactor.QUICK_STEPS``) searches at most ~3-6 ms' worth.
+PATTERN_WORK_PER_STEP = 100
+#: One search may cost at most this many units (its worst case, ~0.5-1 s): a search cannot be
+#: stopped once it runs, so past the call's deadline it would still burn a CPU this long.
+MAX_SEARCH_WORK = 32_000_000
 
 
 class BudgetExceeded(Exception):
@@ -79,22 +101,80 @@ def compiled(pattern: str) -> Any:
     return re2.compile(ecma_pattern(pattern), _OPTIONS)
 
 
+@functools.lru_cache(maxsize=2048)
+def program_size(pattern: str) -> int:
+    """RE2 instructions of :func:`compiled` ``(pattern)``: a search's worst case costs about
+    that many units per character of the text."""
+    return int(compiled(pattern).programsize)
+
+
 def unsupported_pattern(pattern: str, cache: bool = True) -> str | None:
     """Why RE2 cannot run ``pattern`` (backreference, lookaround...), or None if it can.
     ``cache=False`` for a pattern that is a value, not a schema's (``format: regex``)."""
-    if cache:
-        return _refusal(compiled, pattern)
     try:
-        translated = ecma_pattern.__wrapped__(pattern)
+        translated = (ecma_pattern if cache else ecma_pattern.__wrapped__)(pattern)
     except (TypeError, ValueError) as exc:
         return str(exc)
     return re2_refusal(translated)
 
 
+#: How RE2 says a pattern it parsed compiles to more than its ``max_mem`` allows.
+TOO_LARGE = "pattern too large"
+
+
+def oversized_pattern(pattern: str) -> str | None:
+    """Why a schema may not use ``pattern``, which RE2 parsed: its program is over
+    :data:`MAX_PATTERN_PROGRAM`; None if it may (it is then compiled and cached: the first
+    search, perhaps on the loop, does not pay for that). After :func:`unsupported_pattern`
+    said it is runnable or too large for ``_SIZE_OPTIONS``, so this compile is bounded too."""
+    reason = unsupported_pattern(pattern)
+    size = None
+    if reason is None:
+        try:
+            size = program_size(pattern)
+        except re2.error:  # (the default options allow more than re2_refusal's)
+            pass
+    if size is not None and size <= MAX_PATTERN_PROGRAM:
+        return None
+    figure = f"{size:,}" if size is not None else "far more"
+    return (
+        f"the pattern {pattern[:200]!r} compiles to {figure} RE2 instructions, more than "
+        f"{MAX_PATTERN_PROGRAM:,}: a search may cost that much per character (a bounded "
+        "repetition of a large class, such as \\S{1,1000}, expands most; maxLength bounds "
+        "a length at no cost)"
+    )
+
+
+def _schema_pattern_problem(pattern: str) -> str | None:
+    """Why a schema may not hold ``pattern`` (RE2 cannot run it, or it is too big), or None."""
+    reason = unsupported_pattern(pattern)
+    if reason is not None and not reason.startswith(TOO_LARGE):
+        return _pattern_message(pattern, reason)
+    return oversized_pattern(pattern)
+
+
 def re2_refusal(translated: str) -> str | None:
     """Why RE2 cannot compile ``translated`` (a pattern already in RE2's syntax, see
-    :func:`ecma_pattern`), or None if it can; nothing is cached."""
-    return _refusal(lambda text: re2.compile(text, _OPTIONS), translated)
+    :func:`ecma_pattern`) within ~512 KiB of program, or None if it can; nothing is cached.
+    Bounded in time (see ``_SIZE_OPTIONS``)."""
+    return _refusal(lambda text: re2.compile(text, _SIZE_OPTIONS), translated)
+
+
+def pattern_search(pattern: str, text: str) -> Any:
+    """RE2's search of ``pattern`` in ``text``, paid for first from the running validation's
+    budget, if any, by its worst case (:data:`PATTERN_WORK_PER_STEP`); a search over
+    :data:`MAX_SEARCH_WORK` is refused (:class:`BudgetExceeded`) rather than started."""
+    regex = compiled(pattern)
+    if _LOCAL.budget is not None:
+        work = len(text) * program_size(pattern)
+        if work > MAX_SEARCH_WORK:
+            raise BudgetExceeded(
+                f"a search of a pattern of {program_size(pattern):,} RE2 instructions in "
+                f"{len(text):,} characters could cost {work:,} units, more than "
+                f"{MAX_SEARCH_WORK:,}"
+            )
+        charge(work // PATTERN_WORK_PER_STEP)
+    return regex.search(text)
 
 
 def _refusal(compile_: Callable[[str], Any], pattern: str) -> str | None:
@@ -111,15 +191,14 @@ def _refusal(compile_: Callable[[str], Any], pattern: str) -> str | None:
 
 
 def search(pattern: str, text: str) -> bool:
-    return compiled(pattern).search(text) is not None
+    return pattern_search(pattern, text) is not None
 
 
 class _Re2Module:
-    """Stands for ``re`` inside the rebound jsonschema functions (they call ``re.search``)."""
+    """Stands for ``re`` inside the rebound jsonschema functions (they call ``re.search``):
+    every search a schema makes is paid for (:func:`pattern_search`)."""
 
-    @staticmethod
-    def search(pattern: str, text: str) -> Any:
-        return compiled(pattern).search(text)
+    search = staticmethod(pattern_search)
 
 
 def _canonical(value: Any) -> Any:
@@ -450,9 +529,8 @@ def schema_problem(schema: Any, size: int) -> str | None:
             continue
         for key, value in node.items():
             if key == "pattern" and isinstance(value, str):
-                reason = unsupported_pattern(value)
-                if reason is not None:
-                    return _pattern_message(value, reason)
+                if (reason := _schema_pattern_problem(value)) is not None:
+                    return reason
             elif key in _STRING_ARRAYS and isinstance(value, list):
                 if not all(isinstance(item, str) for item in value):
                     return f"{key!r} must be a list of strings"
@@ -468,9 +546,12 @@ def schema_problem(schema: Any, size: int) -> str | None:
             elif key in _MAP and isinstance(value, dict):
                 if key == "patternProperties":
                     for pattern in value:
-                        reason = unsupported_pattern(pattern)
-                        if reason is not None:
-                            return _pattern_message(pattern, reason)
+                        if (reason := _schema_pattern_problem(pattern)) is not None:
+                            return reason
+                    # (``additionalProperties`` beside them searches them all as one pattern)
+                    joined = "|".join(value)
+                    if len(value) > 1 and (reason := oversized_pattern(joined)) is not None:
+                        return f"the patternProperties patterns, joined into one: {reason}"
                 schemas.extend(value.values())
     return ref_cycle(schema)
 

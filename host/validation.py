@@ -25,6 +25,7 @@ from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from host.bounded import (
     MAX_REFS,
     MAX_STEPS,
+    TOO_LARGE,
     BoundedValidator,
     BudgetExceeded,
     DeadlineExceeded,
@@ -57,6 +58,10 @@ MAX_PYTHON_REGEX = 4096
 #: so a 1 MB value of them was 47 MB of pattern and 2.6 s of RE2 holding the GIL).
 REGEX_STEPS_PER_CHAR = 1
 REGEX_TRANSLATED_CHARS_PER_STEP = 16
+#: And per compile by RE2, whatever the length: a compile stops at ~512 KiB of program
+#: (``host.bounded.re2_refusal``), ~5-12 ms for a value such as ``\p{L}{1,1000}``, 17
+#: characters that expand to more.
+REGEX_COMPILE_STEPS = 1000
 
 
 def _is_regex(instance: object) -> bool:
@@ -67,8 +72,9 @@ def _is_regex(instance: object) -> bool:
     charge(len(instance) * REGEX_STEPS_PER_CHAR)
     try:
         translated = ecma_pattern.__wrapped__(instance)
-        charge(len(translated) // REGEX_TRANSLATED_CHARS_PER_STEP)
-        if re2_refusal(translated) is None:
+        charge(len(translated) // REGEX_TRANSLATED_CHARS_PER_STEP + REGEX_COMPILE_STEPS)
+        reason = re2_refusal(translated)
+        if reason is None or reason.startswith(TOO_LARGE):  # (parsed: a regex, only a big one)
             return True
     except Unrunnable:
         pass  # ECMA-262's (a backreference), RE2 cannot run it: Python's re decides below

@@ -222,3 +222,60 @@ def test_error_messages_are_paid_from_the_budget(shared: Host) -> None:
     assert "too costly" in str(outcome.error), outcome.error
     assert grown_mib < 100, grown_mib
     assert worst <= baseline + SLACK_S, (baseline, worst)
+
+
+def test_a_pattern_search_is_paid_for_by_its_worst_case(shared: Host) -> None:
+    """RE2 is linear in the text, but its NFA (where its DFA runs out of memory) costs up to
+    an instruction of the program per character: ``stall.thrash``'s 16,000 characters took
+    1.0 s of the loop's fast path (3,000 alternatives, 79,506 instructions, were 2.3 ms a
+    character: refused at load now). A search pays its worst case first; this one is more than
+    a search may cost, and is refused without running."""
+    outcome, baseline, worst = _latency_during(shared, lambda: _run(shared, "stall.thrash"))
+    assert not outcome.ok and isinstance(outcome.error, OutputInvalid), outcome
+    assert "too costly" in str(outcome.error), outcome.error
+    assert worst <= baseline + SLACK_S, (baseline, worst)
+    started = time.monotonic()
+    outcome = shared.run("stall.take_thrash", {"text": "ab" * 8000}, timeout=0.5)
+    assert not outcome.ok and isinstance(outcome.error, InputInvalid), outcome
+    assert "too costly" in str(outcome.error), outcome.error
+    assert time.monotonic() - started < 0.5 + SLACK_S
+    # (the same pattern on a short text is searched, and its verdict is RE2's)
+    outcome = shared.run("stall.take_thrash", {"text": "b" + "a" * 999 + "c"})
+    assert not outcome.ok and isinstance(outcome.error, InputInvalid), outcome
+    assert "does not match" in str(outcome.error), outcome.error
+
+
+def test_a_pattern_too_big_for_the_host_is_refused_at_load() -> None:
+    """3,000 counted alternatives: a 29 KB pattern RE2 accepts, of 79,506 instructions, 2.3
+    ms a character in its NFA. Refused when the catalog is checked, naming the pattern; the
+    compile that finds out stops at ~512 KiB of program (``(?:\\p{L}{1,1000})``, 17
+    characters, took 60 ms before RE2's own default limit refused it)."""
+    from host.validation import SchemaInvalid, SchemaValidator
+
+    big = "(" + "|".join(f"[ab]{{{i % 50 + 1}}}x" for i in range(3000)) + ")"
+    for pattern in (big, "(?:\\p{L}{1,1000})"):
+        with pytest.raises(SchemaInvalid, match="RE2 instructions, more than 20,000"):
+            SchemaValidator({"type": "string", "pattern": pattern}, what="test")
+        with pytest.raises(SchemaInvalid, match="RE2 instructions"):
+            SchemaValidator({"patternProperties": {pattern: {}}}, what="test")
+    joined = {f"^{i}[ab]*a[ab]{{999}}$": {} for i in range(30)}  # (each 1,000; joined 30,000)
+    with pytest.raises(SchemaInvalid, match="joined into one"):
+        SchemaValidator({"type": "object", "patternProperties": joined}, what="test")
+    # Patterns people write are far below it, and a value of format regex is still a regex.
+    for pattern in ("^\\S{1,255}$", "^[^\\s]{1,100}@[^\\s]{1,255}$", "^[a-z0-9@-]+$"):
+        assert SchemaValidator({"pattern": pattern}, what="test").problem("x@1") is None
+    regex = SchemaValidator({"type": "string", "format": "regex"}, what="test")
+    assert regex.problem(big) is None and regex.problem("(?:\\p{L}{1,1000})") is None
+
+
+def test_many_declared_properties_cost_the_fast_path_only_the_values_members(
+    shared: Host,
+) -> None:
+    outcome, baseline, worst = _latency_during(shared, lambda: _run(shared, "stall.members"))
+    assert outcome.ok, outcome.error
+    assert len(outcome.value) == 5000
+    assert worst <= baseline + SLACK_S, (baseline, worst)
+    started = time.monotonic()
+    assert shared.call("stall.take_members", {"items": [{}] * 5000}, timeout=5) == 5000
+    assert time.monotonic() - started < SLACK_S
+    assert not shared.input_check_is_costly("stall.take_members", {"items": [{}] * 5000})

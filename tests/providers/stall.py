@@ -171,3 +171,49 @@ MESSAGE_CHARS = 1_000_000
 @provider.action(input=EMPTY, output={"anyOf": [{"type": "integer"}] * MESSAGE_BRANCHES})
 def messages() -> str:
     return "x" * MESSAGE_CHARS
+
+
+#: ``thrash``: a pattern RE2 accepts, of 18,023 instructions (under the host's 20,000), whose
+#: DFA has too many states to keep: RE2 falls back to its NFA, up to one instruction per
+#: character, 1.0 s for this 16,000-character result (small enough to be judged on the loop),
+#: where the fast path searched it unbounded. Its worst case is now paid for first.
+THRASH = {
+    "type": "string",
+    "pattern": "".join(f"[ab]*{'ab'[i % 2]}[ab]{{999}}" for i in range(18)) + "c",
+}
+THRASH_TEXT = "ab" * 8000
+
+
+@provider.action(input=EMPTY, output=THRASH)
+def thrash() -> str:
+    return THRASH_TEXT
+
+
+@provider.action(
+    input={"type": "object", "properties": {"text": THRASH}, "required": ["text"]},
+    output={"type": "integer"},
+)
+def take_thrash(text: str) -> int:
+    return len(text)
+
+
+#: ``members``: 18,000 declared properties (241 KB of schema) against 5,000 empty objects (a
+#: 15 KB result): the fast path looked up every declared property in every object, 90 million
+#: lookups, 4.7 s of the loop. It walks the objects' own members now.
+MEMBERS = {
+    "type": "array",
+    "items": {"type": "object", "properties": {f"p{i}": {} for i in range(18_000)}},
+}
+
+
+@provider.action(input=EMPTY, output=MEMBERS)
+def members() -> list[dict[str, int]]:
+    return [{} for _ in range(5000)]
+
+
+@provider.action(
+    input={"type": "object", "properties": {"items": MEMBERS}, "required": ["items"]},
+    output={"type": "integer"},
+)
+def take_members(items: list[Any]) -> int:
+    return len(items)
