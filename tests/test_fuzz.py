@@ -290,3 +290,74 @@ def test_only_usage_above_a_round_trips_noise_reaches_target() -> None:
         "wall_s": busy.wall_s, "cpu_s": busy.cpu_s, "max_rss_mib": busy.max_rss_bytes / mib,
     }
     assert set(observations(busy, least + 8 * mib)) == {"wall_s", "cpu_s"}
+
+
+MULTIBUG = os.path.join(HERE, "providers", "multibug.py")
+
+
+def _reproduces(finding: dict[str, object], outcome: str) -> None:
+    argv = shlex.split(str(finding["reproduce"]))
+    done = subprocess.run(
+        [sys.executable, "-m", "host.cli", *argv[1:], "--json"],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["error"]["type"] == outcome
+
+
+def test_an_action_with_two_distinct_failures_reports_both(capsys: object) -> None:
+    """Hypothesis raises an ExceptionGroup for two distinct failures: the runner re-raised every
+    group (``subgroup`` tests the group itself first), so ``sandbox fuzz`` ended in a traceback,
+    with nothing printed, even under ``--json``; plain ``sandbox fuzz`` did, on the built-in
+    example provider."""
+    code, data = _fuzz(capsys, "--provider", MULTIBUG, "multibug.two", "--max-examples", "200")
+    assert code == 1 and data["ok"] is False
+    (action,) = data["actions"]  # type: ignore[misc]
+    found = {(f["check"], f["outcome"]): f for f in action["findings"]}
+    assert set(found) == {
+        ("no_action_failure", "ActionFailed"), ("output_conformance", "OutputInvalid")
+    }, action
+    assert found[("no_action_failure", "ActionFailed")]["input"] == {"n": -1}
+    assert found[("output_conformance", "OutputInvalid")]["input"] == {"n": 101}
+    for (_, outcome), finding in found.items():
+        _reproduces(finding, outcome)
+
+
+def test_a_failure_that_comes_and_goes_is_a_finding_not_a_traceback(capsys: object) -> None:
+    """A failure that did not happen again on its final replay made Hypothesis raise a
+    FlakyFailure (an ExceptionGroup too): a traceback. It is a finding (flaky when Hypothesis
+    saw it so)."""
+    for seed in ("1", "2", "3"):
+        code = main([
+            "fuzz", "--provider", MULTIBUG, "multibug.coin", "--json", "--database", "none",
+            "--seed", seed, "--max-examples", "50",
+        ])  # fmt: skip
+        data = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+        assert code == 1 and data["ok"] is False
+        (finding,) = data["actions"][0]["findings"]
+        assert finding["check"] == "no_action_failure"
+        assert "sometimes" in finding["message"]
+    # ``once`` fails only the first time its worker sees an input: its replay always passes.
+    code, data = _fuzz(capsys, "--provider", MULTIBUG, "multibug.once", "--max-examples", "20")
+    assert code == 1 and data["ok"] is False
+    (finding,) = data["actions"][0]["findings"]  # type: ignore[index]
+    assert finding["check"] == "no_action_failure", finding
+    assert "the first time" in finding["message"] and "flaky" in finding["message"], finding
+
+
+def test_a_hang_is_not_shrunk_to_an_input_that_only_outran_the_shorter_deadline(
+    capsys: object,
+) -> None:
+    """While shrinking a Timeout the examples run at a shorter deadline: ``slowish`` shrank to a
+    text that only takes 0.6 s (one of two characters), its final replay at the full timeout passed, and Hypothesis's
+    flakiness error ended the run in a traceback. The reported input is one that timed out at
+    the full timeout, and its line reproduces the Timeout."""
+    code, data = _fuzz(
+        capsys, "--provider", MULTIBUG, "multibug.slowish", "--timeout", "1",
+        "--max-examples", "25",
+    )
+    assert code == 1 and data["ok"] is False
+    (finding,) = data["actions"][0]["findings"]  # type: ignore[index]
+    assert (finding["check"], finding["outcome"]) == ("no_timeout", "Timeout"), finding
+    assert len(finding["input"]["text"]) >= 3, finding
+    _reproduces(finding, "Timeout")

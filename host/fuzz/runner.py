@@ -17,7 +17,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from host.calling import wait_for_outcome
@@ -33,9 +33,16 @@ class _TimeUp(BaseException):
     does not take for a failure of the test); the findings so far come from ``latest``."""
 
 
-#: The per-example deadline while shrinking after a Timeout: this share of the full one.
+#: The per-example deadline once an example timed out (but for a failure's final replay): this
+#: share of the full one, or this many times the slowest example that did not time out if that
+#: is less; halved after each example that times out again, never under the floor (an action
+#: that always hangs ran every one of its 100 examples at a quarter of its timeout: 131 s for
+#: a 5 s timeout). An input that only outran the shorter deadline is not reported: the final
+#: replay, at the full timeout, confirms a hang, and where it does not, the report keeps the
+#: last one found at the full timeout.
 SHRINK_DEADLINE_SHARE = 0.25
-SHRINK_DEADLINE_FLOOR_S = 0.2
+SHRINK_DEADLINE_SLOWEST = 10.0
+SHRINK_DEADLINE_FLOOR_S = 0.1
 
 
 @dataclass
@@ -208,7 +215,7 @@ def fuzz_action(
     Once ``stop`` is set (the command was interrupted) no further example runs."""
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis.control import current_build_context
-    from hypothesis.errors import Flaky, HypothesisException, Unsatisfiable
+    from hypothesis.errors import HypothesisException, Unsatisfiable
 
     from providers.testing import AcceptsEverything, from_schema, invalid_from_schema
 
@@ -245,10 +252,15 @@ def fuzz_action(
     started = time.monotonic()
     state = {"timed_out": False, "last_progress": started}
     worst_wall = -1.0
+    slowest_finished = [0.0]  # the longest wall time of an example that did not time out
+    shorter = [0.0]  # the deadline once an example timed out (0: none has yet)
     least_rss = [2**63]  # the smallest peak memory of this action's examples so far
     # The last finding raised per (check, outcome): while shrinking each is smaller than the
-    # one before, so if max_time ends the run this is the smallest found so far.
+    # one before, so if max_time ends the run this is the smallest found so far. ``confirmed``:
+    # the same, of those found at the full timeout.
     latest: dict[tuple[str, str], Finding] = {}
+    confirmed: dict[tuple[str, str], Finding] = {}
+    cut_short: set[int] = set()  # ids of the findings made at the shorter deadline
 
     def examine(is_positive: bool, value: Any, timeout: float) -> tuple[Outcome, Finding | None]:
         """Run one input confined and judge it: its outcome, and the finding it is (if any
@@ -314,9 +326,18 @@ def fuzz_action(
             ):
                 raise _TimeUp
             if state["timed_out"] and not final:
-                timeout = max(SHRINK_DEADLINE_FLOOR_S, options.timeout * SHRINK_DEADLINE_SHARE)
+                if not shorter[0]:
+                    shorter[0] = min(
+                        options.timeout * SHRINK_DEADLINE_SHARE,
+                        SHRINK_DEADLINE_SLOWEST * slowest_finished[0] or options.timeout,
+                    )
+                timeout = max(SHRINK_DEADLINE_FLOOR_S, min(shorter[0], options.timeout))
         outcome, finding = examine(is_positive, value, timeout)
         usage = outcome.usage
+        if outcome.error is None or outcome.error.type not in ("Timeout", "CpuExceeded"):
+            slowest_finished[0] = max(slowest_finished[0], usage.wall_s)
+        elif timeout < options.timeout:
+            shorter[0] = max(SHRINK_DEADLINE_FLOOR_S, timeout / 2)
         if outcome.error is None or outcome.error.type != "InputInvalid":
             if usage.max_rss_bytes:
                 least_rss[0] = min(least_rss[0], usage.max_rss_bytes)
@@ -334,6 +355,10 @@ def fuzz_action(
         if finding.outcome in ("Timeout", "CpuExceeded"):
             state["timed_out"] = True
         latest[(finding.check, finding.outcome)] = finding
+        if timeout >= options.timeout:
+            confirmed[(finding.check, finding.outcome)] = finding
+        else:
+            cut_short.add(id(finding))
         raise _kind(finding.check, finding.outcome)(finding)
 
     base = options.settings if options.settings is not None else settings()
@@ -355,32 +380,45 @@ def fuzz_action(
         derandomize=False,
         print_blob=False,
     )(given_body)
-    found: list[_Found] = []
+    found: list[Finding] = []
     try:
         test()
-    except _TimeUp:
-        found.extend(_kind(f.check, f.outcome)(f) for f in latest.values())
-    except _Found as exc:
-        found.append(exc)
-    except BaseExceptionGroup as group:
-        leaves = group.subgroup(lambda e: isinstance(e, _Found))
-        found.extend(f for f in _leaves(leaves) if isinstance(f, _Found))
-        if leaves is None or group.subgroup(lambda e: not isinstance(e, _Found)) is not None:
-            raise
-    except Flaky as exc:  # a failure that did not happen again on replay: still a finding
-        found.extend(f for f in _leaves(exc) if isinstance(f, _Found))
-    except HypothesisException as exc:
-        # Hypothesis could not draw from the strategy: a schema the generator did not see was
-        # unsatisfiable (``propertyNames: {const: "a"}`` with ``minProperties: 2`` came out as
-        # InvalidArgument at draw time, and the whole command ended in its traceback). The
-        # action could not be fuzzed; the findings before it still count.
-        found.extend(_kind(f.check, f.outcome)(f) for f in latest.values())
-        if isinstance(exc, Unsatisfiable):
-            why = "no value it accepts was found (is it satisfiable?)"
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        # What the run raised: one failure, or (``report_multiple_bugs``) a group of them, in
+        # which a failure that did not happen again on its final replay is a FlakyFailure
+        # group of its own; _TimeUp where max_time or an interrupt ended it.
+        failures = _failures(exc)
+        if failures is None:  # something other than failures and _TimeUp
+            if not isinstance(exc, HypothesisException) or isinstance(exc, BaseExceptionGroup):
+                raise
+            # Hypothesis could not draw from the strategy: a schema the generator did not see
+            # was unsatisfiable (``propertyNames: {const: "a"}`` with ``minProperties: 2``
+            # came out as InvalidArgument at draw time, and the whole command ended in its
+            # traceback). The action could not be fuzzed; the findings before it still count.
+            found.extend(latest.values())
+            if isinstance(exc, Unsatisfiable):
+                why = "no value it accepts was found (is it satisfiable?)"
+            else:
+                why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+            report.error = f"cannot generate inputs from its input schema: {why}"
         else:
-            why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
-        report.error = f"cannot generate inputs from its input schema: {why}"
-    report.findings = _distinct([one.finding for one in found])
+            if any(isinstance(leaf, _TimeUp) for leaf in _leaves(exc)):
+                found.extend(latest.values())  # (the smallest of each found so far)
+            for one, flaky in failures:
+                finding = one.finding
+                key = (finding.check, finding.outcome)
+                if flaky and id(finding) in cut_short and key in confirmed:
+                    # Shrunk to an input that outran only the shorter deadline: the last one
+                    # that failed at the full timeout is the finding.
+                    finding = confirmed[key]
+                elif flaky:
+                    finding = replace(finding, message=(
+                        f"{finding.message} (flaky: it did not happen again when replayed)"
+                    ))  # fmt: skip
+                found.append(finding)
+    report.findings = _distinct(found)
     if store is not None:
         for finding in report.findings:
             store.save(finding.positive, finding.check, finding.outcome, finding.input)
@@ -401,6 +439,29 @@ def _distinct(findings: list[Finding]) -> list[Finding]:
 def _store_key(sources: Sequence[str], action: str, mode: str) -> bytes:
     """Which saved failures belong to this run: the same providers, action and mode."""
     return json.dumps([list(sources), action, mode]).encode()
+
+
+def _failures(exc: BaseException, flaky: bool = False) -> list[tuple[_Found, bool]] | None:
+    """The failures in what a Hypothesis run raised, each with whether it was flaky (in a
+    FlakyFailure: it did not happen again on its final replay); None if it holds anything
+    but failures and :class:`_TimeUp`. (``ExceptionGroup.subgroup`` tests the group itself
+    first, so "not a failure" matched every group: two distinct failures in one action, or a
+    flaky one, ended ``sandbox fuzz`` in a traceback.)"""
+    from hypothesis.errors import Flaky
+
+    if isinstance(exc, _Found):
+        return [(exc, flaky)]
+    if isinstance(exc, _TimeUp):
+        return []
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    found: list[tuple[_Found, bool]] = []
+    for inner in exc.exceptions:
+        part = _failures(inner, flaky or isinstance(exc, Flaky))
+        if part is None:
+            return None
+        found.extend(part)
+    return found
 
 
 def _leaves(exc: BaseException | None) -> list[BaseException]:
