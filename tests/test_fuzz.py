@@ -361,3 +361,18 @@ def test_a_hang_is_not_shrunk_to_an_input_that_only_outran_the_shorter_deadline(
     assert (finding["check"], finding["outcome"]) == ("no_timeout", "Timeout"), finding
     assert len(finding["input"]["text"]) >= 3, finding
     _reproduces(finding, "Timeout")
+
+
+def test_actions_fuzzed_in_parallel_do_not_break_hypothesis(capsys: object) -> None:
+    """``--workers 4`` ended in ``SystemError: AST constructor recursion depth mismatch`` (5
+    runs in 5): Hypothesis parses lambdas' source, and CPython 3.11's parser is not safe to run
+    in several threads at once. Any exception of the fuzzer on one action is that action's
+    error now, too, never a traceback."""
+    source = os.path.join(HERE, "providers", "parallel_fuzz.py")
+    for _ in range(3):
+        code, data = _fuzz(
+            capsys, "--provider", source, "--workers", "4", "--max-examples", "50"
+        )
+        assert code == 0, data
+        actions = data["actions"]  # type: ignore[union-attr]
+        assert [a["examples"] for a in actions] == [50] * 4, actions  # type: ignore[index]

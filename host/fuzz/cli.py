@@ -194,10 +194,20 @@ def run(
         quiet = None if args.json else _progress
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=args.workers)
+
+        def fuzz_one(descriptor: Any) -> ActionReport:
+            try:
+                return fuzz_action(host, descriptor, options, sources, quiet, stop)
+            except Exception as exc:  # (a bug of ours or Hypothesis's: that action's error)
+                from host.fuzz.runner import ActionReport
+
+                report = ActionReport(descriptor.full_name)
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                report.error = f"the fuzzer failed on this action: {type(exc).__name__}: {first}"
+                return report
+
         try:
-            reports = list(
-                pool.map(lambda d: fuzz_action(host, d, options, sources, quiet, stop), chosen)
-            )
+            reports = list(pool.map(fuzz_one, chosen))
         except BaseException:  # interrupted: each action stops at its next example and its
             stop.set()  # call in flight ends with the host's workers, so the join is quick
             host.close(timeout=0)

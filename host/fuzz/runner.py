@@ -28,6 +28,29 @@ if TYPE_CHECKING:
     from host.catalog import ActionDescriptor
     from host.errors import Outcome, Usage
 
+def _serialize_ast_parse() -> None:
+    """Make ``ast.parse`` one thread at a time in this process. Hypothesis parses a lambda's
+    source to describe a strategy that uses one, and CPython 3.11's AST conversion keeps its
+    recursion depth in shared state: actions fuzzed in parallel (``--workers``) failed with
+    ``SystemError: AST constructor recursion depth mismatch`` (5 runs in 5 with 4 workers).
+    The wrapper changes nothing else."""
+    import ast
+
+    if getattr(ast.parse, "_sandbox_serialized", False):
+        return
+    parse, lock = ast.parse, threading.Lock()
+
+    def serialized(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return parse(*args, **kwargs)
+
+    serialized._sandbox_serialized = True  # type: ignore[attr-defined]
+    ast.parse = serialized
+
+
+_serialize_ast_parse()
+
+
 class _TimeUp(BaseException):
     """``max_time`` passed: ends the Hypothesis run at once (a BaseException, which Hypothesis
     does not take for a failure of the test); the findings so far come from ``latest``."""
