@@ -349,9 +349,9 @@ def test_a_hang_is_not_shrunk_to_an_input_that_only_outran_the_shorter_deadline(
     capsys: object,
 ) -> None:
     """While shrinking a Timeout the examples run at a shorter deadline: ``slowish`` shrank to a
-    text that only takes 0.6 s (one of two characters), its final replay at the full timeout passed, and Hypothesis's
-    flakiness error ended the run in a traceback. The reported input is one that timed out at
-    the full timeout, and its line reproduces the Timeout."""
+    text that only takes 0.6 s (one of two characters), its final replay at the full timeout
+    passed, and Hypothesis's flakiness error ended the run in a traceback. The reported input
+    is one that timed out at the full timeout, and its line reproduces the Timeout."""
     code, data = _fuzz(
         capsys, "--provider", MULTIBUG, "multibug.slowish", "--timeout", "1",
         "--max-examples", "25",
