@@ -893,6 +893,8 @@ class Reactor:
         provider = worker.provider
         if worker.state is not State.READY or worker.kill_reason is not None:
             return
+        if worker.decoding:  # (its connection is not read meanwhile: a PONG would wait)
+            return
         if worker.meter is not None and worker.meter.idle_from_ns is None:
             worker.meter.went_idle()  # idle since its HELLO: count from here
         if self._outside_cpu_exceeded(worker, now):
@@ -1318,9 +1320,10 @@ class Reactor:
     # ------------------------------------------------------------------ the wire
 
     def _watch_wire(self, worker: WorkerHandle, write: bool = False) -> None:
-        """Watch the worker's endpoint (its listener, or its connection once accepted)."""
+        """Watch the worker's endpoint (its listener, or its connection once accepted); not
+        while a big message of it is decoded off the loop (see :meth:`_decode_off_loop`)."""
         fd = worker.channel.fileno()
-        if fd < 0:
+        if fd < 0 or worker.decoding:
             return
         mask = select.EPOLLIN | (select.EPOLLOUT if write else 0)
         if fd in self._wire_fds:
@@ -1440,8 +1443,13 @@ class Reactor:
 
     def _decode_off_loop(self, worker: WorkerHandle, frames: list[bytes], budget: int) -> None:
         """Decode a big message on the provider's lane; the loop goes on supervising, and the
-        worker's later events wait for it (``WorkerHandle.held``)."""
+        worker's later events wait for it (``WorkerHandle.held``). Its connection is not read
+        meanwhile: what it sends next waits in the kernel's socket buffer, which then stops
+        the worker's writes. (Read on, every later message was kept in ``held``, outside the
+        codec's budget: a worker that kept its lane busy, then flooded, had the host hold 601
+        MiB of it, for a 1 MiB policy.) Its exit still arrives, on its status pipe."""
         worker.decoding = True
+        self._unwatch_wire(worker)
 
         def job() -> None:
             decoded: protocol.WorkerMessage | Exception
@@ -1459,11 +1467,16 @@ class Reactor:
         self, worker: WorkerHandle, frames: list[bytes], decoded: protocol.WorkerMessage | Exception
     ) -> None:
         worker.decoding = False
+        if self._workers.get(worker.worker_id.encode()) is not worker:
+            return  # it ended meanwhile (see _on_exit): what it said no longer counts
         try:
             self._guard(worker, "its message", self._on_decoded, worker, frames, decoded)
         finally:
             while worker.held and not worker.decoding:
                 self._guard(worker, "its next event", worker.held.pop(0))
+            channel = worker.channel
+            if not worker.decoding and channel.conn is not None and not channel.closed:
+                self._watch_wire(worker, write=channel.wants_write)  # (read again)
 
     def _lost_connection(self, worker: WorkerHandle) -> None:
         self._unwatch_wire(worker)
@@ -1915,7 +1928,10 @@ class Reactor:
             self._orphans.expect(pid, stat[2])
 
     def _on_exit(self, worker: WorkerHandle, status: ExitStatus) -> None:
-        if worker.decoding:  # what it sent before it died is judged first
+        if worker.decoding and worker.kill_reason is None and self._closing is None:
+            # What it sent before it died is judged first. (Not for a worker the host ended:
+            # what it said no longer counts; nor while closing, which must not wait for a
+            # busy lane.)
             worker.held.append(functools.partial(self._on_exit, worker, status))
             return
         provider = worker.provider

@@ -114,6 +114,20 @@ def test_a_frame_over_the_budget_is_a_violation_at_its_header(
     assert outcome.usage.wall_s < 5
 
 
+def test_messages_sent_while_a_big_one_waits_to_be_decoded_stay_in_the_kernel(
+    flooded: tuple[Host, list[object], list[BaseException]],
+) -> None:
+    """A message over 64 KiB is decoded on the provider's lane, behind what the lane is doing
+    (here: seconds of validating the worker's own result). The loop read on meanwhile and kept
+    every later message of the worker, whole, outside the codec's budget: 601 MiB held for a
+    1 MiB policy in the red team's run. The connection is not read while a message of it
+    waits to be decoded: the flood stays in the kernel's socket buffer."""
+    host, _, _ = flooded
+    outcome, _ = _flood(host, "flood_behind_a_busy_lane", megabytes=256)
+    assert outcome.ok, outcome.error  # (its result came first; then it broke the protocol)
+    assert len(outcome.value) == 1500
+
+
 def test_unasked_for_padded_pongs_are_a_violation_at_the_first(
     flooded: tuple[Host, list[object], list[BaseException]],
 ) -> None:

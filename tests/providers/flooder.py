@@ -9,10 +9,12 @@ most, then it stops): the host is expected to end it long before.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import stat
 import struct
+import sys
 import time
 
 from providers import Provider
@@ -87,6 +89,43 @@ def huge_frame(megabytes: int = 256) -> int:
     written += _write(sock, iter(lambda: chunk, None), size)
     _linger()
     return written
+
+
+def _call_id() -> str:
+    """The id of the call being run (a local of the worker's ``run_call``, up the stack)."""
+    frame = sys._getframe()
+    while frame is not None:
+        call = frame.f_locals.get("call")
+        if call is not None and isinstance(getattr(call, "call_id", None), str):
+            return str(call.call_id)
+        frame = frame.f_back
+    raise RuntimeError("no call found")
+
+
+#: Every item meets 240 subschemas: 1,500 items are ~360,000 keyword evaluations, a few
+#: seconds of validation on the provider's lane (the host's thread for its slow work).
+COSTLY_OUTPUT = {"type": "array", "items": {"allOf": [{"type": "integer"}] * 240}}
+ITEMS = 1500
+
+
+@provider.action(output=COSTLY_OUTPUT)
+def flood_behind_a_busy_lane(megabytes: int = 256) -> list[int]:
+    """Its own RESULT, valid but seconds to validate (on the provider's lane), then a message
+    big enough to be decoded on that lane too (which waits behind the validation), then
+    ``megabytes`` of complete 1 MB messages, written while the lane is busy."""
+    sock = _connection()
+    usage = b'{"cpu_s":0.0,"max_rss_bytes":0,"cpu_total_s":0.0}'
+    result = (
+        b'{"call_id":' + json.dumps(_call_id()).encode() + b',"value":['
+        + b",".join([b"1"] * ITEMS) + b'],"usage":' + usage + b"}"
+    )
+    big = _frame(b"RESULT", more=True) + _frame(b" " * (200 * 1024), more=False)
+    filler = _frame(b"RESULT", more=True) + _frame(b" " * MiB, more=False)
+    written = _write(sock, iter([_frame(b"RESULT", more=True) + _frame(result, more=False)]), 1)
+    written += _write(sock, iter([big]), 1)
+    written += _write(sock, iter(lambda: filler, None), megabytes * MiB)
+    _linger()
+    return []
 
 
 @provider.action
