@@ -237,18 +237,22 @@ class WorkerCgroup:
 
     def oom_killed(self) -> bool:
         """Whether the kernel OOM-killed a process of this cgroup (its memory limit was hit)."""
+        return self.oom_kills() > 0
+
+    def oom_kills(self) -> int:
+        """How many processes of this cgroup the kernel OOM-killed in its life (0 if unknown)."""
         try:
             if self.version == 2:
                 text = _read(f"{self.directories['']}/memory.events")
             else:
                 text = _read(f"{self.directories['memory']}/memory.oom_control")
-        except OSError:
-            return False
+        except (OSError, KeyError):
+            return 0
         for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill" and value.strip().isdigit():
-                return int(value) > 0
-        return False
+                return int(value)
+        return 0
 
     def pids(self) -> list[int]:
         found: set[int] = set()

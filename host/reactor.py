@@ -138,6 +138,9 @@ QUICK_RESULT_BYTES = 16 * 1024
 #: A message body bigger than this is decoded (JSON, depth and text checks: ~1 s per MB for a
 #: value of many small containers) on the provider's lane, not on the loop.
 DECODE_ON_LOOP_BYTES = 64 * 1024
+#: A call whose tree's peak memory reached this share of the limit may have had a process
+#: OOM-killed: its cgroup's count is read after it (``Reactor._note_oom_kills``).
+OOM_NEAR_LIMIT = 0.9
 QUICK_STEPS = 2000
 QUICK_SECONDS = 0.002
 #: A caller reading its own call's reply (``Reactor.wait_here``) looks at whether the call
@@ -253,6 +256,8 @@ class WorkerHandle:
     #: its exit) is held here and handled, in order, once that message has been.
     decoding: bool = False
     held: list[Callable[[], None]] = field(default_factory=list)
+    #: Its cgroup's OOM kills as of the end of its last call (see ``Reactor._note_oom_kills``).
+    oom_kills_seen: int = 0
     #: Its connection is read by the caller waiting for its call (``Reactor.wait_here``),
     #: not by the loop, until given back.
     lent: bool = False
@@ -1544,6 +1549,20 @@ class Reactor:
         else:
             self._violation(worker, f"unexpected {type(message).__name__} after start-up")
 
+    def _note_oom_kills(self, worker: WorkerHandle, peak: int | None) -> None:
+        """After a call the worker survived: remember its cgroup's count of OOM kills, so a
+        later death is taken for MemoryExceeded only if another one happened since (an earlier
+        call whose child was OOM-killed, the call itself ending ok, made every later crash of
+        that worker MemoryExceeded, and a ``safe_rerun`` action's retries were skipped). Read
+        only when this call's peak came near the limit: only then can one have happened."""
+        group = worker.process.cgroup
+        if group is None:
+            return
+        near = worker.provider.policy.memory * OOM_NEAR_LIMIT
+        per_call = worker.meter is not None and worker.meter.per_call_peak
+        if peak is None or not per_call or peak >= near:
+            worker.oom_kills_seen = group.oom_kills()
+
     def _retire_overdue(self, worker: WorkerHandle) -> None:
         if not worker.process.exited:
             worker.process.terminate()
@@ -1694,6 +1713,7 @@ class Reactor:
             return
         if worker.meter is not None:
             worker.meter.went_idle()
+        self._note_oom_kills(worker, usage.max_rss_bytes if usage.source == "cgroup" else None)
         # The call is over inside the worker. Take its logs (the worker flushed them before it
         # sent the result) and give the worker its next call *before* judging this one: the
         # output validation and waking the caller then overlap with the next call's run
@@ -2056,7 +2076,7 @@ class Reactor:
                 usage=usage,
             )
         group = worker.process.cgroup
-        if group is not None and group.oom_killed():
+        if group is not None and group.oom_kills() > worker.oom_kills_seen:
             return MemoryExceeded(
                 "the worker's process tree exceeded its memory limit and was OOM-killed",
                 usage=usage,

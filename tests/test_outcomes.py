@@ -203,3 +203,24 @@ def test_flood_is_captured_up_to_the_log_limit(hostile: Host) -> None:
     assert len(outcome.stdout.encode()) <= 16 * 1024  # the limit is for both streams together
     assert "bytes of output were dropped" in outcome.stderr
     _still_serves(hostile)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the memory cgroup needs a root host here")
+def test_an_oom_kill_in_one_call_does_not_make_later_crashes_memory_exceeded(host: Host) -> None:
+    """The host read its cgroup's lifetime count of OOM kills: once a call's child had been
+    OOM-killed (the call itself ending ok), every later death of that worker was
+    MemoryExceeded, and a ``safe_rerun`` action was not retried (the red team's finding)."""
+    if not host._reactor.cgroup_support.version:
+        pytest.skip("no cgroups on this machine")
+    source = os.path.join(os.path.dirname(__file__), "providers", "oom_child.py")
+    host.add_provider(
+        source, policy=Policy(memory="256MiB", workers={"min": 0, "max": 1}, retries=2)
+    )
+    ends = host.call("oom_child.children_over_the_limit", {})
+    assert 9 in ends, ends  # (one child was OOM-killed: SIGKILL)
+    crashed = host.run("oom_child.crash", {"code": 7})
+    assert isinstance(crashed.error, WorkerCrashed), crashed.error
+    host.call("oom_child.children_over_the_limit", {})
+    again = host.run("oom_child.crash_again", {"code": 7})
+    assert isinstance(again.error, WorkerCrashed), again.error
+    assert again.attempts == 3
