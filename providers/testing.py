@@ -616,6 +616,12 @@ def inputs(action: Any) -> Strategy:
     return from_schema(_schema_of(action))
 
 
+def _not_null(value: Any) -> bool:
+    return value is not None
+
+
 def invalid_inputs(action: Any) -> Strategy:
-    """Inputs ``action``'s schema rejects: for testing that the host refuses them."""
-    return invalid_from_schema(_schema_of(action))
+    """Inputs ``action``'s schema rejects: for testing that the host refuses them. Never
+    ``None``: the host takes it for "no input", ``{}`` (``Host.submit``), which the schema
+    may well accept (``sandbox fuzz --mode negative`` reported that as a finding)."""
+    return invalid_from_schema(_schema_of(action)).filter(_not_null)

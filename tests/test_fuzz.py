@@ -376,3 +376,31 @@ def test_actions_fuzzed_in_parallel_do_not_break_hypothesis(capsys: object) -> N
         assert code == 0, data
         actions = data["actions"]  # type: ignore[union-attr]
         assert [a["examples"] for a in actions] == [50] * 4, actions  # type: ignore[index]
+
+
+def test_a_printed_reproduce_line_with_a_control_character_reproduces(capsys: object) -> None:
+    """The human output escapes what a terminal acts on (DEL, C1) as ``\\x7f``: inside the
+    reproduce line's JSON that was no JSON escape, and the pasted line failed ("INPUT is not
+    valid JSON"). They are written as JSON's own ``\\u007f`` now."""
+    code = main([
+        "fuzz", "--provider", MULTIBUG, "multibug.control", "--database", "none", "--seed", "1",
+        "--max-examples", "200",
+    ])  # fmt: skip
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert code == 1, out
+    (line,) = [ln for ln in out.splitlines() if "Reproduce with:" in ln]
+    argv = shlex.split(line.split("Reproduce with:", 1)[1])
+    assert "\\u00" in argv[3], argv
+    _reproduces({"reproduce": shlex.join(argv)}, "ActionFailed")
+
+
+def test_negative_mode_never_sends_null_for_no_input(capsys: object) -> None:
+    """``None`` is "no input" to the host (``{}``): as a negative example of an action that
+    takes no input it ran ok, and was reported as a schema violation let through."""
+    for seed in ("1", "2", "3", "4"):
+        code = main([
+            "fuzz", "--provider", MULTIBUG, "multibug.optional", "--mode", "negative",
+            "--json", "--database", "none", "--seed", seed, "--max-examples", "100",
+        ])  # fmt: skip
+        data = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+        assert code == 0 and data["actions"][0]["findings"] == [], data

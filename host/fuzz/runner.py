@@ -160,10 +160,16 @@ def _kind(check: str, outcome: str) -> type[_Found]:
         return _KINDS[key]
 
 
+_C1_ESCAPES = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
+
+
 def reproduce_command(action: str, value: Any, sources: Sequence[str], timeout: float) -> str:
     """The ``sandbox call`` line that runs this input again under the same providers, policy
     (from the same --config) and timeout."""
-    payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # DEL and the C1 controls JSON-escaped (JSON escapes C0 itself): printed, the line goes
+    # through the CLI's escaping of what a terminal would act on, which made them ``\x7f``,
+    # not JSON, so the pasted line failed. They can only be inside strings.
+    payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False).translate(_C1_ESCAPES)
     return shlex.join(["sandbox", "call", action, payload, *sources, "--timeout", f"{timeout:g}"])
 
 
@@ -240,7 +246,7 @@ def fuzz_action(
     from hypothesis.control import current_build_context
     from hypothesis.errors import HypothesisException, Unsatisfiable
 
-    from providers.testing import AcceptsEverything, from_schema, invalid_from_schema
+    from providers.testing import AcceptsEverything, from_schema, invalid_inputs
 
     name = descriptor.full_name
     report = ActionReport(name)
@@ -256,13 +262,13 @@ def fuzz_action(
         if tagged:
             strategy = from_schema(schema).map(lambda v: (True, v))
             try:
-                strategy |= invalid_from_schema(schema).map(lambda v: (False, v))
+                strategy |= invalid_inputs(schema).map(lambda v: (False, v))
             except AcceptsEverything:
                 pass  # no negative examples to mix in
         elif options.mode == "positive":
             strategy = from_schema(schema)
         else:
-            strategy = invalid_from_schema(schema)
+            strategy = invalid_inputs(schema)
     except AcceptsEverything as exc:  # negative mode: nothing to try
         report.note = f"no negative examples: {exc}"
     except ValueError as exc:  # no value satisfies the schema, or it cannot be read

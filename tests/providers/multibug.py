@@ -51,3 +51,17 @@ def once(n: int) -> int:
         _seen.add(n)
         raise ValueError("the first time")
     return n
+
+
+@provider.action
+def control(text: str) -> str:
+    """Fails on a DEL or C1 control character (which the CLI escapes when it prints)."""
+    if any(0x7F <= ord(c) < 0xA0 for c in text):
+        raise ValueError("a control character")
+    return text
+
+
+@provider.action
+def optional(n: int = 0, text: str = "") -> int:
+    """Takes no input at all as well: ``{}`` is valid."""
+    return n + len(text)
