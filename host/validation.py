@@ -185,7 +185,10 @@ def _check_schema(schema: Any, what: str) -> None:
                 _CHECKED.move_to_end(key)
                 return
     try:
-        Draft202012Validator.check_schema(schema)
+        # With the host's own format checker: the meta-schema says a ``pattern`` is a
+        # ``regex``, and jsonschema's checker asks Python's ``re``, which refused ECMA-262
+        # syntax the host runs (``\p{Lu}``, ``\u{1F600}``, ``[^]``).
+        Draft202012Validator.check_schema(schema, format_checker=_FORMATS)
     except SchemaError as exc:  # worded as the provider SDK words it (providers.schemas)
         location = "/".join(str(part) for part in exc.absolute_path)
         where = f" at /{location}" if location else ""

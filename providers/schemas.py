@@ -300,6 +300,21 @@ def leave_meta_schema_check_to_host() -> None:
     _meta_schema_check = False
 
 
+def _meta_formats() -> Any:
+    """jsonschema's format checker without ``regex``: it asks Python's ``re``, which refuses
+    ECMA-262 syntax JSON Schema means (``\\p{Lu}``, ``\\u{1F600}``, ``[^]``). The host checks
+    every pattern with its own ECMA-262 engine when the provider loads."""
+    import jsonschema
+
+    checker = jsonschema.FormatChecker()
+    checker.checkers = {
+        name: check
+        for name, check in jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers.items()
+        if name != "regex"
+    }
+    return checker
+
+
 def check_schema(schema: object, action: str, which: str) -> None:
     """Reject *schema* unless it is a valid, JSON-serialisable draft 2020-12 schema.
 
@@ -318,7 +333,7 @@ def check_schema(schema: object, action: str, which: str) -> None:
     import jsonschema  # deferred: only needed at registration, keeps `import providers` cheap
 
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.Draft202012Validator.check_schema(schema, format_checker=_meta_formats())
     except jsonschema.SchemaError as exc:
         location = "/".join(str(part) for part in exc.absolute_path)
         where = f" at /{location}" if location else ""

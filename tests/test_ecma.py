@@ -263,3 +263,27 @@ def test_translating_a_big_pattern_costs_no_compilation_per_class() -> None:
     start = time.perf_counter()
     ecma_pattern.__wrapped__(pattern)
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        ("^\\p{Lu}$", "A", True),
+        ("^\\p{Lu}$", "a", False),
+        ("^\\u{1F600}$", "\U0001f600", True),
+        ("^[^]$", "\n", True),
+        ("^\\p{Script=Greek}$", "\u03b1", True),
+    ],
+)
+def test_a_schema_may_hold_ecma_syntax_python_re_refuses(
+    pattern: str, text: str, expected: bool
+) -> None:
+    """The meta-schema check asked jsonschema's ``regex`` format, which is Python's ``re``: a
+    provider whose pattern used ECMA-262's ``\\p{Lu}``, ``\\u{...}`` or ``[^]`` failed to load
+    ("is not a 'regex'"), in the host and in the SDK alike, though the host runs them."""
+    from host.validation import SchemaValidator
+    from providers.schemas import check_schema
+
+    schema = {"type": "string", "pattern": pattern}
+    check_schema(schema, "t.a", "input")
+    assert (SchemaValidator(schema, what="test").problem(text) is None) is expected
