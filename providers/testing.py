@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -287,6 +288,19 @@ class _Compiler:
         lo = None if low is None else (math.floor(low) + 1 if lo_open else math.ceil(low))
         hi = None if high is None else (math.ceil(high) - 1 if hi_open else math.floor(high))
         step = s.get("multipleOf")
+        if isinstance(step, float) and step.is_integer() and abs(step) > 2**53:
+            # The host, as jsonschema, divides in floats here (``instance / step``): exact
+            # multiples of the float's integer value came out "not a multiple" once rounded
+            # (an integer of 305 digits against 1e300). Float multiples it finds exact, filtered.
+            self.exact = False
+            if all(b is None or abs(b) < 1e300 for b in (lo, hi)):
+                lo = None if lo is None else math.ceil(lo / step)
+                hi = None if hi is None else math.floor(hi / step)
+                if lo is not None and hi is not None and lo > hi:
+                    return _NOTHING
+                big = step
+                return st.integers(min_value=lo, max_value=hi).map(lambda n: n * big)
+            step = None
         if isinstance(step, float) and step.is_integer():
             step = int(step)
         if step is not None and not isinstance(step, int):
@@ -387,7 +401,8 @@ class _Compiler:
                 out.append(element)
             return out
 
-        if unique and lo:
+        if unique and (lo or prefix):
+            # (a repeat dropped: too short, or the items after it out of their prefix places)
             self.exact = False
         return draw_array()
 
@@ -432,6 +447,24 @@ class _Compiler:
         patterns = [
             (pattern, self.compile(sub)) for pattern, sub in s.get("patternProperties", {}).items()
         ]
+
+        # Names for members only a pattern allows (``additionalProperties: false`` beside
+        # ``patternProperties``: no other name may be added, so only ``{}`` came out, and a
+        # ``minProperties`` made it unsatisfiable). From Python's regex engine, which reads
+        # most ECMA-262 patterns alike; the filter has the last word, under the host's.
+        pattern_names: Strategy | None = None
+        if patterns and extra_values is _NOTHING:
+            sources = []
+            for pattern, strategy in patterns:
+                try:
+                    re.compile(pattern)
+                except (re.error, TypeError, ValueError):
+                    continue
+                if strategy is not _NOTHING:
+                    sources.append(st.from_regex(pattern))
+            if sources:
+                pattern_names = st.one_of(sources)
+                self.exact = False
 
         def value_of(name: str) -> Strategy:
             if name in compiled:
@@ -490,6 +523,16 @@ class _Compiler:
                     if key not in out:
                         out[key] = draw(extra_values)
                         add(key)
+            elif pattern_names is not None:
+                need = max(0, lo - len(out))
+                room = (need if deep else 2 + need) if hi is None else max(0, hi - len(out))
+                if room:
+                    keys = draw(st.lists(
+                        pattern_names.filter(lambda k: k not in compiled and k not in out),
+                        min_size=min(need, room), max_size=room, unique=True,
+                    ))  # fmt: skip
+                    for key in keys:
+                        out[key] = draw(value_of(key))
             return out
 
         return draw_object()

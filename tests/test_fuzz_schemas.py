@@ -101,6 +101,18 @@ CORPUS: dict[str, Any] = {
     "property_names_const": {**OBJ, "propertyNames": {"const": "a"}, "minProperties": 1},
     "property_names_enum": {**OBJ, "propertyNames": {"enum": ["a", "b"]}, "minProperties": 2},
     "property_names_false": {**OBJ, "propertyNames": False},
+    # Found by the red team: a repeat dropped from a prefix shifted the rest out of place;
+    # a float step beyond 2**53 is divided in floats by the host; member names only a
+    # pattern allows were never drawn (only {} came out; minProperties 1 was unsatisfiable).
+    "prefix_unique": {"type": "array", "uniqueItems": True, "prefixItems": [
+        {"type": "integer"}, {"type": "integer"}, {"type": "string"}]},
+    "big_float_step": {"type": "integer", "multipleOf": 1e300},
+    "big_float_step_bounded": {"type": "integer", "multipleOf": 1e300, "minimum": 1e301},
+    "pattern_names_only": {**OBJ, "patternProperties": {"^a": {"type": "integer"}},
+                           "additionalProperties": False, "minProperties": 1},
+    "pattern_names_two": {**OBJ, "patternProperties": {"^a": {"type": "integer"},
+                                                       "b$": {"type": "string"}},
+                          "additionalProperties": False, "minProperties": 2},
 }
 
 #: Schemas no value satisfies: refused at once (ValueError), not drawn from until a timeout.
