@@ -348,7 +348,6 @@ class Host(CallingAPI):
             frames=frames,
             provider=descriptor.provider,
             descriptor=descriptor,
-            input=plain,
             future=future,
             submitted=now,
             caller_deadline=None if timeout is None else now + timeout,

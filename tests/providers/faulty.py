@@ -71,6 +71,11 @@ def _install(provider: Provider) -> Provider:
         return TOKEN
 
     @provider.action
+    def count(values: list[float]) -> int:
+        """How many numbers it was given."""
+        return len(values)
+
+    @provider.action
     def boom(message: str) -> None:
         """Raise ValueError(message)."""
         raise ValueError(message)
