@@ -33,7 +33,6 @@ from host import (
     HostUnavailable,
     InputInvalid,
     Overloaded,
-    ProviderUnavailable,
     RemoteHost,
     Timeout,
 )
@@ -188,7 +187,8 @@ def test_a_server_restarted_with_another_config_is_seen_after_the_reconnection(
     as unknown, its old ones sent to a server without them)."""
     endpoint, proc = servers.start()
     (servers.base / "other.toml").write_text(
-        f'[providers.text]\nsource = "{TEXT}"\n'
+        f'[defaults]\ninput = "64KiB"\n[providers.text]\nsource = "{TEXT}"\n'
+        f'[providers.echo]\nsource = "{ECHO}"\n'
     )
     with servers.client(endpoint) as remote:
         assert remote.call("echo.echo", {"value": "hi"}) == "hi"
@@ -202,10 +202,18 @@ def test_a_server_restarted_with_another_config_is_seen_after_the_reconnection(
         while remote.catalog.find("text.upper") is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert remote.catalog.find("text.upper") is not None
-        assert remote.catalog.find("echo.echo") is None
         assert remote.call("text.upper", {"text": "hi"}) == "HI"
-        with pytest.raises(ProviderUnavailable):
-            remote.call("echo.echo", {"value": "hi"})
+        # Its input limits are read again too: an input over the new 64 KiB is refused
+        # here, as the server would; sent (the old limit, 1 MiB, was kept), the server
+        # dropped the connection, and every call on it ended HostUnavailable.
+        deadline = time.monotonic() + 20
+        while remote._input_limits.get("echo") != 64 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        slow = remote.submit("text.upper", {"text": "still"})
+        with pytest.raises(InputInvalid):
+            remote.call("echo.echo", {"value": "x" * 600_000})
+        assert slow.result(timeout=30) == "STILL"
+        assert remote.call("echo.echo", {"value": "hi"}) == "hi"
 
 
 def test_refused_key_is_a_clear_error_within_seconds(servers: Servers) -> None:
@@ -516,6 +524,7 @@ def test_a_timeout_too_big_for_a_float_is_refused_and_the_server_stays_up(
         assert hostile.poll(10_000), "no answer"
         reply = json.loads(hostile.recv())
         assert "timeout must be a positive number" in reply["error"], reply
+        assert reply["id"] == "h1", reply  # (with its id, so a client's call ends)
         big = b'{"op":"call","id":"h2","action":"echo.echo","timeout":100000000000000000000}'
         hostile.send_multipart([big, b'{"value": "x"}'])  # big, but a float: accepted
         assert hostile.poll(10_000), "no answer"
@@ -523,6 +532,13 @@ def test_a_timeout_too_big_for_a_float_is_refused_and_the_server_stays_up(
         hostile.close()
         assert proc.poll() is None
         assert remote.call("echo.echo", {"value": "still"}) == "still"
+        # A RemoteHost refuses what the server would, at once: a bool or a 400-digit
+        # timeout was sent, refused without its id, and the call never ended. Infinity is
+        # no deadline (JSON cannot carry it; it raised ValueError from the encoder).
+        for bad in (True, 10**400, 0, -1.0, float("nan")):
+            with pytest.raises(ValueError, match="timeout"):
+                remote.submit("echo.echo", {"value": "x"}, timeout=bad)  # type: ignore[arg-type]
+        assert remote.call("echo.echo", {"value": "inf"}, timeout=float("inf")) == "inf"
 
 
 def test_hello_replies_carry_each_requests_id_and_the_whole_catalog(servers: Servers) -> None:
@@ -1190,3 +1206,54 @@ def test_idle_and_trickling_metrics_connections_cost_the_server_a_bounded_number
         for conn in idle:
             conn.close()
     assert proc.poll() is None
+
+
+def test_a_reply_the_client_cannot_read_ends_its_call_not_the_client() -> None:
+    """A reply whose usage held ``10**400`` raised OverflowError in the client's loop thread,
+    which died: ``available`` stayed True, so a HostGroup kept sending calls to it, and no
+    later call ever ended. A broken or hostile server is the client's to survive: the reply
+    ends its own call as ProtocolViolation, and the next call is served."""
+    context = zmq.Context()
+    server = context.socket(zmq.ROUTER)
+    server.linger = 0
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    catalog = [{
+        "name": "echo", "namespace": "fake", "full_name": "fake.echo", "description": "",
+        "input_schema": {"type": "object"}, "output_schema": {}, "provider": "fake",
+        "safe_rerun": False,
+    }]  # fmt: skip
+    stop = threading.Event()
+    calls: list[str] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            if not server.poll(50):
+                continue
+            identity, envelope, *_ = server.recv_multipart()
+            request = json.loads(envelope)
+            if request["op"] == "hello":
+                reply: dict[str, object] = {"id": request["id"], "value": catalog}
+            elif request["op"] == "providers":
+                reply = {"id": request["id"], "value": []}
+            elif request["op"] == "call":
+                calls.append(request["id"])
+                usage = {"cpu_s": 10**400} if len(calls) == 1 else {}
+                reply = {"id": request["id"], "outcome": {"ok": True, "result": len(calls),
+                                                          "usage": usage}}
+            else:
+                continue
+            server.send_multipart([identity, json.dumps(reply).encode()])
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with RemoteHost(f"tcp://127.0.0.1:{port}", insecure=True) as remote:
+            error = remote.submit("fake.echo", {}).exception(timeout=10)
+            assert error is not None and error.type == "ProtocolViolation", error
+            assert remote.available
+            assert remote.call("fake.echo", {}, timeout=10) == 2
+    finally:
+        stop.set()
+        thread.join(10)
+        server.close()
+        context.term()

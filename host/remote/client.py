@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,14 @@ class _Request:
 #: While it has calls in flight a client pings this often, so the server can tell it is alive
 #: (a server cancels the calls of a client silent for its CLIENT_SILENCE_S).
 PING_INTERVAL_S = 1.0
+
+
+def _input_limits(providers: Any) -> dict[str, int]:
+    """Each provider's input limit from a ``providers`` answer; none for an odd answer."""
+    try:
+        return {p.namespace: p.policy.input for p in map(ProviderInfo.from_dict, providers)}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return {}
 
 
 class RemoteHost(CallingAPI):
@@ -144,10 +153,7 @@ class RemoteHost(CallingAPI):
             # Each provider's input limit, so that an input too big for it is refused here,
             # as the server would: the server drops a frame bigger than its largest limit
             # with the connection (and so every call in flight on it).
-            try:
-                self._input_limits = {p.namespace: p.policy.input for p in self.providers()}
-            except (KeyError, TypeError, ValueError, AttributeError):  # an odd answer: none
-                self._input_limits = {}
+            self._input_limits = _input_limits(self._query("providers"))
         except BaseException:
             self.close(timeout=0)
             raise
@@ -168,8 +174,10 @@ class RemoteHost(CallingAPI):
         future = CallFuture()
         future.set_running_or_notify_cancel()
         try:
-            if timeout is not None and not (timeout > 0):
-                raise ValueError(f"timeout must be positive, got {timeout!r}")
+            # As the server checks it (a bool or an integer too big for a float was sent, the
+            # server refused it without the call's id, and the call never ended); infinity,
+            # which JSON cannot carry, is no deadline.
+            timeout = wire.client_timeout(timeout)
             descriptor = self.catalog.find(action)
             if descriptor is None:
                 known = ", ".join(d.full_name for d in self.catalog.find_all(limit=20))
@@ -263,25 +271,39 @@ class RemoteHost(CallingAPI):
     def _refresh_catalog(self) -> None:
         """After a reconnection, ask again what the server offers: it may be another process
         now (restarted with another configuration, or another pod behind the same address).
-        Until the answer comes, the catalog is the one from before."""
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()
-        request_id = f"q{next(self._ids)}"
-        request = _Request(request_id, [wire.request("hello", request_id)], future)
-        self._pending[request_id] = request
-        self._unsent.append(request)
+        Until the answers come, the catalog and the input limits are the ones from before.
+        (The limits were kept for ever: an input over a new, smaller one was sent, and the
+        server dropped the connection with every call on it, as delivered.)"""
 
-        def loaded(done: Future[Any]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                log.warning("%s: the catalog was not refreshed after a reconnection: %s",
-                            self.endpoint, "cancelled" if done.cancelled() else done.exception())
-                return
+        def loaded(result: Any) -> None:
             try:
-                self._load_catalog(done.result())
+                self._load_catalog(result)
             except ProtocolViolation as exc:
                 log.warning("%s: %s (the previous catalog is kept)", self.endpoint, exc)
 
-        future.add_done_callback(loaded)
+        def limits(result: Any) -> None:
+            self._input_limits = _input_limits(result)
+
+        self._ask("hello", loaded)
+        self._ask("providers", limits)
+
+    def _ask(self, op: str, then: Callable[[Any], None]) -> None:
+        """From the loop thread: send ``op`` and run ``then`` with its answer's value."""
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        request_id = f"q{next(self._ids)}"
+        request = _Request(request_id, [wire.request(op, request_id)], future)
+        self._pending[request_id] = request
+        self._unsent.append(request)
+
+        def answered(done: Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                log.warning("%s: %r was not asked again after a reconnection: %s", self.endpoint,
+                            op, "cancelled" if done.cancelled() else done.exception())
+                return
+            then(done.result())
+
+        future.add_done_callback(answered)
 
     # ------------------------------------------------------------------ the loop thread
 
@@ -353,27 +375,41 @@ class RemoteHost(CallingAPI):
                 body = wire.parse_reply(frames[0])
             except wire.BadRequest:
                 continue
-            if body.get("ack") is True:  # a draining server waits for this before it closes
-                self._send([wire.request("ack", body["id"])])
-            request = self._pending.get(body["id"])
-            if request is None:
-                continue  # an answer to a request already ended (e.g. after a reconnect)
-            if "value" in body and not isinstance(request.future, CallFuture):
-                self._pending.pop(request.id)
-                request.future.set_result(body["value"])
-            elif "outcome" in body:
-                try:
-                    outcome = wire.decode_outcome(body["outcome"])
-                except (wire.BadRequest, TypeError, ValueError) as exc:
-                    outcome = Outcome.failure(ProtocolViolation(f"bad reply: {exc}"))
-                self._settle(request, outcome)
-            elif "refused" in body:
-                self._draining = True
-                reason = f"{self.endpoint} refused the call: {body['refused']}"
-                self._settle(request, self._unavailable(reason, delivered=False))
-            else:
-                error = ProtocolViolation(f"{self.endpoint}: {str(body.get('error'))[:300]}")
-                self._settle(request, error)
+            try:
+                self._on_reply(body)
+            except Exception as exc:  # a reply this client cannot read ends its call, not the loop
+                log.warning("%s: a reply could not be read: %s: %s",
+                            self.endpoint, type(exc).__name__, str(exc)[:200])
+                request = self._pending.get(body.get("id"))  # type: ignore[arg-type]
+                if request is not None:
+                    self._settle(request, ProtocolViolation(
+                        f"{self.endpoint} sent a reply this client cannot read "
+                        f"({type(exc).__name__})"
+                    ))  # fmt: skip
+
+    def _on_reply(self, body: dict[str, Any]) -> None:
+        """One reply (a checked JSON object with an id): the end of its request."""
+        if body.get("ack") is True:  # a draining server waits for this before it closes
+            self._send([wire.request("ack", body["id"])])
+        request = self._pending.get(body["id"])
+        if request is None:
+            return  # an answer to a request already ended (e.g. after a reconnect)
+        if "value" in body and not isinstance(request.future, CallFuture):
+            self._pending.pop(request.id)
+            request.future.set_result(body["value"])
+        elif "outcome" in body:
+            try:
+                outcome = wire.decode_outcome(body["outcome"])
+            except (wire.BadRequest, TypeError, ValueError, OverflowError) as exc:
+                outcome = Outcome.failure(ProtocolViolation(f"bad reply: {exc}"))
+            self._settle(request, outcome)
+        elif "refused" in body:
+            self._draining = True
+            reason = f"{self.endpoint} refused the call: {body['refused']}"
+            self._settle(request, self._unavailable(reason, delivered=False))
+        else:
+            error = ProtocolViolation(f"{self.endpoint}: {str(body.get('error'))[:300]}")
+            self._settle(request, error)
 
     def _watch(self) -> None:
         while True:

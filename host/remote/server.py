@@ -615,7 +615,8 @@ class Server:
         try:
             envelope = wire.parse_envelope(rest[0])
         except wire.BadRequest as exc:
-            self._reply(identity, protocol.dumps({"id": "", "error": str(exc)}), tenant)
+            refusal = protocol.dumps({"id": exc.request_id, "error": str(exc)})
+            self._reply(identity, refusal, tenant)
             return
         self._last_seen[identity] = time.monotonic()
         request_id, op = envelope["id"], envelope["op"]

@@ -29,7 +29,12 @@ OPS = ("call", "cancel", "ack", "ping", "hello", "providers", "stats")
 
 
 class BadRequest(ValueError):
-    """A request that is not the protocol: answered with an error, never acted on."""
+    """A request that is not the protocol: answered with an error, never acted on.
+    ``request_id``: the request's id, when it had a good one (the answer carries it)."""
+
+    def __init__(self, message: str, request_id: str = "") -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 def request(op: str, request_id: str, **fields: Any) -> bytes:
@@ -55,17 +60,33 @@ def parse_envelope(frame: bytes) -> dict[str, Any]:
     request_id, op = body.get("id"), body.get("op")
     if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_LENGTH:
         raise BadRequest(f"request id must be a string of 1-{MAX_ID_LENGTH} characters")
+    # (from here the id is good: the refusal names it, so the client's call ends with it)
     if op not in OPS:
-        raise BadRequest(f"unknown op {str(op)[:40]!r}; known: {', '.join(OPS)}")
+        raise BadRequest(f"unknown op {str(op)[:40]!r}; known: {', '.join(OPS)}", request_id)
     if op == "call":
         action, timeout = body.get("action"), body.get("timeout")
         if not isinstance(action, str) or not 0 < len(action) <= MAX_ACTION_LENGTH:
-            raise BadRequest(f"action must be a string of 1-{MAX_ACTION_LENGTH} characters")
+            raise BadRequest(
+                f"action must be a string of 1-{MAX_ACTION_LENGTH} characters", request_id
+            )
         if timeout is not None and not _positive_seconds(timeout):
-            raise BadRequest("timeout must be a positive number of seconds or null")
+            raise BadRequest("timeout must be a positive number of seconds or null", request_id)
         if isinstance(timeout, int):  # (a JSON integer may be too big for a float)
             body["timeout"] = float(timeout)
     return body
+
+
+def client_timeout(value: Any) -> float | None:
+    """A caller's ``timeout`` as sent to a server: None (no deadline, also for infinity, which
+    JSON cannot carry) or a positive float; ``ValueError`` for anything else, as the server
+    would refuse it (a bool, NaN, zero or less, an integer too big for a float)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isinf(value) and value > 0:
+        return None
+    if not _positive_seconds(value):
+        raise ValueError(f"timeout must be a positive number of seconds, got {value!r}"[:200])
+    return float(value)
 
 
 def _positive_seconds(value: Any) -> bool:
@@ -110,7 +131,10 @@ def decode_outcome(data: Any) -> Outcome:
     """An :class:`Outcome` from a reply's ``outcome`` object (the shape of ``to_dict``)."""
     if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
         raise BadRequest("reply outcome is not an object with a boolean 'ok'")
-    usage = _usage(data.get("usage"))
+    try:
+        usage = _usage(data.get("usage"))
+    except (TypeError, ValueError, OverflowError) as exc:  # (10**400 is no float)
+        raise BadRequest(f"reply outcome has a bad usage: {type(exc).__name__}") from None
     logs, stdout, stderr = (
         text if isinstance(text := data.get(key, ""), str) else ""
         for key in ("logs", "stdout", "stderr")
