@@ -15,7 +15,6 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from jsonschema import Draft202012Validator
@@ -77,6 +76,10 @@ _TYPE_PHRASES: Final[dict[str, str]] = {
 }
 
 
+#: Largest config file read (a config of thousands of providers is a few hundred KiB).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, parse and validate the config file at ``path``.
 
@@ -85,7 +88,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """
     file = os.fspath(path)
     try:
-        raw = Path(file).read_bytes()
+        # Bounded: ``--config /dev/zero`` (or a huge file) read until memory ran out.
+        with open(file, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                "", f"a config file of at most {MAX_CONFIG_BYTES // 1024 // 1024} MiB",
+                "a bigger one", file,
+            )
     except FileNotFoundError:
         raise ConfigError("", "an existing config file", "no such file", file) from None
     except OSError as error:

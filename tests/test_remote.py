@@ -438,6 +438,22 @@ def test_busy_port_and_bad_key_exit_2(keys: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert missing.returncode == 2 and "No such file or directory" in missing.stderr, missing
+    # Not an address at all (a byte that is no UTF-8): a UnicodeEncodeError traceback, exit 1.
+    odd = subprocess.run(
+        [*base, "--bind", "tcp://\udcff:5555", "--server-key",
+         str(keys / "keys" / "server.key_secret")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert odd.returncode == 2 and "cannot bind" in odd.stderr, odd.stderr
+    assert "Traceback" not in odd.stderr
+    # A config that never ends (/dev/zero) was read until memory ran out.
+    endless = subprocess.run(
+        [sys.executable, "-m", "host.cli", "serve", "--config", "/dev/zero", "--authorized",
+         str(keys / "auth"), "--bind", "tcp://127.0.0.1:1", "--server-key",
+         str(keys / "keys" / "server.key_secret")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert endless.returncode == 2 and "at most 16 MiB" in endless.stderr, endless.stderr
 
 
 ABANDONING_CLIENT = """

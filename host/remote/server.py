@@ -292,6 +292,9 @@ class Server:
         except zmq.ZMQError as exc:
             self._close_sockets()
             raise ServeError(f"cannot bind {bind}: {exc.strerror}") from None
+        except (UnicodeError, TypeError, ValueError) as exc:  # (not even an address)
+            self._close_sockets()
+            raise ServeError(f"cannot bind {bind!r}: {type(exc).__name__}") from None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._done: collections.deque[tuple[bytes, str, CallFuture, str]] = collections.deque()
