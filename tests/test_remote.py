@@ -1222,6 +1222,13 @@ def test_idle_and_trickling_metrics_connections_cost_the_server_a_bounded_number
         for conn in idle:
             conn.close()
     assert proc.poll() is None
+    # Each connection cut off or hung up on was a traceback on stderr (socketserver's
+    # handle_error): 408 lines in 30 s from four idle connections, without bound.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    log_text = proc.stderr.read().decode(errors="replace")
+    proc.wait(timeout=30)
+    assert "Traceback" not in log_text, log_text[-2000:]
 
 
 def test_a_reply_the_client_cannot_read_ends_its_call_not_the_client() -> None:
