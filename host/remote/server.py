@@ -143,6 +143,20 @@ class _LargeInputs:
             self._ready.notify()
         return True
 
+    def cancel_waiting(self) -> None:
+        """End every call whose input still waits to be decoded as Cancelled, at once (the
+        drain timed out: each would be decoded first, one after another, and a drain that
+        gave up before the last left its clients without an answer: 57 of 64 calls)."""
+        with self._ready:
+            waiting = [item for queue in self._queues.values() for item in queue]
+            self._queues.clear()
+            self._count = 0
+        for key, action, *_ in waiting:
+            future = CallFuture()
+            future.set_running_or_notify_cancel()
+            future.settle(Outcome.failure(Cancelled("the server is shutting down")))
+            self._handover(key, action, future)
+
     def close(self) -> None:
         with self._ready:
             self._closed = True
@@ -394,18 +408,33 @@ class Server:
                         break
                     continue
                 if (now >= drain_deadline or self._stop) and not cancelled:
-                    _say(f"drain timeout: cancelling {len(self._in_flight)} calls")
+                    _say(
+                        f"drain timeout: cancelling {len(self._in_flight) + len(self._preparing)}"
+                        " calls"
+                    )
                     cancelled = True
                     self._cancel_all = True
                     for future in list(self._in_flight.values()):
                         future.cancel()
+                    self._large.cancel_waiting()
                     drain_deadline = now + 10.0  # their Cancelled outcomes, then give up
                 elif cancelled and now >= drain_deadline:
+                    self._cancel_preparing()
                     break
         self._connections.flush(last=True)
         self._bounded.flush(last=True)
         self._failures.flush(last=True)
         _say("drained; stopping")
+
+    def _cancel_preparing(self) -> None:
+        """Answer Cancelled for every call still being prepared when the drain gives up (the
+        one whose input is being decoded right then), rather than leave its client waiting."""
+        for identity, request_id in list(self._preparing):
+            error = Cancelled("the server is shutting down")
+            reply = wire.outcome_reply(request_id, Outcome.failure(error))
+            with contextlib.suppress(zmq.ZMQError):
+                self._router.send_multipart([identity, reply], zmq.NOBLOCK)
+        self._preparing.clear()
 
     def close(self) -> None:
         self._large.close()
