@@ -404,3 +404,36 @@ def test_negative_mode_never_sends_null_for_no_input(capsys: object) -> None:
         ])  # fmt: skip
         data = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
         assert code == 0 and data["actions"][0]["findings"] == [], data
+
+
+def test_a_junit_report_holds_any_message_and_a_bad_path_is_refused_first(
+    capsys: object, tmp_path: object
+) -> None:
+    """A worker's message with a NUL or an ESC made the JUnit report ill-formed XML; a path
+    that cannot be written (under /proc) passed the check before the run, and after it the
+    results were thrown away with exit 2. Now the characters are escaped, and the path is
+    tried before the run."""
+    import xml.etree.ElementTree as ET
+
+    report = os.path.join(str(tmp_path), "fuzz.xml")
+    code, data = _fuzz(
+        capsys, "--provider", MULTIBUG, "multibug.noisy", "--max-examples", "5",
+        "--report", f"junit={report}",
+    )
+    assert code == 1, data
+    failure = ET.parse(report).getroot().find("testcase/failure")
+    assert failure is not None and "\\x00" in (failure.get("message") or ""), failure
+    code = main(["fuzz", "--provider", MULTIBUG, "multibug.noisy", "--report",
+                 "junit=/proc/no-such-report.xml"])  # fmt: skip
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert code == 2 and "cannot write it" in err and "Traceback" not in err, err
+
+
+def test_a_run_with_every_check_switched_off_is_refused(capsys: object) -> None:
+    """``--checks X --exclude-checks X`` (or ``--checks ,,,``) ran no check and passed an
+    action that always fails."""
+    for flags in (["--checks", "no_timeout", "--exclude-checks", "no_timeout"],
+                  ["--checks", ",,,"]):
+        code = main(["fuzz", "--provider", MULTIBUG, "multibug.noisy", *flags])
+        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        assert code == 2 and "no check" in err, (flags, err)

@@ -101,6 +101,15 @@ def _check_report(report: str, usage_error: type[Exception]) -> None:
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         raise usage_error(f"--report {report}: no directory {folder}")
+    # Written only after the run: find out now whether it can be (/proc, a read-only place).
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise usage_error(f"--report {report}: cannot write it: {exc.strerror or exc}") from None
+    if not existed:
+        os.unlink(path)
 
 
 def _check_database(database: str, usage_error: type[Exception]) -> None:
@@ -140,6 +149,9 @@ def options_from(args: argparse.Namespace, usage_error: type[Exception]) -> Fuzz
     if args.checks:
         checks = _names(args.checks, "--checks", usage_error)
     checks -= _names(args.exclude_checks, "--exclude-checks", usage_error)
+    if not checks:  # (a run that can find nothing would pass whatever the actions do)
+        raise usage_error("no check is left on (--checks, --exclude-checks); known: "
+                          + ", ".join(CHECKS))
     return FuzzOptions(
         max_examples=args.max_examples,
         seed=args.seed if args.seed is not None else secrets.randbelow(2**32),
@@ -222,19 +234,22 @@ def run(
         host.close()
     ok = not any(r.findings or r.error for r in reports)
     data = {"ok": ok, "seed": options.seed, "actions": [r.to_dict() for r in reports]}
+    report_failed = ""
     if args.report:
         from host.fuzz.junit import write_junit
 
         path = args.report.partition("=")[2]
         try:
             write_junit(path, reports)
-        except OSError as exc:
-            raise usage_error(f"--report {args.report}: cannot write {path}: "
-                              f"{exc.strerror or exc}") from None
+        except OSError as exc:  # (after the run: its results are still printed below)
+            report_failed = f"--report {args.report}: cannot write {path}: {exc.strerror or exc}"
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
         _summary(reports, elapsed, printable, options.seed)
+    if report_failed:
+        print(f"sandbox: error: {report_failed}", file=sys.stderr)
+        return 2
     return 0 if ok else 1
 
 

@@ -65,3 +65,9 @@ def control(text: str) -> str:
 def optional(n: int = 0, text: str = "") -> int:
     """Takes no input at all as well: ``{}`` is valid."""
     return n + len(text)
+
+
+@provider.action
+def noisy(n: int) -> int:
+    """Fails with a message holding a NUL and an ESC (which XML cannot hold)."""
+    raise ValueError("a NUL \x00 and an ESC \x1b[2J in the message")
