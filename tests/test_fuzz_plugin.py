@@ -20,3 +20,48 @@ def test_fuzz_provider_items_per_action(pytester: pytest.Pytester) -> None:
     text = result.stdout.str()
     for name in ("crash", "fails", "bad_output", "hang", "blowup"):
         assert f"sandbox call planted.{name} " in text
+
+
+def test_fuzz_provider_checks_its_options_and_follows_the_profile(
+    pytester: pytest.Pytester,
+) -> None:
+    """A misspelt check name ran no check at all, and the action that always fails passed;
+    ``database=`` was a TypeError (given twice); the active profile's ``max_examples`` was
+    ignored for 100; a relative provider file was looked for where pytest ran, not beside the
+    test file. The first two are errors at collection now, the others work."""
+    import shutil
+
+    source = os.path.join(os.path.dirname(__file__), "providers", "multibug.py")
+    tests = pytester.mkdir("suite")
+    shutil.copy(source, tests / "multibug.py")
+    (tests / "test_typo.py").write_text(
+        "from host.fuzz.pytest_plugin import fuzz_provider\n"
+        "test_m = fuzz_provider('multibug.py', checks=['no_action_failures'])\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", str(tests / "test_typo.py"))
+    assert result.ret != 0
+    assert "unknown check 'no_action_failures'" in result.stdout.str()
+    (tests / "test_beside.py").write_text(
+        "from host.fuzz.pytest_plugin import fuzz_provider\n"
+        "test_m = fuzz_provider('multibug.py', database=None, max_examples=20)\n"
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", str(tests / "test_beside.py"), "-k", "optional or two",
+        "-v", "--hypothesis-seed=1",
+    )
+    text = result.stdout.str()
+    assert "multibug::optional PASSED" in text, text
+    assert "multibug::two FAILED" in text, text
+    # The active profile's max_examples, unless the suite gives its own.
+    from hypothesis import settings
+
+    from host.fuzz.pytest_plugin import fuzz_provider, run_options
+
+    settings.register_profile("sandbox-test-few", max_examples=3)
+    before = settings._current_profile
+    settings.load_profile("sandbox-test-few")
+    try:
+        assert run_options(fuzz_provider("x.py")).max_examples == 3
+        assert run_options(fuzz_provider("x.py", max_examples=7)).max_examples == 7
+    finally:
+        settings.load_profile(before)

@@ -22,8 +22,49 @@ class FuzzSuite:
 
 def fuzz_provider(ref: str, **options: Any) -> FuzzSuite:
     """A test suite fuzzing every action of the provider ``ref`` (``FuzzOptions`` keywords:
-    ``max_examples``, ``timeout``, ``mode``, ``checks``...)."""
+    ``max_examples``, ``timeout``, ``mode``, ``checks`` (names, or one comma-separated
+    string), ``database``...; without ``max_examples``, the active Hypothesis profile's). A
+    relative file ``ref`` is found beside the test file. Options are checked here, at
+    collection: a misspelt check name ran no check and passed whatever the action did."""
+    import dataclasses
+
+    from host.fuzz.checks import CHECKS, MODES
+    from host.fuzz.runner import FuzzOptions
+
+    known = sorted(f.name for f in dataclasses.fields(FuzzOptions) if f.name != "settings")
+    for name in options:
+        if name not in known:
+            raise TypeError(f"fuzz_provider: unknown option {name!r}; known: {', '.join(known)}")
+    checks = options.get("checks")
+    if checks is not None:
+        names = checks.split(",") if isinstance(checks, str) else list(checks)
+        names = [str(n).strip() for n in names if str(n).strip()]
+        for check in names:
+            if check not in CHECKS:
+                raise ValueError(
+                    f"fuzz_provider: unknown check {check!r}; known: {', '.join(CHECKS)}"
+                )
+        if not names:
+            raise ValueError("fuzz_provider: checks names no check")
+        options["checks"] = frozenset(names)
+    if "mode" in options and options["mode"] not in MODES:
+        raise ValueError(f"fuzz_provider: mode must be one of {', '.join(MODES)}")
     return FuzzSuite(ref, options)
+
+
+def run_options(suite: FuzzSuite) -> Any:
+    """The ``FuzzOptions`` of a suite's run: its own, over the active Hypothesis profile's
+    (``max_examples`` included: it was always 100) and no example database (pytest runs
+    again anyway)."""
+    from hypothesis import settings
+
+    from host.fuzz.runner import FuzzOptions
+
+    base = settings()  # the active profile, with --hypothesis-seed and the like
+    return FuzzOptions(**{
+        "settings": base, "database": None, "max_examples": base.max_examples,
+        **suite.options,
+    })  # fmt: skip
 
 
 class FuzzFailure(Exception):
@@ -36,12 +77,10 @@ class FuzzItem(pytest.Item):
         self.suite, self.action = suite, action
 
     def runtest(self) -> None:
-        from hypothesis import settings
-
         from host import Host
-        from host.fuzz.runner import FuzzOptions, fuzz_action
+        from host.fuzz.runner import fuzz_action
 
-        options = FuzzOptions(settings=settings(), database=None, **self.suite.options)
+        options = run_options(self.suite)
         with Host() as host:
             host.add_provider(self.suite.ref)
             descriptor = host.catalog.find(self.action)
@@ -84,5 +123,18 @@ class FuzzCollector(pytest.Collector):
 
 def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Any:
     if isinstance(obj, FuzzSuite):
-        return FuzzCollector.from_parent(collector, name=name, suite=obj)
+        return FuzzCollector.from_parent(collector, name=name, suite=_beside(collector, obj))
     return None
+
+
+def _beside(collector: Any, suite: FuzzSuite) -> FuzzSuite:
+    """``suite`` with a relative provider file found beside the test file (it was looked for
+    in the directory pytest ran from)."""
+    import os
+
+    ref = suite.ref
+    if ref.endswith(".py") and not os.path.isabs(ref):
+        here = os.path.join(os.path.dirname(str(collector.path)), ref)
+        if os.path.exists(here):
+            return FuzzSuite(here, suite.options)
+    return suite
