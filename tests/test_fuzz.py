@@ -437,3 +437,16 @@ def test_a_run_with_every_check_switched_off_is_refused(capsys: object) -> None:
         code = main(["fuzz", "--provider", MULTIBUG, "multibug.noisy", *flags])
         err = capsys.readouterr().err  # type: ignore[attr-defined]
         assert code == 2 and "no check" in err, (flags, err)
+
+
+def test_max_time_stops_an_example_that_would_outrun_it(capsys: object) -> None:
+    """An example that hangs was run to its own timeout past ``--max-time``: 6.6 s for
+    ``--max-time 1`` with a 5 s timeout. It is stopped when the time is up, and is no finding
+    (the time was up, not its timeout)."""
+    code, data = _fuzz(
+        capsys, "--provider", MULTIBUG, "multibug.slowish", "--max-time", "1.5",
+        "--timeout", "20",
+    )
+    (action,) = data["actions"]  # type: ignore[misc]
+    assert action["seconds"] < 1.5 + 5, action  # (not 20 s: the example was stopped)
+    assert code == 0 and action["findings"] == [], action

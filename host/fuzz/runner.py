@@ -361,9 +361,23 @@ def fuzz_action(
                         SHRINK_DEADLINE_SLOWEST * slowest_finished[0] or options.timeout,
                     )
                 timeout = max(SHRINK_DEADLINE_FLOOR_S, min(shorter[0], options.timeout))
+            # Not past --max-time by a whole timeout (an example that then hangs was run to
+            # its end: --max-time 1 took 6.6 s with a 5 s timeout); one cut off by this is
+            # no finding: the time was up. (A final replay runs whole: it confirms a failure.)
+            left = None if options.max_time is None else (
+                options.max_time - (time.monotonic() - started)
+            )
+            cut = left is not None and not final and left < timeout
+            if cut:
+                timeout = max(SHRINK_DEADLINE_FLOOR_S, left or 0.0)
+        else:
+            cut = False
         outcome, finding = examine(is_positive, value, timeout)
         usage = outcome.usage
-        if outcome.error is None or outcome.error.type not in ("Timeout", "CpuExceeded"):
+        timed_out = outcome.error is not None and outcome.error.type in ("Timeout", "CpuExceeded")
+        if cut and outcome.error is not None and outcome.error.type == "Timeout":
+            raise _TimeUp
+        if not timed_out:
             slowest_finished[0] = max(slowest_finished[0], usage.wall_s)
         elif timeout < options.timeout:
             shorter[0] = max(SHRINK_DEADLINE_FLOOR_S, timeout / 2)
