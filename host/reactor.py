@@ -1751,6 +1751,7 @@ class Reactor:
                 usage=usage,
                 exception_type=message.exception_type,
                 traceback=message.traceback,
+                **({"declared": True} if message.declared else {}),
             )
             self._finish(call, error, logs=logs)
         elif body_size > policy.output + 1024:  # never trust the worker's own size check

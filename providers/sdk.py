@@ -61,6 +61,9 @@ class Action:
     #: Names of the exceptions the action raises on purpose (``raises=[ValueError]``): the
     #: fuzzer does not report them as failures; the host treats them as any ActionFailed.
     raises: tuple[str, ...] = ()
+    #: The same, as classes: an exception of a subclass is declared too (``KeyError`` under
+    #: ``raises=[LookupError]``), which only the worker, with the classes, can tell.
+    raise_classes: tuple[type[BaseException], ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -237,6 +240,7 @@ class Provider:
             safe_rerun=safe_rerun,
             function=fn,
             raises=tuple(e.__name__ for e in raises),
+            raise_classes=tuple(raises),
         )
         self.actions[action_name] = action
         return action

@@ -129,6 +129,9 @@ class Failure:
     traceback: str = ""
     exception_type: str = ""
     usage: Usage = field(default_factory=Usage)
+    #: The exception is one the action declares it raises on purpose (SDK ``raises=``, a
+    #: subclass too: the worker has the classes, the host only their names).
+    declared: bool = False
     KIND = b"FAILURE"
 
 
@@ -404,6 +407,8 @@ def _build(cls: type[Any], body: Mapping[str, Any]) -> Message:
             "exception_type": _require(body, "exception_type", str),
             "usage": _usage(body),
         }
+        if "declared" in body:
+            fields["declared"] = _require(body, "declared", bool)
     elif cls is Retire:
         fields = {"reason": _require(body, "reason", str)}
     elif cls in (Pong, Ping):

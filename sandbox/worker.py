@@ -180,6 +180,7 @@ class Worker:
                 cpu_before,
                 tb=_traceback_text(exc),
                 exception_type=type(exc).__name__,
+                declared=isinstance(exc, action.raise_classes),
             )
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
@@ -216,9 +217,11 @@ class Worker:
         *,
         tb: str = "",
         exception_type: str = "",
+        declared: bool = False,
     ) -> protocol.Failure:
         return protocol.Failure(
-            call.call_id, error_type, message, tb, exception_type, self._usage(cpu_before)
+            call.call_id, error_type, message, tb, exception_type, self._usage(cpu_before),
+            declared,
         )
 
 

@@ -450,3 +450,15 @@ def test_max_time_stops_an_example_that_would_outrun_it(capsys: object) -> None:
     (action,) = data["actions"]  # type: ignore[misc]
     assert action["seconds"] < 1.5 + 5, action  # (not 20 s: the example was stopped)
     assert code == 0 and action["findings"] == [], action
+
+
+def test_a_declared_exception_covers_its_subclasses(capsys: object) -> None:
+    """``raises=[LookupError]`` still reported the KeyError it raised, and
+    ``raises=[ValueError]`` a JSONDecodeError: only the exact class name was compared (the
+    host has the names; the worker, which has the classes, tells it now)."""
+    code, data = _fuzz(
+        capsys, "--provider", MULTIBUG, "multibug.lookup", "multibug.parse",
+        "--max-examples", "50",
+    )
+    assert code == 0, data
+    assert [a["findings"] for a in data["actions"]] == [[], []]  # type: ignore[index]

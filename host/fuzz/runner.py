@@ -210,7 +210,10 @@ def judge(
     if outcome.error is None:
         return None
     kind = outcome.error.type
-    if kind == "ActionFailed" and outcome.error.details.get("exception_type") in descriptor.raises:
+    details = outcome.error.details
+    if kind == "ActionFailed" and (
+        details.get("declared") is True or details.get("exception_type") in descriptor.raises
+    ):
         return None
     for check, kinds in CHECKS.items():
         if kind in kinds:

@@ -71,3 +71,17 @@ def optional(n: int = 0, text: str = "") -> int:
 def noisy(n: int) -> int:
     """Fails with a message holding a NUL and an ESC (which XML cannot hold)."""
     raise ValueError("a NUL \x00 and an ESC \x1b[2J in the message")
+
+
+@provider.action(raises=[LookupError])
+def lookup(key: str) -> int:
+    """Declares LookupError, and raises its subclass KeyError for any key but ``a``."""
+    return {"a": 1}[key]
+
+
+@provider.action(raises=[ValueError])
+def parse(text: str) -> int:
+    """Declares ValueError; json.JSONDecodeError, which it raises for most texts, is one."""
+    import json
+
+    return len(str(json.loads(text)))
