@@ -150,6 +150,9 @@ def test_both_verdicts_occur_in_the_generated_cases() -> None:
     @given(schema_and_instances())
     def collect(case: tuple[Any, list[Any]]) -> None:
         schema, instances = case
+        if "$schema" in json.dumps(_below_root(schema)):
+            return  # (the fast path falls back for these; and jsonschema's draft-04 rules
+            # raise TypeError on a boolean subschema, which draft 4 has not: a flaky failure)
         reference = Draft202012Validator(schema)
         verdicts.update(reference.is_valid(i) for i in instances)
 
