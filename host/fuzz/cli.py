@@ -234,22 +234,19 @@ def run(
         host.close()
     ok = not any(r.findings or r.error for r in reports)
     data = {"ok": ok, "seed": options.seed, "actions": [r.to_dict() for r in reports]}
-    report_failed = ""
     if args.report:
         from host.fuzz.junit import write_junit
 
         path = args.report.partition("=")[2]
         try:
             write_junit(path, reports)
-        except OSError as exc:  # (after the run: its results are still printed below)
-            report_failed = f"--report {args.report}: cannot write {path}: {exc.strerror or exc}"
+        except OSError as exc:  # (what the check before the run could not see: /dev/full)
+            raise usage_error(f"--report {args.report}: cannot write {path}: "
+                              f"{exc.strerror or exc}") from None
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
         _summary(reports, elapsed, printable, options.seed)
-    if report_failed:
-        print(f"sandbox: error: {report_failed}", file=sys.stderr)
-        return 2
     return 0 if ok else 1
 
 
