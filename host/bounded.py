@@ -70,6 +70,11 @@ _OPTIONS.log_errors = False  # a pattern RE2 rejects is reported by us, not prin
 _SIZE_OPTIONS = re2.Options()
 _SIZE_OPTIONS.log_errors = False
 _SIZE_OPTIONS.max_mem = 512 * 1024
+#: For a ``format: regex`` value, which is only asked whether it parses: RE2 says "pattern too
+#: large" after the parse, so a compile this small (at most ~0.6 ms) answers.
+_TINY_OPTIONS = re2.Options()
+_TINY_OPTIONS.log_errors = False
+_TINY_OPTIONS.max_mem = 16 * 1024
 
 #: RE2 instructions a schema's pattern may compile to. Matching is linear in the text, but RE2
 #: falls back from its DFA to its NFA when the DFA's states do not fit its memory, and the NFA
@@ -77,13 +82,19 @@ _SIZE_OPTIONS.max_mem = 512 * 1024
 #: a 29 KB pattern) took 2.3 ms per character, 5.2 s for a 2,000-character result, on the loop.
 #: ``^\S{1,255}$`` is 10,456, ``^[^\s]{1,100}@[^\s]{1,255}$`` 14,556.
 MAX_PATTERN_PROGRAM = 20_000
-#: A pattern search pays a budget step per this many units of its worst case (characters of
-#: the text times instructions of the program, ~15-30 ns each in the NFA on this machine):
-#: so a trial on the loop (``host.reactor.QUICK_STEPS``) searches at most ~3-6 ms' worth.
-PATTERN_WORK_PER_STEP = 100
-#: One search may cost at most this many units (its worst case, ~0.5-1 s): a search cannot be
-#: stopped once it runs, so past the call's deadline it would still burn a CPU this long.
-MAX_SEARCH_WORK = 32_000_000
+#: Pattern work is counted in units of a search's worst case: characters of the text times
+#: instructions of the program (~15-30 ns each in RE2's NFA on this machine; its DFA, which
+#: almost every search gets, is far cheaper). A validation may spend this many (its other
+#: steps are counted apart): they were once paid from the step budget, a step per 100
+#: units, and 1,000 strings of 20 characters under ``^.{1,255}$`` (5,611 instructions, 6 ms
+#: of real work) were "too costly". The call's deadline still ends a validation between two
+#: searches.
+MAX_PATTERN_WORK = 2_000_000_000
+#: What a trial on the loop (and the fast path) may spend: ~3-6 ms in the worst case.
+QUICK_PATTERN_WORK = 200_000
+#: One search may cost at most this many units (its worst case, ~1.5-3 s): a search cannot
+#: be stopped once it runs, so past the call's deadline it would still burn a CPU this long.
+MAX_SEARCH_WORK = 100_000_000
 
 
 class BudgetExceeded(Exception):
@@ -153,19 +164,23 @@ def _schema_pattern_problem(pattern: str) -> str | None:
     return oversized_pattern(pattern)
 
 
-def re2_refusal(translated: str) -> str | None:
+def re2_refusal(translated: str, tiny: bool = False) -> str | None:
     """Why RE2 cannot compile ``translated`` (a pattern already in RE2's syntax, see
-    :func:`ecma_pattern`) within ~512 KiB of program, or None if it can; nothing is cached.
-    Bounded in time (see ``_SIZE_OPTIONS``)."""
-    return _refusal(lambda text: re2.compile(text, _SIZE_OPTIONS), translated)
+    :func:`ecma_pattern`) within ~512 KiB of program (``tiny``: 16 KiB), or None if it can;
+    nothing is cached. Bounded in time (see ``_SIZE_OPTIONS``)."""
+    options = _TINY_OPTIONS if tiny else _SIZE_OPTIONS
+    return _refusal(lambda text: re2.compile(text, options), translated)
 
 
 def pattern_search(pattern: str, text: str) -> Any:
     """RE2's search of ``pattern`` in ``text``, paid for first from the running validation's
-    budget, if any, by its worst case (:data:`PATTERN_WORK_PER_STEP`); a search over
+    pattern budget, if any, by its worst case (see :data:`MAX_PATTERN_WORK`); a search over
     :data:`MAX_SEARCH_WORK` is refused (:class:`BudgetExceeded`) rather than started."""
     regex = compiled(pattern)
-    if _LOCAL.budget is not None:
+    budget = _LOCAL.budget
+    if budget is not None:
+        # (characters, not UTF-8 bytes, which RE2 steps over: up to 4x more for non-ASCII
+        # text; the budgets leave room for that)
         work = len(text) * program_size(pattern)
         if work > MAX_SEARCH_WORK:
             raise BudgetExceeded(
@@ -173,7 +188,13 @@ def pattern_search(pattern: str, text: str) -> Any:
                 f"{len(text):,} characters could cost {work:,} units, more than "
                 f"{MAX_SEARCH_WORK:,}"
             )
-        charge(work // PATTERN_WORK_PER_STEP)
+        budget.pattern_work -= work
+        if budget.pattern_work < 0:
+            raise BudgetExceeded("validating needed more pattern searching than it may take")
+        # (no step: the keyword that searches paid for its steps; but the deadline is looked
+        # at before each search, which may be a long one)
+        if budget.deadline is not None and time.monotonic() > budget.deadline:
+            raise DeadlineExceeded("the call's deadline passed during validation")
     return regex.search(text)
 
 
@@ -230,16 +251,18 @@ def uniq(container: Any) -> bool:
 
 
 class _Budget:
-    __slots__ = ("deadline", "every", "polite", "refs", "steps")
+    __slots__ = ("deadline", "every", "pattern_work", "polite", "refs", "steps")
 
     def __init__(
-        self, deadline: float | None, steps: int, refs: int, polite: bool, every: int
+        self, deadline: float | None, steps: int, refs: int, polite: bool, every: int,
+        pattern_work: int,
     ) -> None:
         self.every = every
         self.steps = steps
         self.refs = refs
         self.deadline = deadline
         self.polite = polite
+        self.pattern_work = pattern_work
 
 
 class _Local(threading.local):
@@ -292,6 +315,7 @@ def run_bounded(
     refs: int = MAX_REFS,
     polite: bool = False,
     clock_every: int = _CLOCK_EVERY,
+    pattern_work: int = MAX_PATTERN_WORK,
 ) -> Any:
     """Run ``work`` (a validation) with a fresh budget of ``steps`` and ``refs`` on this thread;
     ``deadline`` is a ``time.monotonic()`` value past which it stops with
@@ -299,7 +323,7 @@ def run_bounded(
     the loop, so the loop's turns come at once). ``clock_every``: steps between two looks at the
     clock (1 on the loop, where a budget of milliseconds must hold whatever one step costs)."""
     outer = _LOCAL.budget
-    _LOCAL.budget = _Budget(deadline, steps, refs, polite, max(1, clock_every))
+    _LOCAL.budget = _Budget(deadline, steps, refs, polite, max(1, clock_every), pattern_work)
     try:
         return work()
     finally:
@@ -550,8 +574,14 @@ def schema_problem(schema: Any, size: int) -> str | None:
                             return reason
                     # (``additionalProperties`` beside them searches them all as one pattern)
                     joined = "|".join(value)
-                    if len(value) > 1 and (reason := oversized_pattern(joined)) is not None:
-                        return f"the patternProperties patterns, joined into one: {reason}"
+                    if (
+                        len(value) > 1 and "additionalProperties" in node
+                        and (reason := oversized_pattern(joined)) is not None
+                    ):
+                        return (
+                            "the patternProperties patterns, joined into one (as "
+                            f"additionalProperties beside them searches them): {reason}"
+                        )
                 schemas.extend(value.values())
     return ref_cycle(schema)
 

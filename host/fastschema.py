@@ -14,7 +14,7 @@ generated schemas and instances (``tests/test_fastschema.py``):
   uses jsonschema alone.
 - A compiled check returns exactly what ``Draft202012Validator(schema).is_valid`` returns, but
   for a value whose pattern searches would cost more than :data:`FAST_PATTERN_WORK` in the
-  worst case (characters times RE2 instructions, see ``host.bounded.PATTERN_WORK_PER_STEP``):
+  worst case (characters times RE2 instructions, see ``host.bounded.MAX_PATTERN_WORK``):
   then it gives up and says False, and the bounded validator, which pays for each search from
   its budget, decides. Every other check is linear in the value: the fast path runs on the
   host's loop for small results, unbounded by any budget.
@@ -33,14 +33,14 @@ from typing import Any
 
 import re2
 
-from host.bounded import compiled, program_size
+from host.bounded import QUICK_PATTERN_WORK, compiled, program_size
 
 Check = Callable[[Any], bool]
 
 #: Pattern work (characters searched times the pattern's RE2 instructions) one fast check may
 #: do: ~3-6 ms in RE2's NFA, its worst case, on this machine (a search of a 79,506-instruction
 #: program took 2.3 ms per character, on the loop, when this was unbounded).
-FAST_PATTERN_WORK = 200_000
+FAST_PATTERN_WORK = QUICK_PATTERN_WORK
 
 
 class _PatternWork(threading.local):

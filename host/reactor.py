@@ -1951,10 +1951,11 @@ class Reactor:
             self._orphans.expect(pid, stat[2])
 
     def _on_exit(self, worker: WorkerHandle, status: ExitStatus) -> None:
-        if worker.decoding and worker.kill_reason is None and self._closing is None:
-            # What it sent before it died is judged first. (Not for a worker the host ended:
-            # what it said no longer counts; nor while closing, which must not wait for a
-            # busy lane.)
+        if worker.decoding and worker.kill_reason is None:
+            # What it sent before it died is judged first (also while closing: a worker that
+            # sent a big result and retired lost it, as a crash). Not for a worker the host
+            # ended: what it said no longer counts. (The lane's work is bounded, so this
+            # wait is; a search that cost seconds on it once held a close past 30 s.)
             worker.held.append(functools.partial(self._on_exit, worker, status))
             return
         provider = worker.provider

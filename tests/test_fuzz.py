@@ -462,3 +462,19 @@ def test_a_declared_exception_covers_its_subclasses(capsys: object) -> None:
     )
     assert code == 0, data
     assert [a["findings"] for a in data["actions"]] == [[], []]  # type: ignore[index]
+
+
+def test_max_time_never_reports_a_hang_found_only_at_the_shorter_deadline(
+    capsys: object,
+) -> None:
+    """When --max-time ended a run during a hang's shrinking, the report took the last input
+    raised, found at the shorter deadline: a "Timeout" for a text that finishes in 0.6 s, and
+    its reproduce line did not reproduce. Only an input that timed out at the full timeout
+    is reported."""
+    for max_time in ("2", "3", "4"):
+        _, data = _fuzz(
+            capsys, "--provider", MULTIBUG, "multibug.slowish", "--timeout", "1",
+            "--max-time", max_time,
+        )
+        for finding in data["actions"][0]["findings"]:  # type: ignore[index]
+            assert len(finding["input"]["text"]) >= 3, (max_time, finding)

@@ -450,20 +450,28 @@ def fuzz_action(
                 why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
             report.error = f"cannot generate inputs from its input schema: {why}"
         else:
-            if any(isinstance(leaf, _TimeUp) for leaf in _leaves(exc)):
-                found.extend(latest.values())  # (the smallest of each found so far)
             for one, flaky in failures:
                 finding = one.finding
-                key = (finding.check, finding.outcome)
-                if flaky and id(finding) in cut_short and key in confirmed:
-                    # Shrunk to an input that outran only the shorter deadline: the last one
-                    # that failed at the full timeout is the finding.
-                    finding = confirmed[key]
-                elif flaky:
+                if id(finding) in cut_short:
+                    # Found only at the shorter deadline (its replay did not confirm it): the
+                    # last one that failed at the full timeout is the finding, if any.
+                    trusted = confirmed.get((finding.check, finding.outcome))
+                    if trusted is not None:
+                        found.append(trusted)
+                    continue
+                if flaky:
                     finding = replace(finding, message=(
                         f"{finding.message} (flaky: it did not happen again when replayed)"
                     ))  # fmt: skip
                 found.append(finding)
+            if any(isinstance(leaf, _TimeUp) for leaf in _leaves(exc)):
+                # The smallest of each found so far, by the same rule (a finding made at the
+                # shorter deadline reported a hang of an input that finishes).
+                for finding in latest.values():
+                    key = (finding.check, finding.outcome)
+                    trusted = confirmed.get(key) if id(finding) in cut_short else finding
+                    if trusted is not None:
+                        found.append(trusted)
     report.findings = _distinct(found)
     if store is not None:
         for finding in report.findings:
