@@ -133,14 +133,14 @@ def unsupported_pattern(pattern: str, cache: bool = True) -> str | None:
 TOO_LARGE = "pattern too large"
 
 
-def oversized_pattern(pattern: str) -> str | None:
+def oversized_pattern(pattern: str, refusal: str | None) -> str | None:
     """Why a schema may not use ``pattern``, which RE2 parsed: its program is over
     :data:`MAX_PATTERN_PROGRAM`; None if it may (it is then compiled and cached: the first
-    search, perhaps on the loop, does not pay for that). After :func:`unsupported_pattern`
-    said it is runnable or too large for ``_SIZE_OPTIONS``, so this compile is bounded too."""
-    reason = unsupported_pattern(pattern)
+    search, perhaps on the loop, does not pay for that). ``refusal``: what
+    :func:`unsupported_pattern` said of it (None, or too large for ``_SIZE_OPTIONS``), so this
+    compile is bounded too."""
     size = None
-    if reason is None:
+    if refusal is None:
         try:
             size = program_size(pattern)
         except re2.error:  # (the default options allow more than re2_refusal's)
@@ -161,7 +161,7 @@ def _schema_pattern_problem(pattern: str) -> str | None:
     reason = unsupported_pattern(pattern)
     if reason is not None and not reason.startswith(TOO_LARGE):
         return _pattern_message(pattern, reason)
-    return oversized_pattern(pattern)
+    return oversized_pattern(pattern, reason)
 
 
 def re2_refusal(translated: str, tiny: bool = False) -> str | None:
@@ -576,7 +576,7 @@ def schema_problem(schema: Any, size: int) -> str | None:
                     joined = "|".join(value)
                     if (
                         len(value) > 1 and "additionalProperties" in node
-                        and (reason := oversized_pattern(joined)) is not None
+                        and (reason := _schema_pattern_problem(joined)) is not None
                     ):
                         return (
                             "the patternProperties patterns, joined into one (as "

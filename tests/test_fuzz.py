@@ -13,6 +13,7 @@ from host.cli import main
 
 HERE = os.path.dirname(__file__)
 PLANTED = os.path.join(HERE, "providers", "planted.py")
+MULTIBUG = os.path.join(HERE, "providers", "multibug.py")
 #: action -> (check, outcome, shrunk input)
 EXPECTED = {
     "planted.crash": ("not_a_crash", "WorkerCrashed", {"n": 50}),
@@ -29,6 +30,17 @@ def _fuzz(capsys: object, *args: str) -> tuple[int, dict[str, object]]:
     return code, json.loads(out)
 
 
+def _reproduces(finding: dict[str, object], outcome: str) -> None:
+    """The finding's printed ``sandbox call`` line, run, ends in ``outcome``."""
+    argv = shlex.split(str(finding["reproduce"]))
+    done = subprocess.run(
+        [sys.executable, "-m", "host.cli", *argv[1:], "--json"],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["error"]["type"] == outcome
+
+
 def test_planted_bugs_are_found_shrunk_and_reproduced(capsys: object) -> None:
     code, data = _fuzz(capsys, "--provider", PLANTED, "--max-examples", "60", "--timeout", "1")
     assert code == 1 and data["ok"] is False
@@ -38,14 +50,8 @@ def test_planted_bugs_are_found_shrunk_and_reproduced(capsys: object) -> None:
     for name, (check, outcome, shrunk) in EXPECTED.items():
         (finding,) = actions[name]["findings"]
         assert (finding["check"], finding["outcome"], finding["input"]) == (check, outcome, shrunk)
-        argv = shlex.split(finding["reproduce"])
-        assert argv[:3] == ["sandbox", "call", name]
-        done = subprocess.run(
-            [sys.executable, "-m", "host.cli", *argv[1:], "--json"],
-            capture_output=True, text=True, timeout=60,
-        )
-        assert done.returncode == 1, done.stderr
-        assert json.loads(done.stdout)["error"]["type"] == outcome
+        assert shlex.split(finding["reproduce"])[:3] == ["sandbox", "call", name]
+        _reproduces(finding, outcome)
 
 
 def test_example_text_provider_fuzz_run(capsys: object) -> None:
@@ -290,19 +296,6 @@ def test_only_usage_above_a_round_trips_noise_reaches_target() -> None:
         "wall_s": busy.wall_s, "cpu_s": busy.cpu_s, "max_rss_mib": busy.max_rss_bytes / mib,
     }
     assert set(observations(busy, least + 8 * mib)) == {"wall_s", "cpu_s"}
-
-
-MULTIBUG = os.path.join(HERE, "providers", "multibug.py")
-
-
-def _reproduces(finding: dict[str, object], outcome: str) -> None:
-    argv = shlex.split(str(finding["reproduce"]))
-    done = subprocess.run(
-        [sys.executable, "-m", "host.cli", *argv[1:], "--json"],
-        capture_output=True, text=True, timeout=90,
-    )
-    assert done.returncode == 1, done.stderr
-    assert json.loads(done.stdout)["error"]["type"] == outcome
 
 
 def test_an_action_with_two_distinct_failures_reports_both(capsys: object) -> None:

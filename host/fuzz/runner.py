@@ -453,28 +453,26 @@ def fuzz_action(
                 why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
             report.error = f"cannot generate inputs from its input schema: {why}"
         else:
-            for one, flaky in failures:
-                finding = one.finding
+            def trusted(finding: Finding) -> Finding | None:
+                """A finding made only at the shorter deadline (its replay did not confirm
+                it) gives way to the last one that failed at the full timeout, if any: it
+                reported hangs of inputs that finish."""
                 if id(finding) in cut_short:
-                    # Found only at the shorter deadline (its replay did not confirm it): the
-                    # last one that failed at the full timeout is the finding, if any.
-                    trusted = confirmed.get((finding.check, finding.outcome))
-                    if trusted is not None:
-                        found.append(trusted)
+                    return confirmed.get((finding.check, finding.outcome))
+                return finding
+
+            for one, flaky in failures:
+                finding = trusted(one.finding)
+                if finding is None:
                     continue
-                if flaky:
+                if flaky and finding is one.finding:
                     finding = replace(finding, message=(
                         f"{finding.message} (flaky: it did not happen again when replayed)"
                     ))  # fmt: skip
                 found.append(finding)
             if any(isinstance(leaf, _TimeUp) for leaf in _leaves(exc)):
-                # The smallest of each found so far, by the same rule (a finding made at the
-                # shorter deadline reported a hang of an input that finishes).
-                for finding in latest.values():
-                    key = (finding.check, finding.outcome)
-                    trusted = confirmed.get(key) if id(finding) in cut_short else finding
-                    if trusted is not None:
-                        found.append(trusted)
+                # The smallest of each found so far, by the same rule.
+                found.extend(f for f in map(trusted, latest.values()) if f is not None)
     report.findings = _distinct(found)
     if store is not None:
         for finding in report.findings:

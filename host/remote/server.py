@@ -33,7 +33,14 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
-from host.errors import Cancelled, InputInvalid, Outcome, Overloaded, Timeout
+from host.errors import (
+    Cancelled,
+    InputInvalid,
+    Outcome,
+    Overloaded,
+    SandboxError,
+    Timeout,
+)
 from host.fairqueue import admits
 from host.futures import CallFuture
 from host.host import Host
@@ -99,6 +106,14 @@ Key = tuple[bytes, str]
 _Large = tuple[Key, str, bytes, Any, float]
 
 
+def _ended(error: SandboxError) -> CallFuture:
+    """A call's future that already has its outcome: ``error``."""
+    future = CallFuture()
+    future.set_running_or_notify_cancel()
+    future.settle(Outcome.failure(error))
+    return future
+
+
 def _submit(
     host: Host, action: str, frame: bytes | None, timeout: float | None, tenant: Hashable
 ) -> CallFuture:
@@ -107,10 +122,7 @@ def _submit(
     try:
         value = {} if frame is None else protocol.loads(frame, max_depth=protocol.MAX_INPUT_DEPTH)
     except protocol.ProtocolError as exc:
-        future = CallFuture()
-        future.set_running_or_notify_cancel()
-        future.settle(Outcome.failure(InputInvalid(f"the input is not JSON: {exc}")))
-        return future
+        return _ended(InputInvalid(f"the input is not JSON: {exc}"))
     return host.submit(action, value, timeout=timeout, tenant=tenant)
 
 
@@ -152,10 +164,7 @@ class _LargeInputs:
             self._queues.clear()
             self._count = 0
         for key, action, *_ in waiting:
-            future = CallFuture()
-            future.set_running_or_notify_cancel()
-            future.settle(Outcome.failure(Cancelled("the server is shutting down")))
-            self._handover(key, action, future)
+            self._handover(key, action, _ended(Cancelled("the server is shutting down")))
 
     def close(self) -> None:
         with self._ready:
@@ -176,18 +185,15 @@ class _LargeInputs:
                     self._queues[tenant] = queue  # back of the line
                 self._count -= 1
             if timeout is not None and time.monotonic() - received >= timeout:
-                future = CallFuture()
-                future.set_running_or_notify_cancel()
-                error = Timeout("the call's timeout passed while its input waited to be decoded")
-                future.settle(Outcome.failure(error))
+                future = _ended(
+                    Timeout("the call's timeout passed while its input waited to be decoded")
+                )
             else:
                 left = None if timeout is None else timeout - (time.monotonic() - received)
                 try:
                     future = _submit(self._host, action, frame, left, tenant)
                 except Exception as exc:  # the host closed: the call still gets its outcome
-                    future = CallFuture()
-                    future.set_running_or_notify_cancel()
-                    future.settle(Outcome.failure(Cancelled(f"the call was not run: {exc}")))
+                    future = _ended(Cancelled(f"the call was not run: {exc}"))
             self._handover(key, action, future)
 
 
