@@ -146,6 +146,11 @@ QUICK_SECONDS = 0.002
 #: A caller reading its own call's reply (``Reactor.wait_here``) looks at whether the call
 #: ended some other way (the host closing) at least this often.
 DIRECT_SLICE_MS = 50
+#: How long the thread that reads a call's reply (the loop, or the caller in ``wait_here``)
+#: polls for it before it blocks, while that worker's replies come within it: a thread that
+#: blocks lets its vCPU go idle, and waking it again costs tens of microseconds on a virtual
+#: machine, paid by the waker too (``python -m benchmarks.spin``). One caller polls at a time.
+REPLY_SPIN_S = 0.001
 
 
 @contextlib.contextmanager
@@ -263,6 +268,8 @@ class WorkerHandle:
     #: Its connection is read by the caller waiting for its call (``Reactor.wait_here``),
     #: not by the loop, until given back.
     lent: bool = False
+    #: Its last reply came within ``REPLY_SPIN_S`` of its call: the next one is polled for.
+    quick_replies: bool = True
 
     # Its state, when it went idle, and its call count live in its provider's pool (the
     # pool's decisions depend on them); these read and report changes to it.
@@ -381,6 +388,8 @@ class Reactor:
         #: When the loop's current poll returns by itself (its earliest timer): a timer set
         #: by a caller's thread before then wakes the loop.
         self._poll_until = math.inf
+        #: Until when the loop polls for a reply without blocking (see ``_poll``).
+        self._spin_until = 0.0
         self._cancelled_timers = 0
         self._seq = itertools.count()
         self._workers: dict[bytes, WorkerHandle] = {}
@@ -437,6 +446,8 @@ class Reactor:
         #: Calls handed to the loop and not finished, so none is lost if the loop stops.
         self._pending: set[PendingCall] = set()
         self._pending_lock = threading.Lock()
+        #: Held by the one caller polling for its reply (``wait_here``).
+        self._spinner = threading.Lock()
         #: Calls whose result is being validated on their provider's lane.
         self._validating: set[PendingCall] = set()
         #: Callers may dispatch their own calls (not under eventlet, whose hub runs the loop).
@@ -499,10 +510,27 @@ class Reactor:
         if self._hub_wait is not None:
             self._hub_wait(self._loop_fds, None if timeout_ms is None else timeout_ms / 1000)
             timeout_ms = 0
-        events = dict(self._poller.poll(timeout_ms))
+        events = self._poll(timeout_ms)
         with self._lock:
             self._poll_until = -math.inf  # (handling events: due timers are looked at below)
             self._handle(events)
+
+    def _poll(self, timeout_ms: int | None) -> dict[int, int]:
+        """What is ready, waiting at most ``timeout_ms``. Right after a call went out whose
+        reply the loop reads, it polls without blocking for up to ``REPLY_SPIN_S``
+        (``_spin_until``; ``sched_yield`` between polls lets a task woken on this CPU run)."""
+        spin_until = self._spin_until
+        if timeout_ms != 0 and spin_until > time.monotonic():
+            started = time.monotonic()
+            while time.monotonic() < spin_until:
+                events = self._poller.poll(0)
+                if events:
+                    return dict(events)
+                os.sched_yield()
+            if timeout_ms is not None:
+                spent_ms = math.floor((time.monotonic() - started) * 1000)
+                timeout_ms = max(0, timeout_ms - spent_ms)
+        return dict(self._poller.poll(timeout_ms))
 
     def _handle(self, events: dict[int, int]) -> None:
         """What one poll returned: the wire, then commands, pipes and due timers."""
@@ -929,7 +957,10 @@ class Reactor:
             return False
         used = meter.outside_calls_s()
         policy = worker.provider.policy
-        if used is None or used <= outside_cpu_allowance_s(policy.cpu_time, now - worker.spawned):
+        allowance = outside_cpu_allowance_s(
+            policy.cpu_time, now - worker.spawned, meter.spin_credit_s
+        )
+        if used is None or used <= allowance:
             return False
         log.warning("worker %s used %.2fs of CPU outside calls; killing it",
                     worker.label, used)
@@ -1035,6 +1066,7 @@ class Reactor:
             os.close(borrowed)
             return None
         worker.lent = True
+        self._spin_until = 0.0  # (the caller polls for this reply, not the loop)
         return borrowed, worker
 
     def _give_back_wire(self, worker: WorkerHandle) -> None:
@@ -1060,11 +1092,13 @@ class Reactor:
         # (The worker it was lent, not ``call.worker``: if that one died before this thread
         # got here, the call may already be on another worker, which the loop reads.)
         borrowed, worker = lent
+        started = time.monotonic()
         try:
             poller = select.poll()
             poller.register(borrowed, select.POLLIN)
+            ready = self._spin(poller, worker, started + REPLY_SPIN_S)
             while True:
-                ready = poller.poll(DIRECT_SLICE_MS)
+                ready = ready or poller.poll(DIRECT_SLICE_MS)
                 with self._lock:
                     fd = worker.channel.fileno()
                     watched = fd >= 0 and self._wire_fds.get(fd) is worker
@@ -1080,12 +1114,32 @@ class Reactor:
                     ):
                         self._give_back_wire(worker)
                         return
+                ready = []
         except BaseException:
             with self._lock:
                 self._give_back_wire(worker)
             raise
         finally:
             os.close(borrowed)
+
+    def _spin(
+        self, poller: select.poll, worker: WorkerHandle, until: float
+    ) -> list[tuple[int, int]]:
+        """Poll for ``worker``'s reply until ``until`` (monotonic) without blocking, if its
+        replies come quickly and no other caller is polling; what the poll found, or nothing.
+        Not under the loop's lock: the loop and other callers go on meanwhile (the GIL is free
+        in every poll, and ``sched_yield`` lets a worker woken on this CPU run)."""
+        if not worker.quick_replies or not self._spinner.acquire(blocking=False):
+            return []
+        try:
+            while time.monotonic() < until:
+                ready = poller.poll(0)
+                if ready:
+                    return ready
+                os.sched_yield()
+            return []
+        finally:
+            self._spinner.release()
 
     def _enqueue_guarded(self, call: PendingCall) -> None:
         """:meth:`enqueue`; if the host fails doing it (a bug), the call still gets an outcome
@@ -1188,6 +1242,8 @@ class Reactor:
             worker.provider.pool.requeue(call)
             self._kill(worker, "unreachable")
             return
+        if worker.quick_replies:
+            self._spin_until = call.dispatched + REPLY_SPIN_S
         wall = worker.provider.policy.wall_time
         deadline = self._at(
             call.dispatched + wall, lambda: self._wall_deadline(call, worker), worker
@@ -1703,6 +1759,8 @@ class Reactor:
             self._violation(worker, "a result for a call it was not running")
             return
         worker.cpu_total_s = message.usage.cpu_total_s
+        if call.dispatched is not None:
+            worker.quick_replies = time.monotonic() - call.dispatched < REPLY_SPIN_S
         usage = measured_usage(worker.meter, message.usage)
         policy = worker.provider.policy
         if usage.source == "cgroup" and usage.cpu_s > policy.cpu_time:

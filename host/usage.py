@@ -21,7 +21,9 @@ the worker's own report, marked ``source="worker"`` (see :data:`LOST_WITHOUT_CGR
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import time
 
 from host.cgroups import CgroupSupport, WorkerCgroup
 from host.errors import Usage
@@ -61,10 +63,13 @@ class TreeMeter:
     removed. Every read returns None when the counter cannot be read (never a made-up zero).
     """
 
-    def __init__(self, version: int, cpu_fd: int, peak_fd: int | None) -> None:
+    def __init__(
+        self, version: int, cpu_fd: int, peak_fd: int | None, tasks_fd: int | None = None
+    ) -> None:
         self.version = version
         self._cpu_fd: int | None = cpu_fd
         self._peak_fd = peak_fd
+        self._tasks_fd = tasks_fd
         #: Whether :meth:`reset_peak` works here, so :meth:`peak_bytes` is the call's own peak
         #: (False: it is the peak since the worker started).
         self.per_call_peak = peak_fd is not None
@@ -73,6 +78,10 @@ class TreeMeter:
         #: CPU the tree used outside calls so far, and the counter when it last went idle.
         self.outside_ns = 0
         self.idle_from_ns: int | None = None
+        #: When it last went idle (monotonic), and what the worker's own polls for the next
+        #: call may have used outside calls so far (see :meth:`start_call`).
+        self.idle_from_s: float | None = None
+        self.spin_credit_s = 0.0
 
     @classmethod
     def open(cls, group: WorkerCgroup) -> TreeMeter | None:
@@ -83,6 +92,7 @@ class TreeMeter:
                 return None
             cpu_fd = _open(f"{directory}/cpu.stat", os.O_RDONLY)
             peak_fd = _open(f"{directory}/memory.peak", os.O_RDWR)
+            tasks_fd = _open(f"{directory}/pids.current", os.O_RDONLY)
         else:
             cpu_dir = group.directories.get("cpuacct") or group.directories.get("cpu")
             memory = group.directories.get("memory")
@@ -90,11 +100,14 @@ class TreeMeter:
                 return None
             cpu_fd = _open(f"{cpu_dir}/cpuacct.usage", os.O_RDONLY)
             peak_fd = _open(f"{memory}/memory.max_usage_in_bytes", os.O_RDWR) if memory else None
+            pids = group.directories.get("pids")
+            tasks_fd = _open(f"{pids}/pids.current", os.O_RDONLY) if pids else None
         if cpu_fd is None:
-            if peak_fd is not None:
-                os.close(peak_fd)
+            for fd in (peak_fd, tasks_fd):
+                if fd is not None:
+                    os.close(fd)
             return None
-        meter = cls(group.version, cpu_fd, peak_fd)
+        meter = cls(group.version, cpu_fd, peak_fd, tasks_fd)
         if meter.cpu_ns() is None:
             meter.close()
             return None
@@ -149,13 +162,34 @@ class TreeMeter:
         if self.idle_from_ns is not None:
             self.outside_ns += max(0, now - self.idle_from_ns)
             self.idle_from_ns = None
+        if self.idle_from_s is not None:
+            if self._tasks() <= protocol.TREE_TASKS:
+                gap = time.monotonic() - self.idle_from_s
+                self.spin_credit_s += min(protocol.WORKER_SPIN_S, max(0.0, gap))
+            self.idle_from_s = None
         self.call_start_ns = now
         self.reset_peak()
         return True
 
+    def _tasks(self) -> float:
+        """Tasks (threads) in the tree now; infinity when that cannot be read.
+
+        Between calls the worker polls for the next one (``sandbox.wire``) only while it is
+        the tree's one thread beside the launcher's and the init's, which never run provider
+        code; so that poll is credited (``spin_credit_s``, at most ``WORKER_SPIN_S`` and never
+        more than the gap lasted) only for a gap that ends with no other task in the tree. A
+        thread or child left behind to use CPU between calls makes the tree bigger, and then
+        its CPU outside calls is bounded as tightly as without the poll."""
+        data = _pread(self._tasks_fd) if self._tasks_fd is not None else None
+        try:
+            return int(data) if data is not None else math.inf
+        except ValueError:
+            return math.inf
+
     def went_idle(self, now_ns: int | None = None) -> None:
         """The call ended (or the worker is idle for the first time): count CPU as outside."""
         self.idle_from_ns = now_ns if now_ns is not None else self.cpu_ns()
+        self.idle_from_s = time.monotonic()
 
     def outside_calls_s(self) -> float | None:
         """CPU seconds the tree used while no call ran (a thread or child left spinning)."""
@@ -170,11 +204,11 @@ class TreeMeter:
         return None if now is None else max(0, now - self.call_start_ns) / 1e9
 
     def close(self) -> None:
-        for fd in (self._cpu_fd, self._peak_fd):
+        for fd in (self._cpu_fd, self._peak_fd, self._tasks_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._cpu_fd = self._peak_fd = None
+        self._cpu_fd = self._peak_fd = self._tasks_fd = None
 
 
 def measured_usage(meter: TreeMeter | None, reported: protocol.Usage | None) -> Usage:
@@ -201,12 +235,13 @@ def next_cpu_check_s(remaining_s: float) -> float:
     return max(CPU_POLL_S, remaining_s / _CPUS - CPU_POLL_S)
 
 
-def outside_cpu_allowance_s(cpu_time: float, age_s: float) -> float:
-    """CPU a worker's tree may use outside calls over its life: one call's budget plus a small
-    share of its age. A thread or child left spinning after a result uses ~100% of a CPU and
-    is caught after about one ``cpu_time``, however often short calls come between; the pings
-    of a worker idle for hours are not."""
-    return cpu_time + IDLE_CPU_SHARE * age_s
+def outside_cpu_allowance_s(cpu_time: float, age_s: float, spin_credit_s: float) -> float:
+    """CPU a worker's tree may use outside calls over its life: one call's budget, a small
+    share of its age, and the worker's own polls for its next call (``spin_credit_s``:
+    :meth:`TreeMeter._tasks` says when they count). A thread or child left spinning after a
+    result uses ~100% of a CPU and is caught after about one ``cpu_time``, however often short
+    calls come between; the pings of a worker idle for hours are not."""
+    return cpu_time + IDLE_CPU_SHARE * age_s + spin_credit_s
 
 
 def lost_guarantees(support: CgroupSupport) -> tuple[str, ...]:

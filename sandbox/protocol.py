@@ -31,6 +31,13 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 MAX_INPUT_DEPTH = DEFAULT_MAX_DEPTH
 #: Room for the CALL body around an input (call id, action name: names are short identifiers).
 CALL_ENVELOPE_BYTES = 4 * 1024
+#: How long an idle worker polls for the host's next message before it blocks, while messages
+#: come quickly and it is alone in its tree (``sandbox.wire``, ``sandbox.worker``). The host
+#: allows that poll as CPU outside calls, at most this much per gap between a result and the
+#: next call (``host.usage.TreeMeter._tasks``).
+WORKER_SPIN_S = 0.0015
+#: Tasks of a worker's tree that are the sandbox's own: the launcher, the init, the worker.
+TREE_TASKS = 3
 
 #: Error types a worker may report for a failed call. Everything else is decided by the host.
 WORKER_ERROR_TYPES = (

@@ -20,10 +20,13 @@ broken stream ends the worker with an error rather than a misread call.
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from collections import deque
 
 from sandbox import zmtp
+from sandbox.protocol import WORKER_SPIN_S
 
 #: Bytes asked of the kernel per read, into one buffer kept for the worker's life: a fresh
 #: ``recv(256 KiB)`` per call cost an mmap, an mremap and a munmap each time. 64 KiB: the
@@ -66,6 +69,10 @@ class WorkerWire:
         self._view = memoryview(self._buffer)
         #: The host's READY arrived: it accepted this connection (its credentials checked).
         self.accepted = False
+        #: Poll before blocking for the next message: the last one came within the spin.
+        self._spin = True
+        #: The worker says whether it may poll at all (it must be alone: ``sandbox.worker``).
+        self.may_spin = False
 
     def send_multipart(self, frames: list[bytes]) -> None:
         """Write one message; when this returns, every byte is in the host's socket buffer."""
@@ -78,9 +85,29 @@ class WorkerWire:
 
     def recv_multipart(self) -> list[bytes]:
         """The host's next message (blocking); :class:`WireClosed` at end of file or on a
-        violation of the protocol."""
+        violation of the protocol.
+
+        While messages come quickly (the last one within :data:`WORKER_SPIN_S`), the socket
+        is polled for up to that long before the read blocks. On a virtual machine waking a
+        vCPU that went idle costs tens of microseconds per message, more than a small call's
+        work (``python -m benchmarks.spin``); once a message takes longer than the spin to
+        come, the worker blocks at once until one comes quickly again. The CPU this costs is
+        outside any call, at most :data:`WORKER_SPIN_S` per gap, and the host allows for it
+        while the worker is alone in its tree (:attr:`may_spin`). ``sched_yield`` between
+        polls gives the CPU to any other runnable task.
+        """
+        if self._inbox:
+            return self._inbox.popleft()
+        started = time.perf_counter()
+        if self._spin and self.may_spin:
+            deadline = started + WORKER_SPIN_S
+            while not self._inbox and self._read(wait=False):
+                if time.perf_counter() >= deadline:
+                    break
+                os.sched_yield()
         while not self._inbox:
             self._read()
+        self._spin = time.perf_counter() - started < WORKER_SPIN_S
         return self._inbox.popleft()
 
     def wait_until_accepted(self, timeout: float) -> None:
@@ -100,10 +127,15 @@ class WorkerWire:
         finally:
             self._sock.settimeout(None)
 
-    def _read(self) -> None:
-        """One read: its messages to the inbox, the protocol's answers sent."""
+    def _read(self, wait: bool = True) -> bool:
+        """One read: its messages to the inbox, the protocol's answers sent. ``wait=False``:
+        return True at once if nothing had come (nothing was read)."""
         try:
-            size = self._sock.recv_into(self._buffer)
+            size = self._sock.recv_into(self._buffer, 0, 0 if wait else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if wait:  # (a blocking read does not raise it)
+                raise
+            return True
         except TimeoutError:
             raise
         except OSError as exc:
@@ -125,6 +157,7 @@ class WorkerWire:
                 self._sock.sendall(answer)
             except OSError as exc:
                 raise WireClosed(f"writing to the host failed: {exc}") from None
+        return False
 
     def close(self) -> None:
         """Close the socket: what was sent is already in the host's buffer (no linger)."""

@@ -56,6 +56,8 @@ class PeakMemory:
     def __init__(self) -> None:
         self._clear: int | None = None
         self._status: int | None = None
+        #: The last status read (its ``Threads:`` line tells :func:`_alone` about threads).
+        self._last_status = b""
         try:
             self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
             self._status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
@@ -75,12 +77,37 @@ class PeakMemory:
     def peak_bytes(self) -> int:
         if self._status is not None:
             try:
-                status = os.pread(self._status, 8192, 0)
+                status = self._last_status = os.pread(self._status, 8192, 0)
                 start = status.index(b"VmHWM:") + len(b"VmHWM:")
                 return int(status[start : status.index(b"kB", start)]) * 1024
             except (OSError, ValueError):
                 pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def threads(self) -> int | None:
+        """This process's threads at the last :meth:`peak_bytes` (None if not known)."""
+        start = self._last_status.find(b"\nThreads:")
+        if start < 0:
+            return None
+        try:
+            return int(self._last_status[start + 9 : self._last_status.index(b"\n", start + 1)])
+        except ValueError:
+            return None
+
+
+def _alone(memory: PeakMemory) -> bool:
+    """Whether this process is one thread with no child: then, and only then, it may poll for
+    the host's next message between calls (``WorkerWire.may_spin``). The host credits that
+    poll's CPU only while the tree holds no task but the sandbox's own
+    (``host.usage.TreeMeter``): a worker beside a provider's thread or child would be charged
+    for it, and must block at once instead."""
+    if memory.threads() != 1:
+        return False
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return False
 
 
 def _cpu_seconds() -> float:
@@ -144,6 +171,7 @@ class Worker:
             if self.receipt is not None:  # before any provider code runs for this call
                 self.receipt.mark(message.call_id)
             self.send(self.run_call(message))
+            self.socket.may_spin = _alone(self.memory)
             remaining = self.cpu_lifetime_s - self.cpu_total_s
             if remaining < self.policy.cpu_time + 1:
                 self.send(protocol.Retire("CPU-time budget of this worker is used up"))

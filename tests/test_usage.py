@@ -89,6 +89,45 @@ def test_spinning_left_behind_after_the_result_is_stopped(host: Host) -> None:
     assert replaced, "a worker spinning between calls (30s, cpu_time=1s) was left running"
 
 
+def _spin_credit_s(host: Host) -> float:
+    (worker,) = host._reactor.providers["usage_liar"].workers
+    assert worker.meter is not None
+    return worker.meter.spin_credit_s
+
+
+def test_a_worker_polling_for_its_next_call_is_not_taken_for_a_spinner(host: Host) -> None:
+    """Between calls that follow each other, the worker polls for the next one instead of
+    blocking (``sandbox.wire``): CPU outside any call. Here that poll adds up to more than the
+    1 s ``cpu_time`` that bounds CPU outside calls; the host credits it (the tree holds only
+    the sandbox's own tasks), so the worker serves on."""
+    _liar(host, workers={"min": 0, "max": 1})
+    first = host.call("usage_liar.token")
+    deadline = time.monotonic() + 60
+    calls = 0
+    while _spin_credit_s(host) < 1.5 and time.monotonic() < deadline:
+        assert host.call("usage_liar.token") == first, f"replaced after {calls} calls"
+        calls += 1
+    assert _spin_credit_s(host) >= 1.5, f"only {_spin_credit_s(host):.2f}s credited in 60s"
+    assert host.call("usage_liar.token") == first
+    assert host.stats()["usage_liar"]["restarts"] == 0
+
+
+@pytest.mark.parametrize("children", [0, 3])
+def test_spinning_left_behind_is_stopped_while_calls_come_back_to_back(
+    host: Host, children: int
+) -> None:
+    """The same spinners as above, but with calls following each other all along: the gaps
+    are within the worker's own poll for its next call, which the host credits only while the
+    tree holds no task but the sandbox's own; a thread or child left behind is not."""
+    _liar(host, workers={"min": 0, "max": 1})
+    first = host.call("usage_liar.spin_after_result", {"seconds": 30, "children": children})
+    deadline = time.monotonic() + 15
+    replaced = False
+    while time.monotonic() < deadline and not replaced:
+        replaced = host.call("usage_liar.token") != first
+    assert replaced, "a worker spinning between back-to-back calls (cpu_time=1s) ran on"
+
+
 @pytest.mark.serial  # bounds a latency: alone, with --shards
 def test_host_side_cpu_overshoot_is_small(host: Host) -> None:
     """With the worker's own timer disarmed only the host stops the spin; its overshoot over
