@@ -13,6 +13,13 @@ and the reads here:
   ECONNREFUSED through a bind mount of the old path).
 - Reads are non-blocking and bounded per event (``READ_CHUNKS`` x ``READ_CHUNK``); the
   outbox is bounded (a worker that stops reading cannot make the host queue without end).
+- No file descriptor crosses to the host. A descriptor passed with ``SCM_RIGHTS`` would be
+  closed by whoever reads past it, and the last close of, say, a TCP socket lingering on a
+  full buffer blocks that thread for as long as the sender chose (a red team froze the loop
+  15 s this way). The listener sets ``SO_PASSRIGHTS`` off (Linux >= 6.16; the accepted
+  connection inherits it, and the kernel refuses the sender's ``sendmsg``); on older kernels
+  every read takes ancillary data, and a descriptor is a protocol violation, closed with
+  ``SO_LINGER`` zero on a thread of its own, never on the reader's.
 """
 
 from __future__ import annotations
@@ -33,6 +40,48 @@ READ_CHUNK = 64 * 1024
 READ_CHUNKS = 16
 _CRED = struct.Struct("3i")
 _buffers = threading.local()
+#: ``SO_PASSRIGHTS`` (Linux >= 6.16, asm-generic value): 0 makes the kernel refuse to queue
+#: ``SCM_RIGHTS`` for this socket (and for the connections a listener accepts).
+SO_PASSRIGHTS = 83
+#: Ancillary room for the most descriptors one message can carry (``SCM_MAX_FD``), so the
+#: kernel never closes the excess itself inside the read.
+_ANCILLARY = socket.CMSG_SPACE(253 * 4)
+
+
+def _refuse_descriptors(sock: socket.socket) -> bool:
+    """Turn ``SO_PASSRIGHTS`` off on ``sock``; False where the kernel has no such option."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS, 0)
+        return sock.getsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS) == 0
+    except OSError:
+        return False
+
+
+def _discard_descriptors(ancillary: list[tuple[int, int, bytes]]) -> None:
+    """Close descriptors a peer passed, on a thread of their own: a socket first gets
+    ``SO_LINGER`` zero (its close then resets instead of waiting), but whatever else the last
+    close of the object does, it is not the reader's thread that waits for it."""
+    fds = [
+        fd
+        for level, kind, data in ancillary
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+        for (fd,) in struct.iter_unpack("i", data[: len(data) - len(data) % 4])
+    ]
+
+    def close_them() -> None:
+        for fd in fds:
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:  # not a socket
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                continue
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+    if fds:
+        threading.Thread(target=close_them, name="sandbox-passed-fds", daemon=True).start()
 
 
 def _read_buffer() -> bytearray:
@@ -67,6 +116,8 @@ class Channel:
         self.listener: socket.socket | None = socket.socket(
             socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
         )
+        #: The kernel refuses descriptors sent to it (else :meth:`read` takes them itself).
+        self.refuses_descriptors = _refuse_descriptors(self.listener)
         try:
             self.listener.bind(path)
             os.chmod(path, 0o600)
@@ -128,7 +179,13 @@ class Channel:
         buffer = _read_buffer()
         for _ in range(READ_CHUNKS):
             try:
-                size = conn.recv_into(buffer)
+                if self.refuses_descriptors:
+                    size = conn.recv_into(buffer)
+                else:
+                    size, ancillary, flags, _ = conn.recvmsg_into([buffer], _ANCILLARY)
+                    if ancillary or flags & socket.MSG_CTRUNC:
+                        _discard_descriptors(ancillary)
+                        return events, "it passed file descriptors to the host"
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
