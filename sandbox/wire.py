@@ -45,11 +45,12 @@ class WorkerWire:
     """One blocking connection to the host; not thread-safe (the worker has one thread)."""
 
     def __init__(self, path: str, *, identity: bytes, budget: int) -> None:
-        """Connect to the host's endpoint at ``path`` and queue our greeting and READY.
+        """Make the socket for the host's endpoint at ``path``; :meth:`connect` connects it.
 
-        The connection completes at once (the host listens before it spawns the worker); the
-        host's greeting is read with its first message, so the handshake costs no wait here and
-        the provider's import overlaps it."""
+        Made before the worker's layers: once seccomp is on, ``socket(AF_UNIX)`` is refused
+        (a worker could otherwise connect to any pathname socket its uid may open), and
+        this is the one Unix socket a worker has."""
+        self._path = path
         self._codec = zmtp.Connection(
             budget=max(zmtp.MIN_BUDGET, budget + FRAME_HEADERS),
             socket_type=b"DEALER",
@@ -57,13 +58,11 @@ class WorkerWire:
             identity=identity,
             max_frames=3,
         )
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            self._sock.connect(path)
-            self._sock.sendall(self._codec.data_to_send())
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         except OSError as exc:
-            self._sock.close()
-            raise WireClosed(f"cannot connect to the host at {path}: {exc}") from None
+            raise WireClosed(f"cannot make a socket for the host: {exc}") from None
+        self._connected = False
         self._inbox: deque[list[bytes]] = deque()
         self._buffer = bytearray(RECV_BYTES)
         self._view = memoryview(self._buffer)
@@ -73,6 +72,26 @@ class WorkerWire:
         self._spin = True
         #: The worker says whether it may poll at all (it must be alone: ``sandbox.worker``).
         self.may_spin = False
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def connect(self) -> None:
+        """Connect (under every layer: the host checks the peer's uid) and queue our greeting
+        and READY; a no-op once connected.
+
+        The connection completes at once (the host listens before it spawns the worker); the
+        host's greeting is read with its first message, so the handshake costs no wait here and
+        the provider's import overlaps it."""
+        if self._connected:
+            return
+        try:
+            self._sock.connect(self._path)
+            self._sock.sendall(self._codec.data_to_send())
+        except OSError as exc:
+            self._sock.close()
+            raise WireClosed(f"cannot connect to the host at {self._path}: {exc}") from None
+        self._connected = True
 
     def send_multipart(self, frames: list[bytes]) -> None:
         """Write one message; when this returns, every byte is in the host's socket buffer."""

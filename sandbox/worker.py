@@ -262,9 +262,9 @@ def _flush_std_streams() -> None:
             pass
 
 
-def _connect(spec: protocol.SpawnSpec, policy: Policy) -> WorkerWire:
-    """The connection to the host's endpoint; its messages may be as large as the host sends
-    under this policy (it refuses bigger inputs before sending)."""
+def _wire(spec: protocol.SpawnSpec, policy: Policy) -> WorkerWire:
+    """The (not yet connected) connection to the host's endpoint; its messages may be as large
+    as the host sends under this policy (it refuses bigger inputs before sending)."""
     return WorkerWire(
         spec.endpoint.removeprefix("ipc://"),
         identity=spec.worker_id.encode(),
@@ -376,7 +376,8 @@ def _unavailable(
 ) -> int:
     """Tell the host why this worker will not serve, then exit."""
     try:
-        socket = socket if socket is not None else _connect(spec, policy)
+        socket = socket if socket is not None else _wire(spec, policy)
+        socket.connect()
         socket.send_multipart(protocol.encode(protocol.Unavailable(spec.token, message, tb)))
         # The message is in the socket already, but the host checks who connected when it
         # accepts: exiting before that would get the connection refused, message and all.
@@ -401,19 +402,26 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
 
     memory = PeakMemory()
     _close_stray_fds(memory.fds())
+    # The socket is made before the layers (seccomp then refuses any other Unix socket) and
+    # connected under them.
+    try:
+        socket = _wire(spec, policy)
+    except WireClosed as exc:
+        print(f"sandbox worker: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     try:
         context = start.context or layer_context(spec, policy, start.private_tmp)
         reports = start.reports + apply_layers(
             "worker", policy, context, required=spec.required, skip=policy.skip
         )
     except (RequiredLayerMissing, UnsafeRulePath) as exc:
-        return _unavailable(spec, policy, str(exc))
+        return _unavailable(spec, policy, str(exc), socket=socket)
     # Only now may imports look in the host's working directory (``package.module`` providers).
     sys.path.extend(p for p in spec.search_path if p not in sys.path)
     # Connect now, under every layer; the host's greeting is read with its first call, so the
     # handshake overlaps the provider's import.
     try:
-        socket = _connect(spec, policy)
+        socket.connect()
     except WireClosed as exc:  # the host gave up on this worker (or is gone)
         print(f"sandbox worker: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -376,7 +376,7 @@ def test_abstract_unix_socket_outside_the_domain_is_unreachable(env: Env) -> Non
 def test_pathname_unix_socket_outside_the_allowance_is_not_confined(env: Env) -> None:
     """A known gap up to ABI 7: connect(2) to a *pathname* AF_UNIX socket is not a Landlock
     filesystem access (no right covers it), so a socket outside every allowed path is still
-    reachable. Other layers (mount namespace, seccomp) must cover it; this test documents it."""
+    reachable. seccomp covers it (no new AF_UNIX socket); this test documents the gap."""
     path = env.root / "sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(str(path))

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -316,7 +317,7 @@ def test_network_sockets_are_refused_without_network() -> None:
     assert result["inet"] == errno.EAFNOSUPPORT
     assert result["inet6"] == errno.EAFNOSUPPORT
     assert result["netlink"] == errno.EAFNOSUPPORT
-    assert result["unix"] == 0
+    assert result["unix"] == errno.EPERM  # (a new one could connect to any pathname socket)
     assert result["unix_pair"] == 0
     assert result["inet_pair_before"] == errno.EOPNOTSUPP
     assert result["inet_pair"] == errno.EAFNOSUPPORT
@@ -325,9 +326,35 @@ def test_network_sockets_are_refused_without_network() -> None:
 def test_network_sockets_work_with_network() -> None:
     def body() -> dict[str, int]:
         confine(network=True)
-        return {"inet": sock_errno(socket.AF_INET), "unix": sock_errno(socket.AF_UNIX)}
+        return {
+            "inet": sock_errno(socket.AF_INET),
+            "unix": sock_errno(socket.AF_UNIX),
+            "unix_pair": sock_errno(socket.AF_UNIX, pair=True),
+        }
 
-    assert in_child(body) == {"inet": 0, "unix": 0}
+    assert in_child(body) == {"inet": 0, "unix": errno.EPERM, "unix_pair": 0}
+
+
+def test_a_unix_socket_made_before_the_filter_still_connects() -> None:
+    """The worker's own wire is made before seccomp and connected after it (``sandbox.wire``):
+    connect(2) on an existing socket is not refused, only the making of a new one."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "endpoint")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(path)
+            server.listen(1)
+
+            def body() -> dict[str, int]:
+                made = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                confine(network=False)
+                made.connect(path)
+                made.sendall(b"ok")
+                return {"connected": 1, "another": sock_errno(socket.AF_UNIX)}
+
+            assert in_child(body) == {"connected": 1, "another": errno.EPERM}
+            conn, _ = server.accept()
+            with conn:
+                assert conn.recv(2) == b"ok"
 
 
 def test_default_personality_still_allowed() -> None:

@@ -5,7 +5,9 @@ Python, so the filter only removes what escapes or weakens the other layers (nam
 other processes' memory, kernel modules, BPF, io_uring, keyrings, the clock, the terminal).
 ``clone3`` returns ENOSYS so glibc falls back to ``clone``, whose flags a filter *can* inspect (a
 ``clone3`` flag word lives behind a pointer), and ``clone`` with any namespace flag is refused.
-With ``policy.network`` false, sockets other than AF_UNIX fail with EAFNOSUPPORT.
+With ``policy.network`` false, sockets other than AF_UNIX fail with EAFNOSUPPORT; a new AF_UNIX
+socket fails with EPERM whatever the policy (``socketpair`` still works): the worker makes its
+connection to the host before the filter is loaded.
 
 libseccomp (through ``pyseccomp``) sets no_new_privs before loading (``CTL_NNP``, kept on), and
 its filter kills the process on a foreign architecture (int 0x80 / x32 calls cannot dodge the
@@ -255,6 +257,14 @@ def _build(seccomp: Any, network: bool) -> tuple[Any, list[str], list[str]]:
             sf.add_rule(eperm, ioctl, seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
         parts.append("TIOCSTI/TIOCLINUX")
 
+    socket_call = _resolve(seccomp, "socket")
+    if socket_call is not None:
+        # The worker's one Unix socket (its wire) is made before this filter is loaded. A new
+        # one could connect to any pathname socket the worker's uid may open (Landlock has no
+        # right for connect up to ABI 7): the host user's agents, buses and daemons when the
+        # host is not root. A connected pair (socketpair) reaches nothing outside.
+        sf.add_rule(eperm, socket_call, seccomp.Arg(0, seccomp.EQ, AF_UNIX))
+        parts.append("new AF_UNIX sockets")
     if not network:
         eafnosupport = seccomp.ERRNO(errno.EAFNOSUPPORT)
         for name in ("socket", "socketpair"):

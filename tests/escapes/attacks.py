@@ -690,6 +690,20 @@ def tcp_connect(host: str, port: int) -> Result:
 
 
 @attack
+def unix_connect(path: str) -> Result:
+    """Connect to a pathname Unix socket that anyone may open, outside the allowance (a
+    non-root host's agents and buses, ``/dev/log``, a rootless container daemon)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(path)
+            sock.sendall(b"escaped")
+    except OSError as exc:
+        return _err(exc)
+    return {"escaped": True, "errno": None, "detail": f"connected to {path}"}
+
+
+@attack
 def tcp_bind(port: int, wait: float = 1.5) -> Result:
     """Bind and listen on a TCP port; escaped if the test, from the host, reaches it."""
     try:

@@ -473,6 +473,19 @@ def _listener(run: Run) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": listener.getsockname()[1]}
 
 
+def _unix_listener(run: Run) -> dict[str, Any]:
+    """A listening socket of mode 0666 in the arena (a directory anyone may enter)."""
+    path = str(run.arena.scratch / f"open-{secrets.token_hex(4)}.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o666)
+    listener.listen(8)
+    run.notes["listener"] = listener
+    run.cleanups.append(listener.close)
+    run.cleanups.append(lambda: os.unlink(path))
+    return {"path": path}
+
+
 def _free_port_with_prober(run: Run) -> dict[str, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -703,8 +716,10 @@ CATALOG: tuple[Attack, ...] = (
     Attack("signal_visible_pids", "find any process outside the sandbox it may signal",
            ("landlock", "pid_namespace", "uid_drop"), "signal_visible_pids", aims_at_host_uid=True),
     Attack("zmq_forge", "connect to another worker's ZeroMQ endpoint and forge its messages",
-           ("host", "mount_namespace", "uid_drop"), "zmq_forge", _echo_endpoint, needs_echo=True,
-           aims_at_host_uid=True),
+           ("host", "mount_namespace", "uid_drop", "seccomp"), "zmq_forge", _echo_endpoint,
+           needs_echo=True, aims_at_host_uid=True),
+    Attack("unix_connect", "connect to a pathname Unix socket anyone may open (mode 0666)",
+           ("seccomp",), "unix_connect", _unix_listener, listener_reached),
     # --- network
     Attack("inet_socket", "open an AF_INET socket", ("seccomp",), "inet_socket"),
     Attack("tcp_connect", "connect to a TCP listener on the host's loopback",

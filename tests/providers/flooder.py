@@ -164,8 +164,8 @@ def second_connection(megabytes: int = 128, messages: int = 20_000) -> dict[str,
     """Open another connection to this worker's endpoint; if it is taken, speak as an extra
     peer: many messages under a made-up identity, then a message that never ends."""
     path = _connection().getpeername()
-    extra = socket.socket(socket.AF_UNIX)
     try:
+        extra = socket.socket(socket.AF_UNIX)  # (EPERM under seccomp: no new Unix socket)
         extra.connect(path)
     except OSError as exc:
         return {"connected": False, "error": errno.errorcode.get(exc.errno or 0, str(exc))}
