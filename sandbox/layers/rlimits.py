@@ -18,6 +18,11 @@ from sandbox.procfs import tasks_of
 NAME = "rlimits"
 STAGE = "worker"
 
+#: Signals the worker's tree may have queued at once. The kernel counts them per user up every
+#: user namespace, so under a non-root host (a shared user) a worker queueing 96,000 real-time
+#: signals made the host user's own ``sigqueue``/``timer_create`` fail; the kernel's own
+#: signals (the CPU timer, a kill) are queued whatever the limit.
+SIGPENDING = 128
 
 
 def _count_processes_of(uid: int) -> int:
@@ -39,6 +44,8 @@ def limits_for(policy: Policy) -> dict[int, int]:
         resource.RLIMIT_NPROC: nproc,
         resource.RLIMIT_FSIZE: policy.file_size,
         resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_SIGPENDING: SIGPENDING,
+        resource.RLIMIT_MSGQUEUE: 0,  # POSIX message queues: bytes per user, like signals
     }
 
 
@@ -49,6 +56,8 @@ _NAMES = {
     resource.RLIMIT_NPROC: "NPROC",
     resource.RLIMIT_FSIZE: "FSIZE",
     resource.RLIMIT_CORE: "CORE",
+    resource.RLIMIT_SIGPENDING: "SIGPENDING",
+    resource.RLIMIT_MSGQUEUE: "MSGQUEUE",
 }
 
 

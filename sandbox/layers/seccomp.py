@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import sys
 from typing import Any
 
@@ -37,7 +38,7 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     # reading or writing another process's memory, registers or file descriptors
     "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
     # changing the mount table / filesystem root (escapes the mount namespace and landlock view)
-    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree",
+    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "open_tree_attr",
     "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
     # entering or creating namespaces (user namespaces unlock a large kernel attack surface)
     "unshare", "setns",
@@ -59,6 +60,9 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "iopl", "ioperm",
     # opening files by handle bypasses path-based confinement (the "shocker" container escape)
     "open_by_handle_at", "name_to_handle_at",
+    # inotify instances are counted per user up every user namespace: under a non-root host a
+    # worker took all 128 of the host user's (fs.inotify.max_user_instances)
+    "inotify_init", "inotify_init1",
     # kernel and system information or control that a provider never needs
     "lookup_dcookie", "quotactl", "syslog", "vhangup", "fanotify_init",
     # NUMA placement of memory: can degrade other processes' performance (CAP_SYS_NICE in Docker)
@@ -162,6 +166,12 @@ def probe() -> Probe:
     return Probe(True, "seccomp filters and libseccomp are available", version)
 
 
+#: Syscalls newer than the libseccomp a machine may have, by their number in the table every
+#: architecture has shared since Linux 5.1 (424 and up), for the architectures we run on.
+UNIFIED_NUMBERS = {"open_tree_attr": 467}
+_UNIFIED_ARCHES = ("x86_64", "aarch64")
+
+
 def _resolve(seccomp: Any, name: str) -> int | None:
     """The native syscall number of ``name``, or None when this architecture has no such call
     (libseccomp answers -1 for unknown names and negative pseudo-numbers for other arches')."""
@@ -169,6 +179,8 @@ def _resolve(seccomp: Any, name: str) -> int | None:
         number = int(seccomp.resolve_syscall(seccomp.Arch.NATIVE, name))
     except Exception:
         return None
+    if number < 0 and name in UNIFIED_NUMBERS and os.uname().machine in _UNIFIED_ARCHES:
+        return UNIFIED_NUMBERS[name]
     return number if number >= 0 else None
 
 
