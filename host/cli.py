@@ -289,20 +289,34 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: The most ``sandbox call`` reads of an ``@FILE`` or ``-`` input: it is read before any policy
+#: is known (``/dev/zero`` or ``yes |`` must not take the machine's memory), and far above the
+#: default ``input`` limit of 1 MiB.
+MAX_INPUT_READ = 256 * 1024 * 1024
+
+
 def _read_input(text: str) -> Any:
     if text == "-":
         if sys.stdin is None:  # started with standard input closed (``<&-``)
             raise UsageError("INPUT is -, but standard input is closed")
-        source, raw = "standard input", sys.stdin.buffer.read()
+        source = "standard input"
+        try:
+            raw = sys.stdin.buffer.read(MAX_INPUT_READ + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read standard input: {exc.strerror}") from None
     elif text.startswith("@"):
         source = text[1:]
         try:
             with open(source, "rb") as f:
-                raw = f.read()
+                raw = f.read(MAX_INPUT_READ + 1)
         except OSError as exc:
             raise UsageError(f"cannot read input file {source}: {exc.strerror}") from None
     else:
         source, raw = "INPUT", text.encode("utf-8", "surrogateescape")
+    if len(raw) > MAX_INPUT_READ:
+        from policies.units import format_size
+
+        raise UsageError(f"{source} is larger than {format_size(MAX_INPUT_READ)}, the most read")
     try:
         value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ def run_cli(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = TIMEOUT_S,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``sandbox ARGS...`` and return the finished process (text stdout/stderr)."""
     full_env = dict(os.environ)
@@ -71,6 +73,7 @@ def run_cli(
         env=full_env,
         timeout=timeout,
         check=False,
+        preexec_fn=preexec_fn,
     )
     return subprocess.CompletedProcess(
         proc.args,
@@ -255,6 +258,24 @@ def test_bad_input_is_a_usage_error(
     assert_usage_error(proc, *fragments)
     proc = run_cli("call", "--json", "text.word_count", argument, stdin=stdin, cwd=tmp_path)
     assert_json_usage_error(proc, *fragments)
+
+
+def test_an_endless_input_is_read_only_up_to_its_bound() -> None:
+    """``@/dev/zero`` was read whole (a MemoryError traceback, or the machine's memory); the
+    read stops one byte past ``MAX_INPUT_READ`` (256 MiB) and says so, under ``--json`` too.
+    The CLI runs under a 1 GiB address-space limit, so reading it all cannot pass."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    for argument in ("@/dev/zero", "--json"):
+        args = ["call", "text.echo", "@/dev/zero"] + (["--json"] if argument == "--json" else [])
+        proc = run_cli(*args, preexec_fn=limit)
+        if argument == "--json":
+            assert_json_usage_error(proc, "/dev/zero", "larger than 256MiB")
+        else:
+            assert_usage_error(proc, "/dev/zero", "larger than 256MiB")
 
 
 def test_input_file_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
