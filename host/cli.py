@@ -435,6 +435,13 @@ def _command_call(args: argparse.Namespace) -> int:
 _CONTROL = {
     c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))
 }
+# Bidirectional overrides and isolates reorder what follows them on the line (a name could
+# read as another): written as \uXXXX too.
+_CONTROL.update(
+    {c: f"\\u{c:04x}" for c in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+)
+#: For text that must stay on its line (a name, a type): line breaks and tabs escaped as well.
+_CONTROL_IN_LINE = {**_CONTROL, 0x09: "\\t", 0x0A: "\\n"}
 
 
 def _print_streams(outcome: Any) -> None:
@@ -454,6 +461,12 @@ def printable(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+def printable_line(text: str) -> str:
+    """:func:`printable`, and on one line: a provider's line break in a name or a description
+    cannot start a line that reads as another provider's action."""
+    return text.translate(_CONTROL_IN_LINE)
+
+
 def _command_list(args: argparse.Namespace) -> int:
     host = _open_host(args)
     try:
@@ -467,11 +480,13 @@ def _command_list(args: argparse.Namespace) -> int:
         if index:
             print()
         flags = "  [safe to re-run]" if d.safe_rerun else ""
-        print(printable(f"{d.full_name}{flags}"))
-        if d.description:
-            print(printable(f"  {d.description.strip()}"))
+        print(printable_line(f"{d.full_name}{flags}"))
+        # Every line of a description is indented under its action (none can start at the
+        # left edge, where action names are); parameters are one line each.
+        for line in d.description.strip().splitlines():
+            print(f"  {printable_line(line)}")
         for line in parameter_lines(d.input_schema):
-            print(printable(f"    {line}"))
+            print(f"    {printable_line(line)}")
     return EXIT_OK
 
 

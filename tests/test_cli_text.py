@@ -8,6 +8,7 @@ characters other than newline and tab.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -23,3 +24,19 @@ def test_a_failure_message_cannot_rewrite_the_terminal() -> None:
     assert proc.returncode == 1
     assert "ActionFailed" in proc.stderr
     assert "\x1b" not in proc.stderr and "\r" not in proc.stderr, repr(proc.stderr[:300])
+
+
+def test_catalog_text_cannot_forge_another_providers_action_in_list() -> None:
+    """Descriptions and parameter names are the provider's to choose: their line breaks stay
+    indented under the action (or are escaped), so no line at the left edge is anything but an
+    action that exists; bidirectional overrides are escaped."""
+    command = [sys.executable, "-m", "host.cli", "list", "--provider",
+               provider_file("forger.py"), "--provider", "providers.examples.text"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    listed = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120)
+    actions = {d["full_name"] for d in json.loads(listed.stdout)}
+    assert "text.echo" in actions and "text.delete_everything" not in actions
+    headers = [line.split()[0] for line in proc.stdout.splitlines() if line and line[0] != " "]
+    assert sorted(headers) == sorted(actions), proc.stdout
+    assert "\u202e" not in proc.stdout and "\\u202e" in proc.stdout

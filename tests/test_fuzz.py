@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from host.cli import main
+from host.fuzz.runner import CHECKS
 
 HERE = os.path.dirname(__file__)
 PLANTED = os.path.join(HERE, "providers", "planted.py")
@@ -430,6 +431,21 @@ def test_a_run_with_every_check_switched_off_is_refused(capsys: object) -> None:
         code = main(["fuzz", "--provider", MULTIBUG, "multibug.noisy", *flags])
         err = capsys.readouterr().err  # type: ignore[attr-defined]
         assert code == 2 and "no check" in err, (flags, err)
+
+
+def test_a_run_whose_checks_cannot_fire_in_its_mode_is_refused(capsys: object) -> None:
+    """Every positive-input check excluded (or ``--checks negative_data_rejection``) in the
+    default positive mode ran no check that could fire, and passed an action that always
+    fails; so did ``--mode negative`` without ``negative_data_rejection``."""
+    positive_checks = ",".join(c for c in CHECKS if c != "negative_data_rejection")
+    for flags, said in (
+        (["--exclude-checks", positive_checks], "--mode negative"),
+        (["--checks", "negative_data_rejection"], "--mode negative"),
+        (["--mode", "negative", "--checks", "no_action_failure"], "not on"),
+    ):
+        code = main(["fuzz", "--provider", MULTIBUG, "multibug.noisy", *flags])
+        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        assert code == 2 and said in err, (flags, err)
 
 
 def test_max_time_stops_an_example_that_would_outrun_it(capsys: object) -> None:

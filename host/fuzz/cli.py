@@ -152,6 +152,13 @@ def options_from(args: argparse.Namespace, usage_error: type[Exception]) -> Fuzz
     if not checks:  # (a run that can find nothing would pass whatever the actions do)
         raise usage_error("no check is left on (--checks, --exclude-checks); known: "
                           + ", ".join(CHECKS))
+    # A negative example can only fail negative_data_rejection; a positive one never does.
+    if args.mode == "positive" and checks == {"negative_data_rejection"}:
+        raise usage_error("negative_data_rejection is the only check left, and it judges only "
+                          "schema-invalid inputs: add --mode negative (or all)")
+    if args.mode == "negative" and "negative_data_rejection" not in checks:
+        raise usage_error("--mode negative tries only schema-invalid inputs, which only "
+                          "negative_data_rejection judges, and it is not on")
     return FuzzOptions(
         max_examples=args.max_examples,
         seed=args.seed if args.seed is not None else secrets.randbelow(2**32),
