@@ -20,7 +20,7 @@ from policies import Policy
 from policies.paths import UnsafeRulePath, check_rule_path, unsafe_reason
 from sandbox import protocol
 from sandbox.layers import LayerContext, RequiredLayerMissing, apply_layers
-from sandbox.own_root import project_root
+from sandbox.own_root import RUNTIME_PACKAGES, project_root
 from sandbox.wire import WireClosed, WorkerWire
 
 if TYPE_CHECKING:
@@ -324,6 +324,15 @@ def _checked(rules: list[tuple[str, str]], state: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(check_rule_path(path, rule, state) for path, rule in rules))
 
 
+def _own_packages(root: str) -> list[str]:
+    """What of the project's directory a worker may read: all of it when it is an installed
+    ``site-packages`` (every other library is there too), else (an editable install: the
+    source checkout, with its ``.git``, tests and whatever else) only the runtime's packages."""
+    if os.path.basename(root) in ("site-packages", "dist-packages"):
+        return [root]
+    return [os.path.join(root, package) for package in RUNTIME_PACKAGES]
+
+
 def layer_context(spec: protocol.SpawnSpec, policy: Policy, private_tmp: bool) -> LayerContext:
     """What the worker may read and write once confined, and who it becomes.
 
@@ -331,10 +340,11 @@ def layer_context(spec: protocol.SpawnSpec, policy: Policy, private_tmp: bool) -
     host's state raises :class:`UnsafeRulePath`, and the worker does not start.
     """
     state = host_state(spec)
+    root = project_root()
     runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix}
-    runtime.update(p for p in sys.path if p and os.path.exists(p))
+    runtime.update(p for p in sys.path if p and os.path.exists(p) and p != root)
     read = [(p, "runtime") for p in sorted(runtime)]
-    read.append((project_root(), "runtime"))
+    read += [(p, "runtime") for p in _own_packages(root)]
     read += [(p, "provider") for p in _provider_dirs(spec.provider_ref, spec.search_path, state)]
     read += [(p, "policy.read") for p in policy.read]
     write = [(spec.workdir, "workdir"), *((p, "policy.write") for p in policy.write)]

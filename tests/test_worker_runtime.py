@@ -119,3 +119,20 @@ def test_pth_files_contribute_directories_but_never_run_code(
 def test_an_invalid_schema_is_refused_by_the_host_naming_the_action(host: Host) -> None:
     with pytest.raises(ProviderUnavailable, match=r"action 'badschema\.f': invalid output schema"):
         host.add_provider(provider_file("bad_schema.py"))
+
+
+def test_a_worker_reads_the_runtime_packages_of_a_checkout_not_the_rest_of_it(
+    host: Host,
+) -> None:
+    """An editable install's project directory is the whole source checkout (``.git``, the
+    tests, CI scripts): a worker is granted its runtime packages in it, nothing else."""
+    root = project_root()
+    if os.path.basename(root) in ("site-packages", "dist-packages"):
+        pytest.skip("an installed package: its directory is site-packages, granted whole")
+    host.add_provider(RUNTIME)
+    paths = [os.path.join(root, p) for p in ("providers", "sandbox/wire.py", "README.md",
+                                             "pyproject.toml", ".git", "host")]  # fmt: skip
+    found = host.call("runtime.readable", {"paths": [p for p in paths if os.path.exists(p)]})
+    assert found.pop(os.path.join(root, "providers")) is True
+    assert found.pop(os.path.join(root, "sandbox/wire.py")) is True
+    assert found and not any(found.values()), found

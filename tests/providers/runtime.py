@@ -33,3 +33,22 @@ def interpreter() -> dict[str, object]:
         "builtins": sorted(name for name in ("exit", "quit", "help") if hasattr(builtins, name)),
         "argv": list(sys.argv),
     }
+
+
+@provider.action
+def readable(paths: list[str]) -> dict[str, bool]:
+    """Whether each path can be opened (a directory: listed) by the worker."""
+    import os
+
+    found = {}
+    for path in paths:
+        try:
+            if os.path.isdir(path):
+                os.listdir(path)
+            else:
+                with open(path, "rb") as f:
+                    f.read(1)
+            found[path] = True
+        except OSError:
+            found[path] = False
+    return found
