@@ -39,6 +39,8 @@ IDLE_CPU_SHARE = 0.01
 LOST_WITHOUT_CGROUPS = (
     "cpu_time enforced only inside the worker (its CPU timer and RLIMIT_CPU, per process)",
     "usage (cpu_s, max_rss_bytes) and max_memory_growth reported by the worker",
+    "memory bounded per process (RLIMIT_DATA), not for the tree: each child may use it all",
+    "processes bounded by RLIMIT_NPROC of the worker's user, not a count for the tree",
 )
 
 

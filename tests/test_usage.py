@@ -161,3 +161,4 @@ def test_doctor_says_what_is_lost_without_cgroups() -> None:
     assert lost_guarantees(probe()) == ()  # here (this test module needs cgroups)
     lost = lost_guarantees(CgroupSupport(0, "none"))
     assert any("reported by the worker" in text for text in lost)
+    assert any("memory bounded per process" in text for text in lost)  # not the tree's
