@@ -305,6 +305,23 @@ def _may_break_bounds(data: bytes, max_depth: int) -> bool:
     return b"\\u" in data or data.count(b"[") + data.count(b"{") > max_depth
 
 
+#: The deepest result value the host decodes: the RESULT body is one level above it.
+MAX_RESULT_DEPTH = DEFAULT_MAX_DEPTH - 1
+
+
+def result_depth_problem(value: Any, encoded: bytes) -> str | None:
+    """Why the host would refuse ``value`` (encoded as ``encoded``) for its nesting, or None:
+    the worker asks before it sends, so a deep result is the action's ``OutputInvalid``, not a
+    protocol violation that costs the worker its life."""
+    if not _may_break_bounds(encoded, MAX_RESULT_DEPTH):
+        return None
+    try:
+        _check_depth(value, MAX_RESULT_DEPTH)
+    except ProtocolError as exc:
+        return f"the result {str(exc).removeprefix('body ')} (the most the host reads)"
+    return None
+
+
 def _check_text(text: str) -> None:
     """A JSON escape such as ``"\\ud800"`` decodes to a lone surrogate: not text, and a string
     that raises on ``.encode()`` wherever the host later uses it."""

@@ -219,6 +219,10 @@ class Worker:
             return self._failure(
                 call, "OutputInvalid", f"the result is not JSON: {exc}", cpu_before
             )
+        except RecursionError:
+            return self._failure(
+                call, "OutputInvalid", "the result nests too deeply to encode", cpu_before
+            )
         except MemoryError:
             return self._failure(
                 call, "MemoryExceeded", "out of memory while encoding the result", cpu_before
@@ -230,6 +234,9 @@ class Worker:
                 f"the result is {len(encoded)} bytes; the limit is {self.policy.output}",
                 cpu_before,
             )
+        too_deep = protocol.result_depth_problem(value, encoded)
+        if too_deep is not None:
+            return self._failure(call, "OutputInvalid", too_deep, cpu_before)
         return protocol.encode_result(call.call_id, encoded, self._usage(cpu_before))
 
     def _usage(self, cpu_before: float) -> protocol.Usage:
