@@ -363,6 +363,7 @@ def _open_host(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
     from host import Host, ProviderUnavailable
+    from providers.loader import split_reference
 
     host = Host()
     try:
@@ -373,7 +374,8 @@ def _open_host(args: argparse.Namespace) -> Any:
         if not args.config and not refs:
             refs = list(BUILTIN_PROVIDERS)
         for ref in refs:
-            if ref.endswith(".py") and not os.path.exists(ref.partition(":")[0]):
+            path, _ = split_reference(ref)
+            if path.endswith(".py") and not os.path.exists(path):
                 raise UsageError(f"--provider {ref}: no such file")
             with _starting(args, ref):
                 host.add_provider(ref, policy=default_policy)

@@ -57,9 +57,11 @@ _ADD_PROVIDER_SLACK_S = 5.0
 
 def _absolute_file_ref(ref: str) -> str:
     """Make a ``path/to/file.py[:attr]`` reference absolute: the worker runs in its own workdir."""
-    path, colon, attribute = ref.partition(":")
+    from providers.loader import split_reference
+
+    path, attribute = split_reference(ref)
     if path.endswith(".py") and not os.path.isabs(path):
-        return os.path.abspath(path) + colon + attribute
+        return os.path.abspath(path) + ("" if attribute is None else f":{attribute}")
     return ref
 
 

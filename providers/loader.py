@@ -113,6 +113,18 @@ def _load_path(ref: str, path: Path) -> ModuleType:
     return module
 
 
+def split_reference(ref: str) -> tuple[str, str | None]:
+    """``(module or file, attribute or None)`` of a provider reference, as :func:`load_provider`
+    reads it: a reference ending in ``.py`` is a file, whatever colons its path holds
+    (``run 12:30/p.py``); otherwise the attribute follows the *last* colon
+    (``run 12:30/p.py:provider``, ``pkg.mod:provider``). The host and the worker use this to
+    find the same file the loader will load."""
+    if not ref.endswith(".py") and ":" in ref:
+        target, _, attribute = ref.rpartition(":")
+        return target, attribute
+    return ref, None
+
+
 def load_provider(ref: str, *, attribute_default: str = "provider") -> Provider:
     """Import the module or file named by *ref* and return its :class:`Provider`.
 
@@ -123,9 +135,8 @@ def load_provider(ref: str, *, attribute_default: str = "provider") -> Provider:
     if not isinstance(ref, str) or not ref.strip():
         raise ProviderLoadError(f"invalid provider reference {ref!r}: empty", ref=str(ref))
     ref = ref.strip()
-    target, attribute = ref, attribute_default
-    if not target.endswith(".py") and ":" in target:
-        target, _, attribute = target.rpartition(":")
+    target, named = split_reference(ref)
+    attribute = named if named is not None else attribute_default
     if not target:
         raise ProviderLoadError(f"invalid provider reference {ref!r}: no module or file", ref=ref)
     if not _is_dotted_identifier(attribute):

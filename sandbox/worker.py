@@ -291,7 +291,9 @@ def _provider_dirs(ref: str, search_path: list[str], state: list[str]) -> list[s
     whereas finding ``pkg.mod`` would import ``pkg`` before confinement. ``search_path`` (the
     host's working directory) is searched too, without being added to ``sys.path`` yet.
     """
-    path = ref.partition(":")[0]
+    from providers.loader import split_reference
+
+    path = split_reference(ref)[0]
     if path.endswith(".py"):
         directory = os.path.dirname(os.path.abspath(path))
         # A file straight in /tmp, in /, in a home...: keep only the file, the rest stays

@@ -222,6 +222,22 @@ def test_call_json_stdout_stays_one_object_when_the_action_prints() -> None:
 # --- call: INPUT forms --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("suffix", ["", ":provider"])
+def test_a_provider_file_whose_directory_has_a_colon(tmp_path: Path, suffix: str) -> None:
+    """``run 12:30/p.py`` is a file (the loader reads a colon as the attribute's only when the
+    reference does not end in ``.py``, and then the last one); the CLI's existence check, the
+    host's absolute path and the worker's read rule took the first colon, and the file was
+    "no such file" or unreadable."""
+    tmp_path.chmod(0o755)
+    path = write_provider(tmp_path / "run 12:30")
+    proc = run_cli("call", "mine.double", '{"n": 21}', "--provider", f"{path}{suffix}")
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == "42"
+    relative = run_cli("call", "mine.double", '{"n": 2}', "--provider",
+                       f"run 12:30/myprov.py{suffix}", cwd=tmp_path)  # fmt: skip
+    assert relative.returncode == 0, describe(relative)
+
+
 def test_input_from_file(tmp_path: Path) -> None:
     (tmp_path / "in.json").write_text('{"text": "x y z w"}', encoding="utf-8")
     proc = run_cli("call", "text.word_count", "@in.json", cwd=tmp_path)
