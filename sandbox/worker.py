@@ -13,7 +13,7 @@ import resource
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from policies import Policy
@@ -137,6 +137,15 @@ class Worker:
     receipt: CallReceipt | None = None
     #: The process tree's CPU seconds at the end of the last call (its usage report).
     cpu_total_s: float = 0.0
+    #: The actions whose input may hold integral floats for integers (``providers.integers``).
+    _integers: frozenset[str] = field(init=False, default=frozenset())
+
+    def __post_init__(self) -> None:
+        from providers.integers import needs_conversion
+
+        self._integers = frozenset(
+            name for name, action in self.actions.items() if needs_conversion(action.input_schema)
+        )
 
     def send(self, message: protocol.WorkerMessage | list[bytes]) -> None:
         """Send a message, or frames already encoded (a RESULT, see :meth:`run_call`)."""
@@ -191,8 +200,13 @@ class Worker:
         signal.setitimer(signal.ITIMER_PROF, self.policy.cpu_time)
         global _current_payload
         _current_payload = call.payload
+        arguments = call.input
+        if call.action in self._integers:
+            from providers.integers import as_declared
+
+            arguments = as_declared(arguments, action.input_schema)
         try:
-            value = action.function(**call.input)
+            value = action.function(**arguments)
         except MemoryError as exc:
             signal.setitimer(signal.ITIMER_PROF, 0)
             del exc  # release the frames holding the memory before we report
@@ -414,7 +428,7 @@ def run(spec: protocol.SpawnSpec, start: StartState) -> int:
         return _unavailable(spec, policy, start.failure)
     # The runtime's own imports happen before confinement: after the uid drop and Landlock the
     # worker may no longer read them, and a refusal must still reach the host.
-    from providers import ProviderLoadError, load_provider
+    from providers import ProviderLoadError, integers, load_provider  # noqa: F401 (integers)
     from providers.schemas import leave_meta_schema_check_to_host
 
     leave_meta_schema_check_to_host()  # the host checks every schema of the HELLO
