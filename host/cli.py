@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from host.argtypes import seconds
 from host.remote.commands import add_parsers as add_remote_parsers
 
 EXIT_OK = 0
@@ -250,7 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON text, @file.json, or - for standard input (default: {})",
     )
     _add_sources(call)
-    call.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    call.add_argument(
+        "--timeout", type=seconds, metavar="S",
+        help="give up on the call after S seconds (or 5s, 500ms); the worker's start is bounded"
+        " by its own start-up limit",
+    )
     call.add_argument("--json", action="store_true", help="print exactly one JSON object")
     _add_colour(call)
     _add_policy_flags(call)

@@ -238,6 +238,14 @@ def test_a_provider_file_whose_directory_has_a_colon(tmp_path: Path, suffix: str
     assert relative.returncode == 0, describe(relative)
 
 
+def test_timeouts_take_a_duration_as_the_policy_flags_do() -> None:
+    proc = run_cli("call", "text.word_count", '{"text": "a b"}', "--timeout", "5s")
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == "2"
+    assert_usage_error(run_cli("call", "text.word_count", "{}", "--timeout", "soon"),
+                       "--timeout", "a duration such as 5s")  # fmt: skip
+
+
 def test_input_from_file(tmp_path: Path) -> None:
     (tmp_path / "in.json").write_text('{"text": "x y z w"}', encoding="utf-8")
     proc = run_cli("call", "text.word_count", "@in.json", cwd=tmp_path)

@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from host.argtypes import seconds
 from host.fuzz.checks import CHECKS, MODES, OPT_IN
 from host.terminal import plural
 
@@ -45,10 +46,12 @@ def add_parser(commands: Any, add_sources: Any) -> None:
         help="Hypothesis's seed (default: a random one, printed, so any run can be repeated)",
     )
     fuzz.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S",
+        "--timeout", type=seconds, default=5.0, metavar="S",
         help="wall-time cap per example (5; lowered while a hang is shrunk)",
     )
-    fuzz.add_argument("--max-time", type=float, metavar="S", help="stop each action after S s")
+    fuzz.add_argument(
+        "--max-time", type=seconds, metavar="S", help="stop each action after S s (or 2m)"
+    )
     fuzz.add_argument("--checks", metavar="NAME,...", help=f"only these of {', '.join(CHECKS)}")
     fuzz.add_argument(
         "--exclude-checks", metavar="NAME,...", default="", help="skip these checks"

@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from host.argtypes import seconds
+
 _TCP = re.compile(r"tcp://(?P<address>[^:/]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})\Z")
 _ADDR_PORT = re.compile(r"(?P<address>[^:/]*):(?P<port>\d{1,5})\Z")
 
@@ -48,7 +50,7 @@ def add_parsers(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]
     )
     serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics here")
     serve.add_argument(
-        "--drain-timeout", type=float, default=30.0, metavar="S",
+        "--drain-timeout", type=seconds, default=30.0, metavar="S",
         help="on SIGTERM, how long running calls may finish before they are cancelled (30)",
     )
     serve.add_argument(
