@@ -1236,7 +1236,10 @@ class Reactor:
         call.worker = worker
         worker.call = call
         worker.provider.pool.dispatched(worker)
-        if not self._send(worker, call.frames):
+        # With calls waiting, the loop is the bottleneck: a worker polling for its next call
+        # would take CPU from it (10% fewer calls/s with 10,000 at once), and gain nothing.
+        frames = protocol.without_spin(call.frames) if worker.provider.queue else call.frames
+        if not self._send(worker, frames):
             # No worker received it: it waits for the next worker, without counting a run.
             call.worker, call.dispatched, worker.call = None, None, None
             worker.provider.pool.requeue(call)

@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 #: Largest nesting of arrays/objects accepted in a body; deeper JSON is a protocol violation.
@@ -76,6 +76,10 @@ class Call:
     action: str
     input: dict[str, Any]
     payload: bytes | None = None
+    #: Whether the worker may poll for its next call after this one (``sandbox.wire``): the
+    #: host says no while calls wait for its workers, whose polls would then take CPU from the
+    #: host's loop, the bottleneck (the next call comes when the loop gets to it anyway).
+    spin: bool = True
     KIND = b"CALL"
 
 
@@ -192,6 +196,8 @@ def _body(message: Message) -> dict[str, Any]:
     if names is None:
         names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(message) if f.name != "payload")
     body = {name: getattr(message, name) for name in names}
+    if body.get("spin") is True:  # a CALL's default: not on the wire (see without_spin)
+        del body["spin"]
     usage = body.get("usage")
     if isinstance(usage, Usage):
         body["usage"] = _usage_body(usage)
@@ -244,6 +250,13 @@ def encode_call(
          encoded_input, b"}")
     )  # fmt: skip
     return [Call.KIND, body] if payload is None else [Call.KIND, body, payload]
+
+
+def without_spin(frames: list[bytes]) -> list[bytes]:
+    """The frames of :func:`encode_call` with ``"spin":false`` added to the body (see
+    :attr:`Call.spin`)."""
+    body = frames[1]
+    return [frames[0], body[:-1] + b',"spin":false}', *frames[2:]]
 
 
 def largest_call(input_limit: int) -> int:
@@ -443,6 +456,8 @@ def _build(cls: type[Any], body: Mapping[str, Any]) -> Message:
             "action": _require(body, "action", str),
             "input": _require(body, "input", dict),
         }
+        if "spin" in body:
+            fields["spin"] = _require(body, "spin", bool)
     else:  # Shutdown
         fields = {}
     extra = set(body) - set(fields)
@@ -476,7 +491,8 @@ def _decode(
     if len(frames) == 3:
         if cls is not Call:
             raise ProtocolError("only CALL carries a binary payload")
-        message = Call(message.call_id, message.action, message.input, bytes(frames[2]))  # type: ignore[union-attr]
+        assert isinstance(message, Call)
+        message = replace(message, payload=bytes(frames[2]))
     return message
 
 

@@ -180,7 +180,7 @@ class Worker:
             if self.receipt is not None:  # before any provider code runs for this call
                 self.receipt.mark(message.call_id)
             self.send(self.run_call(message))
-            self.socket.may_spin = _alone(self.memory)
+            self.socket.may_spin = message.spin and _alone(self.memory)
             remaining = self.cpu_lifetime_s - self.cpu_total_s
             if remaining < self.policy.cpu_time + 1:
                 self.send(protocol.Retire("CPU-time budget of this worker is used up"))

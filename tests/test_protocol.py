@@ -797,3 +797,13 @@ def test_dumps_is_compact_strict_json(value: Any) -> None:
     assert loads(data) == value
     # No insignificant whitespace outside strings: compact separators.
     assert data == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_a_call_may_tell_the_worker_not_to_poll_for_the_next_one() -> None:
+    frames = protocol.encode_call("c1", "echo", protocol.dumps({"value": 1}), b"payload")
+    plain = protocol.decode_host_message(frames)
+    assert isinstance(plain, protocol.Call) and plain.spin is True
+    quiet = protocol.decode_host_message(protocol.without_spin(frames))
+    assert quiet == protocol.Call("c1", "echo", {"value": 1}, b"payload", spin=False)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_host_message([frames[0], frames[1][:-1] + b',"spin":1}'])
