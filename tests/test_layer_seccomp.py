@@ -337,6 +337,35 @@ def test_network_sockets_work_with_network() -> None:
     assert in_child(body) == {"inet": 0, "unix": errno.EPERM, "unix_pair": 0}
 
 
+@pytest.mark.parametrize("network", [False, True])
+def test_no_new_unix_socket_by_high_bits_or_a_datagram_pair(network: bool) -> None:
+    """A review's two ways past the AF_UNIX rule: the family with bits set above the 32 the
+    kernel reads (``0x1_00000001``), and a datagram socketpair, whose ends can ``sendto`` any
+    pathname datagram socket. A stream pair still works."""
+
+    def body() -> dict[str, int]:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        confine(network=network)
+        fd = libc.syscall(41, ctypes.c_long(0x1_00000001), socket.SOCK_STREAM, 0)  # socket
+        high_bits = 0 if fd >= 0 else ctypes.get_errno()
+        return {
+            "high_bits": high_bits,
+            "dgram_pair": sock_errno(socket.AF_UNIX, socket.SOCK_DGRAM, pair=True),
+            "dgram_pair_cloexec": sock_errno(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, pair=True
+            ),
+            "stream_pair": sock_errno(socket.AF_UNIX, socket.SOCK_STREAM, pair=True),
+        }
+
+    if os.uname().machine != "x86_64":
+        pytest.skip("syscall numbers of x86_64")
+    found = in_child(body)
+    assert found["high_bits"] in (errno.EPERM, errno.EAFNOSUPPORT), found
+    assert found["dgram_pair"] == found["dgram_pair_cloexec"] == errno.EPERM, found
+    assert found["stream_pair"] == 0, found
+
+
 def test_a_unix_socket_made_before_the_filter_still_connects() -> None:
     """The worker's own wire is made before seccomp and connected after it (``sandbox.wire``):
     connect(2) on an existing socket is not refused, only the making of a new one."""

@@ -90,6 +90,9 @@ TIOCLINUX = 0x541C
 DENIED_IOCTLS: dict[str, int] = {"TIOCSTI": TIOCSTI, "TIOCLINUX": TIOCLINUX}
 
 AF_UNIX = 1
+SOCK_DGRAM = 2
+#: The socket type's own bits (``SOCK_NONBLOCK`` and ``SOCK_CLOEXEC`` are above them).
+SOCK_TYPE_MASK = 0xF
 
 
 def _import_pyseccomp() -> Any:
@@ -270,13 +273,20 @@ def _build(seccomp: Any, network: bool) -> tuple[Any, list[str], list[str]]:
         parts.append("TIOCSTI/TIOCLINUX")
 
     socket_call = _resolve(seccomp, "socket")
-    if socket_call is not None:
+    socketpair_call = _resolve(seccomp, "socketpair")
+    if socket_call is not None and socketpair_call is not None:
         # The worker's one Unix socket (its wire) is made before this filter is loaded. A new
         # one could connect to any pathname socket the worker's uid may open (Landlock has no
         # right for connect up to ABI 7): the host user's agents, buses and daemons when the
-        # host is not root. A connected pair (socketpair) reaches nothing outside.
-        sf.add_rule(eperm, socket_call, seccomp.Arg(0, seccomp.EQ, AF_UNIX))
-        parts.append("new AF_UNIX sockets")
+        # host is not root. A stream pair reaches nothing outside; a datagram pair can
+        # sendto() any pathname datagram socket (/dev/log, journald), so it is refused too.
+        # The kernel reads family and type as int: compare the low 32 bits only, or a value
+        # with high bits set (0x1_00000001) would pass for "not AF_UNIX" (a review's bypass).
+        unix = seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_UNIX)
+        sf.add_rule(eperm, socket_call, unix)
+        sf.add_rule(eperm, socketpair_call, unix,
+                    seccomp.Arg(1, seccomp.MASKED_EQ, SOCK_TYPE_MASK, SOCK_DGRAM))  # fmt: skip
+        parts.append("new AF_UNIX sockets but stream pairs")
     if not network:
         eafnosupport = seccomp.ERRNO(errno.EAFNOSUPPORT)
         for name in ("socket", "socketpair"):
