@@ -75,6 +75,7 @@ from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
 from host.rules import check_worker_rules
 from host.stats import ProviderStats
 from host.transport import ENVELOPE_BYTES, Channel, Transport
+from host.transport import release as release_connection
 from host.usage import TreeMeter, measured_usage, next_cpu_check_s, outside_cpu_allowance_s
 from host.validation import DeadlineExceeded, Problem
 from host.zygote import ZygoteKeeper
@@ -1120,7 +1121,7 @@ class Reactor:
                 self._give_back_wire(worker)
             raise
         finally:
-            os.close(borrowed)
+            release_connection(borrowed, worker.channel.refuses_descriptors)
 
     def _spin(
         self, poller: select.poll, worker: WorkerHandle, until: float
@@ -1238,7 +1239,10 @@ class Reactor:
         worker.provider.pool.dispatched(worker)
         # With calls waiting, the loop is the bottleneck: a worker polling for its next call
         # would take CPU from it (10% fewer calls/s with 10,000 at once), and gain nothing.
-        frames = protocol.without_spin(call.frames) if worker.provider.queue else call.frames
+        backlog = bool(worker.provider.queue)
+        frames = protocol.without_spin(call.frames) if backlog else call.frames
+        if worker.meter is not None:
+            worker.meter.spin_after_call = not backlog
         if not self._send(worker, frames):
             # No worker received it: it waits for the next worker, without counting a run.
             call.worker, call.dispatched, worker.call = None, None, None

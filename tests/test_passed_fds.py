@@ -103,3 +103,33 @@ def test_without_passrights_a_passed_descriptor_is_a_violation_closed_off_the_re
             worker_end.close()
             server.close()
             channel.close()
+
+
+def test_without_passrights_a_descriptor_queued_behind_a_violation_is_closed_off_the_loop() -> None:
+    """A review's way around the read: garbage first (the read stops at the violation), then
+    a descriptor, still queued when the host closes the connection: the last close of the
+    connection releases it, lingering. That close runs on a thread of its own."""
+    with tempfile.TemporaryDirectory() as directory:
+        channel = _channel(directory)
+        channel.refuses_descriptors = False
+        worker_end = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server, lingering = _lingering_tcp_socket()
+        try:
+            worker_end.connect(channel.path)
+            conn, _pid, _uid, _gid = channel.accept() or pytest.fail("no connection")
+            if _kernel_refuses_descriptors():
+                conn.setsockopt(socket.SOL_SOCKET, transport.SO_PASSRIGHTS, 1)
+            channel.adopt(conn)
+            worker_end.sendall(b"\xff" * 65536)  # not a ZMTP greeting
+            socket.send_fds(worker_end, [b"\0"], [lingering.fileno()])
+            lingering.close()
+            _events, violation = channel.read()
+            assert violation is not None
+            started = time.monotonic()
+            channel.close()
+            took = time.monotonic() - started
+            assert took < 5, f"closing the connection waited {took:.1f}s for a lingering close"
+        finally:
+            worker_end.close()
+            server.close()
+            channel.close()
