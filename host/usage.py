@@ -84,6 +84,8 @@ class TreeMeter:
         #: call may have used outside calls so far (see :meth:`start_call`).
         self.idle_from_s: float | None = None
         self.spin_credit_s = 0.0
+        #: Whether the running (or last) call let the worker poll after it (``Call.spin``).
+        self.spin_after_call = False
 
     @classmethod
     def open(cls, group: WorkerCgroup) -> TreeMeter | None:
@@ -161,13 +163,20 @@ class TreeMeter:
         now = self.cpu_ns()
         if now is None:
             return False
+        used_ns = 0
         if self.idle_from_ns is not None:
-            self.outside_ns += max(0, now - self.idle_from_ns)
+            used_ns = max(0, now - self.idle_from_ns)
+            self.outside_ns += used_ns
             self.idle_from_ns = None
         if self.idle_from_s is not None:
+            # Never more than the gap used: a credit for polls that did not happen would be
+            # saved up (a review banked 8 s in 20 s of calls 2 ms apart, then spent it).
             if self._tasks() <= protocol.TREE_TASKS:
-                gap = time.monotonic() - self.idle_from_s
-                self.spin_credit_s += min(protocol.WORKER_SPIN_S, max(0.0, gap))
+                gap = max(0.0, time.monotonic() - self.idle_from_s)
+                own = protocol.WORKER_TAIL_S + (
+                    protocol.WORKER_SPIN_S if self.spin_after_call else 0.0
+                )
+                self.spin_credit_s += min(own, gap, used_ns / 1e9)
             self.idle_from_s = None
         self.call_start_ns = now
         self.reset_peak()
@@ -178,10 +187,13 @@ class TreeMeter:
 
         Between calls the worker polls for the next one (``sandbox.wire``) only while it is
         the tree's one thread beside the launcher's and the init's, which never run provider
-        code; so that poll is credited (``spin_credit_s``, at most ``WORKER_SPIN_S`` and never
-        more than the gap lasted) only for a gap that ends with no other task in the tree. A
-        thread or child left behind to use CPU between calls makes the tree bigger, and then
-        its CPU outside calls is bounded as tightly as without the poll."""
+        code, and the call allowed it; so that poll, and the worker's own work between a
+        result and its next read, are credited (``spin_credit_s``: at most ``WORKER_TAIL_S``,
+        plus ``WORKER_SPIN_S`` after a call that allowed the poll, and never more than the
+        gap's length or the CPU the tree used in it) only for a gap that ends with no other
+        task in the tree. A thread or child left behind to use CPU between calls makes the
+        tree bigger, and then its CPU outside calls is bounded as tightly as without the
+        poll."""
         data = _pread(self._tasks_fd) if self._tasks_fd is not None else None
         try:
             return int(data) if data is not None else math.inf

@@ -179,8 +179,10 @@ class Worker:
                 continue
             if self.receipt is not None:  # before any provider code runs for this call
                 self.receipt.mark(message.call_id)
-            self.send(self.run_call(message))
+            reply = self.run_call(message)
+            # Before the reply goes: from then on the host counts this work as outside calls.
             self.socket.may_spin = message.spin and _alone(self.memory)
+            self.send(reply)
             remaining = self.cpu_lifetime_s - self.cpu_total_s
             if remaining < self.policy.cpu_time + 1:
                 self.send(protocol.Retire("CPU-time budget of this worker is used up"))
