@@ -226,15 +226,18 @@ def test_an_oom_kill_in_one_call_does_not_make_later_crashes_memory_exceeded(hos
     assert again.attempts == 3
 
 
-@pytest.mark.parametrize("levels", [100, 100_000])
-def test_a_result_nested_past_the_hosts_bound_is_output_invalid(host: Host, levels: int) -> None:
+@pytest.mark.parametrize(("action", "levels"), [("nest", 100), ("nest", 100_000),
+                                               ("nest_tuples", 100)])  # fmt: skip
+def test_a_result_nested_past_the_hosts_bound_is_output_invalid(
+    host: Host, action: str, levels: int
+) -> None:
     """Past the host's bound (99 levels below the RESULT body) the worker refused to send,
     honestly: a red team's 100-level result was a ProtocolViolation that killed the worker, and
     100,000 levels a RecursionError crash with the runtime's traceback as the action's stderr."""
     host.add_provider(provider_file("deep_result.py"))
     first = host.call("deep_result.token")
-    assert host.call("deep_result.nest", {"levels": 99}) is not None  # the deepest allowed
-    outcome = host.run("deep_result.nest", {"levels": levels})
+    assert host.call(f"deep_result.{action}", {"levels": 99}) is not None  # the deepest allowed
+    outcome = host.run(f"deep_result.{action}", {"levels": levels})
     assert isinstance(outcome.error, OutputInvalid), outcome
     assert "deep" in str(outcome.error)
     assert host.call("deep_result.token") == first  # the same worker serves on

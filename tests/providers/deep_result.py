@@ -21,5 +21,14 @@ def nest(levels: int) -> object:
 
 
 @provider.action
+def nest_tuples(levels: int) -> object:
+    """The same with tuples, which JSON encodes as arrays too."""
+    value: tuple[object, ...] = ()
+    for _ in range(levels - 1):
+        value = (value,)
+    return value
+
+
+@provider.action
 def token() -> str:
     return TOKEN
