@@ -502,6 +502,28 @@ def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
+def _kind(spec: dict[str, Any], depth: int = 0) -> str:
+    """What a parameter's schema takes, in a few words: its type(s), the values of an ``enum``
+    or ``const`` (``Literal``), the alternatives of an ``anyOf``/``oneOf`` (``int | None``);
+    ``any`` only when nothing constrains it."""
+    kind = spec.get("type")
+    if isinstance(kind, list):
+        return " | ".join(map(str, kind))
+    if kind is not None:
+        return str(kind)
+    if "const" in spec:
+        return json.dumps(spec["const"], ensure_ascii=False)
+    if isinstance(spec.get("enum"), list):
+        return "one of " + ", ".join(json.dumps(v, ensure_ascii=False) for v in spec["enum"])
+    for key in ("anyOf", "oneOf"):
+        branches = spec.get(key)
+        if isinstance(branches, list) and branches and depth < 3:
+            return " | ".join(
+                _kind(b, depth + 1) if isinstance(b, dict) else "any" for b in branches
+            )
+    return "any"
+
+
 def parameter_lines(schema: Any) -> list[str]:
     """One line per input parameter: its name, type, and whether it is required or its default
     (``text: string, required``; ``min_length: integer = 1``); ``(no parameters)`` for none."""
@@ -512,8 +534,7 @@ def parameter_lines(schema: Any) -> list[str]:
     lines = []
     for name, spec in properties.items():
         spec = spec if isinstance(spec, dict) else {}
-        kind = spec.get("type", "any")
-        kind = " | ".join(map(str, kind)) if isinstance(kind, list) else str(kind)
+        kind = _kind(spec)
         if name in required:
             tail = ", required"
         elif "default" in spec:

@@ -40,3 +40,25 @@ def test_catalog_text_cannot_forge_another_providers_action_in_list() -> None:
     headers = [line.split()[0] for line in proc.stdout.splitlines() if line and line[0] != " "]
     assert sorted(headers) == sorted(actions), proc.stdout
     assert "\u202e" not in proc.stdout and "\\u202e" in proc.stdout
+
+
+def test_list_names_what_literal_and_optional_parameters_take() -> None:
+    """``Literal[1, 2]`` and ``int | None`` were listed as ``any``, as if anything were taken."""
+    from host.cli import parameter_lines
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "choice": {"enum": [1, 2]},
+            "only": {"const": "x"},
+            "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+            "free": {},
+        },
+        "required": ["choice"],
+    }
+    assert parameter_lines(schema) == [
+        "choice: one of 1, 2, required",
+        'only: "x", optional',
+        "maybe: integer | null, optional",
+        "free: any, optional",
+    ]
