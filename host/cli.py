@@ -10,6 +10,7 @@ the running call is cancelled and every worker killed before the command exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -50,8 +51,55 @@ class HungUp(Terminated):
     host's directories behind)."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise HungUp() if signum == signal.SIGHUP else Terminated()
+class _StopSignals:
+    """The handler of SIGINT, SIGTERM and SIGHUP while a command runs.
+
+    The first of them raises where the main thread is (``KeyboardInterrupt``, ``Terminated``,
+    ``HungUp``), so the command unwinds and its host stops its workers. Any later one is only
+    acknowledged: raised inside ``Host.close`` (a second Ctrl-C, a service manager's second
+    SIGTERM), it cut that clean-up short, and the CLI died of the signal with its worker trees
+    and directories left behind. The clean-up is bounded; SIGQUIT or SIGKILL still end the
+    process at once (its workers die with it, by their parent-death signal).
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._acknowledged = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            self.stopping = True
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise HungUp() if signum == signal.SIGHUP else Terminated()
+        if not self._acknowledged:
+            self._acknowledged = True
+            # (``os.write``: a handler that prints may interrupt a print, which then raises)
+            with contextlib.suppress(OSError):
+                os.write(2, b"sandbox: still stopping the workers (Ctrl-\\ quits at once)\n")
+
+
+def _install_stop_signals() -> Callable[[], None]:
+    """Route the stop signals to one ``_StopSignals``; return what puts the old handlers back,
+    unless a stop signal came: then the process is on its way out, and the rest of a burst
+    must not find the default action (Python's finalization puts it back for every handled
+    signal), which would kill it with the signal instead of its exit code, so they are
+    ignored from then on. Signals ignored when the command started (SIGHUP under nohup,
+    SIGINT in a background job of a script) stay ignored."""
+    handler = _StopSignals()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        old = signal.getsignal(signum)
+        if old is signal.SIG_IGN:
+            continue
+        previous[signum] = old
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, signal.SIG_IGN if handler.stopping else old)
+
+    return restore
 
 
 class _Parser(argparse.ArgumentParser):
@@ -723,10 +771,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
         **_REMOTE_HANDLERS,
     }
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
-    hup = signal.getsignal(signal.SIGHUP)
-    if in_main_thread and hup is signal.SIG_DFL:  # (nohup ignores it: then so does this)
-        signal.signal(signal.SIGHUP, _raise_terminated)
+    restore_signals = _install_stop_signals() if in_main_thread else None
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()
@@ -742,10 +787,8 @@ def _run_command(argv: Sequence[str] | None) -> int:
         print("sandbox: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-            if hup is signal.SIG_DFL:
-                signal.signal(signal.SIGHUP, hup)
+        if restore_signals is not None:
+            restore_signals()
     return code
 
 

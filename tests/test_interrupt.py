@@ -253,3 +253,20 @@ def test_sighup_during_sandbox_call_exits_129_and_leaves_nothing(
     assert workers
     cli.send_signal(signal.SIGHUP)
     _assert_stopped_cleanly(cli, workers, 129, "hung up", private_tmp)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_signals_repeated_while_the_cli_cleans_up_do_not_cut_the_clean_up_short(
+    area: Path, private_tmp: Path, signum: signal.Signals
+) -> None:
+    """A second Ctrl-C (or a service manager's second SIGTERM) while the host stopped its
+    workers raised inside ``Host.close``: the CLI exited mid-clean-up, with a traceback, its
+    directories left in TMPDIR and its worker trees left to whoever reaps them."""
+    cli, _ = _start_busy_cli(area, private_tmp)
+    workers = _sandbox_descendants(cli.pid)
+    assert workers
+    for _ in range(40):  # the first starts the clean-up; the rest land during it
+        cli.send_signal(signum)
+        time.sleep(0.005)
+    word, code = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
+    _assert_stopped_cleanly(cli, workers, code, word, private_tmp)
