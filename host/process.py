@@ -71,6 +71,11 @@ class LogCapture:
             self._kept += min(room, len(data))
         self.dropped += max(0, len(data) - max(room, 0))
 
+    @property
+    def full(self) -> bool:
+        """Whether anything more it is given is only counted."""
+        return self._kept >= self.limit
+
     def take(self) -> CapturedLogs:
         """Return what was captured since the last call and start afresh."""
         if not self._chunks and not self.dropped:  # (most calls print nothing)

@@ -271,6 +271,9 @@ class WorkerHandle:
     lent: bool = False
     #: Its last reply came within ``REPLY_SPIN_S`` of its call: the next one is polled for.
     quick_replies: bool = True
+    #: Its output pipes are not watched: it filled its log limit while no call ran
+    #: (``Reactor._drain_log``); watched again when its next call is dispatched.
+    logs_paused: bool = False
 
     # Its state, when it went idle, and its call count live in its provider's pool (the
     # pool's decisions depend on them); these read and report changes to it.
@@ -1226,7 +1229,9 @@ class Reactor:
                     break
 
     def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
-        worker.logs.take()
+        worker.logs.take()  # (what it printed while idle is no call's)
+        if worker.logs_paused:
+            self._watch_logs(worker, True)
         provider_stats = worker.provider.stats
         provider_stats.dispatched += 1
         metered = worker.meter is not None and worker.meter.start_call()
@@ -1966,6 +1971,26 @@ class Reactor:
                 self._forget_fd(fd)
                 return
             worker.logs.add(data, worker.process.log_fds.index(fd))
+            if (
+                worker.logs.full
+                and not worker.logs_paused
+                and worker.call is None
+                and worker.state is State.READY
+            ):
+                # Idle, and past its log limit: what more it writes would be read only to be
+                # dropped, as fast as it cares to write (a core of the host's CPU for a thread
+                # of the worker's). Leave it in the pipe; a writer waits on the full pipe
+                # until its next call is dispatched. (Not while it starts: an import that
+                # prints past the limit would wait, and the worker never start.)
+                self._watch_logs(worker, False)
+                return
+
+    def _watch_logs(self, worker: WorkerHandle, watched: bool) -> None:
+        for fd in worker.process.log_fds:
+            if fd in self._fds:
+                with contextlib.suppress(OSError):  # closed already: epoll dropped it itself
+                    self._pipes.modify(fd, select.EPOLLIN if watched else 0)
+        worker.logs_paused = not watched
 
     def _take_logs(self, worker: WorkerHandle) -> CapturedLogs:
         """What the worker printed since its last call started, read to the end of the pipes

@@ -201,3 +201,31 @@ def test_a_connection_from_outside_the_workers_tree_is_refused(
     assert "served" not in outcomes
     if outcomes == ["closed"]:  # it got there first (as it nearly always does): refused
         assert any("refused a connection" in r.getMessage() for r in caplog.records)
+
+
+def test_output_an_idle_worker_writes_past_its_log_limit_is_left_in_its_pipe(host: Host) -> None:
+    """A thread of the worker wrote to stderr while no call ran: the host read every byte (to
+    drop it past the log limit), as much of its CPU as the worker cared to spend writing. Now
+    the host stops reading an idle worker's output once its log limit is full; the writer
+    waits on the full pipe, and reading resumes with the next call."""
+    host.add_provider(FLOODER, policy=Policy(workers={"min": 0, "max": 1}, log="64KiB"))
+    assert host.call("flooder.stderr_while_idle", {"seconds": 30}) == "spewing"
+    time.sleep(0.5)  # (the writer under way)
+    before = time.process_time()  # every thread of this process: the host's loop among them
+    time.sleep(3.0)
+    host_cpu = time.process_time() - before
+    print(f"host CPU in 3 s of an idle worker's flood: {host_cpu:.3f}s")
+    assert host_cpu < 0.3, f"the host spent {host_cpu:.2f}s of CPU on an idle worker's output"
+    outcome = host.run("flooder.fine", {"x": 1})
+    assert outcome.value == 2, outcome
+    # The writer goes on once the call starts, and what it writes then is the call's.
+    assert "e" * 4096 in outcome.stderr, outcome.stderr[-300:]
+
+
+def test_a_provider_that_prints_past_its_log_limit_while_imported_still_starts(
+    host: Host,
+) -> None:
+    """The idle pause above is for a worker that serves: one still starting is read on, or an
+    import that prints more than the pipe holds would wait on it, and the worker never start."""
+    host.add_provider(provider_file("chatty_import.py"), policy=Policy(log="64KiB"))
+    assert host.call("chatty_import.ready") == "ready"

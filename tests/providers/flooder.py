@@ -181,3 +181,25 @@ def second_connection(megabytes: int = 128, messages: int = 20_000) -> dict[str,
 def fine(x: int) -> int:
     """An honest action: the provider serves again once a fresh worker replaces a flooder."""
     return x + 1
+
+
+@provider.action
+def stderr_while_idle(megabytes: int = 4096, seconds: float = 30.0) -> str:
+    """Leave a thread writing to stderr as fast as it can, and return: the worker is idle,
+    and what it writes is beyond any log limit. Bounded here (``megabytes`` or ``seconds``,
+    whichever comes first)."""
+    import threading
+
+    chunk = b"e" * (64 * 1024)
+
+    def spew() -> None:
+        deadline = time.monotonic() + seconds
+        written = 0
+        while written < megabytes * MiB and time.monotonic() < deadline:
+            try:
+                written += os.write(2, chunk)
+            except OSError:
+                return
+
+    threading.Thread(target=spew, daemon=True).start()
+    return "spewing"
