@@ -200,6 +200,11 @@ class Provider:
                 f"action {full_name!r}: async functions are not supported; "
                 "workers call actions synchronously"
             )
+        if inspect.isgeneratorfunction(fn):
+            raise ProviderError(
+                f"action {full_name!r}: generator functions are not supported (a generator is "
+                "not a JSON value, so every call would end OutputInvalid); return a list"
+            )
         if description is not None and not isinstance(description, str):
             raise ProviderError(f"action {full_name!r}: description must be a string")
         if not isinstance(safe_rerun, bool):

@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import (  # noqa: UP035 - the legacy aliases are under test
     Any,
@@ -414,6 +414,17 @@ def test_async_action_rejected() -> None:
 
     with pytest.raises(ProviderError, match="async"):
         Provider("demo").action(coro)
+
+
+def test_generator_action_rejected() -> None:
+    """A generator function registered, and every call ended OutputInvalid: its result, a
+    generator, is no JSON value. Refused where the author made the mistake instead."""
+
+    def numbers(n: int) -> Iterator[int]:
+        yield from range(n)
+
+    with pytest.raises(ProviderError, match="generator functions are not supported"):
+        Provider("demo").action(numbers)
 
 
 def test_importing_providers_does_not_import_jsonschema() -> None:
