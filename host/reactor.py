@@ -132,6 +132,9 @@ JANITOR_CLOSE_TIMEOUT_S = 60.0
 QUICK_HELLO_BYTES = 64 * 1024
 #: Bytes read from a log pipe per wake-up; the loop comes back for more.
 LOG_CHUNK = 64 * 1024
+#: What a starting worker may print past its log limit before its output is left in the pipe
+#: (``Reactor._idle_flood``): far more than any import prints, and a few ms of the host's CPU.
+STARTUP_LOG_SLACK = 16 * 1024 * 1024
 #: A result at most this big is first judged on the loop, by the fast path or by at most
 #: QUICK_STEPS keyword evaluations (about QUICK_SECONDS); one that needs more, or a bigger
 #: one, is validated on the provider's lane.
@@ -1971,19 +1974,26 @@ class Reactor:
                 self._forget_fd(fd)
                 return
             worker.logs.add(data, worker.process.log_fds.index(fd))
-            if (
-                worker.logs.full
-                and not worker.logs_paused
-                and worker.call is None
-                and worker.state is State.READY
-            ):
-                # Idle, and past its log limit: what more it writes would be read only to be
-                # dropped, as fast as it cares to write (a core of the host's CPU for a thread
-                # of the worker's). Leave it in the pipe; a writer waits on the full pipe
-                # until its next call is dispatched. (Not while it starts: an import that
-                # prints past the limit would wait, and the worker never start.)
+            if worker.logs.full and not worker.logs_paused and self._idle_flood(worker):
+                # Past its log limit with no call running: what more it writes would be read
+                # only to be dropped, as fast as it cares to write (a core of the host's CPU
+                # for a thread of the worker's). Leave it in the pipe; a writer waits on the
+                # full pipe until its next call is dispatched.
                 self._watch_logs(worker, False)
                 return
+
+    @staticmethod
+    def _idle_flood(worker: WorkerHandle) -> bool:
+        """Whether a worker past its log limit is flooding no call: idle, or still starting
+        and ``STARTUP_LOG_SLACK`` past it (an import may print past a small limit and must not
+        wait on the pipe for it, but a flood would cost every spawn its whole start-up time
+        of the host's CPU, and such a worker then never starts)."""
+        if worker.call is not None:
+            return False
+        state = worker.state
+        if state is State.READY:
+            return True
+        return state is State.STARTING and worker.logs.dropped > STARTUP_LOG_SLACK
 
     def _watch_logs(self, worker: WorkerHandle, watched: bool) -> None:
         for fd in worker.process.log_fds:

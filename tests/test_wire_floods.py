@@ -229,3 +229,33 @@ def test_a_provider_that_prints_past_its_log_limit_while_imported_still_starts(
     import that prints more than the pipe holds would wait on it, and the worker never start."""
     host.add_provider(provider_file("chatty_import.py"), policy=Policy(log="64KiB"))
     assert host.call("chatty_import.ready") == "ready"
+
+
+def test_a_worker_that_floods_its_output_while_starting_costs_the_host_little_cpu(
+    host: Host,
+) -> None:
+    """The same flood from a provider's import: every spawn cost the host its whole start-up
+    time (20 s) of reading and dropping. Past a generous slack the pipe is left full, and the
+    worker fails to start as any worker that never says HELLO does."""
+    failures: list[BaseException] = []
+
+    def add() -> None:
+        try:
+            host.add_provider(provider_file("flood_at_import.py"), policy=Policy(log="64KiB"))
+        except BaseException as exc:
+            failures.append(exc)
+
+    adding = threading.Thread(target=add)
+    adding.start()
+    try:
+        time.sleep(1.0)  # (the worker started and flooding)
+        before = time.process_time()
+        time.sleep(3.0)
+        host_cpu = time.process_time() - before
+        print(f"host CPU in 3 s of a starting worker's flood: {host_cpu:.3f}s")
+        assert adding.is_alive() and not failures, failures
+    finally:
+        host.close()
+        adding.join(timeout=30)
+    assert not adding.is_alive()
+    assert host_cpu < 0.3, f"the host spent {host_cpu:.2f}s of CPU on a starting worker's output"
