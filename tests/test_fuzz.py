@@ -337,6 +337,7 @@ def test_a_failure_that_comes_and_goes_is_a_finding_not_a_traceback(capsys: obje
     (finding,) = data["actions"][0]["findings"]  # type: ignore[index]
     assert finding["check"] == "no_action_failure", finding
     assert "the first time" in finding["message"] and "flaky" in finding["message"], finding
+    assert finding["flaky"] is True, finding  # (a field too: not only words in the message)
 
 
 def test_a_hang_is_not_shrunk_to_an_input_that_only_outran_the_shorter_deadline(
@@ -425,12 +426,16 @@ def test_a_junit_report_holds_any_message_and_a_bad_path_is_refused_first(
 
 def test_a_run_with_every_check_switched_off_is_refused(capsys: object) -> None:
     """``--checks X --exclude-checks X`` (or ``--checks ,,,``) ran no check and passed an
-    action that always fails."""
-    for flags in (["--checks", "no_timeout", "--exclude-checks", "no_timeout"],
-                  ["--checks", ",,,"]):
+    action that always fails; ``--checks=`` (empty) ran every check, as if not given, and
+    ``--exclude-checks=`` excluded none."""
+    for flags, said in ((["--checks", "no_timeout", "--exclude-checks", "no_timeout"],
+                         "no check is left on"),
+                        (["--checks", ",,,"], "--checks: expected check names"),
+                        (["--checks="], "--checks: expected check names"),
+                        (["--exclude-checks="], "--exclude-checks: expected check names")):
         code = main(["fuzz", "--provider", MULTIBUG, "multibug.noisy", *flags])
         err = capsys.readouterr().err  # type: ignore[attr-defined]
-        assert code == 2 and "no check" in err, (flags, err)
+        assert code == 2 and said in err and "Traceback" not in err, (flags, err)
 
 
 def test_a_run_whose_checks_cannot_fire_in_its_mode_is_refused(capsys: object) -> None:

@@ -65,3 +65,38 @@ def test_fuzz_provider_checks_its_options_and_follows_the_profile(
         assert run_options(fuzz_provider("x.py", max_examples=7)).max_examples == 7
     finally:
         settings.load_profile(before)
+
+
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        ({"max_examples": 0}, "max_examples must be an integer between 1"),
+        ({"max_examples": 2.5}, "max_examples must be an integer"),
+        ({"timeout": -1}, "timeout must be a positive number of seconds, got -1"),
+        ({"timeout": "2"}, "timeout must be a positive number of seconds, got '2'"),
+        ({"timeout": True}, "timeout must be a positive number"),
+        ({"max_time": 0}, "max_time must be a positive number"),
+        ({"seed": "1"}, "seed must be an integer"),
+        ({"shrink": "no"}, "shrink must be True or False"),
+        ({"database": 3}, "database must be a directory's path"),
+        ({"database": "/proc/sandbox-nope"}, "database /proc/sandbox-nope: cannot save"),
+    ],
+)
+def test_fuzz_provider_refuses_bad_values_where_the_suite_is_declared(
+    options: dict[str, object], complaint: str
+) -> None:
+    """Each failed every item at run time, in Hypothesis's or the host's traceback (or, for
+    the database, only once something was found)."""
+    from host.fuzz.pytest_plugin import fuzz_provider
+
+    with pytest.raises(ValueError, match="fuzz_provider: ") as caught:
+        fuzz_provider("x.py", **options)
+    assert complaint in str(caught.value)
+
+
+def test_fuzz_provider_takes_good_values() -> None:
+    from host.fuzz.pytest_plugin import fuzz_provider
+
+    suite = fuzz_provider("x.py", max_examples=5, timeout=2, max_time=None, seed=3,
+                          shrink=False, database=None)
+    assert suite.options["timeout"] == 2 and suite.options["shrink"] is False

@@ -54,7 +54,7 @@ def add_parser(commands: Any, add_sources: Any) -> None:
     )
     fuzz.add_argument("--checks", metavar="NAME,...", help=f"only these of {', '.join(CHECKS)}")
     fuzz.add_argument(
-        "--exclude-checks", metavar="NAME,...", default="", help="skip these checks"
+        "--exclude-checks", metavar="NAME,...", help="skip these checks"
     )
     fuzz.add_argument(
         "--mode", choices=MODES, default="positive",
@@ -80,6 +80,9 @@ def add_parser(commands: Any, add_sources: Any) -> None:
 
 def _names(text: str, flag: str, usage_error: type[Exception]) -> set[str]:
     names = {n.strip() for n in text.split(",") if n.strip()}
+    if not names:  # (``--checks=`` ran every check, as if it had not been given)
+        raise usage_error(f"{flag}: expected check names, got {text!r}; known: "
+                          + ", ".join(CHECKS))
     unknown = names - set(CHECKS)
     if unknown:
         raise usage_error(
@@ -149,9 +152,10 @@ def options_from(args: argparse.Namespace, usage_error: type[Exception]) -> Fuzz
     if args.database != "none":
         _check_database(args.database, usage_error)
     checks = set(CHECKS) - OPT_IN
-    if args.checks:
+    if args.checks is not None:
         checks = _names(args.checks, "--checks", usage_error)
-    checks -= _names(args.exclude_checks, "--exclude-checks", usage_error)
+    if args.exclude_checks is not None:
+        checks -= _names(args.exclude_checks, "--exclude-checks", usage_error)
     if not checks:  # (a run that can find nothing would pass whatever the actions do)
         raise usage_error("no check is left on (--checks, --exclude-checks); known: "
                           + ", ".join(CHECKS))

@@ -5,6 +5,7 @@ lists each distinct finding with its reproduce line. Cheap to import: pytest loa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,53 @@ def fuzz_provider(ref: str, **options: Any) -> FuzzSuite:
         options["checks"] = frozenset(names)
     if "mode" in options and options["mode"] not in MODES:
         raise ValueError(f"fuzz_provider: mode must be one of {', '.join(MODES)}")
+    _check_values(options)
     return FuzzSuite(ref, options)
+
+
+def _check_values(options: dict[str, Any]) -> None:
+    """The CLI's checks of its flags, for the keywords: a bad value failed every item of the
+    suite at run time, with Hypothesis's or the host's traceback (``max_examples=0``,
+    ``timeout=-1``, ``timeout="2"``), and a database that cannot be used only once something
+    was found."""
+    from host.fuzz.cli import MAX_EXAMPLES, _check_database
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def seconds(value: Any) -> bool:
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value < float("inf")
+        )
+
+    bad: str | None = None
+    if "max_examples" in options and not (
+        whole(options["max_examples"]) and 1 <= options["max_examples"] <= MAX_EXAMPLES
+    ):
+        bad = f"max_examples must be an integer between 1 and {MAX_EXAMPLES}"
+    elif "timeout" in options and not seconds(options["timeout"]):
+        bad = "timeout must be a positive number of seconds"
+    elif options.get("max_time") is not None and not seconds(options["max_time"]):
+        bad = "max_time must be a positive number of seconds, or None"
+    elif options.get("seed") is not None and not whole(options["seed"]):
+        bad = "seed must be an integer, or None"
+    elif "shrink" in options and not isinstance(options["shrink"], bool):
+        bad = "shrink must be True or False"
+    elif options.get("database") is not None and not isinstance(options["database"], str):
+        bad = "database must be a directory's path, or None"
+    if bad is not None:
+        name = bad.split()[0]
+        raise ValueError(f"fuzz_provider: {bad}, got {options[name]!r}")
+    if options.get("database") is not None:
+        _check_database(options["database"], _PluginUsageError)
+
+
+class _PluginUsageError(ValueError):
+    """A bad ``fuzz_provider`` keyword (what the CLI calls a usage error)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"fuzz_provider: {message.replace('--database', 'database', 1)}")
 
 
 def run_options(suite: FuzzSuite) -> Any:
@@ -93,7 +140,8 @@ class FuzzItem(pytest.Item):
         if report.findings:
             lines = [f"{len(report.findings)} distinct failure(s) in {self.action}:"]
             for f in report.findings:
-                lines += [f"- {f.check} ({f.outcome}): {f.message}", f"  Input: {f.input}",
+                lines += [f"- {f.check} ({f.outcome}): {f.message}",
+                          f"  Input: {json.dumps(f.input, ensure_ascii=False)}",
                           f"  Reproduce with: {f.reproduce}"]
             raise FuzzFailure("\n".join(lines))
 

@@ -99,9 +99,11 @@ class Finding:
     reproduce: str = ""
     #: Whether the input fits the schema (only ``mode all`` mixes both kinds); not reported.
     positive: bool = True
+    #: It did not happen again when Hypothesis replayed it (its reproduce line may pass).
+    flaky: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "check": self.check,
             "outcome": self.outcome,
             "message": self.message,
@@ -109,6 +111,9 @@ class Finding:
             "reproduce": self.reproduce,
             "usage": self.usage,
         }
+        if self.flaky:
+            data["flaky"] = True
+        return data
 
 
 @dataclass
@@ -467,7 +472,7 @@ def fuzz_action(
                 if finding is None:
                     continue
                 if flaky and finding is one.finding:
-                    finding = replace(finding, message=(
+                    finding = replace(finding, flaky=True, message=(
                         f"{finding.message} (flaky: it did not happen again when replayed)"
                     ))  # fmt: skip
                 found.append(finding)
