@@ -20,6 +20,8 @@ def test_fuzz_provider_items_per_action(pytester: pytest.Pytester) -> None:
     text = result.stdout.str()
     for name in ("crash", "fails", "bad_output", "hang", "blowup"):
         assert f"sandbox call planted.{name} " in text
+    # Inputs as JSON, as the CLI prints them (they were Python reprs: {'n': 3}).
+    assert "  Input: {\"" in text and "  Input: {'" not in text, text
 
 
 def test_fuzz_provider_checks_its_options_and_follows_the_profile(
