@@ -120,11 +120,17 @@ def main(n: int, reps: int) -> None:
                 started = time.perf_counter()
                 count = variant()
                 elapsed = time.perf_counter() - started
-                host_after, worker_after = _thread_cpu(me), _thread_cpu(worker)
+                host_after = _thread_cpu(me)
+                try:
+                    worker_after = _thread_cpu(worker)
+                except FileNotFoundError:  # replaced meanwhile (memory growth recycles it)
+                    worker_after = None
                 spent = {k: v - host_before.get(k, 0.0) for k, v in host_after.items()}
                 mine = sum(v for k, v in spent.items() if k.rpartition(":")[2] == caller)
                 others = sum(spent.values()) - mine
-                theirs = sum(v - worker_before.get(k, 0.0) for k, v in worker_after.items())
+                theirs = float("nan") if worker_after is None else sum(
+                    v - worker_before.get(k, 0.0) for k, v in worker_after.items()
+                )
                 cpu.setdefault(label, []).append(
                     (mine / count * 1e3, others / count * 1e3, theirs / count * 1e3)
                 )

@@ -11,6 +11,7 @@ same call.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import gc
@@ -135,6 +136,12 @@ LOG_CHUNK = 64 * 1024
 #: What a starting worker may print past its log limit before its output is left in the pipe
 #: (``Reactor._idle_flood``): far more than any import prints, and a few ms of the host's CPU.
 STARTUP_LOG_SLACK = 16 * 1024 * 1024
+#: What a call may print past its log limit at full speed; past it, the pipe is emptied once
+#: per ``LOG_THROTTLE_S`` (a pipe's 64 KiB each time: 6.4 MB/s, a hundred wake-ups a second),
+#: and the writer waits on it in between. A call writing stderr as fast as it could
+#: kept the host's loop reading as fast: a core of the host's CPU for the call's wall time.
+CALL_LOG_SLACK = 16 * 1024 * 1024
+LOG_THROTTLE_S = 0.01
 #: A result at most this big is first judged on the loop, by the fast path or by at most
 #: QUICK_STEPS keyword evaluations (about QUICK_SECONDS); one that needs more, or a bigger
 #: one, is validated on the provider's lane.
@@ -441,6 +448,9 @@ class Reactor:
         # (Under eventlet's monkey-patching, from the original select module: host.greening.)
         real_select = greening.real_select()
         self._pipes = real_select.epoll()
+        #: Where output past a worker's log limit goes, moved by ``splice`` (``_drain_log``);
+        #: None where the kernel cannot splice into it (then it is read and dropped).
+        self._devnull: int | None = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self._wire = real_select.epoll()
         self._poller = real_select.poll()
         self._loop_fds = [self._wake_read, self._wire.fileno(), self._pipes.fileno()]
@@ -1234,6 +1244,7 @@ class Reactor:
     def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
         worker.logs.take()  # (what it printed while idle is no call's)
         if worker.logs_paused:
+            self._discard_waiting_output(worker)  # (nor what waits in the pipes)
             self._watch_logs(worker, True)
         provider_stats = worker.provider.stats
         provider_stats.dispatched += 1
@@ -1964,23 +1975,56 @@ class Reactor:
 
     def _drain_log(self, worker: WorkerHandle, fd: int, limit: int = 8) -> None:
         for _ in range(limit):
-            try:
-                data = posix.read(fd, LOG_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._forget_fd(fd)
-                return
-            worker.logs.add(data, worker.process.log_fds.index(fd))
-            if worker.logs.full and not worker.logs_paused and self._idle_flood(worker):
+            if worker.logs.full and self._devnull is not None:
+                # Past the log limit, what comes is only counted: moved to /dev/null in the
+                # kernel, not copied into this process and dropped (a call writing stderr as
+                # fast as it could cost the host more CPU than the worker spent writing).
+                try:
+                    moved = os.splice(fd, self._devnull, LOG_CHUNK, flags=os.SPLICE_F_NONBLOCK)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                        moved = 0  # (read would fail too: the pipe is unusable)
+                    else:  # no splice here: read and drop, from now on
+                        self._devnull = None
+                        continue
+                if not moved:
+                    self._forget_fd(fd)
+                    return
+                worker.logs.dropped += moved
+            else:
+                try:
+                    data = posix.read(fd, LOG_CHUNK)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    data = b""
+                if not data:
+                    self._forget_fd(fd)
+                    return
+                worker.logs.add(data, worker.process.log_fds.index(fd))
+            if not worker.logs.full or worker.logs_paused:
+                continue
+            if self._idle_flood(worker):
                 # Past its log limit with no call running: what more it writes would be read
                 # only to be dropped, as fast as it cares to write (a core of the host's CPU
                 # for a thread of the worker's). Leave it in the pipe; a writer waits on the
                 # full pipe until its next call is dispatched.
                 self._watch_logs(worker, False)
                 return
+            if worker.call is not None and worker.logs.dropped > CALL_LOG_SLACK:
+                self._watch_logs(worker, False)  # (throttled: see CALL_LOG_SLACK)
+                resume = functools.partial(self._end_log_throttle, worker, worker.call)
+                self._at(time.monotonic() + LOG_THROTTLE_S, resume, worker)
+                return
+
+    def _end_log_throttle(self, worker: WorkerHandle, call: PendingCall) -> None:
+        """Watch a flooding call's output again, once: its next read pauses it again if it
+        still floods. Not if the call ended meanwhile (the next dispatch watches it again,
+        unless the worker, now idle, goes on flooding: then it stays paused)."""
+        if worker.logs_paused and worker.call is call:
+            self._watch_logs(worker, True)
 
     @staticmethod
     def _idle_flood(worker: WorkerHandle) -> bool:
@@ -1994,6 +2038,19 @@ class Reactor:
         if state is State.READY:
             return True
         return state is State.STARTING and worker.logs.dropped > STARTUP_LOG_SLACK
+
+    def _discard_waiting_output(self, worker: WorkerHandle) -> None:
+        """Empty the pipes of a worker whose output was left in them (a pipe's worth each, a
+        few times over if a writer refills them meanwhile)."""
+        for fd in worker.process.log_fds:
+            for _ in range(4):
+                try:
+                    if self._devnull is not None:
+                        os.splice(fd, self._devnull, LOG_CHUNK, flags=os.SPLICE_F_NONBLOCK)
+                    else:
+                        posix.read(fd, LOG_CHUNK)
+                except OSError:  # (empty, or closed: EOF and errors are the loop's to see)
+                    break
 
     def _watch_logs(self, worker: WorkerHandle, watched: bool) -> None:
         for fd in worker.process.log_fds:
@@ -2289,6 +2346,8 @@ class Reactor:
         self._attempt("reaping orphans", self._orphans.drain, KILL_GRACE_S)
         self._attempt("closing the transport", self.transport.close)
         self._attempt("closing the pipe set", self._pipes.close)
+        if self._devnull is not None:
+            self._attempt("closing /dev/null", os.close, self._devnull)
         self._attempt("closing the wire set", self._wire.close)
         self._attempt("closing the wake-up pipe", os.close, self._wake_read)
         self._attempt("closing the wake-up pipe", os.close, self._wake_write)

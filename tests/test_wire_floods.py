@@ -218,8 +218,10 @@ def test_output_an_idle_worker_writes_past_its_log_limit_is_left_in_its_pipe(hos
     assert host_cpu < 0.3, f"the host spent {host_cpu:.2f}s of CPU on an idle worker's output"
     outcome = host.run("flooder.fine", {"x": 1})
     assert outcome.value == 2, outcome
-    # The writer goes on once the call starts, and what it writes then is the call's.
-    assert "e" * 4096 in outcome.stderr, outcome.stderr[-300:]
+    # Its output is watched again during a call: a call that writes far more than a pipe
+    # holds (it would wait on the full pipe until its wall time if it were not) ends ok.
+    outcome = host.run("flooder.stderr_during_call", {"seconds": 0.3}, timeout=10)
+    assert outcome.ok and outcome.value > 1024 * 1024, outcome
 
 
 def test_a_provider_that_prints_past_its_log_limit_while_imported_still_starts(
@@ -259,3 +261,21 @@ def test_a_worker_that_floods_its_output_while_starting_costs_the_host_little_cp
         adding.join(timeout=30)
     assert not adding.is_alive()
     assert host_cpu < 0.3, f"the host spent {host_cpu:.2f}s of CPU on a starting worker's output"
+
+
+def test_a_call_flooding_its_output_past_a_slack_is_throttled(host: Host) -> None:
+    """A call writing stderr as fast as it could kept the host reading as fast, to drop it
+    past the log limit: 1.2-2.9 s of the host's CPU per 3 s of the call, more than the worker
+    spent writing. Past CALL_LOG_SLACK the pipe is emptied once per LOG_THROTTLE_S; the call
+    still ends with its result and the log limit's notice."""
+    from host.reactor import CALL_LOG_SLACK
+
+    host.add_provider(FLOODER, policy=Policy(log="64KiB", wall_time=20, cpu_time=20))
+    for chunk_kib in (4, 64):
+        before = time.process_time()
+        outcome = host.run("flooder.stderr_during_call", {"seconds": 3.0, "chunk_kib": chunk_kib})
+        host_cpu = time.process_time() - before
+        print(f"{chunk_kib} KiB writes: {outcome.value} bytes, host CPU {host_cpu:.3f}s")
+        assert outcome.ok and outcome.value > CALL_LOG_SLACK, outcome
+        assert "bytes of output were dropped (log limit)" in outcome.stderr
+        assert host_cpu < 0.5, f"the host spent {host_cpu:.2f}s of CPU on a call's output flood"

@@ -203,3 +203,15 @@ def stderr_while_idle(megabytes: int = 4096, seconds: float = 30.0) -> str:
 
     threading.Thread(target=spew, daemon=True).start()
     return "spewing"
+
+
+@provider.action
+def stderr_during_call(seconds: float = 3.0, chunk_kib: int = 64) -> int:
+    """Write to stderr as fast as it can for ``seconds``, then return what it wrote: output
+    far past any log limit, during a call (bounded by ``seconds``)."""
+    chunk = b"c" * (chunk_kib * 1024)
+    deadline = time.monotonic() + seconds
+    written = 0
+    while time.monotonic() < deadline:
+        written += os.write(2, chunk)
+    return written
