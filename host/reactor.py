@@ -136,10 +136,15 @@ LOG_CHUNK = 64 * 1024
 #: What a starting worker may print past its log limit before its output is left in the pipe
 #: (``Reactor._idle_flood``): far more than any import prints, and a few ms of the host's CPU.
 STARTUP_LOG_SLACK = 16 * 1024 * 1024
-#: What a call may print past its log limit at full speed; past it, the pipe is emptied once
-#: per ``LOG_THROTTLE_S`` (a pipe's 64 KiB each time: 6.4 MB/s, a hundred wake-ups a second),
-#: and the writer waits on it in between. A call writing stderr as fast as it could
-#: kept the host's loop reading as fast: a core of the host's CPU for the call's wall time.
+#: After the loop reads a worker's output it leaves the pipes for ``LOG_COALESCE_S``, so what
+#: comes meanwhile is read at once: a worker writing a byte at a time made the loop read each
+#: byte (82% of a core), whatever it wrote in all. A pipe's 64 KiB per 2 ms keeps a writer of
+#: up to 32 MB/s from waiting; the call's end reads what waits, so no call's logs are later.
+LOG_COALESCE_S = 0.002
+#: What a call may print past its log limit at that pace; past it, the pipes are read once
+#: per ``LOG_THROTTLE_S`` (6.4 MB/s, a hundred wake-ups a second), and a writer waits on them
+#: in between. A call writing stderr as fast as it could kept the host's loop reading as
+#: fast: a core of the host's CPU for the call's wall time.
 CALL_LOG_SLACK = 16 * 1024 * 1024
 LOG_THROTTLE_S = 0.01
 #: A result at most this big is first judged on the loop, by the fast path or by at most
@@ -281,9 +286,11 @@ class WorkerHandle:
     lent: bool = False
     #: Its last reply came within ``REPLY_SPIN_S`` of its call: the next one is polled for.
     quick_replies: bool = True
-    #: Its output pipes are not watched: it filled its log limit while no call ran
-    #: (``Reactor._drain_log``); watched again when its next call is dispatched.
+    #: Its output pipes are not watched (``Reactor._on_output``): until ``logs_resume`` fires
+    #: (set: read a moment ago), or, if it is None, until its next call is dispatched (it
+    #: filled its log limit while no call ran).
     logs_paused: bool = False
+    logs_resume: _Timer | None = None
 
     # Its state, when it went idle, and its call count live in its provider's pool (the
     # pool's decisions depend on them); these read and report changes to it.
@@ -576,7 +583,7 @@ class Reactor:
                 if kind == "status":
                     self._guard(worker, "its exit", self._on_status_readable, worker)
                 else:
-                    self._guard(worker, "its output", self._drain_log, worker, fd)
+                    self._guard(worker, "its output", self._on_output, worker, fd)
         now = time.monotonic()
         while self._timers and self._timers[0].when <= now:
             timer = heapq.heappop(self._timers)
@@ -1243,7 +1250,7 @@ class Reactor:
 
     def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
         worker.logs.take()  # (what it printed while idle is no call's)
-        if worker.logs_paused:
+        if worker.logs_paused and worker.logs_resume is None:
             self._discard_waiting_output(worker)  # (nor what waits in the pipes)
             self._watch_logs(worker, True)
         provider_stats = worker.provider.stats
@@ -1973,12 +1980,41 @@ class Reactor:
 
     # ------------------------------------------------------------------ process output and exit
 
+    def _on_output(self, worker: WorkerHandle, fd: int) -> None:
+        """A worker's output pipe is readable: read it, then leave its pipes alone for a
+        while (``LOG_COALESCE_S``; ``LOG_THROTTLE_S`` for a call that flooded past
+        ``CALL_LOG_SLACK``), or until its next call if it floods no call (``_idle_flood``).
+        A pipe that ended (EOF; EPOLLHUP comes at any interest) is read to its end and
+        forgotten as before."""
+        self._drain_log(worker, fd)
+        if fd not in self._fds or worker.logs_paused:
+            return
+        self._watch_logs(worker, False)
+        if worker.logs.full and self._idle_flood(worker):
+            # Past its log limit with no call running: what more it writes would be read
+            # only to be dropped, as fast as it cares to write (a core of the host's CPU
+            # for a thread of the worker's). Leave it in the pipe; a writer waits on the
+            # full pipe until its next call is dispatched.
+            return
+        flooding = worker.call is not None and worker.logs.dropped > CALL_LOG_SLACK
+        worker.logs_resume = self._at(
+            time.monotonic() + (LOG_THROTTLE_S if flooding else LOG_COALESCE_S),
+            functools.partial(self._resume_output, worker),
+            worker,
+        )
+
+    def _resume_output(self, worker: WorkerHandle) -> None:
+        """Watch a worker's pipes again after a pause, unless it now floods no call (then
+        they wait for its next dispatch)."""
+        worker.logs_resume = None
+        if worker.logs_paused and not (worker.logs.full and self._idle_flood(worker)):
+            self._watch_logs(worker, True)
+
     def _drain_log(self, worker: WorkerHandle, fd: int, limit: int = 8) -> None:
         for _ in range(limit):
             if worker.logs.full and self._devnull is not None:
                 # Past the log limit, what comes is only counted: moved to /dev/null in the
-                # kernel, not copied into this process and dropped (a call writing stderr as
-                # fast as it could cost the host more CPU than the worker spent writing).
+                # kernel, not copied into this process and dropped.
                 try:
                     moved = os.splice(fd, self._devnull, LOG_CHUNK, flags=os.SPLICE_F_NONBLOCK)
                 except BlockingIOError:
@@ -2004,27 +2040,6 @@ class Reactor:
                     self._forget_fd(fd)
                     return
                 worker.logs.add(data, worker.process.log_fds.index(fd))
-            if not worker.logs.full or worker.logs_paused:
-                continue
-            if self._idle_flood(worker):
-                # Past its log limit with no call running: what more it writes would be read
-                # only to be dropped, as fast as it cares to write (a core of the host's CPU
-                # for a thread of the worker's). Leave it in the pipe; a writer waits on the
-                # full pipe until its next call is dispatched.
-                self._watch_logs(worker, False)
-                return
-            if worker.call is not None and worker.logs.dropped > CALL_LOG_SLACK:
-                self._watch_logs(worker, False)  # (throttled: see CALL_LOG_SLACK)
-                resume = functools.partial(self._end_log_throttle, worker, worker.call)
-                self._at(time.monotonic() + LOG_THROTTLE_S, resume, worker)
-                return
-
-    def _end_log_throttle(self, worker: WorkerHandle, call: PendingCall) -> None:
-        """Watch a flooding call's output again, once: its next read pauses it again if it
-        still floods. Not if the call ended meanwhile (the next dispatch watches it again,
-        unless the worker, now idle, goes on flooding: then it stays paused)."""
-        if worker.logs_paused and worker.call is call:
-            self._watch_logs(worker, True)
 
     @staticmethod
     def _idle_flood(worker: WorkerHandle) -> bool:
@@ -2161,6 +2176,10 @@ class Reactor:
         self._close_channel(worker)
         self._forget_worker(worker)
         log.debug("worker %s ended: %s", worker.label, status.describe())
+        if worker.pid is not None and call is None and worker.kill_reason in (
+            None, "disconnected"
+        ):
+            provider.pool.died_idle(time.monotonic())  # (back-off after the first in a row)
         if start_failed:  # only once the worker is gone: it no longer counts as starting
             self._provider_failed(
                 provider,
