@@ -131,6 +131,11 @@ class Pool(Generic[C, W]):
     #: Start-up failures in a row, when the next start may be tried, until when the circuit
     #: breaker makes calls fail fast, and what the last failure was.
     failures: int = 0
+    #: Workers in a row that died by themselves while idle, after a good start: none served a
+    #: call since (``died_idle``). Such deaths never counted: a worker that said HELLO and
+    #: died 50 ms later was replaced at once to keep ``min_workers``, 30-40 times a second
+    #: with no call at all, each start a few ms of the host's CPU.
+    idle_deaths: int = 0
     next_spawn: float = 0.0
     breaker_until: float = 0.0
     last_failure: str = ""
@@ -261,6 +266,7 @@ class Pool(Generic[C, W]):
         need not be). The caller stops it (``stopping``) when a reason is given."""
         slot = self.slots[worker]
         slot.calls += 1
+        self.idle_deaths = 0
         if slot.calls == 1:
             slot.first_peak = peak
         limits = self.limits
@@ -370,6 +376,19 @@ class Pool(Generic[C, W]):
         if now < self.next_spawn or now < self.breaker_until:
             return WakeAt(max(self.next_spawn, self.breaker_until))
         return Spawn(min(wanted, room))
+
+    def died_idle(self, now: float) -> None:
+        """A worker that had started died by itself while idle (it is already ``gone``): the
+        first in a row costs nothing (an operator's kill, the kernel's OOM killer: its
+        replacement starts at once), each further one backs the next start off as a failed
+        start does, up to the same cap, until a worker serves a call. Calls are still taken
+        meanwhile (they wait for that start): the worker did start, so the breaker stays
+        shut."""
+        self.idle_deaths += 1
+        if self.idle_deaths > 1:
+            limits = self.limits
+            delay = min(limits.backoff_max_s, limits.backoff_first_s * 2 ** (self.idle_deaths - 2))
+            self.next_spawn = max(self.next_spawn, now + delay)
 
     def start_failed(self, reason: str, now: float) -> tuple[bool, list[C]]:
         """A worker failed to start (it is already ``gone``, or never had a slot): back off,

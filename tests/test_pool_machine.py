@@ -203,6 +203,7 @@ class PoolMachine(RuleBasedStateMachine):
         assert (self.pool.failures, self.pool.breaker_until) == (failures, breaker)
         served = self.pool.slots[worker].calls + 1
         reason = self.pool.served(worker, peak)
+        assert self.pool.idle_deaths == 0  # (a call served: the deaths in a row start over)
         limits = self.pool.limits
         if limits.max_calls and served >= limits.max_calls:
             assert "max_calls" in reason
@@ -245,7 +246,19 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.has(State.READY))
     @rule(data=st.data())
     def idle_worker_dies(self, data: st.DataObject) -> None:
+        """By itself (the host did not ask): the first in a row is free, each further one
+        backs off the next start, and the breaker stays shut (the worker did start)."""
         self.end_worker(self.pick(data, State.READY))
+        pool = self.pool
+        deaths, before, breaker = pool.idle_deaths + 1, pool.next_spawn, pool.breaker_until
+        pool.died_idle(self.now)
+        assert pool.idle_deaths == deaths and pool.breaker_until == breaker
+        if deaths == 1:
+            assert pool.next_spawn == before
+        else:
+            limits = pool.limits
+            delay = min(limits.backoff_max_s, limits.backoff_first_s * 2 ** (deaths - 2))
+            assert pool.next_spawn == max(before, self.now + delay)
         self.pump()
 
     @precondition(lambda self: self.has(State.STOPPING))

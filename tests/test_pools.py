@@ -297,3 +297,21 @@ def test_stats_shape(host: Host) -> None:
     assert stats["calls"] == {"ok": 1}
     assert 0 <= stats["latency_p50_s"] <= stats["latency_p99_s"] < 10
     assert stats["breaker_open"] is False
+
+
+def test_workers_that_die_idle_right_after_starting_are_backed_off(host: Host) -> None:
+    """A worker that said HELLO and died 50 ms later, idle, was replaced at once to keep
+    ``workers.min``: 232 starts in 10 s with min 2 and no call at all (each a few ms of the
+    host's CPU). The first such death in a row is free, the next ones back off as failed
+    starts do; a call still gets a worker."""
+    from tests.conftest import provider_file
+
+    host.add_provider(provider_file("dies_idle.py"), policy=Policy(workers={"min": 2, "max": 2}))
+    time.sleep(3.0)
+    restarts = host.stats()["dies_idle"]["restarts"]
+    print(f"restarts in 3 s: {restarts}")
+    assert 2 <= restarts <= 20, restarts
+    # (A call may land on a worker as it dies: WorkerCrashed. It is never refused.)
+    outcomes = [host.run("dies_idle.fine", {"x": 1}, timeout=20) for _ in range(5)]
+    assert any(o.ok and o.value == 2 for o in outcomes), outcomes
+    assert all(o.ok or o.error.type == "WorkerCrashed" for o in outcomes), outcomes
