@@ -279,3 +279,25 @@ def test_a_call_flooding_its_output_past_a_slack_is_throttled(host: Host) -> Non
         assert outcome.ok and outcome.value > CALL_LOG_SLACK, outcome
         assert "bytes of output were dropped (log limit)" in outcome.stderr
         assert host_cpu < 0.5, f"the host spent {host_cpu:.2f}s of CPU on a call's output flood"
+
+
+def test_output_written_a_byte_at_a_time_costs_the_host_little_cpu_and_memory(
+    host: Host,
+) -> None:
+    """One byte per write, alternating streams: the host read each byte as it came (most of a
+    core) and kept each read as a piece of its own, ~200 bytes of memory per byte captured
+    (154 MiB for a 1 MiB limit), joined on the loop at the call's end. Now the pipes are read
+    at most every LOG_COALESCE_S and what is kept sits in three buffers."""
+    limit = 1024 * 1024
+    host.add_provider(FLOODER, policy=Policy(log=limit, wall_time=20, cpu_time=20))
+    with PeakGrowth() as grown:
+        before = time.process_time()
+        outcome = host.run("flooder.dribble", {"seconds": 2.0})
+        host_cpu = time.process_time() - before
+    print(f"{outcome.value} one-byte writes: host CPU {host_cpu:.3f}s, "
+          f"peak growth {grown.growth / 2**20:.1f} MiB")
+    assert outcome.ok and outcome.value > limit, outcome.error
+    assert len(outcome.logs) >= limit - 8  # (what the limit keeps, both streams as they came)
+    assert set(outcome.stdout) == {"d"} and set(outcome.stderr.splitlines()[0]) == {"d"}
+    assert host_cpu < 0.8, f"the host spent {host_cpu:.2f}s of CPU on 2 s of one-byte writes"
+    assert grown.growth < 8 * limit + 16 * 2**20, f"the host grew {grown.growth} bytes"

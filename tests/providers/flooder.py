@@ -215,3 +215,14 @@ def stderr_during_call(seconds: float = 3.0, chunk_kib: int = 64) -> int:
     while time.monotonic() < deadline:
         written += os.write(2, chunk)
     return written
+
+
+@provider.action
+def dribble(seconds: float = 2.0) -> int:
+    """Write one byte at a time, alternating stdout and stderr, for ``seconds``: each read of
+    the host's gets a byte or two unless it waits between reads. Bounded by ``seconds``."""
+    deadline = time.monotonic() + seconds
+    written = 0
+    while time.monotonic() < deadline:
+        written += os.write(1 + (written & 1), b"d")
+    return written
