@@ -270,3 +270,75 @@ def test_signals_repeated_while_the_cli_cleans_up_do_not_cut_the_clean_up_short(
         time.sleep(0.005)
     word, code = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
     _assert_stopped_cleanly(cli, workers, code, word, private_tmp)
+
+
+HOG = textwrap.dedent(
+    '''
+    import threading
+    import time
+
+    from providers import Provider
+
+    provider = Provider("hog")
+
+
+    def _hog() -> None:
+        end = time.monotonic() + 30  # (bounded)
+        while time.monotonic() < end:
+            time.sleep(0.002)
+            sum(range(20_000_000))  # holds the worker's GIL: it is slow to stop
+
+
+    @provider.action
+    def ping(marker: str) -> int:
+        """Start a thread that hogs the interpreter, say so with ``marker``, and return."""
+        threading.Thread(target=_hog, daemon=True).start()
+        with open(marker, "w") as f:
+            f.write("hogging")
+        return 1
+    '''
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["sigterm", "sigint", "sighup"])
+def test_a_first_signal_while_the_cli_closes_after_a_call_leaves_nothing(
+    area: Path, private_tmp: Path, signum: signal.Signals
+) -> None:
+    """The call has returned and the host is closing (its worker slow to stop): the signal
+    raised in the wait for the close, the CLI exited, and the loop's removal of the host's
+    directory and cgroups was cut short (a red team's SIGTERM a few ms after a plain call
+    returned left them in 17 runs of 30). The close now runs to its end first."""
+    provider = area / "hog.py"
+    provider.write_text(HOG)
+    marks = area / "marks"
+    marks.mkdir()
+    marks.chmod(0o777)
+    marker = marks / "hogging"
+    config = area / "sandbox.toml"
+    config.write_text(
+        f'[providers.hog]\nsource = "{provider}"\npolicy = {{ write = ["{marks}"] }}\n'
+    )
+    env = dict(os.environ, TMPDIR=str(private_tmp), PYTHONPATH=str(REPO))
+    cli = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "host.cli", "call", "hog.ping"),
+            *(f'{{"marker": "{marker}"}}', "--config", str(config)),
+        ],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + START_BOUND_S
+    while not marker.exists():
+        if cli.poll() is not None or time.monotonic() > deadline:
+            cli.kill()
+            pytest.fail(f"the action never ran (rc {cli.returncode}): {cli.communicate()[1]!r}")
+        time.sleep(0.01)
+    workers = _sandbox_descendants(cli.pid)
+    time.sleep(0.1)  # (the result printed; the host is stopping a worker that is slow to stop)
+    cli.send_signal(signum)
+    code, word = {signal.SIGTERM: (143, "terminated"), signal.SIGINT: (130, "interrupted"),
+                  signal.SIGHUP: (129, "hung up")}[signum]
+    if cli.poll() is not None:  # (closed already, quicker than the hog made it: clean too)
+        assert cli.returncode == 0 and list(private_tmp.iterdir()) == [], cli.communicate()
+        return
+    _assert_stopped_cleanly(cli, workers, code, word, private_tmp)

@@ -239,13 +239,16 @@ def test_killed_server_ends_calls_in_flight(servers: Servers) -> None:
         assert time.monotonic() - started < 10
 
 
-def test_sigterm_drains(servers: Servers) -> None:
-    """A running call finishes during the drain; a new one is refused as never delivered."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_sigterm_drains(servers: Servers, signum: signal.Signals) -> None:
+    """A running call finishes during the drain; a new one is refused as never delivered.
+    SIGHUP (the terminal went away) drains too: it did not, and the call in flight ended
+    HostUnavailable."""
     endpoint, proc = servers.start("--drain-timeout", "30")
     with servers.client(endpoint) as remote:
         running = remote.submit("echo.slow", {"seconds": 1.5})
         time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         time.sleep(0.3)
         late = remote.run("echo.echo", {"value": "late"})
         assert running.result(timeout=30) == 1.5

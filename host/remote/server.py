@@ -811,5 +811,11 @@ class Server:
 
 
 def install_signals(server: Server) -> None:
+    """SIGTERM, SIGINT and SIGHUP (unless ignored, as under nohup) drain; a second stops at
+    once. SIGHUP was left to the CLI's handler: a server whose terminal went away did not
+    drain (its running calls ended HostUnavailable), and one hung up during its close cut
+    the close short."""
     signal.signal(signal.SIGTERM, server.request_drain)
     signal.signal(signal.SIGINT, server.request_drain)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, server.request_drain)
