@@ -712,11 +712,48 @@ def _fill_closed_streams() -> None:
             setattr(sys, name, open(target, "w", encoding="utf-8", closefd=not ours))  # noqa: SIM115
 
 
+class _Diagnostics:
+    """Standard error as the command writes to it: one that cannot be written (its reader
+    gone, a full disk, a terminal hung up) turned a usage error, an interrupt or a call whose
+    action printed something into exit 1 with a traceback. What cannot be said is dropped,
+    and the stream is given /dev/null, so the interpreter's own flush at exit is quiet too."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._broken = False
+
+    def write(self, text: str) -> int:
+        if not self._broken:
+            try:
+                return int(self._stream.write(text))
+            except (OSError, ValueError):
+                self._give_up()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._broken:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._give_up()
+
+    def _give_up(self) -> None:
+        self._broken = True
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError, AttributeError):  # (not a real file: a test's capture)
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
     _fill_closed_streams()
-    stream = sys.stdout
+    stream, errors = sys.stdout, sys.stderr
     sys.stdout = _Output(stream)
+    sys.stderr = _Diagnostics(errors)
     try:
         code = _run_command(argv)
         sys.stdout.flush()
@@ -732,11 +769,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not exc.broken_pipe:  # ``| head``: not worth a word
             print(f"sandbox: error: cannot write to standard output: {exc}", file=sys.stderr)
         return EXIT_OUTCOME
+    except HungUp:  # (outside the command's own handling: while its handlers were put back)
+        return EXIT_HUNG_UP
+    except Terminated:
+        print("sandbox: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:  # before the command's own handling (parsing the arguments)
         print("sandbox: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        sys.stdout = stream
+        sys.stdout, sys.stderr = stream, errors
 
 
 def _run_command(argv: Sequence[str] | None) -> int:

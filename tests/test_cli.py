@@ -1140,3 +1140,24 @@ def test_a_standard_output_that_cannot_encode_the_result_is_one_line() -> None:
             "sandbox: error: cannot write to standard output: its encoding, ascii, "
             "cannot write '\\xe9'"
         ], describe(proc)
+
+
+def test_a_standard_error_that_cannot_be_written_keeps_the_exit_code() -> None:
+    """Standard error to a pipe whose reader is gone, or to a full disk: a usage error, and a
+    successful call whose action printed something, exited 1 with a traceback (a print to
+    stderr raised). The lines that cannot be written are dropped; the codes stay 2 and 0."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        with open("/dev/full", "w") as full:
+            for target in (write, full.fileno()):
+                for args, code in ((("call", "text.nope"), 2), (("--bogus",), 2),
+                                   (("call", "hostile.flood_stdout", '{"megabytes": 1}'), 0)):
+                    proc = subprocess.run(
+                        [*CLI, *args], stdout=subprocess.PIPE, stderr=target, cwd=REPO,
+                        env=env, timeout=TIMEOUT_S, check=False,
+                    )
+                    assert proc.returncode == code, (args, proc.returncode, proc.stdout[-500:])
+    finally:
+        os.close(write)
