@@ -396,6 +396,18 @@ def _starting(args: argparse.Namespace, what: str) -> Any:
     return Status(sys.stderr, text) if not getattr(args, "json", False) else Status(None, text)
 
 
+def new_host() -> Any:
+    """A ``Host``, or a UsageError saying why none can start here (a full or unwritable
+    TMPDIR, too few file descriptors: each was a traceback)."""
+    from host import Host
+
+    try:
+        return Host()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise UsageError(f"cannot start the host: {exc.strerror or exc}{where}") from None
+
+
 def _open_host(args: argparse.Namespace) -> Any:
     """A Host with the providers the arguments name. Raises UsageError for bad references."""
     from policies import Policy
@@ -415,10 +427,10 @@ def _open_host(args: argparse.Namespace) -> Any:
     except ValueError as exc:  # a PolicyError (or a ConfigError, one too), named where
         raise UsageError(str(exc)) from None
 
-    from host import Host, ProviderUnavailable
+    from host import ProviderUnavailable
     from providers.loader import split_reference
 
-    host = Host()
+    host = new_host()
     try:
         for entry, policy in configured:
             with _starting(args, entry.name):

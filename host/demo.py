@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from host import Host, Outcome
+from host import Outcome
 from host.terminal import BOLD_RED, GREEN, YELLOW, colour_wanted, paint
 from policies import KiB, MiB, Policy
 
@@ -156,7 +156,9 @@ def run_demo(out: Any = None, *, colour: bool | None = None, status: Any = None)
         canary = os.path.join(tmp, "canary.txt")
         with open(canary, "w") as f:
             f.write("host secret\n")
-        with Host() as host:
+        from host.cli import new_host
+
+        with new_host() as host:
             say("starting the workers (every confinement layer on)...")
             host.add_provider("providers.examples.text", policy=DEMO_POLICY)
             host.add_provider("providers.examples.hostile", policy=DEMO_POLICY)

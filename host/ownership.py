@@ -105,6 +105,14 @@ class HostState:
         with contextlib.suppress(OSError):
             os.close(self._lock)
 
+    def discard(self) -> None:
+        """Remove the state of a host that failed to start: as :meth:`remove`, and if the
+        directory is still there (out of file descriptors, it could not be walked), again
+        once the lock's descriptor, the last one this can free, is closed."""
+        self.remove()
+        if os.path.lexists(self.directory):
+            fsutil.remove_tree(self.directory)
+
 
 def _read(path: str) -> str:
     try:

@@ -431,56 +431,78 @@ class Reactor:
         # so a later host reclaims it if this one is killed (``host.ownership``). With root,
         # 0711: workers under their own uids enter their own workdir and socket only.
         self._state = ownership.HostState(shared_with_other_uids=self.host_is_root)
-        #: State directories this host moved out of (``_ensure_state``): removed at close.
-        self._left_states: list[ownership.HostState] = []
-        self._workdir_root = self._state.subdir("work")
-        self.transport = Transport(
-            shared_with_other_uids=self.host_is_root, directory=self._state.subdir("ipc")
-        )
-        self.cgroup_support = cgroups.probe()
-        parents = list(self.cgroup_support.parents.values())
         try:
-            self._state.write_owner(parents)
-        except OSError as exc:
-            log.warning("cannot record this host's ownership: %s", exc)
-        ownership.reclaim(self._janitor, parents)
-        if self.cgroup_support.version:
-            cgroups.remove_stale(self.cgroup_support)
-        #: Dedicated uids of this host's live workers (never handed out twice).
-        self._uids_in_use: set[int] = set()
-        # Workers' pipes (two log pipes and a status pipe each) sit in one epoll set and their
-        # wire endpoints in another, which the poller watches as one fd each: a loop iteration
-        # then costs the same with one worker or hundreds. The wire is handled first in every
-        # iteration, so a result that arrived with its worker's death still counts.
-        # (Under eventlet's monkey-patching, from the original select module: host.greening.)
-        real_select = greening.real_select()
-        self._pipes = real_select.epoll()
-        #: Where output past a worker's log limit goes, moved by ``splice`` (``_drain_log``);
-        #: None where the kernel cannot splice into it (then it is read and dropped).
-        self._devnull: int | None = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        self._wire = real_select.epoll()
-        self._poller = real_select.poll()
-        self._loop_fds = [self._wake_read, self._wire.fileno(), self._pipes.fileno()]
-        for fd in self._loop_fds:
-            self._poller.register(fd, select.POLLIN)
-        #: Set when the loop is a green thread (eventlet): it then waits in eventlet's hub.
-        self._hub_wait = greening.hub_wait()
-        self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
-        self._close_deadline: float | None = None
-        #: Calls handed to the loop and not finished, so none is lost if the loop stops.
-        self._pending: set[PendingCall] = set()
-        self._pending_lock = threading.Lock()
-        #: Held by the one caller polling for its reply (``wait_here``).
-        self._spinner = threading.Lock()
-        #: Calls whose result is being validated on their provider's lane.
-        self._validating: set[PendingCall] = set()
-        #: Callers may dispatch their own calls (not under eventlet, whose hub runs the loop).
-        self._direct = self._hub_wait is None
-        #: The main thread never runs the loop's logic: Python runs signal handlers there, at
-        #: any bytecode, so one could run (or a KeyboardInterrupt land) in the middle of a
-        #: handler holding the loop's lock: a handler calling the host waited for the lock
-        #: for ever, and an interrupted dispatch left a call without an outcome.
-        self._main_ident = threading.main_thread().ident
+            #: State directories this host moved out of (``_ensure_state``): removed at close.
+            self._left_states: list[ownership.HostState] = []
+            self._workdir_root = self._state.subdir("work")
+            self.transport = Transport(
+                shared_with_other_uids=self.host_is_root, directory=self._state.subdir("ipc")
+            )
+            self.cgroup_support = cgroups.probe()
+            parents = list(self.cgroup_support.parents.values())
+            try:
+                self._state.write_owner(parents)
+            except OSError as exc:
+                log.warning("cannot record this host's ownership: %s", exc)
+            ownership.reclaim(self._janitor, parents)
+            if self.cgroup_support.version:
+                cgroups.remove_stale(self.cgroup_support)
+            #: Dedicated uids of this host's live workers (never handed out twice).
+            self._uids_in_use: set[int] = set()
+            # Workers' pipes (two log pipes and a status pipe each) sit in one epoll set and their
+            # wire endpoints in another, which the poller watches as one fd each: a loop iteration
+            # then costs the same with one worker or hundreds. The wire is handled first in every
+            # iteration, so a result that arrived with its worker's death still counts.
+            # (Under eventlet's monkey-patching, from the original select module: host.greening.)
+            real_select = greening.real_select()
+            self._pipes = real_select.epoll()
+            #: Where output past a worker's log limit goes, moved by ``splice`` (``_drain_log``);
+            #: None where the kernel cannot splice into it (then it is read and dropped).
+            self._devnull: int | None = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            self._wire = real_select.epoll()
+            self._poller = real_select.poll()
+            self._loop_fds = [self._wake_read, self._wire.fileno(), self._pipes.fileno()]
+            for fd in self._loop_fds:
+                self._poller.register(fd, select.POLLIN)
+            #: Set when the loop is a green thread (eventlet): it then waits in eventlet's hub.
+            self._hub_wait = greening.hub_wait()
+            self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
+            self._close_deadline: float | None = None
+            #: Calls handed to the loop and not finished, so none is lost if the loop stops.
+            self._pending: set[PendingCall] = set()
+            self._pending_lock = threading.Lock()
+            #: Held by the one caller polling for its reply (``wait_here``).
+            self._spinner = threading.Lock()
+            #: Calls whose result is being validated on their provider's lane.
+            self._validating: set[PendingCall] = set()
+            #: Callers may dispatch their own calls (not under eventlet, whose hub runs the loop).
+            self._direct = self._hub_wait is None
+            #: The main thread never runs the loop's logic: Python runs signal handlers there, at
+            #: any bytecode, so one could run (or a KeyboardInterrupt land) in the middle of a
+            #: handler holding the loop's lock: a handler calling the host waited for the lock
+            #: for ever, and an interrupted dispatch left a call without an outcome.
+            self._main_ident = threading.main_thread().ident
+        except BaseException:
+            # (a full TMPDIR, too few descriptors, an interrupt: the state directory made
+            # above would stay behind, and the next host would only rename it)
+            self._discard_partial()
+            raise
+
+    def _discard_partial(self) -> None:
+        """Undo a construction that failed half-way: close what it opened (out of file
+        descriptors, the state directory could not even be walked to be removed), then
+        remove the state directory."""
+        for name in ("_pipes", "_wire", "transport"):
+            part = self.__dict__.get(name)
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.close()
+        for name in ("_devnull", "_wake_read", "_wake_write"):
+            fd = self.__dict__.get(name)
+            if isinstance(fd, int):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._state.discard()
 
     # ------------------------------------------------------------------ thread-safe entry points
 

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -1161,3 +1162,23 @@ def test_a_standard_error_that_cannot_be_written_keeps_the_exit_code() -> None:
                     assert proc.returncode == code, (args, proc.returncode, proc.stdout[-500:])
     finally:
         os.close(write)
+
+
+@pytest.mark.parametrize("nofile", [6, 7, 8, 9, 12])
+def test_a_host_that_cannot_start_is_one_line_and_leaves_nothing(nofile: int) -> None:
+    """Too few file descriptors (or a full TMPDIR: the same OSError) while the host was built:
+    a traceback, and the state directory made before the failure stayed in TMPDIR (out of
+    descriptors, it could not even be walked to be removed). With a few more, the host
+    starts and the provider cannot: a usage error as well."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with tempfile.TemporaryDirectory(prefix="cli-tmp-") as tmp:
+        env["TMPDIR"] = tmp
+        proc = subprocess.run(
+            ["prlimit", f"--nofile={nofile}", *CLI, "call", "text.upper", '{"text": "a"}'],
+            capture_output=True, cwd=REPO, env=env, timeout=TIMEOUT_S, check=False,
+        )
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, err
+        assert err.startswith("sandbox: error: ") and err.count("\n") == 1, err
+        assert "Too many open files" in err, err
+        assert os.listdir(tmp) == [], "the host left its state directory behind"

@@ -101,7 +101,6 @@ def _command_serve(args: argparse.Namespace) -> int:
 
     from host.cli import UsageError
     from host.errors import ProviderUnavailable
-    from host.host import Host
     from host.remote.metrics import Metrics
     from host.remote.server import ServeError, Server, install_signals
     from host.terminal import plural
@@ -119,7 +118,9 @@ def _command_serve(args: argparse.Namespace) -> int:
         raise UsageError("--drain-timeout must be a number of seconds >= 0")
     if not args.client_timeout >= 2:
         raise UsageError("--client-timeout must be at least 2 seconds (clients ping every 1 s)")
-    host = Host()
+    from host.cli import new_host
+
+    host = new_host()
     server = metrics = None
     try:
         try:
