@@ -131,6 +131,54 @@ def remove_stale(support: CgroupSupport) -> int:
     return removed
 
 
+#: A live host removes its worker's cgroup within seconds of the worker's exit; a named one
+#: (``.<owner>``) still empty this long after a host first saw it empty belongs to a host that
+#: died where no later host will find it dead (``remove_owned`` needs its state directory,
+#: which a tmp cleaner, ``PrivateTmp`` or another TMPDIR takes out of sight).
+ORPHANED_RECHECK_S = 60.0
+
+
+def empty_owned(support: CgroupSupport, exclude: str) -> list[str]:
+    """Empty worker cgroups older than ``STALE_AFTER_S`` that name an owner other than
+    ``exclude``: candidates for :func:`remove_if_still_empty` once ``ORPHANED_RECHECK_S`` has
+    passed (an empty cgroup of a live host is short-lived; one of a dead host stays)."""
+    found = []
+    now = time.time()
+    for parent in support.parents.values():
+        try:
+            entries = os.listdir(parent)
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.startswith(NAME_PREFIX) or "." not in entry:
+                continue
+            if entry.endswith(f".{exclude}"):
+                continue
+            path = f"{parent}/{entry}"
+            try:
+                if now - os.stat(path).st_mtime > STALE_AFTER_S and not _read(
+                    f"{path}/cgroup.procs"
+                ).strip():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+def remove_if_still_empty(paths: list[str]) -> int:
+    """Remove those of ``paths`` that are still there and still empty; returns how many (the
+    kernel refuses a cgroup with a process or a child in it anyway)."""
+    removed = 0
+    for path in paths:
+        try:
+            if not _read(f"{path}/cgroup.procs").strip():
+                os.rmdir(path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def remove_owned(parents: list[str], owner: str, timeout: float = 2.0) -> int:
     """Remove the cgroups a dead host (id ``owner``) left under ``parents``; returns how many.
 

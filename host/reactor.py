@@ -467,6 +467,8 @@ class Reactor:
             #: Set when the loop is a green thread (eventlet): it then waits in eventlet's hub.
             self._hub_wait = greening.hub_wait()
             self._at(time.monotonic() + HEARTBEAT_INTERVAL_S, self._tick)
+            if self.cgroup_support.version:
+                self._look_again_at_orphaned_cgroups()
             self._close_deadline: float | None = None
             #: Calls handed to the loop and not finished, so none is lost if the loop stops.
             self._pending: set[PendingCall] = set()
@@ -487,6 +489,20 @@ class Reactor:
             # above would stay behind, and the next host would only rename it)
             self._discard_partial()
             raise
+
+    def _look_again_at_orphaned_cgroups(self) -> None:
+        """Empty cgroups named for other hosts: removed if still empty after
+        ``cgroups.ORPHANED_RECHECK_S`` (their host died out of a later host's sight)."""
+        candidates = cgroups.empty_owned(self.cgroup_support, exclude=self._state.id)
+        if not candidates:
+            return
+
+        def remove() -> None:
+            self._janitor.submit(
+                lambda: cgroups.remove_if_still_empty(candidates), "removing orphaned cgroups"
+            )
+
+        self._at(time.monotonic() + cgroups.ORPHANED_RECHECK_S, remove)
 
     def _discard_partial(self) -> None:
         """Undo a construction that failed half-way: close what it opened (out of file

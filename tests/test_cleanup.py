@@ -158,3 +158,53 @@ def test_an_exception_in_a_workers_deadline_ends_only_that_worker(
             host.call("echo.slow", {"seconds": 30})
         monkeypatch.undo()
         assert host.call("echo.add", {"a": 1}) == 2
+
+
+def test_empty_cgroups_of_a_host_that_died_out_of_sight_are_removed_when_still_empty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host killed with -9 whose TMPDIR then went away (a tmp cleaner, PrivateTmp, another
+    TMPDIR for the next run) left its named cgroups for ever: a later host removes a dead
+    owner's cgroups only when it finds the owner's state directory. An empty named cgroup a
+    host sees at start, old and still empty a while later, is now removed; one with a
+    process in it is not (nor could it be)."""
+    import subprocess
+    import uuid
+
+    from host import cgroups
+
+    support = cgroups.probe()
+    if not support.version or os.geteuid() != 0:
+        pytest.skip("needs cgroups the host can manage (root, or a delegated hierarchy)")
+    monkeypatch.setattr(cgroups, "ORPHANED_RECHECK_S", 0.5)
+    owner = uuid.uuid4().hex[:12]
+    parents = list(support.parents.values())
+    empty = [f"{p}/sandbox-wdead{uuid.uuid4().hex[:8]}.{owner}" for p in parents]
+    busy = f"{parents[0]}/sandbox-wbusy{uuid.uuid4().hex[:8]}.{owner}"
+    hour_ago = time.time() - 3600
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for path in [*empty, busy]:
+            os.mkdir(path)
+        with open(f"{busy}/cgroup.procs", "w") as f:
+            f.write(str(sleeper.pid))
+        for path in [*empty, busy]:
+            os.utime(path, (hour_ago, hour_ago))
+        with Host():
+            deadline = time.monotonic() + 30
+            while any(os.path.exists(p) for p in empty) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not [p for p in empty if os.path.exists(p)], "orphaned cgroups stayed"
+            assert os.path.isdir(busy)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for path in [*empty, busy]:
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.05)
