@@ -342,3 +342,24 @@ def test_a_first_signal_while_the_cli_closes_after_a_call_leaves_nothing(
         assert cli.returncode == 0 and list(private_tmp.iterdir()) == [], cli.communicate()
         return
     _assert_stopped_cleanly(cli, workers, code, word, private_tmp)
+
+
+def test_ctrl_c_while_the_console_script_imports_the_cli_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The installed ``sandbox`` script imports its entry point before any handler of ours
+    is in place; a Ctrl-C in those ~0.1 s was a KeyboardInterrupt traceback."""
+    import builtins
+
+    from sandbox import command
+
+    real_import = builtins.__import__
+
+    def interrupted(name: str, *args: object, **kwargs: object) -> object:
+        if name == "host.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert command.main() == 130
+    assert capsys.readouterr().err == "sandbox: interrupted\n"

@@ -1,0 +1,27 @@
+"""The ``sandbox`` console script's entry point: ``host.cli.main`` behind an import that a
+Ctrl-C may interrupt.
+
+The script imports its entry point before anything of ours runs, and the CLI's modules take
+~0.1 s to import: a Ctrl-C then was a ``KeyboardInterrupt`` traceback. This module lives in
+the ``sandbox`` package because importing that package costs nothing (importing ``host``
+already loads its error types and logging).
+"""
+
+from __future__ import annotations
+
+import sys
+
+#: 128 + SIGINT, as the CLI itself exits when interrupted.
+EXIT_INTERRUPTED = 130
+
+
+def main() -> int:
+    try:
+        from host.cli import main as run
+    except KeyboardInterrupt:
+        try:
+            sys.stderr.write("sandbox: interrupted\n")
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_INTERRUPTED
+    return run()
