@@ -9,6 +9,7 @@ own directories removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -363,3 +364,29 @@ def test_ctrl_c_while_the_console_script_imports_the_cli_exits_130(
     monkeypatch.setattr(builtins, "__import__", interrupted)
     assert command.main() == 130
     assert capsys.readouterr().err == "sandbox: interrupted\n"
+
+
+def test_ctrl_c_to_the_process_group_of_sandbox_doctor_is_one_interrupt() -> None:
+    """A terminal's Ctrl-C goes to the whole process group, so also to the child ``doctor``
+    forks to probe namespaces, which had the CLI's stack and handlers: "interrupted" twice,
+    a BrokenPipeError traceback from the child, or the interrupt swallowed with "Exception
+    ignored" (exit 0). At whatever moment it lands, there is one outcome now, said once."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    script = "import sys; from sandbox.command import main; sys.exit(main())"  # (as installed)
+    for delay in (0.05, 0.1, 0.12, 0.14, 0.16, 0.2, 0.3):
+        cli = subprocess.Popen(
+            [sys.executable, "-c", script, "doctor"], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        time.sleep(delay)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cli.pid, signal.SIGINT)
+        _, err = cli.communicate(timeout=EXIT_BOUND_S)
+        text = err.decode()
+        assert "Traceback" not in text and "Exception ignored" not in text, (delay, text)
+        assert text.count("sandbox: interrupted") <= 1, (delay, text)
+        # (-SIGINT: it landed as the interpreter exited, after everything was done, and
+        # killed it as it kills any Python program then; a shell says 130 for both.)
+        assert cli.returncode in (0, 130, -signal.SIGINT), (delay, cli.returncode, text)
+        if cli.returncode == 130:
+            assert "sandbox: interrupted" in text, (delay, text)

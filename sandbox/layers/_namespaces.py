@@ -7,6 +7,7 @@ changes the calling process (``sandbox doctor`` and the host call probes).
 from __future__ import annotations
 
 import os
+import signal
 
 from sandbox.layers import Probe
 from sandbox.libc import CLONE_NEWUSER, unshare
@@ -29,6 +30,10 @@ def userns_possible() -> tuple[bool, str]:
     return True, ""
 
 
+#: What a probe's child blocks (its parent handles them).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
 def probe_unshare(flags: int, what: str) -> Probe:
     """Try ``unshare(flags)`` (with a user namespace first when not root) in a child."""
     if not os.path.exists("/proc/self/ns"):
@@ -39,20 +44,35 @@ def probe_unshare(flags: int, what: str) -> Probe:
             return Probe(False, f"{what} needs a user namespace when not root: {why}")
         flags |= CLONE_NEWUSER
     read, write = os.pipe()
-    pid = os.fork()
+    # The child has the parent's stack and signal handlers: a Ctrl-C sent to the process group
+    # (``sandbox doctor``'s) raised in both, and printed "interrupted" twice, a traceback, or
+    # "Exception ignored" from an at-fork hook it landed in. The stop signals are blocked
+    # across the fork (the child keeps them blocked; the parent's handlers run after it), and
+    # whatever happens the child only ever exits.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    pid = -1  # (fork failed: the parent's mask is put back all the same)
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     if pid == 0:  # pragma: no cover - runs in the child
-        os.close(read)
-        message = b"ok"
         try:
-            unshare(flags)
-        except OSError as exc:
-            message = str(exc).encode()[:500]
-        os.write(write, message)
-        os._exit(0)
+            os.close(read)
+            message = b"ok"
+            try:
+                unshare(flags)
+            except OSError as exc:
+                message = str(exc).encode()[:500]
+            os.write(write, message)
+        finally:
+            os._exit(0)
     os.close(write)
-    with os.fdopen(read, "rb") as f:
-        answer = f.read().decode()
-    os.waitpid(pid, 0)
+    try:
+        with os.fdopen(read, "rb") as f:
+            answer = f.read().decode()
+    finally:
+        os.waitpid(pid, 0)  # (also when interrupted: the child exits at once)
     if answer == "ok":
         return Probe(True, f"{what} can be created")
     return Probe(False, answer)
