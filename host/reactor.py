@@ -2061,6 +2061,8 @@ class Reactor:
                     if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                         moved = 0  # (read would fail too: the pipe is unusable)
                     else:  # no splice here: read and drop, from now on
+                        with contextlib.suppress(OSError):
+                            os.close(self._devnull)
                         self._devnull = None
                         continue
                 if not moved:
