@@ -860,4 +860,8 @@ if __name__ == "__main__":  # run as host.cli, so modules importing it share its
     except KeyboardInterrupt:  # Ctrl-C while importing
         print("sandbox: interrupted", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    raise SystemExit(_main())
+    _code = _main()
+    from sandbox.command import ignore_stop_signals
+
+    ignore_stop_signals()
+    raise SystemExit(_code)

@@ -24,4 +24,19 @@ def main() -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return EXIT_INTERRUPTED
-    return run()
+    code = run()
+    ignore_stop_signals()
+    return code
+
+
+def ignore_stop_signals() -> None:
+    """The command is done and the process exits: a stop signal from here on would only
+    raise inside the interpreter's shutdown ("Exception ignored in: <module 'threading'>")
+    or kill the process with the signal instead of the command's exit code."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except (OSError, ValueError):  # (not the main thread)
+            pass

@@ -47,32 +47,38 @@ def probe_unshare(flags: int, what: str) -> Probe:
     # The child has the parent's stack and signal handlers: a Ctrl-C sent to the process group
     # (``sandbox doctor``'s) raised in both, and printed "interrupted" twice, a traceback, or
     # "Exception ignored" from an at-fork hook it landed in. The stop signals are blocked
-    # across the fork (the child keeps them blocked; the parent's handlers run after it), and
-    # whatever happens the child only ever exits.
+    # across the fork (the child keeps them blocked and only ever exits); the parent's
+    # handlers run once its mask is back, where whatever they raise still reaps the child.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    pid = -1  # (fork failed: the parent's mask is put back all the same)
+    pid = -1
     try:
         pid = os.fork()
-    finally:
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
-            os.close(read)
-            message = b"ok"
+        if pid == 0:  # pragma: no cover - runs in the child
             try:
-                unshare(flags)
-            except OSError as exc:
-                message = str(exc).encode()[:500]
-            os.write(write, message)
-        finally:
-            os._exit(0)
-    os.close(write)
-    try:
-        with os.fdopen(read, "rb") as f:
-            answer = f.read().decode()
+                os.close(read)
+                message = b"ok"
+                try:
+                    unshare(flags)
+                except OSError as exc:
+                    message = str(exc).encode()[:500]
+                os.write(write, message)
+            finally:
+                os._exit(0)
+        os.close(write)
+        write = -1
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # (a pending Ctrl-C raises here)
+        chunks = []
+        while chunk := os.read(read, 4096):
+            chunks.append(chunk)
+        answer = b"".join(chunks).decode()
     finally:
-        os.waitpid(pid, 0)  # (also when interrupted: the child exits at once)
+        if pid != 0:  # (the parent, also when the fork failed)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            for fd in (read, write):
+                if fd >= 0:
+                    os.close(fd)
+            if pid > 0:
+                os.waitpid(pid, 0)  # (the child exits at once, whatever happened here)
     if answer == "ok":
         return Probe(True, f"{what} can be created")
     return Probe(False, answer)

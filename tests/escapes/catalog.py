@@ -251,18 +251,35 @@ def no_core(run: Run, outcome: Outcome) -> tuple[bool, str]:
     return escaped, _describe(outcome) + f"; logs: {logs.strip()[-120:]!r}; core files: {cores}"
 
 
+def _attack_files_in(directory: str, prefix: str) -> list[str]:
+    """The attack's own files (named ``prefix...`` by ``tests.escapes.attacks``) in the host's
+    ``directory``: where its writes landed if a private mount did not catch them."""
+    try:
+        return sorted(name for name in os.listdir(directory) if name.startswith(prefix))
+    except OSError:
+        return []
+
+
 def tmp_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
+    """Escaped if nothing stopped the writes before the cap (the private tmpfs stops them at
+    its size), or if its files are in the host's /tmp. The host's /tmp free space is only
+    reported: the other shard's tests share it (its 54 MiB in one CI run looked like this
+    attack's), so a drop in it proves nothing by itself."""
     used = run.notes["tmp_free"] - _tmp_free()[0]
-    escaped = bool(_value(outcome).get("escaped")) or used > 16 * MiB
-    return escaped, _describe(outcome) + f"; the host's /tmp lost {used // MiB} MiB"
+    landed = _attack_files_in("/tmp", "escape-fill-")
+    escaped = bool(_value(outcome).get("escaped")) or bool(landed)
+    return escaped, _describe(outcome) + (
+        f"; the host's /tmp lost {used // MiB} MiB; the attack's files there: {landed[:3]}"
+    )
 
 
 def tmp_inodes(run: Run, outcome: Outcome) -> tuple[bool, str]:
     used = run.notes["tmp_inodes"] - _tmp_free()[1]
-    # Other processes share the host's /tmp (a few thousand files come and go on a busy
-    # machine); an escape would cost it the attack's 20000.
-    escaped = bool(_value(outcome).get("escaped")) or used > 8000
-    return escaped, _describe(outcome) + f"; the host's /tmp lost {used} inodes"
+    landed = _attack_files_in("/tmp", "escape-inodes-")
+    escaped = bool(_value(outcome).get("escaped")) or bool(landed)
+    return escaped, _describe(outcome) + (
+        f"; the host's /tmp lost {used} inodes; the attack's files there: {landed[:3]}"
+    )
 
 
 def _host_bytes_below(directory: str | None) -> int:
@@ -289,9 +306,9 @@ def workdir_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
     workdir or the host's /tmp, which holds it), or if the other provider can no longer write."""
     value = _value(outcome)
     on_host = _host_bytes_below(run.workdir)
-    used = run.notes["tmp_free"] - _tmp_free()[0]
+    used = run.notes["tmp_free"] - _tmp_free()[0]  # (reported only: see tmp_bytes)
     victim = _other_provider_writes(run)
-    escaped = bool(value.get("escaped")) or on_host > MiB or used > 16 * MiB or bool(victim)
+    escaped = bool(value.get("escaped")) or on_host > MiB or bool(victim)
     return escaped, _describe(outcome) + (
         f"; the worker's view: {value.get('view_size')} bytes, {value.get('view_free')} free;"
         f" the host-side workdir holds {on_host} bytes; the host's /tmp lost {used // MiB} MiB"
@@ -326,9 +343,12 @@ def _shm_snapshot(run: Run) -> dict[str, Any]:
 
 
 def shm_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
-    used = run.notes["shm_free"] - _shm_free()
-    escaped = bool(_value(outcome).get("escaped")) or used > 16 * MiB
-    return escaped, _describe(outcome) + f"; the host's /dev/shm lost {used // MiB} MiB"
+    used = run.notes["shm_free"] - _shm_free()  # (reported only: see tmp_bytes)
+    landed = _attack_files_in("/dev/shm", "escape-fill-")
+    escaped = bool(_value(outcome).get("escaped")) or bool(landed)
+    return escaped, _describe(outcome) + (
+        f"; the host's /dev/shm lost {used // MiB} MiB; the attack's files there: {landed[:3]}"
+    )
 
 
 def fds_clean(run: Run, outcome: Outcome) -> tuple[bool, str]:
