@@ -263,16 +263,17 @@ def plant_symlinks(target_file: str, target_dir: str) -> Result:
             "detail": "; ".join(notes), "workdir": here}  # fmt: skip
 
 
-def _fill_bytes(directory: str, cap_mb: int) -> Result:
+def _fill_bytes(directory: str, cap_mb: int, tag: str = "") -> Result:
     """Write 8 MiB files (below RLIMIT_FSIZE) into ``directory`` until something stops it, or
-    ``cap_mb`` (at most 300 MB); give the bytes back if nothing did."""
+    ``cap_mb`` (at most 300 MB); give the bytes back if nothing did. ``tag`` (the run's own)
+    names the files, so the judge finds exactly these where they should not be."""
     cap = int(_clamp(cap_mb, MAX_WRITE_MB)) * MiB
     chunk = b"\0" * MiB
     written = 0
     paths: list[str] = []
     stop: OSError | None = None
     while written < cap and stop is None:
-        path = os.path.join(directory, f"escape-fill-{os.getpid()}-{len(paths)}")
+        path = os.path.join(directory, f"escape-fill-{tag or os.getpid()}-{len(paths)}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
@@ -301,11 +302,11 @@ def _fill_bytes(directory: str, cap_mb: int) -> Result:
             f"{stop if stop else 'the cap'}"}  # fmt: skip
 
 
-def _fill_inodes(directory: str, cap: int) -> Result:
+def _fill_inodes(directory: str, cap: int, tag: str = "") -> Result:
     """Create empty files in a new directory under ``directory`` until there are no inodes left
     (or ``cap``, at most 20000); remove them again if nothing stopped it."""
     limit = int(_clamp(cap, MAX_INODES))
-    base = os.path.join(directory, f"escape-inodes-{os.getpid()}")
+    base = os.path.join(directory, f"escape-inodes-{tag or os.getpid()}")
     made = 0
     stop: OSError | None = None
     try:
@@ -332,22 +333,22 @@ def _fill_inodes(directory: str, cap: int) -> Result:
 
 
 @attack
-def fill_tmp_bytes(cap_mb: int = MAX_WRITE_MB) -> Result:
+def fill_tmp_bytes(cap_mb: int = MAX_WRITE_MB, tag: str = "") -> Result:
     """Write files into /tmp until the disk is full (or ``cap_mb``, at most 300 MB)."""
-    return _fill_bytes("/tmp", cap_mb)
+    return _fill_bytes("/tmp", cap_mb, tag)
 
 
 @attack
-def fill_tmp_inodes(cap: int = MAX_INODES) -> Result:
+def fill_tmp_inodes(cap: int = MAX_INODES, tag: str = "") -> Result:
     """Create empty files in /tmp until there are no inodes left (or ``cap``, at most 20000)."""
-    return _fill_inodes("/tmp", cap)
+    return _fill_inodes("/tmp", cap, tag)
 
 
 @attack
-def fill_workdir_bytes(cap_mb: int = MAX_WRITE_MB) -> Result:
+def fill_workdir_bytes(cap_mb: int = MAX_WRITE_MB, tag: str = "") -> Result:
     """Write files into the workdir (the cwd) until it is full (or ``cap_mb``, at most 300 MB);
     report what the worker's own view of it says (``statvfs``) and where it is."""
-    result = _fill_bytes(os.getcwd(), cap_mb)
+    result = _fill_bytes(os.getcwd(), cap_mb, tag)
     st = os.statvfs(".")
     result["view_free"] = st.f_bavail * st.f_frsize
     result["view_size"] = st.f_blocks * st.f_frsize
@@ -361,10 +362,10 @@ def fill_workdir_inodes(cap: int = MAX_INODES) -> Result:
 
 
 @attack
-def fill_dev_shm(cap_mb: int = 48) -> Result:
+def fill_dev_shm(cap_mb: int = 48, tag: str = "") -> Result:
     """Fill POSIX shared memory: /dev/shm is where shm_open puts its objects, and on most
     machines it is one tmpfs (half the RAM) that every process shares."""
-    return _fill_bytes("/dev/shm", cap_mb)
+    return _fill_bytes("/dev/shm", cap_mb, tag)
 
 
 # --- other processes ------------------------------------------------------------------------------

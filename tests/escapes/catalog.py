@@ -266,7 +266,7 @@ def tmp_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
     reported: the other shard's tests share it (its 54 MiB in one CI run looked like this
     attack's), so a drop in it proves nothing by itself."""
     used = run.notes["tmp_free"] - _tmp_free()[0]
-    landed = _attack_files_in("/tmp", "escape-fill-")
+    landed = _attack_files_in("/tmp", f"escape-fill-{_run_tag(run)}-")
     escaped = bool(_value(outcome).get("escaped")) or bool(landed)
     return escaped, _describe(outcome) + (
         f"; the host's /tmp lost {used // MiB} MiB; the attack's files there: {landed[:3]}"
@@ -275,7 +275,7 @@ def tmp_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
 
 def tmp_inodes(run: Run, outcome: Outcome) -> tuple[bool, str]:
     used = run.notes["tmp_inodes"] - _tmp_free()[1]
-    landed = _attack_files_in("/tmp", "escape-inodes-")
+    landed = _attack_files_in("/tmp", f"escape-inodes-{_run_tag(run)}")
     escaped = bool(_value(outcome).get("escaped")) or bool(landed)
     return escaped, _describe(outcome) + (
         f"; the host's /tmp lost {used} inodes; the attack's files there: {landed[:3]}"
@@ -339,12 +339,12 @@ def _shm_free() -> int:
 
 def _shm_snapshot(run: Run) -> dict[str, Any]:
     run.notes["shm_free"] = _shm_free()
-    return {"cap_mb": 48}
+    return {"cap_mb": 48, "tag": _run_tag(run)}
 
 
 def shm_bytes(run: Run, outcome: Outcome) -> tuple[bool, str]:
     used = run.notes["shm_free"] - _shm_free()  # (reported only: see tmp_bytes)
-    landed = _attack_files_in("/dev/shm", "escape-fill-")
+    landed = _attack_files_in("/dev/shm", f"escape-fill-{_run_tag(run)}-")
     escaped = bool(_value(outcome).get("escaped")) or bool(landed)
     return escaped, _describe(outcome) + (
         f"; the host's /dev/shm lost {used // MiB} MiB; the attack's files there: {landed[:3]}"
@@ -593,9 +593,16 @@ def _fork_bomb(run: Run) -> dict[str, Any]:
     return _marker("escfork", {"limit": limit, "child_seconds": 10})(run)
 
 
+def _run_tag(run: Run) -> str:
+    """A name of this run's own for the files an attack makes (pids repeat across workers and
+    pid namespaces: the degraded suite's attacks, run meanwhile by the other shard, made
+    files of the same names in the host's /tmp, which a judge took for this run's)."""
+    return str(run.notes.setdefault("tag", secrets.token_hex(6)))
+
+
 def _tmp_snapshot(run: Run) -> dict[str, Any]:
     run.notes["tmp_free"], run.notes["tmp_inodes"] = _tmp_free()
-    return {}
+    return {"tag": _run_tag(run)}
 
 
 def _canary_fd(run: Run) -> dict[str, Any]:
