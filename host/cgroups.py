@@ -107,28 +107,10 @@ def remove_stale(support: CgroupSupport) -> int:
     """Remove empty worker cgroups that a killed host left behind; returns how many.
 
     Only empty ones can be removed at all (the kernel refuses otherwise), and only old ones are
-    tried, so a cgroup another host has just created is never touched.
+    tried, so a cgroup another host has just created is never touched. A name with an owner's
+    id is removed only once that owner is dead (``remove_owned``, or ``empty_owned``).
     """
-    removed = 0
-    now = time.time()
-    for parent in support.parents.values():
-        try:
-            entries = os.listdir(parent)
-        except OSError:
-            continue
-        for entry in entries:
-            path = f"{parent}/{entry}"
-            if not entry.startswith(NAME_PREFIX) or "." in entry:
-                continue  # (a name with an owner's id is removed only once that owner is dead)
-            try:
-                if now - os.stat(path).st_mtime > STALE_AFTER_S and not _read(
-                    f"{path}/cgroup.procs"
-                ).strip():
-                    os.rmdir(path)
-                    removed += 1
-            except OSError:
-                continue
-    return removed
+    return remove_if_still_empty(_old_and_empty(support, named=False))
 
 
 #: A live host removes its worker's cgroup within seconds of the worker's exit; a named one
@@ -142,6 +124,12 @@ def empty_owned(support: CgroupSupport, exclude: str) -> list[str]:
     """Empty worker cgroups older than ``STALE_AFTER_S`` that name an owner other than
     ``exclude``: candidates for :func:`remove_if_still_empty` once ``ORPHANED_RECHECK_S`` has
     passed (an empty cgroup of a live host is short-lived; one of a dead host stays)."""
+    return _old_and_empty(support, named=True, exclude=exclude)
+
+
+def _old_and_empty(support: CgroupSupport, *, named: bool, exclude: str = "") -> list[str]:
+    """Worker cgroups older than ``STALE_AFTER_S`` with no process in them: those whose name
+    carries an owner's id (``named``; not ``exclude``'s), or those whose name carries none."""
     found = []
     now = time.time()
     for parent in support.parents.values():
@@ -150,9 +138,9 @@ def empty_owned(support: CgroupSupport, exclude: str) -> list[str]:
         except OSError:
             continue
         for entry in entries:
-            if not entry.startswith(NAME_PREFIX) or "." not in entry:
+            if not entry.startswith(NAME_PREFIX) or ("." in entry) != named:
                 continue
-            if entry.endswith(f".{exclude}"):
+            if named and entry.endswith(f".{exclude}"):
                 continue
             path = f"{parent}/{entry}"
             try:

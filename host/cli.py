@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from host.argtypes import seconds
 from host.remote.commands import add_parsers as add_remote_parsers
+from sandbox.command import STOP_SIGNALS
 
 EXIT_OK = 0
 EXIT_OUTCOME = 1
@@ -88,7 +89,7 @@ def _install_stop_signals() -> Callable[[], None]:
     SIGINT in a background job of a script) stay ignored."""
     handler = _StopSignals()
     previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         old = signal.getsignal(signum)
         if old is signal.SIG_IGN:
             continue

@@ -9,10 +9,13 @@ already loads its error types and logging).
 
 from __future__ import annotations
 
+import signal
 import sys
 
 #: 128 + SIGINT, as the CLI itself exits when interrupted.
 EXIT_INTERRUPTED = 130
+#: The signals that stop a command (``host.cli`` handles them while it runs).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def main() -> int:
@@ -33,9 +36,7 @@ def ignore_stop_signals() -> None:
     """The command is done and the process exits: a stop signal from here on would only
     raise inside the interpreter's shutdown ("Exception ignored in: <module 'threading'>")
     or kill the process with the signal instead of the command's exit code."""
-    import signal
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         try:
             signal.signal(signum, signal.SIG_IGN)
         except (OSError, ValueError):  # (not the main thread)

@@ -10,6 +10,7 @@ own directories removed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -89,22 +91,30 @@ def _sandbox_descendants(pid: int) -> list[psutil.Process]:
 
 def _start_busy_cli(tmp_path: Path, tmpdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """``sandbox call napper.nap`` in a subprocess, returned once the action is running."""
-    provider = tmp_path / "napper.py"
-    provider.write_text(NAPPER)
+    return _start_marked_cli(tmp_path, tmpdir, "napper", NAPPER, "nap", {"seconds": 90})
+
+
+def _start_marked_cli(
+    tmp_path: Path, tmpdir: Path, name: str, source: str, action: str, extra: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``sandbox call NAME.ACTION`` of the provider ``source`` in a subprocess, returned once
+    the action has created its ``marker`` (given with ``extra`` as its input)."""
+    provider = tmp_path / f"{name}.py"
+    provider.write_text(source)
     marks = tmp_path / "marks"
     marks.mkdir()
     marks.chmod(0o777)  # the worker runs under a uid of its own
     config = tmp_path / "sandbox.toml"
     config.write_text(
-        f'[providers.napper]\nsource = "{provider}"\n'
+        f'[providers.{name}]\nsource = "{provider}"\n'
         f'policy = {{ write = ["{marks}"], wall_time = "100s" }}\n'
     )
     marker = marks / "busy"
     env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=str(REPO))
     cli = subprocess.Popen(
         [
-            *(sys.executable, "-m", "host.cli", "call", "napper.nap"),
-            *("--config", str(config), f'{{"marker": "{marker}", "seconds": 90}}'),
+            *(sys.executable, "-m", "host.cli", "call", f"{name}.{action}"),
+            *("--config", str(config), json.dumps({"marker": str(marker), **extra})),
         ],
         cwd=REPO,
         env=env,
@@ -117,7 +127,7 @@ def _start_busy_cli(tmp_path: Path, tmpdir: Path) -> tuple[subprocess.Popen[byte
             cli.kill()
             _, err = cli.communicate()
             pytest.fail(f"the action never started (rc {cli.returncode}): {err.decode()[-2000:]}")
-        time.sleep(0.05)
+        time.sleep(0.01)
     return cli, marker
 
 
@@ -310,30 +320,7 @@ def test_a_first_signal_while_the_cli_closes_after_a_call_leaves_nothing(
     raised in the wait for the close, the CLI exited, and the loop's removal of the host's
     directory and cgroups was cut short (a red team's SIGTERM a few ms after a plain call
     returned left them in 17 runs of 30). The close now runs to its end first."""
-    provider = area / "hog.py"
-    provider.write_text(HOG)
-    marks = area / "marks"
-    marks.mkdir()
-    marks.chmod(0o777)
-    marker = marks / "hogging"
-    config = area / "sandbox.toml"
-    config.write_text(
-        f'[providers.hog]\nsource = "{provider}"\npolicy = {{ write = ["{marks}"] }}\n'
-    )
-    env = dict(os.environ, TMPDIR=str(private_tmp), PYTHONPATH=str(REPO))
-    cli = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "host.cli", "call", "hog.ping"),
-            *(f'{{"marker": "{marker}"}}', "--config", str(config)),
-        ],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + START_BOUND_S
-    while not marker.exists():
-        if cli.poll() is not None or time.monotonic() > deadline:
-            cli.kill()
-            pytest.fail(f"the action never ran (rc {cli.returncode}): {cli.communicate()[1]!r}")
-        time.sleep(0.01)
+    cli, _ = _start_marked_cli(area, private_tmp, "hog", HOG, "ping", {})
     workers = _sandbox_descendants(cli.pid)
     time.sleep(0.1)  # (the result printed; the host is stopping a worker that is slow to stop)
     cli.send_signal(signum)

@@ -118,7 +118,7 @@ def _check_report(report: str, usage_error: type[Exception]) -> None:
         os.unlink(path)
 
 
-def _check_database(database: str, usage_error: type[Exception]) -> None:
+def check_database(database: str, usage_error: type[Exception]) -> None:
     """A directory Hypothesis can write to (made now if missing), or an error now: a file, or
     a place where nothing can be saved, used to be accepted and then silently saved nothing."""
     if not database:
@@ -150,7 +150,7 @@ def options_from(args: argparse.Namespace, usage_error: type[Exception]) -> Fuzz
     if args.report is not None:
         _check_report(args.report, usage_error)
     if args.database != "none":
-        _check_database(args.database, usage_error)
+        check_database(args.database, usage_error)
     checks = set(CHECKS) - OPT_IN
     if args.checks is not None:
         checks = _names(args.checks, "--checks", usage_error)

@@ -59,7 +59,7 @@ def _check_values(options: dict[str, Any]) -> None:
     suite at run time, with Hypothesis's or the host's traceback (``max_examples=0``,
     ``timeout=-1``, ``timeout="2"``), and a database that cannot be used only once something
     was found."""
-    from host.fuzz.cli import MAX_EXAMPLES, _check_database
+    from host.fuzz.cli import MAX_EXAMPLES, check_database
 
     def whole(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -89,7 +89,7 @@ def _check_values(options: dict[str, Any]) -> None:
         name = bad.split()[0]
         raise ValueError(f"fuzz_provider: {bad}, got {options[name]!r}")
     if options.get("database") is not None:
-        _check_database(options["database"], _PluginUsageError)
+        check_database(options["database"], _PluginUsageError)
 
 
 class _PluginUsageError(ValueError):
