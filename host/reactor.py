@@ -26,7 +26,6 @@ import posix  # os.read/os.write that eventlet's patching of os never replaces
 import queue
 import secrets
 import select
-import signal
 import struct
 import termios
 import threading
@@ -48,11 +47,11 @@ from host.catalog import (
     is_name,
     same_name,
 )
+from host.deaths import death_outcome, death_usage
 from host.errors import (
     ERROR_TYPES,
     Cancelled,
     CpuExceeded,
-    MemoryExceeded,
     Outcome,
     OutputInvalid,
     OutputTooLarge,
@@ -2274,43 +2273,15 @@ class Reactor:
         )
 
     def _death_outcome(self, worker: WorkerHandle, status: ExitStatus) -> SandboxError:
-        usage = measured_usage(worker.meter, None)
-        if usage.source != "cgroup":  # the init's count of the worker less its own last report
-            usage = Usage(
-                0.0, max(0.0, status.cpu_s - worker.cpu_total_s), status.max_rss_bytes, "worker"
-            )
-        policy = worker.provider.policy
-        killed_by_host = status.terminated and status.signal == signal.SIGKILL
-        if worker.disconnected and (killed_by_host or status.unreported):
-            return ProtocolViolation(
-                "the worker closed its connection to the host and lived on; it was killed",
-                usage=usage,
-            )
-        cpu_signals = {signal.SIGXCPU, signal.SIGPROF}
-        cpu_killed = status.signal == signal.SIGKILL and status.cpu_s >= (
-            policy.lifetime_cpu_seconds() - 0.5
-        )
-        over_budget = usage.source == "cgroup" and usage.cpu_s > policy.cpu_time
-        if status.signal in cpu_signals or cpu_killed or over_budget:
-            return CpuExceeded(
-                f"the action used more than its CPU-time limit of {policy.cpu_time:g}s",
-                usage=usage,
-            )
+        """The facts of a worker's death, for ``host.deaths`` to judge."""
+        usage = death_usage(measured_usage(worker.meter, None), status, worker.cpu_total_s)
         group = worker.process.cgroup
-        if group is not None and group.oom_kills() > worker.oom_kills_seen:
-            return MemoryExceeded(
-                "the worker's process tree exceeded its memory limit and was OOM-killed",
-                usage=usage,
-            )
-        if status.signal == signal.SIGKILL and status.max_rss_bytes >= policy.memory:
-            return MemoryExceeded(
-                "the worker was killed for exceeding its memory limit", usage=usage
-            )
-        return WorkerCrashed(
-            f"the worker died during the call ({status.describe()})",
-            usage=usage,
-            exit_code=status.exit_code,
-            signal=status.signal,
+        return death_outcome(
+            status,
+            usage,
+            worker.provider.policy,
+            disconnected=worker.disconnected,
+            new_oom_kill=group is not None and group.oom_kills() > worker.oom_kills_seen,
         )
 
     def _provider_failed(
