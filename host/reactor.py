@@ -11,8 +11,6 @@ same call.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import functools
 import gc
 import heapq
@@ -26,8 +24,6 @@ import posix  # os.read/os.write that eventlet's patching of os never replaces
 import queue
 import secrets
 import select
-import struct
-import termios
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -69,6 +65,7 @@ from host.janitor import Janitor
 from host.lanes import Lane
 from host.logs import LOGGER
 from host.orphans import Orphans, stat_of
+from host.pipes import WorkerPipes
 from host.pool import Limits, Pool, Spawn, State, WakeAt
 from host.process import CapturedLogs, ExitStatus, LogCapture, SpareLauncher, WorkerProcess
 from host.provider_frame import MAX_TRACEBACK_CHARS, provider_frame
@@ -130,8 +127,6 @@ JANITOR_CLOSE_TIMEOUT_S = 60.0
 #: A HELLO at most this big from a provider already loaded is compared on the loop (the common
 #: respawn); the first HELLO of a provider, or a bigger one, is handled on its lane.
 QUICK_HELLO_BYTES = 64 * 1024
-#: Bytes read from a log pipe per wake-up; the loop comes back for more.
-LOG_CHUNK = 64 * 1024
 #: What a starting worker may print past its log limit before its output is left in the pipe
 #: (``Reactor._idle_flood``): far more than any import prints, and a few ms of the host's CPU.
 STARTUP_LOG_SLACK = 16 * 1024 * 1024
@@ -182,15 +177,6 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if paused:
             gc.enable()
-
-
-def _readable_bytes(fd: int) -> int | None:
-    """Bytes waiting in a pipe (FIONREAD); None when the kernel cannot say."""
-    try:
-        waiting: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    except OSError:
-        return None
-    return waiting
 
 
 def _largest_message(policy: Policy) -> int:
@@ -415,7 +401,6 @@ class Reactor:
         self._workers: dict[bytes, WorkerHandle] = {}
         #: Each worker's endpoint (its listener, then its one connection) by fd.
         self._wire_fds: dict[int, WorkerHandle] = {}
-        self._fds: dict[int, tuple[WorkerHandle, str]] = {}
         self._closing: Future[None] | None = None
         self._stopped = False
         #: Removes workdirs (and other slow clean-up) off this loop; joined at close.
@@ -454,10 +439,7 @@ class Reactor:
             # iteration, so a result that arrived with its worker's death still counts.
             # (Under eventlet's monkey-patching, from the original select module: host.greening.)
             real_select = greening.real_select()
-            self._pipes = real_select.epoll()
-            #: Where output past a worker's log limit goes, moved by ``splice`` (``_drain_log``);
-            #: None where the kernel cannot splice into it (then it is read and dropped).
-            self._devnull: int | None = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            self._pipes: WorkerPipes[WorkerHandle] = WorkerPipes(real_select)
             self._wire = real_select.epoll()
             self._poller = real_select.poll()
             self._loop_fds = [self._wake_read, self._wire.fileno(), self._pipes.fileno()]
@@ -512,7 +494,7 @@ class Reactor:
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.close()
-        for name in ("_devnull", "_wake_read", "_wake_write"):
+        for name in ("_wake_read", "_wake_write"):
             fd = self.__dict__.get(name)
             if isinstance(fd, int):
                 with contextlib.suppress(OSError):
@@ -613,14 +595,15 @@ class Reactor:
                     command()
                 except Exception:  # one bad command must not take every other call down
                     log.exception("host command failed")
-        ready_pipes = self._pipes.poll(0) if self._pipes.fileno() in events else []
-        for fd, _ in ready_pipes:
-            if fd in self._fds:
-                worker, kind = self._fds[fd]
-                if kind == "status":
-                    self._guard(worker, "its exit", self._on_status_readable, worker)
-                else:
-                    self._guard(worker, "its output", self._on_output, worker, fd)
+        for fd in self._pipes.ready() if self._pipes.fileno() in events else ():
+            owner = self._pipes.owner(fd)
+            if owner is None:
+                continue  # (forgotten by an earlier handler of this batch)
+            worker, kind = owner
+            if kind == "status":
+                self._guard(worker, "its exit", self._on_status_readable, worker)
+            else:
+                self._guard(worker, "its output", self._on_output, worker, fd)
         now = time.monotonic()
         while self._timers and self._timers[0].when <= now:
             timer = heapq.heappop(self._timers)
@@ -679,7 +662,7 @@ class Reactor:
         worker.state = State.STOPPING
         process = worker.process
         steps: list[tuple[str, Callable[[], object]]] = [
-            ("forgetting its pipes", lambda: self._forget_fds(process)),
+            ("forgetting its pipes", lambda: self._pipes.forget_all(process)),
             ("closing its endpoint", lambda: self._close_channel(worker)),
             ("forgetting it", lambda: self._forget_worker(worker)),
         ]
@@ -701,10 +684,6 @@ class Reactor:
             )
         if self._closing is None and not provider.removed:
             self._guard(None, "the provider's queue", self._pump, provider)
-
-    def _forget_fds(self, process: WorkerProcess) -> None:
-        for fd in (*process.log_fds, process.status_fd):
-            self._forget_fd(fd)
 
     def _forget_worker(self, worker: WorkerHandle) -> None:
         if worker.process.identity is not None:
@@ -883,11 +862,7 @@ class Reactor:
         provider.pool.spawned(worker)
         self._workers[worker_id.encode()] = worker
         self._watch_wire(worker)
-        for fd in process.log_fds:
-            self._fds[fd] = (worker, "log")
-            self._pipes.register(fd, select.EPOLLIN)
-        self._fds[process.status_fd] = (worker, "status")
-        self._pipes.register(process.status_fd, select.EPOLLIN)
+        self._pipes.register(worker)
         self._at(
             time.monotonic() + STARTUP_TIMEOUT_S, lambda: self._startup_expired(worker), worker
         )
@@ -1288,8 +1263,8 @@ class Reactor:
     def _dispatch(self, worker: WorkerHandle, call: PendingCall) -> None:
         worker.logs.take()  # (what it printed while idle is no call's)
         if worker.logs_paused and worker.logs_resume is None:
-            self._discard_waiting_output(worker)  # (nor what waits in the pipes)
-            self._watch_logs(worker, True)
+            self._pipes.discard_waiting(worker)  # (nor what waits in the pipes)
+            self._pipes.watch(worker, True)
         provider_stats = worker.provider.stats
         provider_stats.dispatched += 1
         metered = worker.meter is not None and worker.meter.start_call()
@@ -1396,7 +1371,7 @@ class Reactor:
         wall = end - (call.dispatched if call.dispatched is not None else call.submitted)
         if worker is not None:
             if logs is None:
-                logs = self._take_logs(worker)
+                logs = self._pipes.take(worker)
             if worker.call is call:
                 worker.call = None
         logs = logs or CapturedLogs()
@@ -1849,7 +1824,7 @@ class Reactor:
         # sent the result) and give the worker its next call *before* judging this one: the
         # output validation and waking the caller then overlap with the next call's run
         # instead of leaving the worker idle.
-        logs = self._take_logs(worker)
+        logs = self._pipes.take(worker)
         worker.call = None
         worker.state = State.READY
         worker.idle_since = time.monotonic()
@@ -2023,10 +1998,10 @@ class Reactor:
         ``CALL_LOG_SLACK``), or until its next call if it floods no call (``_idle_flood``).
         A pipe that ended (EOF; EPOLLHUP comes at any interest) is read to its end and
         forgotten as before."""
-        self._drain_log(worker, fd)
-        if fd not in self._fds or worker.logs_paused:
+        self._pipes.drain(worker, fd)
+        if not self._pipes.watched(fd) or worker.logs_paused:
             return
-        self._watch_logs(worker, False)
+        self._pipes.watch(worker, False)
         if worker.logs.full and self._idle_flood(worker):
             # Past its log limit with no call running: what more it writes would be read
             # only to be dropped, as fast as it cares to write (a core of the host's CPU
@@ -2045,40 +2020,7 @@ class Reactor:
         they wait for its next dispatch)."""
         worker.logs_resume = None
         if worker.logs_paused and not (worker.logs.full and self._idle_flood(worker)):
-            self._watch_logs(worker, True)
-
-    def _drain_log(self, worker: WorkerHandle, fd: int, limit: int = 8) -> None:
-        for _ in range(limit):
-            if worker.logs.full and self._devnull is not None:
-                # Past the log limit, what comes is only counted: moved to /dev/null in the
-                # kernel, not copied into this process and dropped.
-                try:
-                    moved = os.splice(fd, self._devnull, LOG_CHUNK, flags=os.SPLICE_F_NONBLOCK)
-                except BlockingIOError:
-                    return
-                except OSError as exc:
-                    if exc.errno not in (errno.EINVAL, errno.ENOSYS):
-                        moved = 0  # (read would fail too: the pipe is unusable)
-                    else:  # no splice here: read and drop, from now on
-                        with contextlib.suppress(OSError):
-                            os.close(self._devnull)
-                        self._devnull = None
-                        continue
-                if not moved:
-                    self._forget_fd(fd)
-                    return
-                worker.logs.dropped += moved
-            else:
-                try:
-                    data = posix.read(fd, LOG_CHUNK)
-                except BlockingIOError:
-                    return
-                except OSError:
-                    data = b""
-                if not data:
-                    self._forget_fd(fd)
-                    return
-                worker.logs.add(data, worker.process.log_fds.index(fd))
+            self._pipes.watch(worker, True)
 
     @staticmethod
     def _idle_flood(worker: WorkerHandle) -> bool:
@@ -2093,51 +2035,18 @@ class Reactor:
             return True
         return state is State.STARTING and worker.logs.dropped > STARTUP_LOG_SLACK
 
-    def _discard_waiting_output(self, worker: WorkerHandle) -> None:
-        """Empty the pipes of a worker whose output was left in them (a pipe's worth each, a
-        few times over if a writer refills them meanwhile)."""
-        for fd in worker.process.log_fds:
-            for _ in range(4):
-                try:
-                    if self._devnull is not None:
-                        os.splice(fd, self._devnull, LOG_CHUNK, flags=os.SPLICE_F_NONBLOCK)
-                    else:
-                        posix.read(fd, LOG_CHUNK)
-                except OSError:  # (empty, or closed: EOF and errors are the loop's to see)
-                    break
-
-    def _watch_logs(self, worker: WorkerHandle, watched: bool) -> None:
-        for fd in worker.process.log_fds:
-            if fd in self._fds:
-                with contextlib.suppress(OSError):  # closed already: epoll dropped it itself
-                    self._pipes.modify(fd, select.EPOLLIN if watched else 0)
-        worker.logs_paused = not watched
-
-    def _take_logs(self, worker: WorkerHandle) -> CapturedLogs:
-        """What the worker printed since its last call started, read to the end of the pipes
-        (asked first how much waits there: an empty pipe's read raised an exception)."""
-        for fd in worker.process.log_fds:
-            if fd in self._fds and _readable_bytes(fd) != 0:
-                self._drain_log(worker, fd, limit=16)
-        return worker.logs.take()
-
-    def _forget_fd(self, fd: int) -> None:
-        if self._fds.pop(fd, None) is not None:
-            with contextlib.suppress(OSError):  # closed already: epoll dropped it itself
-                self._pipes.unregister(fd)
-
     def _on_status_readable(self, worker: WorkerHandle) -> None:
         done = worker.process.read_status()
         if not worker.init_known:
             self._expect_init(worker)
         if not done:
             return
-        self._forget_fd(worker.process.status_fd)
+        self._pipes.forget(worker.process.status_fd)
         if worker.channel.conn is not None and not worker.channel.closed:
             self._read_wire(worker)  # what it wrote before it died is in the socket: it counts
         status = worker.process.reap(timeout=KILL_GRACE_S)
         for fd in worker.process.log_fds:
-            self._drain_log(worker, fd, limit=64)
+            self._pipes.drain(worker, fd, limit=64)
         if (
             worker.state is State.STARTING
             and worker.unavailable is None
@@ -2207,8 +2116,7 @@ class Reactor:
             worker.unavailable = f"the worker exited during start-up ({status.describe()})" + (
                 f": {tail}" if tail else ""
             )
-        for fd in (*worker.process.log_fds, worker.process.status_fd):
-            self._forget_fd(fd)
+        self._pipes.forget_all(worker.process)
         if worker.meter is not None:
             worker.meter.close()  # (before the cgroup is removed)
         worker.process.close(self._janitor.remove_tree, self._janitor.submit)
@@ -2376,8 +2284,6 @@ class Reactor:
         self._attempt("reaping orphans", self._orphans.drain, KILL_GRACE_S)
         self._attempt("closing the transport", self.transport.close)
         self._attempt("closing the pipe set", self._pipes.close)
-        if self._devnull is not None:
-            self._attempt("closing /dev/null", os.close, self._devnull)
         self._attempt("closing the wire set", self._wire.close)
         self._attempt("closing the wake-up pipe", os.close, self._wake_read)
         self._attempt("closing the wake-up pipe", os.close, self._wake_write)
