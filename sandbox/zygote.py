@@ -69,7 +69,8 @@ def _preload() -> None:
     import importlib.util  # noqa: F401
 
     import policies.paths
-    import providers  # noqa: F401  (the SDK: our code, imported before confinement anyway)
+    import providers  # (the SDK: our code, imported before confinement anyway)
+    import providers.integers  # noqa: F401  (the worker's; compiled per spawn without a .pyc)
     import sandbox.supervisor
     import sandbox.worker  # noqa: F401
     from sandbox import layers
