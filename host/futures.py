@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED
 from typing import Any
 
 from host.errors import Outcome
@@ -40,9 +41,17 @@ class CallFuture(Future[Any]):
         return False
 
     def settle(self, outcome: Outcome) -> None:
-        """Called once by the host's loop: record the outcome and complete the future."""
+        """Called once by the host's loop: record the outcome and complete the future.
+
+        A future cancelled while its call was queued is only CANCELLED until someone calls
+        ``set_running_or_notify_cancel``, which is what tells the waiters of
+        ``concurrent.futures.wait`` and ``as_completed`` (an executor does it when it takes
+        the item from its queue): without it they never saw the call end."""
         self.outcome = outcome
         if self.cancelled():
+            with self._condition:  # (a reentrant lock: the call below takes it too)
+                if self._state == CANCELLED:  # (not yet notified)
+                    self.set_running_or_notify_cancel()
             return
         if outcome.error is not None:
             self.set_exception(outcome.error)

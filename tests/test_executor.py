@@ -188,6 +188,8 @@ def test_shutdown_cancel_futures() -> None:
     _wait_for(running.running, 15, "the first call to run")
     executor.shutdown(wait=True, cancel_futures=True)
     assert running.result(timeout=1) is None
+    done, not_done = concurrent.futures.wait(pending, timeout=5)  # (waiters are told too)
+    assert done == set(pending) and not not_done
     for future in pending:
         assert future.cancelled(), future
         with pytest.raises(concurrent.futures.CancelledError):

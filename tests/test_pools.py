@@ -4,6 +4,7 @@ Everything is observed through ``host.stats()`` and real worker processes."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import tempfile
@@ -223,6 +224,11 @@ def test_cancel_a_queued_call_removes_it(host: Host, shared_dir: str) -> None:
     assert queued.cancel() is True
     assert queued.cancelled()
     assert queued.done()
+    # ... for the waiters of concurrent.futures too (they were never told: a workflow
+    # engine's wait() on a batch with a cancelled call hung for ever)
+    done, not_done = concurrent.futures.wait([queued], timeout=5)
+    assert done == {queued} and not not_done
+    assert list(concurrent.futures.as_completed([queued], timeout=5)) == [queued]
     assert not running.done()
     assert isinstance(running.result(timeout=10), str)
     assert isinstance(kept.result(timeout=10), str)
