@@ -49,6 +49,9 @@ from sandbox import protocol
 
 #: How long ``close()`` (and leaving a ``with`` block) lets running calls finish.
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
+#: How much longer than its ``timeout`` a second ``close`` waits for the first: the first
+#: waits ``timeout`` + 30 s for the loop's close and 30 s for its thread.
+CLOSE_WAIT_SLACK_S = 60.0
 #: How a host's workers may start (see ``Host(spawn=...)``).
 SPAWN_MODES = ("zygote", "fresh")
 #: How long ``add_provider`` waits for the first worker's HELLO, on top of its own start-up limit.
@@ -153,6 +156,9 @@ class Host(CallingAPI):
         self._thread.start()
         self._ids = itertools.count(1)
         self._closed = False
+        self._close_calls = itertools.count()
+        self._close_done = threading.Event()
+        self._closing_thread: int | None = None
         self._finalizer = weakref.finalize(self, Host._close_reactor, self._reactor, self._thread)
         atexit.register(self._finalizer)
 
@@ -400,11 +406,45 @@ class Host(CallingAPI):
         """Stop the host: queued calls are cancelled, running calls may finish for up to
         ``timeout`` seconds (then they are cancelled too), every worker and its tree is stopped,
         and the ipc directory, work directories and cgroups are removed."""
-        if self._closed:
+        if next(self._close_calls):  # (one C call: atomic, unlike a test and a set)
+            self._wait_for_close(timeout)
             return
         self._closed = True
-        if self._finalizer.detach() is not None:
-            Host._close_reactor(self._reactor, self._thread, timeout)
+        self._closing_thread = threading.get_ident()
+        if self._reactor.in_callback():
+            # A call's done-callback: waiting here would stall the very loop that closes (35
+            # s, then TimeoutError). The close goes on once the callback returns; a later
+            # ``close`` waits for it, and so does the interpreter's exit.
+            if self._finalizer.detach() is not None:
+                self._close_later(timeout)
+            else:
+                self._close_done.set()
+            return
+        try:
+            if self._finalizer.detach() is not None:
+                Host._close_reactor(self._reactor, self._thread, timeout)
+        finally:
+            self._close_done.set()
+
+    def _close_later(self, timeout: float) -> None:
+        done: Future[None] = Future()
+        done.add_done_callback(lambda _: self._close_done.set())
+        try:
+            self._reactor.submit(lambda: self._reactor.close(done, timeout))
+        except RuntimeError:  # (the loop has stopped already)
+            self._close_done.set()
+            return
+        atexit.register(self._close_done.wait, timeout + CLOSE_WAIT_SLACK_S)
+
+    def _wait_for_close(self, timeout: float) -> None:
+        """A second ``close`` returns once the first has ended (an engine's shutdown hook
+        must not go on while workers still run), except where waiting cannot end: on the
+        thread of the first close (a signal handler that interrupted it) or the loop's own
+        (a done-callback). The first close is bounded; so is this wait."""
+        me = threading.get_ident()
+        if me in (self._closing_thread, self._reactor.loop_ident) or self._reactor.in_callback():
+            return
+        self._close_done.wait(timeout + CLOSE_WAIT_SLACK_S)
 
     @staticmethod
     def _close_reactor(reactor: Reactor, thread: threading.Thread, timeout: float = 0.0) -> None:

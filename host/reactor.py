@@ -389,6 +389,8 @@ class Reactor:
         #: reply (:meth:`accept`, :meth:`wait_here`), which spares the call the thread
         #: hand-offs to the loop and back. Never held while the loop waits in poll.
         self._lock = threading.Lock()
+        #: The thread running a call's done-callbacks (in ``_finish``), if any.
+        self._settling: int | None = None
         #: The loop thread's ident (set when it starts): what runs elsewhere may not spawn.
         self._loop_ident: int | None = None
         #: When the loop's current poll returns by itself (its earliest timer): a timer set
@@ -502,6 +504,17 @@ class Reactor:
         self._state.discard()
 
     # ------------------------------------------------------------------ thread-safe entry points
+
+    @property
+    def loop_ident(self) -> int | None:
+        """The loop thread's ident, once it runs."""
+        return self._loop_ident
+
+    def in_callback(self) -> bool:
+        """Whether this thread runs a call's done-callbacks now: the loop's thread, or a
+        caller's that read its own reply, holding the loop's lock. Waiting for the loop there
+        waits for ever (see ``Host.close``)."""
+        return self._settling == threading.get_ident()
 
     def submit(self, command: Callable[[], None]) -> None:
         """Run ``command`` on the loop thread."""
@@ -1415,6 +1428,7 @@ class Reactor:
         call.future._canceller = None
         call.frames = []
         self._pending.discard(call)
+        outer, self._settling = self._settling, threading.get_ident()  # (its done-callbacks)
         try:
             call.future.settle(outcome)
         except Exception:
@@ -1423,6 +1437,8 @@ class Reactor:
                 call.future.set_exception(
                     ProviderUnavailable("the host could not deliver this call's outcome")
                 )
+        finally:
+            self._settling = outer
 
     # ------------------------------------------------------------------ messages from workers
 

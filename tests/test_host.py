@@ -239,6 +239,49 @@ def test_calls_waiting_when_the_host_closes_are_cancelled(host: Host) -> None:
     assert outcomes[0].error.type == "Cancelled"
 
 
+def test_a_second_close_returns_only_once_the_first_has_ended() -> None:
+    """An engine's shutdown hook closing a host that another thread is closing: it returned
+    at once, while the first still waited for a running call and 4 processes lived."""
+    host = Host()
+    host.add_provider(ECHO, policy=Policy(workers={"min": 1, "max": 1}))
+    running = host.submit("echo.slow", {"seconds": 0.6})
+    while not running.running():
+        time.sleep(0.01)
+    first = threading.Thread(target=host.close)
+    first.start()
+    while not host._closed:
+        time.sleep(0.001)
+    host.close()
+    assert running.done() and running.outcome is not None and running.outcome.ok
+    assert not host._thread.is_alive(), "the loop still ran: the first close had not ended"
+    first.join(10)
+
+
+def test_close_in_a_done_callback_does_not_stall_the_loop() -> None:
+    """A done-callback is run by the loop (or by a caller holding its lock): a close there
+    that waited for the loop waited for itself, 35 s, then raised TimeoutError. It returns at
+    once now, the close goes on after the callback, and a later close waits for it."""
+    host = Host()
+    host.add_provider(ECHO, policy=Policy(workers={"min": 1, "max": 1}))
+    raised: list[BaseException] = []
+    returned = threading.Event()
+
+    def close_here(_: object) -> None:
+        try:
+            host.close()
+        except BaseException as exc:
+            raised.append(exc)
+        returned.set()
+
+    future = host.submit("echo.slow", {"seconds": 0.05})
+    future.add_done_callback(close_here)
+    assert returned.wait(10), "close() in a done-callback did not return"
+    assert not raised, raised
+    host.close()  # (waits for the close the callback started)
+    assert not host._thread.is_alive()
+    assert future.result() == 0.05
+
+
 def test_interpreter_exit_with_a_live_host_does_not_hang(tmp_path: os.PathLike[str]) -> None:
     import subprocess
     import sys
