@@ -244,7 +244,13 @@ def _check_no_clash(new: ActionDescriptor, known: ActionDescriptor | None) -> No
 
 
 class Catalog:
-    """Every action of every provider the host has loaded. Thread-safe."""
+    """Every action of every provider the host has loaded. Thread-safe.
+
+    Copy on write: a change builds a new mapping and swaps it in (under a lock, which only
+    changes take), so a lookup takes no lock. A lookup that held one could be interrupted
+    holding it by a signal handler on the main thread that calls the host; the loop, which
+    looks up every call it queues, then waited for it while the handler waited for the loop.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -254,10 +260,12 @@ class Catalog:
         """Add a provider's actions; a full name that another provider owns is an error."""
         items = list(descriptors)
         with self._lock:
+            actions = dict(self._actions)
             for d in items:
-                _check_no_clash(d, self._actions.get(d.full_name))
+                _check_no_clash(d, actions.get(d.full_name))
             for d in items:
-                self._actions[d.full_name] = d
+                actions[d.full_name] = d
+            self._actions = actions
 
     def replace(self, descriptors: Iterable[ActionDescriptor]) -> None:
         """Make the catalog exactly ``descriptors`` at once (a remote server that came back
@@ -272,15 +280,13 @@ class Catalog:
 
     def remove_provider(self, provider: str) -> None:
         with self._lock:
-            for key in [k for k, d in self._actions.items() if d.provider == provider]:
-                del self._actions[key]
+            self._actions = {k: d for k, d in self._actions.items() if d.provider != provider}
 
     def find(self, name: str, namespace: str | None = None) -> ActionDescriptor | None:
         """Look up ``name`` (``"ns.name"``, or ``"name"`` with ``namespace``); None if absent."""
-        with self._lock:
-            if namespace is not None:
-                return self._actions.get(f"{namespace}.{name}")
-            return self._actions.get(name)
+        if namespace is not None:
+            return self._actions.get(f"{namespace}.{name}")
+        return self._actions.get(name)
 
     def find_all(
         self,
@@ -304,8 +310,7 @@ class Catalog:
         for key in filters or {}:
             if key not in (*_SORTABLE, "input_schema", "output_schema"):
                 raise ValueError(f"cannot filter by {key!r}; known: {', '.join(_SORTABLE)}")
-        with self._lock:
-            items = list(self._actions.values())
+        items = list(self._actions.values())
         if namespace is not None:
             items = [d for d in items if d.namespace == namespace]
         for key, wanted in (filters or {}).items():
@@ -316,5 +321,4 @@ class Catalog:
         return items if limit is None else items[:limit]
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._actions)
+        return len(self._actions)

@@ -225,6 +225,9 @@ class PendingCall:
     #: Deadlines armed for this call; cancelled when it finishes, so the timer heap does not
     #: keep every finished call (its future, input and closures) alive until its wall time.
     timers: list[_Timer] = field(default_factory=list)
+    #: Held by a caller on the main thread until the call has its outcome (``Host.run``):
+    #: released by ``_finish``, it is what that caller waits on (see ``Host.run``).
+    latch: threading.Lock | None = None
 
 
 @dataclass(eq=False)
@@ -381,6 +384,7 @@ class Reactor:
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         self._wake_pending = False
+        self._wake_unwritten = False
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._timers: list[_Timer] = []
@@ -455,7 +459,9 @@ class Reactor:
             self._close_deadline: float | None = None
             #: Calls handed to the loop and not finished, so none is lost if the loop stops.
             self._pending: set[PendingCall] = set()
-            self._pending_lock = threading.Lock()
+            # (Reentrant: a signal handler's call on the main thread may interrupt a call of
+            # that thread holding it.)
+            self._pending_lock = threading.RLock()
             #: Held by the one caller polling for its reply (``wait_here``).
             self._spinner = threading.Lock()
             #: Calls whose result is being validated on their provider's lane.
@@ -529,10 +535,16 @@ class Reactor:
         # submit a system call that also hands the GIL to the loop thread. The loop reads the
         # byte, then clears the flag, then drains the queue: a command put while the flag was
         # set is drained after the clear; one put after it writes a new byte.
-        if not self._wake_pending:
-            self._wake_pending = True
-            with contextlib.suppress(BlockingIOError):
-                posix.write(self._wake_write, b"x")
+        # A signal handler on the main thread may run between the flag and the write, and call
+        # the host: it then writes a byte itself (``_wake_unwritten``), or it would wait for
+        # a loop that was never woken, and the interrupted write with it, for ever.
+        if self._wake_pending and not self._wake_unwritten:
+            return
+        self._wake_unwritten = True
+        self._wake_pending = True
+        with contextlib.suppress(BlockingIOError):
+            posix.write(self._wake_write, b"x")
+        self._wake_unwritten = False
 
     # ------------------------------------------------------------------ the loop
 
@@ -1439,6 +1451,8 @@ class Reactor:
                 )
         finally:
             self._settling = outer
+            if call.latch is not None:
+                call.latch.release()
 
     # ------------------------------------------------------------------ messages from workers
 

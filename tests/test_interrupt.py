@@ -377,3 +377,51 @@ def test_ctrl_c_to_the_process_group_of_sandbox_doctor_is_one_interrupt() -> Non
         assert cli.returncode in (0, 130, -signal.SIGINT), (delay, cli.returncode, text)
         if cli.returncode == 130:
             assert "sandbox: interrupted" in text, (delay, text)
+
+
+_HANDLER_CALLS_THE_HOST = """
+import signal, sys, time
+from host import Host
+from policies import Policy
+
+seen = {"handler": 0, "main": 0}
+with Host() as host:
+    host.add_provider(sys.argv[1], policy=Policy(workers={"min": 2, "max": 2}))
+    busy = [False]
+
+    def handler(signum, frame):
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            assert host.call("echo.add", {"a": 1}) == 2
+            assert "echo" in host.stats()
+            seen["handler"] += 1
+        finally:
+            busy[0] = False
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        assert host.call("echo.add", {"a": 2}) == 3
+        seen["main"] += 1
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+print(seen["main"], seen["handler"])
+"""
+
+
+def test_a_signal_handler_may_call_the_host_while_the_main_thread_is_in_a_call() -> None:
+    """A handler (SIGALRM every 2 ms) calling ``host.call`` and ``host.stats`` while the main
+    thread loops over ``host.call``. It deadlocked within seconds in three ways: the handler
+    ran between ``_wake``'s flag and its write (the loop was never woken), inside the call's
+    ``Future.result`` holding the future's lock (the loop waited for it to finish the outer
+    call), and inside a catalog lookup holding the catalog's lock (the loop's own lookup of
+    the handler's call waited for it)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _HANDLER_CALLS_THE_HOST, str(TEST_PROVIDERS / "echo.py"), "6"],
+        capture_output=True, text=True, timeout=45,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    main_calls, handler_calls = map(int, done.stdout.split())
+    assert main_calls > 100 and handler_calls > 100, done.stdout
