@@ -29,6 +29,7 @@ from sandbox.own_root import project_root
 from tests.conftest import TEST_PROVIDERS
 
 SNOOP = str(TEST_PROVIDERS / "snoop.py")
+ECHO = str(TEST_PROVIDERS / "echo.py")
 REPO = Path(__file__).resolve().parent.parent
 
 ENGINE = """
@@ -273,3 +274,17 @@ def test_a_pth_line_naming_the_root_stops_the_launcher(
             host.interpreter.launcher_command()
     finally:
         host.interpreter.launcher_path.cache_clear()
+
+
+def test_a_read_path_under_a_missing_directory_is_skipped_not_unreachable(
+    host: Host, tmp_path: Path
+) -> None:
+    """A policy's ``read`` path whose parent does not exist either is absent, like any missing
+    path (the Landlock layer reports it skipped). The uid-drop layer took it for a path the
+    worker could not reach (its parent not searchable), and the provider failed to start."""
+    missing = tmp_path / "not-here" / "deeper"
+    host.add_provider(ECHO, policy=Policy(read=[str(missing)]))
+    assert host.call("echo.add", {"a": 1}) == 2
+    (info,) = host.providers()
+    (landlock,) = [r for r in info.layers if r["name"] == "landlock"]
+    assert landlock["applied"] and "absent, skipped" in landlock["detail"], landlock

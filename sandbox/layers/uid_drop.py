@@ -80,6 +80,17 @@ def _drop_all_capabilities() -> None:
         raise OSError(err, f"capset: {os.strerror(err)}")
 
 
+def _unreachable(path: str) -> bool:
+    """Whether this uid is refused the way to ``path`` (EACCES), as opposed to its absence."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def apply(policy: Policy, context: LayerContext) -> str:
     try:
         if os.geteuid() == 0:
@@ -99,12 +110,9 @@ def apply(policy: Policy, context: LayerContext) -> str:
     if 0 in (os.getuid(), os.geteuid(), os.getgid(), os.getegid()):
         raise LayerError("still uid or gid 0 after the switch")
     # A path the worker may read but cannot even reach (a parent it may not search) means the
-    # runtime would fail later in a confusing way: say it now, naming the path.
-    unreadable = [
-        p
-        for p in context.read_paths
-        if not os.path.exists(p) and not os.access(os.path.dirname(p) or "/", os.X_OK)
-    ]
+    # runtime would fail later in a confusing way: say it now, naming the path. A path that
+    # does not exist at all is not that (a policy's missing path is reported as skipped).
+    unreadable = [p for p in context.read_paths if _unreachable(p)]
     if unreadable:
         raise LayerError(
             f"uid {os.getuid()} cannot reach {unreadable[0]} (a parent directory is not "
