@@ -344,6 +344,26 @@ class Host(CallingAPI):
         a held lock the loop releases when the call has its outcome."""
         self._check_open()
         descriptor, policy = self._find(action)
+        try:
+            return self._hand_over(
+                descriptor, policy, input, timeout, future, payload, tenant, borrow, latch
+            )
+        except SandboxError as error:  # refused here: the provider's stats count it too
+            self._reactor.count_refusal(descriptor.provider, error.type)
+            raise
+
+    def _hand_over(
+        self,
+        descriptor: ActionDescriptor,
+        policy: Policy,
+        input: Any,
+        timeout: float | None,
+        future: CallFuture,
+        payload: bytes | None,
+        tenant: Hashable,
+        borrow: bool,
+        latch: threading.Lock | None,
+    ) -> tuple[PendingCall, tuple[int, WorkerHandle] | None]:
         # In the caller's thread: a private copy of plain JSON types, encoded once; the copy is
         # what is validated and its encoding is exactly what the worker decodes (host.inputs).
         plain, encoded = encode_input(

@@ -516,6 +516,19 @@ class Reactor:
         """The loop thread's ident, once it runs."""
         return self._loop_ident
 
+    def count_refusal(self, provider: str, kind: str) -> None:
+        """Thread-safe: a call to ``provider`` was refused before it reached the loop (its
+        input was invalid, say); ``stats()`` counts it under ``kind`` (no latency: it ran
+        nowhere)."""
+
+        def count() -> None:
+            state = self.providers.get(provider)
+            if state is not None and not state.removed:
+                state.stats.outcomes[kind] += 1
+
+        with contextlib.suppress(RuntimeError):  # (closed meanwhile: nothing to count)
+            self.submit(count)
+
     def in_callback(self) -> bool:
         """Whether this thread runs a call's done-callbacks now: the loop's thread, or a
         caller's that read its own reply, holding the loop's lock. Waiting for the loop there

@@ -241,3 +241,14 @@ def test_a_result_nested_past_the_hosts_bound_is_output_invalid(
     assert isinstance(outcome.error, OutputInvalid), outcome
     assert "deep" in str(outcome.error)
     assert host.call("deep_result.token") == first  # the same worker serves on
+
+
+def test_stats_count_calls_refused_before_they_reached_a_worker(host: Host) -> None:
+    """``stats()`` is calls by outcome: one refused in the caller's thread (invalid input)
+    counts too, as ``sandbox serve``'s metrics count it; it ran nowhere, so no latency."""
+    host.add_provider(provider_file("echo.py"))
+    for _ in range(2):
+        assert host.run("echo.add", {"a": "x"}).error.type == "InputInvalid"
+    assert host.call("echo.add", {"a": 1}) == 2
+    stats = host.stats()["echo"]
+    assert stats["calls"] == {"ok": 1, "InputInvalid": 2}, stats
