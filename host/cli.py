@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -343,6 +344,26 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float, refusing one too large for a float (``1e400`` parsed as
+    infinity, which JSON cannot carry; ``NaN`` and ``Infinity`` are usage errors too)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text} is too large for a float")
+    return value
+
+
+def _each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice: ``json`` keeps the last silently, so
+    ``{"a": 1, "a": 2}`` called the action with ``a`` = 2 (a config file refuses it too)."""
+    table: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in table:
+            raise ValueError(f"the key {json.dumps(key)} is given twice in one object")
+        table[key] = value
+    return table
+
+
 #: The most ``sandbox call`` reads of an ``@FILE`` or ``-`` input: it is read before any policy
 #: is known (``/dev/zero`` or ``yes |`` must not take the machine's memory), and far above the
 #: default ``input`` limit of 1 MiB.
@@ -372,7 +393,10 @@ def _read_input(text: str) -> Any:
 
         raise UsageError(f"{source} is larger than {format_size(MAX_INPUT_READ)}, the most read")
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite,
+            object_pairs_hook=_each_key_once,
+        )  # fmt: skip
     except UnicodeDecodeError as exc:
         raise UsageError(f"{source} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:

@@ -328,6 +328,22 @@ def test_nan_in_input_is_rejected_promptly() -> None:
     assert "Traceback" not in proc.stderr, describe(proc)
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"value": "a", "value": "b"}', 'the key "value" is given twice'),
+        ('{"value": {"k": 1, "k": 2}}', 'the key "k" is given twice'),
+        ('{"value": 1e400}', "1e400 is too large for a float"),
+    ],
+)
+def test_input_json_is_strict_like_a_config_file(text: str, said: str) -> None:
+    """A key given twice was taken silently (the last one won) and ``1e400`` became an
+    infinity the schema then refused (exit 1), while ``NaN`` was a usage error: the INPUT is
+    read as strictly as a JSON config file."""
+    proc = run_cli("call", "text.echo", text, timeout=10)
+    assert_usage_error(proc, "INPUT", said)
+
+
 def test_input_failing_the_schema() -> None:
     proc = run_cli("call", "--json", "text.word_count", '{"text": 5}')
     assert proc.returncode == 1, describe(proc)
