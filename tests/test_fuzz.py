@@ -8,6 +8,9 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from host.cli import main
 from host.fuzz.runner import CHECKS
@@ -492,3 +495,21 @@ def test_max_time_never_reports_a_hang_found_only_at_the_shorter_deadline(
         )
         for finding in data["actions"][0]["findings"]:  # type: ignore[index]
             assert len(finding["input"]["text"]) >= 3, (max_time, finding)
+
+
+def test_a_run_keeps_hypothesis_caches_with_the_store_or_nothing(
+    capsys: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hypothesis made ``.hypothesis/`` (unicode tables, constants) in the working directory,
+    which the README did not say; its caches go beside the failure store now, and a run with
+    ``--database none`` leaves nothing at all."""
+    monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    base = ["fuzz", "--provider", "providers.examples.text", "text.upper", "--json",
+            "--max-examples", "5", "--seed", "1"]  # fmt: skip
+    assert main([*base, "--database", "none"]) == 0
+    capsys.readouterr()  # type: ignore[attr-defined]
+    assert os.listdir(tmp_path) == []
+    assert main(base) == 0
+    capsys.readouterr()  # type: ignore[attr-defined]
+    assert os.listdir(tmp_path) == [".sandbox"]  # (no .hypothesis beside it)

@@ -7,6 +7,7 @@ configuration error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -205,9 +207,44 @@ def run(
     builtin: tuple[str, ...], printable: Any,
 ) -> int:
     """The command: 0 no finding, 1 findings."""
-    from host.fuzz.runner import fuzz_action
 
     options = options_from(args, usage_error)
+    with _hypothesis_home(options.database):
+        return _run(args, options, open_host, usage_error, builtin, printable)
+
+
+#: Where Hypothesis keeps its own caches (unicode tables, constants) beside the failure store.
+HYPOTHESIS_HOME = ".sandbox/hypothesis"
+
+
+@contextlib.contextmanager
+def _hypothesis_home(database: str | None) -> Iterator[None]:
+    """Hypothesis's caches go to ``.sandbox/hypothesis`` (it made ``.hypothesis/`` in the
+    working directory, which the README did not say), or, with ``--database none``, to a
+    temporary directory removed at the end: nothing is kept. ``HYPOTHESIS_STORAGE_DIRECTORY``
+    still wins."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        home = HYPOTHESIS_HOME
+        if database is None:
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="sandbox-fuzz-"))
+        set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            set_hypothesis_home_dir(None)
+
+
+def _run(
+    args: argparse.Namespace, options: Any, open_host: Any, usage_error: type[Exception],
+    builtin: tuple[str, ...], printable: Any,
+) -> int:
+    from host.fuzz.runner import fuzz_action
+
     host = open_host(args)
     try:
         known = {d.full_name: d for d in host.catalog.find_all()}
