@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from host.errors import Cancelled, Outcome
@@ -59,3 +60,27 @@ def wait_for_outcome(future: CallFuture) -> Outcome:
     if future.outcome is None:  # cancelled while queued
         return Outcome.failure(Cancelled("the call was cancelled"))
     return future.outcome
+
+
+def checked_timeout(value: Any) -> float | None:
+    """A caller's ``timeout``, checked alike by every kind of host: None (no deadline, also
+    for infinity) or a positive float. ``ValueError`` for anything else - a bool, a string,
+    NaN, zero or less, an integer too big for a float - saying so (a local host raised
+    ``OverflowError`` for ``10**400`` and ``TypeError`` for ``"2"``)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isinf(value) and value > 0:
+        return None
+    if not positive_seconds(value):
+        raise ValueError(f"timeout must be a positive number of seconds, got {value!r}"[:200])
+    return float(value)
+
+
+def positive_seconds(value: Any) -> bool:
+    """A finite positive number (an integer of 400 digits is finite, but no float: refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:
+        return False

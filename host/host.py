@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from host import installed
-from host.calling import CallingAPI, wait_for_outcome
+from host.calling import CallingAPI, checked_timeout, wait_for_outcome
 from host.catalog import MAX_NAME_LENGTH, ActionDescriptor, Catalog, is_name
 from host.errors import (
     InputInvalid,
@@ -369,8 +369,7 @@ class Host(CallingAPI):
         plain, encoded = encode_input(
             input, limit=policy.input, payload_size=0 if payload is None else len(payload)
         )
-        if timeout is not None and not (timeout > 0):
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        timeout = checked_timeout(timeout)
         now = time.monotonic()
         # Bounded (host.bounded) and within the caller's timeout, which it counts against.
         try:

@@ -38,7 +38,7 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from host.calling import CallingAPI
+from host.calling import CallingAPI, checked_timeout
 from host.catalog import Catalog, CatalogInvalid
 from host.errors import (
     Cancelled,
@@ -282,8 +282,7 @@ class RayHost(CallingAPI):
         future = CallFuture()
         future.set_running_or_notify_cancel()
         try:
-            if timeout is not None and not (timeout > 0):
-                raise ValueError(f"timeout must be positive, got {timeout!r}")
+            timeout = checked_timeout(timeout)
             if self.catalog.find(action) is None:
                 raise ProviderUnavailable(f"no provider at {self.endpoint} offers {action!r}")
             _, encoded = encode_input(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from decimal import Decimal
 
 import psutil
 import pytest
@@ -252,3 +253,14 @@ def test_stats_count_calls_refused_before_they_reached_a_worker(host: Host) -> N
     assert host.call("echo.add", {"a": 1}) == 2
     stats = host.stats()["echo"]
     assert stats["calls"] == {"ok": 1, "InputInvalid": 2}, stats
+
+
+@pytest.mark.parametrize("bad", [True, 10**400, 0, -1.0, float("nan"), "2", Decimal(1)])
+def test_a_bad_timeout_is_the_same_value_error_as_on_a_remote_host(host: Host, bad: object) -> None:
+    """Every kind of host checks a caller's ``timeout`` alike (``host.calling``): a local
+    one raised ``OverflowError`` for ``10**400`` and ``TypeError`` for ``"2"``, where a
+    ``RemoteHost`` said ``ValueError: timeout must be a positive number of seconds``."""
+    host.add_provider(provider_file("echo.py"))
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        host.call("echo.add", {"a": 1}, timeout=bad)  # type: ignore[arg-type]
+    assert host.call("echo.add", {"a": 1}, timeout=float("inf")) == 2  # (no deadline)

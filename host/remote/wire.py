@@ -10,9 +10,9 @@ through ``Host.submit`` (plain copy, size limit, schema) like any other.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from host.calling import checked_timeout, positive_seconds
 from host.catalog import ActionDescriptor, CatalogInvalid, descriptors_from_hello
 from host.errors import ERROR_TYPES, Outcome, ProtocolViolation, SandboxError, Usage
 from sandbox import protocol
@@ -69,34 +69,15 @@ def parse_envelope(frame: bytes) -> dict[str, Any]:
             raise BadRequest(
                 f"action must be a string of 1-{MAX_ACTION_LENGTH} characters", request_id
             )
-        if timeout is not None and not _positive_seconds(timeout):
+        if timeout is not None and not positive_seconds(timeout):
             raise BadRequest("timeout must be a positive number of seconds or null", request_id)
         if isinstance(timeout, int):  # (a JSON integer may be too big for a float)
             body["timeout"] = float(timeout)
     return body
 
 
-def client_timeout(value: Any) -> float | None:
-    """A caller's ``timeout`` as sent to a server: None (no deadline, also for infinity, which
-    JSON cannot carry) or a positive float; ``ValueError`` for anything else, as the server
-    would refuse it (a bool, NaN, zero or less, an integer too big for a float)."""
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isinf(value) and value > 0:
-        return None
-    if not _positive_seconds(value):
-        raise ValueError(f"timeout must be a positive number of seconds, got {value!r}"[:200])
-    return float(value)
-
-
-def _positive_seconds(value: Any) -> bool:
-    """A finite positive number (an integer of 400 digits is finite, but no float: refused)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value) and value > 0
-    except OverflowError:
-        return False
+#: A caller's ``timeout`` as sent to a server (the server refuses what it refuses).
+client_timeout = checked_timeout
 
 
 def outcome_reply(request_id: str, outcome: Outcome, *, ack: bool = False) -> bytes:
