@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Hashable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from host import installed
 from host.calling import CallingAPI, checked_timeout, wait_for_outcome
@@ -107,6 +107,33 @@ class ProviderInfo:
 _frozen = False
 
 
+T = TypeVar("T")
+
+
+def _latch(future: Future[Any]) -> threading.Lock | None:
+    """On the main thread, a held lock that ``future``'s completion releases; give it to
+    :func:`_result` with the future. Made before the loop is handed the future, so taking the
+    future's lock here never holds up the loop.
+
+    The main thread waits on it rather than in ``future.result()``: a signal handler may run
+    at any point of the wait and call the host, and inside ``result()`` it would hold the
+    future's lock, which the loop needs to complete the future, while the handler waits for
+    the loop (``Host.run`` waits on ``PendingCall.latch`` for the same reason)."""
+    if threading.get_ident() != threading.main_thread().ident:
+        return None
+    latch = threading.Lock()
+    latch.acquire()
+    future.add_done_callback(lambda _: latch.release())
+    return latch
+
+
+def _result(future: Future[T], latch: threading.Lock | None, timeout: float) -> T:
+    """``future.result(timeout)``, waiting on ``latch`` first where :func:`_latch` made one."""
+    if latch is not None and not latch.acquire(timeout=timeout):
+        raise TimeoutError(f"no answer from the host's loop within {timeout:g}s")
+    return future.result(timeout=0 if latch is not None else timeout)
+
+
 def _freeze_imports() -> None:
     """Once per process: move what exists now (mostly modules: jsonschema and its format
     checkers alone are 150,000 objects) to the collector's permanent generation. A full
@@ -193,11 +220,12 @@ class Host(CallingAPI):
         ref = _absolute_file_ref(installed.resolve(ref.strip()))
         key = name if name is not None else f"{PENDING_PREFIX}{next(self._ids)}>"
         ready: Future[str] = Future()
+        latch = _latch(ready)
         state = ProviderState(
             name=key, ref=ref, policy=policy, ready=ready, explicit_name=name is not None
         )
         self._reactor.submit(lambda: self._reactor.add_provider(state))
-        return ready.result(timeout=STARTUP_TIMEOUT_S + _ADD_PROVIDER_SLACK_S)
+        return _result(ready, latch, STARTUP_TIMEOUT_S + _ADD_PROVIDER_SLACK_S)
 
     def add_installed(self, names: Iterable[str] | None = None) -> list[str]:
         """Add the providers installed as packages (entry-point group
@@ -325,8 +353,9 @@ class Host(CallingAPI):
         restarts, failed starts, retries, recycled and hung workers, queue depth."""
         self._check_open()
         done: Future[dict[str, Any]] = Future()
+        latch = _latch(done)
         self._reactor.submit(lambda: done.set_result(self._reactor.stats()))
-        return done.result(timeout=30)
+        return _result(done, latch, 30)
 
     def _prepare(
         self,

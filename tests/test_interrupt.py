@@ -405,6 +405,8 @@ with Host() as host:
     end = time.monotonic() + float(sys.argv[2])
     while time.monotonic() < end:
         assert host.call("echo.add", {"a": 2}) == 3
+        if seen["main"] % 4 == 0:  # (the main thread waiting for the loop's answer too)
+            assert "echo" in host.stats()
         seen["main"] += 1
     signal.setitimer(signal.ITIMER_REAL, 0, 0)
 print(seen["main"], seen["handler"])
@@ -413,11 +415,13 @@ print(seen["main"], seen["handler"])
 
 def test_a_signal_handler_may_call_the_host_while_the_main_thread_is_in_a_call() -> None:
     """A handler (SIGALRM every 2 ms) calling ``host.call`` and ``host.stats`` while the main
-    thread loops over ``host.call``. It deadlocked within seconds in three ways: the handler
+    thread loops over ``host.call`` and ``host.stats``. It deadlocked within seconds in three
+    ways: the handler
     ran between ``_wake``'s flag and its write (the loop was never woken), inside the call's
     ``Future.result`` holding the future's lock (the loop waited for it to finish the outer
-    call), and inside a catalog lookup holding the catalog's lock (the loop's own lookup of
-    the handler's call waited for it)."""
+    call; ``stats`` and ``add_provider`` waited in a future the same way), and inside a
+    catalog lookup holding the catalog's lock (the loop's own lookup of the handler's call
+    waited for it)."""
     done = subprocess.run(
         [sys.executable, "-c", _HANDLER_CALLS_THE_HOST, str(TEST_PROVIDERS / "echo.py"), "6"],
         capture_output=True, text=True, timeout=45,
