@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 from host.errors import Cancelled, Outcome
@@ -51,6 +52,9 @@ def wait_for_outcome(future: CallFuture) -> Outcome:
     """Wait for a submitted call's :class:`Outcome` (``run``'s wait, for callers of
     ``submit``): an interrupted wait cancels the call and is re-raised."""
     try:
+        latch = future.latch
+        if latch is not None and threading.get_ident() == threading.main_thread().ident:
+            latch.acquire()  # (see ``CallFuture.latch``; the future is complete after it)
         future.result()
     except Exception:  # the call's error (or CancelledError): the outcome says it
         pass

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED
 from typing import Any
 
 from host.errors import Outcome
+
+#: The interpreter's main thread, where signal handlers run.
+_MAIN_THREAD = threading.main_thread().ident
 
 
 class CallFuture(Future[Any]):
@@ -29,6 +34,24 @@ class CallFuture(Future[Any]):
         super().__init__()
         self.outcome: Outcome | None = None
         self._canceller = canceller
+        #: Made on the main thread: a held lock released when the future completes, which
+        #: ``host.calling.wait_for_outcome`` waits on there instead of in ``result()``. A
+        #: signal handler may run at any point of a wait and call a host; inside ``result()``
+        #: it would hold this future's lock, which the thread completing the future (a host's
+        #: loop, a remote host's I/O thread) needs, while the handler waits for that thread.
+        self.latch: threading.Lock | None = None
+        if threading.get_ident() == _MAIN_THREAD:
+            self.latch = threading.Lock()
+            self.latch.acquire()
+
+    def _invoke_callbacks(self) -> None:
+        # Every completion (a result, an exception, a cancel) ends here, once, outside the
+        # future's lock: open the latch first, then run the done-callbacks.
+        latch = self.latch
+        if latch is not None:
+            with contextlib.suppress(RuntimeError):  # (released already)
+                latch.release()
+        super()._invoke_callbacks()  # type: ignore[misc]
 
     def cancel(self) -> bool:
         if super().cancel():

@@ -320,26 +320,16 @@ class Host(CallingAPI):
         the same outcome as through :meth:`submit`, without the thread hand-offs to the host's
         loop and back.
 
-        On the main thread it waits on a lock of its own that the loop releases, and touches
-        the call's future only once it is done: a signal handler may run at any point of the
-        wait, and call the host (``call``, ``stats``) meanwhile. Waiting in the future instead
-        held its lock at moments, and the loop then waited for that lock to finish the call,
-        while the handler waited for the loop.
+        On the main thread it waits on the future's latch (``CallFuture.latch``), not in the
+        future: a signal handler may run at any point of the wait and call the host.
         """
         future = CallFuture()
-        latch: threading.Lock | None = None
-        if threading.get_ident() == threading.main_thread().ident:
-            latch = threading.Lock()
-            latch.acquire()
         try:
             call, lent = self._prepare(
-                action, {} if input is None else input, timeout, future, borrow=True,
-                latch=latch,
-            )  # fmt: skip
+                action, {} if input is None else input, timeout, future, borrow=True
+            )
             if lent is not None:
                 self._reactor.wait_here(call, lent)
-            elif latch is not None:
-                latch.acquire()
         except SandboxError as error:
             future.set_running_or_notify_cancel()
             future.settle(Outcome.failure(error))
@@ -366,16 +356,14 @@ class Host(CallingAPI):
         payload: bytes | None = None,
         tenant: Hashable = None,
         borrow: bool = False,
-        latch: threading.Lock | None = None,
     ) -> tuple[PendingCall, tuple[int, WorkerHandle] | None]:
         """Check and encode a call, and hand it to the loop. ``borrow``: the caller will wait
-        in ``Reactor.wait_here`` with what is returned with the call, if anything; ``latch``:
-        a held lock the loop releases when the call has its outcome."""
+        in ``Reactor.wait_here`` with what is returned with the call, if anything."""
         self._check_open()
         descriptor, policy = self._find(action)
         try:
             return self._hand_over(
-                descriptor, policy, input, timeout, future, payload, tenant, borrow, latch
+                descriptor, policy, input, timeout, future, payload, tenant, borrow
             )
         except SandboxError as error:  # refused here: the provider's stats count it too
             self._reactor.count_refusal(descriptor.provider, error.type)
@@ -391,7 +379,6 @@ class Host(CallingAPI):
         payload: bytes | None,
         tenant: Hashable,
         borrow: bool,
-        latch: threading.Lock | None,
     ) -> tuple[PendingCall, tuple[int, WorkerHandle] | None]:
         # In the caller's thread: a private copy of plain JSON types, encoded once; the copy is
         # what is validated and its encoding is exactly what the worker decodes (host.inputs).
@@ -423,7 +410,6 @@ class Host(CallingAPI):
             submitted=now,
             caller_deadline=None if timeout is None else now + timeout,
             tenant=tenant,
-            latch=latch,
         )
         reactor = self._reactor
         call.future._canceller = lambda _: reactor.submit(lambda: reactor.cancel(call))

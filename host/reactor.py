@@ -225,9 +225,6 @@ class PendingCall:
     #: Deadlines armed for this call; cancelled when it finishes, so the timer heap does not
     #: keep every finished call (its future, input and closures) alive until its wall time.
     timers: list[_Timer] = field(default_factory=list)
-    #: Held by a caller on the main thread until the call has its outcome (``Host.run``):
-    #: released by ``_finish``, it is what that caller waits on (see ``Host.run``).
-    latch: threading.Lock | None = None
 
 
 @dataclass(eq=False)
@@ -1464,8 +1461,6 @@ class Reactor:
                 )
         finally:
             self._settling = outer
-            if call.latch is not None:
-                call.latch.release()
 
     # ------------------------------------------------------------------ messages from workers
 

@@ -1312,3 +1312,51 @@ def test_a_reply_the_client_cannot_read_ends_its_call_not_the_client() -> None:
         thread.join(10)
         server.close()
         context.term()
+
+
+_HANDLER_CALLS_THE_REMOTE = """
+import signal, sys, time
+from host import RemoteHost
+
+endpoint, keys, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+seen = {"handler": 0, "main": 0}
+with RemoteHost(endpoint, server_key=f"{keys}/server.key",
+                client_key=f"{keys}/client.key_secret") as remote:
+    busy = [False]
+
+    def handler(signum, frame):
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            assert remote.call("echo.echo", {"value": "h"}) == "h"
+            seen["handler"] += 1
+        finally:
+            busy[0] = False
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert remote.call("echo.echo", {"value": "m"}) == "m"
+        seen["main"] += 1
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+print(seen["main"], seen["handler"])
+"""
+
+
+def test_a_signal_handler_may_call_a_remote_host_the_main_thread_is_calling(
+    servers: Servers,
+) -> None:
+    """As for a local host (``test_interrupt.py``): a handler calling ``remote.call`` while
+    the main thread is in ``remote.call`` must not leave the client's I/O thread waiting for
+    the lock of the future the interrupted wait holds (``CallFuture.latch``)."""
+    endpoint, _ = servers.start()
+    done = subprocess.run(
+        [sys.executable, "-c", _HANDLER_CALLS_THE_REMOTE, endpoint, str(servers.base / "keys"),
+         "5"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    main_calls, handler_calls = map(int, done.stdout.split())
+    assert main_calls > 100 and handler_calls > 100, done.stdout
