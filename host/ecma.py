@@ -199,8 +199,19 @@ def _class(pattern: str, i: int, reading: _Reading) -> tuple[str, int]:
         i += 1
     members: list[str] = []
     after_set = False  # the last member was a class escape (\s, \d...): no range may follow
+    # The last member ended a range (a-z): a "-" after it is a member, in every reading
+    # ([a-a-\w] is a, "-" and \w; it was taken for Annex B's [a-\w] and refused).
+    after_range = False
+    in_range = False  # the last member was a "-" between two members: the next ends a range
     while i < len(pattern) and pattern[i] != "]":
         char = pattern[i]
+        ends_range, in_range = in_range, False
+        if char == "-" and after_range:
+            members.append("\\-")
+            after_range = after_set = False
+            i += 1
+            continue
+        after_range = False
         before_set = pattern[i + 1 : i + 2] == "\\" and pattern[i + 2 : i + 3] in _SET_ESCAPES
         if char == "-" and (after_set or before_set) and members and pattern[i + 1 : i + 2] != "]":
             # [\s-a] and [a-\d] (Annex B) are members and a "-" (no class is a range's end);
@@ -211,6 +222,7 @@ def _class(pattern: str, i: int, reading: _Reading) -> tuple[str, int]:
             i += 1
             continue
         after_set = char == "\\" and pattern[i + 1 : i + 2] in _SET_ESCAPES
+        after_range = ends_range and not after_set
         if char == "\\" and i + 1 < len(pattern):
             escaped = pattern[i + 1]
             if escaped == "s":
@@ -224,6 +236,7 @@ def _class(pattern: str, i: int, reading: _Reading) -> tuple[str, int]:
                 # ([\p{ASCII}] is a class of its own outside a class)
                 members.append(text[1:-1] if text.startswith("[") else text)
             continue
+        in_range = char == "-" and bool(members) and pattern[i + 1 : i + 2] != "]"
         # RE2 reads "[:" inside a class as a POSIX class ([[:alpha:]]); ECMA-262 as members.
         members.append("\\[" if char == "[" else char)
         i += 1
