@@ -55,6 +55,7 @@ def wait_for_outcome(future: CallFuture) -> Outcome:
         latch = future.latch
         if latch is not None and threading.get_ident() == threading.main_thread().ident:
             latch.acquire()  # (see ``CallFuture.latch``; the future is complete after it)
+            latch.release()  # (open for good: a second wait must not wait for ever)
         future.result()
     except Exception:  # the call's error (or CancelledError): the outcome says it
         pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED
 from typing import Any
 
@@ -71,12 +71,15 @@ class CallFuture(Future[Any]):
         ``concurrent.futures.wait`` and ``as_completed`` (an executor does it when it takes
         the item from its queue): without it they never saw the call end."""
         self.outcome = outcome
-        if self.cancelled():
-            with self._condition:  # (a reentrant lock: the call below takes it too)
-                if self._state == CANCELLED:  # (not yet notified)
-                    self.set_running_or_notify_cancel()
-            return
-        if outcome.error is not None:
-            self.set_exception(outcome.error)
-        else:
-            self.set_result(outcome.value)
+        if not self.cancelled():
+            try:
+                if outcome.error is not None:
+                    self.set_exception(outcome.error)
+                else:
+                    self.set_result(outcome.value)
+                return
+            except InvalidStateError:  # a cancel() came between the look and the result
+                pass
+        with self._condition:  # (a reentrant lock: the call below takes it too)
+            if self._state == CANCELLED:  # (not yet notified)
+                self.set_running_or_notify_cancel()

@@ -118,7 +118,7 @@ def _latch(future: Future[Any]) -> threading.Lock | None:
     The main thread waits on it rather than in ``future.result()``: a signal handler may run
     at any point of the wait and call the host, and inside ``result()`` it would hold the
     future's lock, which the loop needs to complete the future, while the handler waits for
-    the loop (``Host.run`` waits on ``PendingCall.latch`` for the same reason)."""
+    the loop (``run`` waits on ``CallFuture.latch`` for the same reason)."""
     if threading.get_ident() != threading.main_thread().ident:
         return None
     latch = threading.Lock()
@@ -186,6 +186,7 @@ class Host(CallingAPI):
         self._close_calls = itertools.count()
         self._close_done = threading.Event()
         self._closing_thread: int | None = None
+        self._close_timeout = 0.0  # (the first close's: a second one waits as long)
         self._finalizer = weakref.finalize(self, Host._close_reactor, self._reactor, self._thread)
         atexit.register(self._finalizer)
 
@@ -461,6 +462,7 @@ class Host(CallingAPI):
             return
         self._closed = True
         self._closing_thread = threading.get_ident()
+        self._close_timeout = timeout
         if self._reactor.in_callback():
             # A call's done-callback: waiting here would stall the very loop that closes (35
             # s, then TimeoutError). The close goes on once the callback returns; a later
@@ -490,11 +492,14 @@ class Host(CallingAPI):
         """A second ``close`` returns once the first has ended (an engine's shutdown hook
         must not go on while workers still run), except where waiting cannot end: on the
         thread of the first close (a signal handler that interrupted it) or the loop's own
-        (a done-callback). The first close is bounded; so is this wait."""
+        (a done-callback). The first close is bounded; so is this wait, by the longer of the
+        two timeouts."""
         me = threading.get_ident()
         if me in (self._closing_thread, self._reactor.loop_ident) or self._reactor.in_callback():
             return
-        self._close_done.wait(timeout + CLOSE_WAIT_SLACK_S)
+        if self._closing_thread is None and me == threading.main_thread().ident:
+            return  # (a handler that interrupted the first close before it said whose it is)
+        self._close_done.wait(max(timeout, self._close_timeout) + CLOSE_WAIT_SLACK_S)
 
     @staticmethod
     def _close_reactor(reactor: Reactor, thread: threading.Thread, timeout: float = 0.0) -> None:

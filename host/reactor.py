@@ -381,7 +381,7 @@ class Reactor:
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         self._wake_pending = False
-        self._wake_unwritten = False
+        self._wake_local = threading.local()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._timers: list[_Timer] = []
@@ -546,15 +546,20 @@ class Reactor:
         # byte, then clears the flag, then drains the queue: a command put while the flag was
         # set is drained after the clear; one put after it writes a new byte.
         # A signal handler on the main thread may run between the flag and the write, and call
-        # the host: it then writes a byte itself (``_wake_unwritten``), or it would wait for
-        # a loop that was never woken, and the interrupted write with it, for ever.
-        if self._wake_pending and not self._wake_unwritten:
+        # the host: it then writes a byte itself (this thread's ``writing``: per thread, as
+        # another thread's finished write says nothing of the interrupted one), or it would
+        # wait for a loop that was never woken, and the interrupted write with it, for ever.
+        local = self._wake_local
+        writing = getattr(local, "writing", False)
+        if self._wake_pending and not writing:
             return
-        self._wake_unwritten = True
-        self._wake_pending = True
-        with contextlib.suppress(BlockingIOError):
-            posix.write(self._wake_write, b"x")
-        self._wake_unwritten = False
+        local.writing = True
+        try:
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError):
+                posix.write(self._wake_write, b"x")
+        finally:
+            local.writing = writing
 
     # ------------------------------------------------------------------ the loop
 

@@ -404,3 +404,18 @@ def test_finished_calls_are_not_kept_alive_by_their_deadlines(host: Host) -> Non
     gc.collect()
     assert sum(ref() is not None for ref in refs) == 0
     assert len(host._reactor._timers) < 600  # wall and caller deadlines: 1,200 armed
+
+
+def test_waiting_twice_for_one_call_on_the_main_thread_returns_twice(host: Host) -> None:
+    """The main thread waits on a future's latch (``CallFuture.latch``), not in the future:
+    the first wait took the latch for good, and a second wait for the same call (the engine
+    asking again) hung for ever."""
+    from host.calling import wait_for_outcome
+
+    assert threading.current_thread() is threading.main_thread()
+    host.add_provider(ECHO)
+    future = host.submit("echo.add", {"a": 1})
+    assert future.latch is not None  # (made on the main thread)
+    assert wait_for_outcome(future).value == 2
+    assert future.result(timeout=5) == 2
+    assert wait_for_outcome(future).value == 2
