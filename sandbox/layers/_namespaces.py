@@ -73,12 +73,18 @@ def probe_unshare(flags: int, what: str) -> Probe:
         answer = b"".join(chunks).decode()
     finally:
         if pid != 0:  # (the parent, also when the fork failed)
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            for fd in (read, write):
-                if fd >= 0:
-                    os.close(fd)
-            if pid > 0:
-                os.waitpid(pid, 0)  # (the child exits at once, whatever happened here)
+            # Reaped with the stop signals blocked: a Ctrl-C landing in the wait raised out of
+            # it and left the child a zombie for whoever inherits it (the leak check's run
+            # saw it for seconds); a pending one raises once the child is reaped.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                for fd in (read, write):
+                    if fd >= 0:
+                        os.close(fd)
+                if pid > 0:
+                    os.waitpid(pid, 0)  # (the child exits at once, whatever happened here)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     if answer == "ok":
         return Probe(True, f"{what} can be created")
     return Probe(False, answer)

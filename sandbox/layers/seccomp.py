@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 import sys
 from typing import Any
 
@@ -100,11 +101,21 @@ def _import_pyseccomp() -> Any:
     when libseccomp is missing, so every exception counts)."""
     if not sys.platform.startswith("linux"):
         raise LayerError("seccomp is Linux-only")
+    # Its import finds libc and libseccomp with ``ctypes.util.find_library``, which runs
+    # ``ldconfig -p`` in a child: a Ctrl-C landing meanwhile (``sandbox doctor``) left that
+    # child unreaped, a zombie for whoever inherits it. The stop signals wait until it is done.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         import pyseccomp
     except Exception as exc:
         raise LayerError(f"pyseccomp/libseccomp unavailable: {type(exc).__name__}: {exc}") from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return pyseccomp
+
+
+#: What :func:`_import_pyseccomp` holds off.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def _library_version(seccomp: Any) -> str:
